@@ -1,0 +1,25 @@
+import os
+import zlib
+
+import pytest
+import torch
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (run on the device machine: pytest -m gpu)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed(request):
+    """Fresh random data per test, reproducible per test id (set FUSEDRNN_TEST_SEED to vary all)."""
+    base = int(os.environ.get("FUSEDRNN_TEST_SEED", "0"))
+    torch.manual_seed(base + zlib.crc32(request.node.nodeid.encode()))
