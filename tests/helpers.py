@@ -21,3 +21,18 @@ def random_problem(cell, B, T, NH, D, dtype=torch.float64, device="cpu", with_st
             state[2] = state[2].abs() + 1.0  # n >= 1 as after any step; m is any real
     out = [t.to(dtype=dtype, device=device) if t is not None else None for t in (x, R, b, state)]
     return tuple(out)
+
+
+def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max(1, max |expected|): absolute for values of order one (h, gates),
+    relative to the largest element for tensors that grow with T and B (dR, db, sLSTM's c and m)."""
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    return (actual.double() - expected.double()).abs().max().item() / scale if actual.numel() else 0.0
+
+
+def run_with_grads(fn, inputs, dy, dfinal):
+    """y, final and the gradients of <y, dy> + <final, dfinal> with respect to every input."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    y, final = fn(*leaves)
+    grads = torch.autograd.grad((y.float() * dy).sum() + (final.float() * dfinal).sum(), leaves)
+    return y.detach(), final.detach(), grads

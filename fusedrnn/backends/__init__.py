@@ -51,6 +51,8 @@ class Backend:
     supports: Callable[[Call], str | None]
     run: RunFn
     description: str = ""
+    # device types on which "auto" may pick this backend (it still runs elsewhere when named)
+    auto_devices: frozenset[str] = frozenset({"cpu", "cuda"})
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -90,6 +92,8 @@ def select_backend(name: str, call: Call) -> Backend:
         for candidate in backend_names():
             backend = _BACKENDS[candidate]
             reason = backend.supports(call)
+            if reason is None and call.device.type not in backend.auto_devices:
+                reason = f"not used automatically on {call.device.type} (name it to use it there)"
             if reason is None:
                 return backend
             LOGGER.debug("auto dispatch skips backend %r: %s", candidate, reason)
@@ -104,3 +108,8 @@ def select_backend(name: str, call: Call) -> Backend:
 
 # Registration: each module registers its backend on import.
 from . import reference  # noqa: E402,F401
+
+try:
+    from . import triton  # noqa: E402,F401
+except ImportError as error:  # triton is optional (Linux, the [triton] extra)
+    LOGGER.debug("triton backend unavailable: %s", error)

@@ -32,6 +32,11 @@ class Cell:
     states: tuple[str, ...]  # state names; states[0] is h, the recurrent output
     initial: tuple[float, ...]  # value of each state when no initial state is given
     step: StepFn
+    # Each bias gate k has a pre-activation slot p_k = b_k (+ one x gate) (+ one R gate). These map x's
+    # and R's gates to their slot, so fused backends can save slots and route gradients generically:
+    # dx_g = dp[x_slots[g]], dR_g = dp[r_slots[g]] h_prev^T, db_k = dp_k.
+    x_slots: tuple[int, ...] = ()
+    r_slots: tuple[int, ...] = ()
 
     @property
     def num_gates_x(self) -> int:
@@ -59,6 +64,13 @@ def register_cell(cell: Cell) -> Cell:
             f"cell {cell.name!r}: initial has {len(cell.initial)} values, expected one per state "
             f"({cell.num_states})"
         )
+    for field, gates in (("x_slots", cell.gates_x), ("r_slots", cell.gates_r)):
+        slots = getattr(cell, field)
+        if len(slots) != len(gates) or not all(0 <= k < cell.num_gates_b for k in slots):
+            raise ValueError(
+                f"cell {cell.name!r}: {field} must give a bias-gate index (0..{cell.num_gates_b - 1}) for each "
+                f"of the {len(gates)} gates, got {slots}"
+            )
     _CELLS[cell.name] = cell
     return cell
 

@@ -18,5 +18,7 @@ ELMAN = register_cell(
         states=("h",),
         initial=(0.0,),
         step=elman_step,
+        x_slots=(0,),
+        r_slots=(0,),
     )
 )

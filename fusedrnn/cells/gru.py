@@ -29,5 +29,7 @@ GRU = register_cell(
         states=("h",),
         initial=(0.0,),
         step=gru_step,
+        x_slots=(0, 1, 2),
+        r_slots=(0, 1, 3),
     )
 )

@@ -23,5 +23,7 @@ LSTM = register_cell(
         states=("h", "c"),
         initial=(0.0, 0.0),
         step=lstm_step,
+        x_slots=(0, 1, 2, 3),
+        r_slots=(0, 1, 2, 3),
     )
 )

@@ -36,5 +36,7 @@ SLSTM = register_cell(
         states=("h", "c", "n", "m"),
         initial=(0.0, 0.0, 0.0, 0.0),
         step=slstm_step,
+        x_slots=(0, 1, 2, 3),
+        r_slots=(0, 1, 2, 3),
     )
 )

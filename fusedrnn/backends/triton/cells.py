@@ -1,0 +1,158 @@
+"""Each cell's pointwise math for the Triton kernels: one forward and one backward helper per cell.
+
+Helpers work on float32 register blocks [BLOCK_B, BLOCK_D]. Forward: pre-activation slots p0..p3 (one per
+bias gate, see ``Cell.x_slots`` / ``Cell.r_slots``) and the previous states s0..s3 (s0 = h) give the new
+states. Backward: the same slots, the previous states and the gradients of the new states give the
+slot gradients and the direct gradients of the previous states (the kernel adds Rᵀ·dp to dh). Slots and
+states a cell does not have are passed through untouched and removed by the compiler.
+
+Adding a cell: write its two helpers here, give it an id in ``CELL_IDS``, add a branch to
+``cell_forward`` and ``cell_backward``.
+"""
+
+import triton
+import triton.language as tl
+
+CELL_IDS = {"lstm": 0, "gru": 1, "elman": 2, "slstm": 3}
+
+
+@triton.jit
+def _sigmoid(v):
+    return 1.0 / (1.0 + tl.exp(-v))
+
+
+@triton.jit
+def _tanh(v):
+    # 2 σ(2v) − 1: exact to float32 rounding in absolute terms, and saturates without overflow.
+    return 2.0 * _sigmoid(2.0 * v) - 1.0
+
+
+@triton.jit
+def _log_sigmoid(v):
+    return tl.minimum(v, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(v)))
+
+
+# --- LSTM: slots (i, f, z, o), states (h, c) ---------------------------------------------------------
+
+
+@triton.jit
+def lstm_forward(p0, p1, p2, p3, s0, s1, s2, s3):
+    c = _sigmoid(p1) * s1 + _sigmoid(p0) * _tanh(p2)
+    return _sigmoid(p3) * _tanh(c), c, s2, s3
+
+
+@triton.jit
+def lstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, dc, ds2, ds3):
+    i, f, z, o = _sigmoid(p0), _sigmoid(p1), _tanh(p2), _sigmoid(p3)
+    tc = _tanh(f * s1 + i * z)
+    dc_total = dc + dh * o * (1.0 - tc * tc)
+    dp0 = dc_total * z * i * (1.0 - i)
+    dp1 = dc_total * s1 * f * (1.0 - f)
+    dp2 = dc_total * i * (1.0 - z * z)
+    dp3 = dh * tc * o * (1.0 - o)
+    return dp0, dp1, dp2, dp3, dh * 0.0, dc_total * f, ds2, ds3
+
+
+# --- GRU: slots (r, z, n_in, n_hidden), state h --------------------------------------------------------
+
+
+@triton.jit
+def gru_forward(p0, p1, p2, p3, s0, s1, s2, s3):
+    r, u = _sigmoid(p0), _sigmoid(p1)
+    n = _tanh(p2 + r * p3)
+    return (1.0 - u) * n + u * s0, s1, s2, s3
+
+
+@triton.jit
+def gru_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, ds1, ds2, ds3):
+    r, u = _sigmoid(p0), _sigmoid(p1)
+    n = _tanh(p2 + r * p3)
+    dn_pre = dh * (1.0 - u) * (1.0 - n * n)
+    dp0 = dn_pre * p3 * r * (1.0 - r)
+    dp1 = dh * (s0 - n) * u * (1.0 - u)
+    return dp0, dp1, dn_pre, dn_pre * r, dh * u, ds1, ds2, ds3
+
+
+# --- Elman: slot z, state h -----------------------------------------------------------------------------
+
+
+@triton.jit
+def elman_forward(p0, p1, p2, p3, s0, s1, s2, s3):
+    return _tanh(p0), s1, s2, s3
+
+
+@triton.jit
+def elman_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, ds1, ds2, ds3):
+    h = _tanh(p0)
+    return dh * (1.0 - h * h), p1, p2, p3, dh * 0.0, ds1, ds2, ds3
+
+
+# --- sLSTM: slots (i, f, z, o), states (h, c, n, m) ------------------------------------------------------
+
+
+@triton.jit
+def _slstm_gates(p0, p1, s2, s3):
+    log_f_plus_m = _log_sigmoid(p1) + s3
+    m_new = tl.where(s2 == 0.0, p0, tl.maximum(p0, log_f_plus_m))
+    return log_f_plus_m, m_new, tl.exp(p0 - m_new), tl.exp(log_f_plus_m - m_new)
+
+
+@triton.jit
+def slstm_forward(p0, p1, p2, p3, s0, s1, s2, s3):
+    _, m_new, i, f = _slstm_gates(p0, p1, s2, s3)
+    c_new = f * s1 + i * _tanh(p2)
+    n_new = tl.maximum(f * s2 + i, 1.0)
+    return _sigmoid(p3) * c_new / n_new, c_new, n_new, m_new
+
+
+@triton.jit
+def slstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, dc, dn, dm):
+    log_f_plus_m, m_new, i, f = _slstm_gates(p0, p1, s2, s3)
+    z = _tanh(p2)
+    o = _sigmoid(p3)
+    c_new = f * s1 + i * z
+    q = f * s2 + i
+    n_new = tl.maximum(q, 1.0)
+    dc_total = dc + dh * o / n_new
+    # n' = max(q, 1): the gradient passes where q >= 1, as torch.clamp(q, min=1) defines it.
+    dq = tl.where(q >= 1.0, dn - dh * o * c_new / (n_new * n_new), 0.0)
+    di = dc_total * z + dq
+    df = dc_total * s1 + dq * s2
+    dp2 = dc_total * i * (1.0 - z * z)
+    dp3 = dh * (c_new / n_new) * o * (1.0 - o)
+    dm_new = dm - di * i - df * f
+    # m' = i~ on fresh states (n == 0), else max(i~, log σ(f~) + m), ties split evenly as torch.maximum does.
+    to_i = tl.where(s2 == 0.0, 1.0, tl.where(p0 > log_f_plus_m, 1.0, tl.where(p0 == log_f_plus_m, 0.5, 0.0)))
+    dp0 = di * i + dm_new * to_i
+    d_log_f_plus_m = df * f + dm_new * (1.0 - to_i)
+    dp1 = d_log_f_plus_m * (1.0 - _sigmoid(p1))
+    return dp0, dp1, dp2, dp3, dh * 0.0, dc_total * f, dq * f, d_log_f_plus_m
+
+
+# --- dispatch on the cell id (a compile-time constant) ----------------------------------------------------
+
+
+@triton.jit
+def cell_forward(CELL: tl.constexpr, p0, p1, p2, p3, s0, s1, s2, s3):
+    if CELL == 0:
+        s0, s1, s2, s3 = lstm_forward(p0, p1, p2, p3, s0, s1, s2, s3)
+    elif CELL == 1:
+        s0, s1, s2, s3 = gru_forward(p0, p1, p2, p3, s0, s1, s2, s3)
+    elif CELL == 2:
+        s0, s1, s2, s3 = elman_forward(p0, p1, p2, p3, s0, s1, s2, s3)
+    else:
+        s0, s1, s2, s3 = slstm_forward(p0, p1, p2, p3, s0, s1, s2, s3)
+    return s0, s1, s2, s3
+
+
+@triton.jit
+def cell_backward(CELL: tl.constexpr, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3):
+    if CELL == 0:
+        p0, p1, p2, p3, s0, s1, s2, s3 = lstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+    elif CELL == 1:
+        p0, p1, p2, p3, s0, s1, s2, s3 = gru_backward(p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+    elif CELL == 2:
+        p0, p1, p2, p3, s0, s1, s2, s3 = elman_backward(p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+    else:
+        p0, p1, p2, p3, s0, s1, s2, s3 = slstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+    return p0, p1, p2, p3, s0, s1, s2, s3

@@ -1,0 +1,321 @@
+"""Fused Triton kernels: one program per (head, batch tile) runs all T steps with that head's R on chip.
+
+Layouts (all contiguous):
+    x      [B, T, GX, NH, D]   input pre-activations (input dtype)
+    R      [GR, NH, D, D]      R[g, n, i, j]: h_j -> gate g, output i
+    b      [GB, NH, D]
+    state0 [S, B, NH, D]       initial states (input dtype)
+    y      [B, T, NH, D]       h at every step (input dtype)
+    final  [S, B, NH, D]       states after the last step (input dtype)
+    pre    [B, T, GB, NH, D]   float32 pre-activation slots, saved for backward
+    states [S, B, T + 1, NH, D] float32 states before step t at index t (index 0: the initial state)
+
+Every state and slot is computed in float32; h is rounded to the input dtype only as the MMA operand.
+Heads of any D <= BLOCK_D are masked: padded lanes of R are zero, so padded h lanes stay zero.
+"""
+
+import triton
+import triton.language as tl
+
+from .cells import cell_backward, cell_forward
+
+
+@triton.jit
+def _route(p0, p1, p2, p3, v, SLOT: tl.constexpr):
+    """Add ``v`` to pre-activation slot ``SLOT``."""
+    if SLOT == 0:
+        p0 = p0 + v
+    elif SLOT == 1:
+        p1 = p1 + v
+    elif SLOT == 2:
+        p2 = p2 + v
+    else:
+        p3 = p3 + v
+    return p0, p1, p2, p3
+
+
+@triton.jit
+def _pick(p0, p1, p2, p3, SLOT: tl.constexpr):
+    if SLOT == 0:
+        v = p0
+    elif SLOT == 1:
+        v = p1
+    elif SLOT == 2:
+        v = p2
+    else:
+        v = p3
+    return v
+
+
+@triton.jit
+def _load_rows(ptr, o_rows, o_d, mask, n_rows_stride):
+    """Load a [BLOCK_B, BLOCK_D] block at ptr + row * n_rows_stride + d as float32."""
+    return tl.load(ptr + o_rows[:, None] * n_rows_stride + o_d[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_matrix(R, g, i_n, NH, D, o_d, TRANSPOSE: tl.constexpr):
+    """R[g, i_n] as [BLOCK_D, BLOCK_D]; transposed gives [j, i] (for h @ Rᵀ), else [i, j] (for dp @ R)."""
+    mask = (o_d[:, None] < D) & (o_d[None, :] < D)
+    base = R + (g * NH + i_n).to(tl.int64) * D * D
+    if TRANSPOSE:
+        return tl.load(base + o_d[None, :] * D + o_d[:, None], mask=mask, other=0.0)
+    return tl.load(base + o_d[:, None] * D + o_d[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def rnn_forward_kernel(
+    x, R, b, state0, y, final, pre, states,
+    B, T, NH, D,
+    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
+    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, SAVE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    i_n, i_b = tl.program_id(0), tl.program_id(1)
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_d = tl.arange(0, BLOCK_D)
+    m_bd = (o_b[:, None] < B) & (o_d[None, :] < D)
+    o_b64 = o_b.to(tl.int64)
+    dt = x.dtype.element_ty
+    HD = NH * D
+
+    # R[g]ᵀ for each gate, resident for the whole sequence.
+    r0 = _load_matrix(R, 0, i_n, NH, D, o_d, True)
+    if GR > 1:
+        r1 = _load_matrix(R, 1, i_n, NH, D, o_d, True)
+    if GR > 2:
+        r2 = _load_matrix(R, 2, i_n, NH, D, o_d, True)
+    if GR > 3:
+        r3 = _load_matrix(R, 3, i_n, NH, D, o_d, True)
+    zero = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
+    m_d = o_d < D
+    b0 = zero + tl.load(b + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    b1, b2, b3 = zero, zero, zero
+    if GB > 1:
+        b1 = zero + tl.load(b + (1 * NH + i_n) * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    if GB > 2:
+        b2 = zero + tl.load(b + (2 * NH + i_n) * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    if GB > 3:
+        b3 = zero + tl.load(b + (3 * NH + i_n) * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+
+    # States in registers; rows of state0 are [S, B, NH, D] -> row (s, b) at offset (s * B + b) * HD.
+    p_s0 = state0 + i_n * D
+    s0 = _load_rows(p_s0, o_b64, o_d, m_bd, HD)
+    s1, s2, s3 = zero, zero, zero
+    if S > 1:
+        s1 = _load_rows(p_s0, B + o_b64, o_d, m_bd, HD)
+    if S > 2:
+        s2 = _load_rows(p_s0, 2 * B + o_b64, o_d, m_bd, HD)
+    if S > 3:
+        s3 = _load_rows(p_s0, 3 * B + o_b64, o_d, m_bd, HD)
+
+    # Row of (b, t) in x: (b * T + t) * GX * HD; the x blocks of step t + 1 are loaded before step t runs.
+    p_x = x + i_n * D
+    x_row = o_b64 * T * GX
+    x0 = _load_rows(p_x, x_row, o_d, m_bd, HD)
+    x1, x2, x3 = zero, zero, zero
+    if GX > 1:
+        x1 = _load_rows(p_x, x_row + 1, o_d, m_bd, HD)
+    if GX > 2:
+        x2 = _load_rows(p_x, x_row + 2, o_d, m_bd, HD)
+    if GX > 3:
+        x3 = _load_rows(p_x, x_row + 3, o_d, m_bd, HD)
+    if SAVE:
+        p_st = states + i_n * D
+        st_row = o_b64 * (T + 1)
+        tl.store(p_st + st_row[:, None] * HD + o_d[None, :], s0, mask=m_bd)
+        if S > 1:
+            tl.store(p_st + (st_row + B * (T + 1))[:, None] * HD + o_d[None, :], s1, mask=m_bd)
+        if S > 2:
+            tl.store(p_st + (st_row + 2 * B * (T + 1))[:, None] * HD + o_d[None, :], s2, mask=m_bd)
+        if S > 3:
+            tl.store(p_st + (st_row + 3 * B * (T + 1))[:, None] * HD + o_d[None, :], s3, mask=m_bd)
+
+    for t in range(T):
+        # prefetch step t + 1 (clamped to the last step; the values are then unused)
+        t_next = tl.minimum(t + 1, T - 1)
+        nx_row = (o_b64 * T + t_next) * GX
+        n0 = _load_rows(p_x, nx_row, o_d, m_bd, HD)
+        if GX > 1:
+            n1 = _load_rows(p_x, nx_row + 1, o_d, m_bd, HD)
+        if GX > 2:
+            n2 = _load_rows(p_x, nx_row + 2, o_d, m_bd, HD)
+        if GX > 3:
+            n3 = _load_rows(p_x, nx_row + 3, o_d, m_bd, HD)
+
+        h = s0.to(dt)
+        p0, p1, p2, p3 = b0, b1, b2, b3
+        p0, p1, p2, p3 = _route(p0, p1, p2, p3, x0, XS0)
+        if GX > 1:
+            p0, p1, p2, p3 = _route(p0, p1, p2, p3, x1, XS1)
+        if GX > 2:
+            p0, p1, p2, p3 = _route(p0, p1, p2, p3, x2, XS2)
+        if GX > 3:
+            p0, p1, p2, p3 = _route(p0, p1, p2, p3, x3, XS3)
+        p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r0, input_precision=DOT_PRECISION), RS0)
+        if GR > 1:
+            p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r1, input_precision=DOT_PRECISION), RS1)
+        if GR > 2:
+            p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r2, input_precision=DOT_PRECISION), RS2)
+        if GR > 3:
+            p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r3, input_precision=DOT_PRECISION), RS3)
+
+        s0, s1, s2, s3 = cell_forward(CELL, p0, p1, p2, p3, s0, s1, s2, s3)
+
+        y_row = o_b64 * T + t
+        tl.store(y + i_n * D + y_row[:, None] * HD + o_d[None, :], s0.to(dt), mask=m_bd)
+        if SAVE:
+            pre_row = y_row * GB
+            p_pre = pre + i_n * D + o_d[None, :]
+            tl.store(p_pre + pre_row[:, None] * HD, p0, mask=m_bd)
+            if GB > 1:
+                tl.store(p_pre + (pre_row + 1)[:, None] * HD, p1, mask=m_bd)
+            if GB > 2:
+                tl.store(p_pre + (pre_row + 2)[:, None] * HD, p2, mask=m_bd)
+            if GB > 3:
+                tl.store(p_pre + (pre_row + 3)[:, None] * HD, p3, mask=m_bd)
+            st_row = o_b64 * (T + 1) + t + 1
+            tl.store(p_st + st_row[:, None] * HD + o_d[None, :], s0, mask=m_bd)
+            if S > 1:
+                tl.store(p_st + (st_row + B * (T + 1))[:, None] * HD + o_d[None, :], s1, mask=m_bd)
+            if S > 2:
+                tl.store(p_st + (st_row + 2 * B * (T + 1))[:, None] * HD + o_d[None, :], s2, mask=m_bd)
+            if S > 3:
+                tl.store(p_st + (st_row + 3 * B * (T + 1))[:, None] * HD + o_d[None, :], s3, mask=m_bd)
+
+        x0 = n0
+        if GX > 1:
+            x1 = n1
+        if GX > 2:
+            x2 = n2
+        if GX > 3:
+            x3 = n3
+
+    p_f = final + i_n * D + o_d[None, :]
+    tl.store(p_f + o_b64[:, None] * HD, s0.to(dt), mask=m_bd)
+    if S > 1:
+        tl.store(p_f + (B + o_b64)[:, None] * HD, s1.to(dt), mask=m_bd)
+    if S > 2:
+        tl.store(p_f + (2 * B + o_b64)[:, None] * HD, s2.to(dt), mask=m_bd)
+    if S > 3:
+        tl.store(p_f + (3 * B + o_b64)[:, None] * HD, s3.to(dt), mask=m_bd)
+
+
+@triton.jit
+def rnn_backward_kernel(
+    R, pre, states, dy, dfinal, dpre, dstate0,
+    B, T, NH, D,
+    CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """Walks t = T-1 .. 0: dp_t = cell backward(dh_t + dy_t, ...); dh_{t-1} = direct + Σ_g dp_{RS_g} @ R[g]."""
+    i_n, i_b = tl.program_id(0), tl.program_id(1)
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_d = tl.arange(0, BLOCK_D)
+    m_bd = (o_b[:, None] < B) & (o_d[None, :] < D)
+    o_b64 = o_b.to(tl.int64)
+    dt = R.dtype.element_ty
+    HD = NH * D
+
+    r0 = _load_matrix(R, 0, i_n, NH, D, o_d, False)
+    if GR > 1:
+        r1 = _load_matrix(R, 1, i_n, NH, D, o_d, False)
+    if GR > 2:
+        r2 = _load_matrix(R, 2, i_n, NH, D, o_d, False)
+    if GR > 3:
+        r3 = _load_matrix(R, 3, i_n, NH, D, o_d, False)
+    zero = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
+
+    p_df = dfinal + i_n * D
+    d0 = _load_rows(p_df, o_b64, o_d, m_bd, HD)
+    d1, d2, d3 = zero, zero, zero
+    if S > 1:
+        d1 = _load_rows(p_df, B + o_b64, o_d, m_bd, HD)
+    if S > 2:
+        d2 = _load_rows(p_df, 2 * B + o_b64, o_d, m_bd, HD)
+    if S > 3:
+        d3 = _load_rows(p_df, 3 * B + o_b64, o_d, m_bd, HD)
+
+    p_pre = pre + i_n * D
+    p_st = states + i_n * D
+    p_dy = dy + i_n * D
+    ST = B * (T + 1)  # rows between consecutive states in `states`
+
+    # prefetch of step T - 1
+    t = T - 1
+    row = o_b64 * T + t
+    q0 = _load_rows(p_pre, row * GB, o_d, m_bd, HD)
+    q1, q2, q3 = zero, zero, zero
+    if GB > 1:
+        q1 = _load_rows(p_pre, row * GB + 1, o_d, m_bd, HD)
+    if GB > 2:
+        q2 = _load_rows(p_pre, row * GB + 2, o_d, m_bd, HD)
+    if GB > 3:
+        q3 = _load_rows(p_pre, row * GB + 3, o_d, m_bd, HD)
+    st_row = o_b64 * (T + 1) + t
+    u0 = _load_rows(p_st, st_row, o_d, m_bd, HD)
+    u1, u2, u3 = zero, zero, zero
+    if S > 1:
+        u1 = _load_rows(p_st, st_row + ST, o_d, m_bd, HD)
+    if S > 2:
+        u2 = _load_rows(p_st, st_row + 2 * ST, o_d, m_bd, HD)
+    if S > 3:
+        u3 = _load_rows(p_st, st_row + 3 * ST, o_d, m_bd, HD)
+    g_dy = _load_rows(p_dy, row, o_d, m_bd, HD)
+
+    for k in range(T):
+        t = T - 1 - k
+        p0, p1, p2, p3 = q0, q1, q2, q3
+        s0, s1, s2, s3 = u0, u1, u2, u3
+        d0 = d0 + g_dy
+
+        # prefetch step t - 1 (clamped to 0; the values are then unused)
+        t_prev = tl.maximum(t - 1, 0)
+        row_prev = o_b64 * T + t_prev
+        q0 = _load_rows(p_pre, row_prev * GB, o_d, m_bd, HD)
+        if GB > 1:
+            q1 = _load_rows(p_pre, row_prev * GB + 1, o_d, m_bd, HD)
+        if GB > 2:
+            q2 = _load_rows(p_pre, row_prev * GB + 2, o_d, m_bd, HD)
+        if GB > 3:
+            q3 = _load_rows(p_pre, row_prev * GB + 3, o_d, m_bd, HD)
+        st_prev = o_b64 * (T + 1) + t_prev
+        u0 = _load_rows(p_st, st_prev, o_d, m_bd, HD)
+        if S > 1:
+            u1 = _load_rows(p_st, st_prev + ST, o_d, m_bd, HD)
+        if S > 2:
+            u2 = _load_rows(p_st, st_prev + 2 * ST, o_d, m_bd, HD)
+        if S > 3:
+            u3 = _load_rows(p_st, st_prev + 3 * ST, o_d, m_bd, HD)
+        g_dy = _load_rows(p_dy, row_prev, o_d, m_bd, HD)
+
+        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+
+        row = (o_b64 * T + t) * GB
+        p_dp = dpre + i_n * D + o_d[None, :]
+        tl.store(p_dp + row[:, None] * HD, p0, mask=m_bd)
+        if GB > 1:
+            tl.store(p_dp + (row + 1)[:, None] * HD, p1, mask=m_bd)
+        if GB > 2:
+            tl.store(p_dp + (row + 2)[:, None] * HD, p2, mask=m_bd)
+        if GB > 3:
+            tl.store(p_dp + (row + 3)[:, None] * HD, p3, mask=m_bd)
+
+        d0 += tl.dot(_pick(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
+        if GR > 1:
+            d0 += tl.dot(_pick(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
+        if GR > 2:
+            d0 += tl.dot(_pick(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
+        if GR > 3:
+            d0 += tl.dot(_pick(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
+
+    p_d = dstate0 + i_n * D + o_d[None, :]
+    tl.store(p_d + o_b64[:, None] * HD, d0, mask=m_bd)
+    if S > 1:
+        tl.store(p_d + (B + o_b64)[:, None] * HD, d1, mask=m_bd)
+    if S > 2:
+        tl.store(p_d + (2 * B + o_b64)[:, None] * HD, d2, mask=m_bd)
+    if S > 3:
+        tl.store(p_d + (3 * B + o_b64)[:, None] * HD, d3, mask=m_bd)

@@ -1,0 +1,142 @@
+"""Host side of the Triton backend: tiling, launches and the autograd Function.
+
+Saved for backward (float32): the pre-activation slots [B, T, Gb, NH, D] and the states before every
+step [S, B, T + 1, NH, D] — (Gb + S) * 4 bytes per (batch, step, hidden unit), e.g. 24 B for LSTM:
+B = 16, T = 1024, H = 768 keeps 302 MB. Backward recomputes nothing but the cell's pointwise functions.
+dR = Σ_t dp_tᵀ h_{t-1} and db = Σ dp are one batched GEMM and one reduction after the kernel, in float32
+(deterministic: no atomics).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+
+from ...cells import get_cell
+from .cells import CELL_IDS
+from .kernels import rnn_backward_kernel, rnn_forward_kernel
+
+MAX_HEAD_DIM = 128
+_MIN_TILE = 16  # tl.dot needs every dimension >= 16
+
+# Tests set this to fill every output buffer with NaN before a kernel writes it, so an element a kernel
+# forgets to write cannot pass as a plausible number.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    out = torch.empty(*shape, dtype=dtype, device=device)
+    return out.fill_(float("nan")) if POISON_OUTPUTS else out
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def tiling(batch: int, num_heads: int, head_dim: int, device: torch.device) -> dict[str, int]:
+    """Batch tile, padded head size and warps for one call.
+
+    A step's latency barely grows with the batch tile (the MMAs are tiny), so the tile is the smallest
+    (16, the MMA minimum) unless the grid would need more than one wave of programs; then it grows
+    until (heads x batch tiles) fits on the SMs, up to 64 rows.
+    """
+    block_d = max(_MIN_TILE, triton.next_power_of_2(head_dim))
+    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1 << 30
+    block_b = _MIN_TILE
+    while block_b < 64 and block_b < batch and num_heads * triton.cdiv(batch, block_b) > sms:
+        block_b *= 2
+    num_warps = 4 if block_d * block_b <= 64 * 32 else 8
+    return {"BLOCK_B": block_b, "BLOCK_D": block_d, "num_warps": num_warps}
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """float32 inputs use TF32 tensor cores only where torch allows TF32 matmuls (it does not by default)."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
+    """The kernels' compile-time description of a cell: id, gate and state counts, slot routing."""
+    cell = get_cell(cell_name)
+    rs = tuple(cell.r_slots) + (0,) * (4 - cell.num_gates_r)  # unused gates: any slot, never read
+    consts = {"CELL": CELL_IDS[cell.name], "GR": cell.num_gates_r, "GB": cell.num_gates_b, "S": cell.num_states}
+    consts.update({f"RS{g}": rs[g] for g in range(4)})
+    if with_x:
+        xs = tuple(cell.x_slots) + (0,) * (4 - cell.num_gates_x)
+        consts["GX"] = cell.num_gates_x
+        consts.update({f"XS{g}": xs[g] for g in range(4)})
+    return consts
+
+
+def forward(cell_name: str, x, R, b, state, save: bool):
+    B, T, _, NH, D = x.shape
+    consts = _cell_constants(cell_name, with_x=True)
+    GB, S = consts["GB"], consts["S"]
+    y = _empty(B, T, NH, D, dtype=x.dtype, device=x.device)
+    final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
+    if save:
+        pre = _empty(B, T, GB, NH, D, dtype=torch.float32, device=x.device)
+        states = _empty(S, B, T + 1, NH, D, dtype=torch.float32, device=x.device)
+    else:
+        pre = states = y  # never written (SAVE=False)
+    tile = tiling(B, NH, D, x.device)
+    grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
+    rnn_forward_kernel[grid](
+        x, R, b, state, y, final, pre, states, B, T, NH, D, **consts,
+        BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"], SAVE=save,
+        DOT_PRECISION=_dot_precision(x.dtype), num_warps=tile["num_warps"],
+    )
+    return y, final, pre, states
+
+
+def backward(cell_name: str, R, pre, states, dy, dfinal):
+    S, B, T1, NH, D = states.shape
+    T = T1 - 1
+    consts = _cell_constants(cell_name, with_x=False)
+    dpre = _empty(*pre.shape, dtype=pre.dtype, device=pre.device)
+    dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
+    tile = tiling(B, NH, D, R.device)
+    grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
+    rnn_backward_kernel[grid](
+        R, pre, states, dy, dfinal, dpre, dstate0, B, T, NH, D, **consts,
+        BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
+        DOT_PRECISION=_dot_precision(R.dtype), num_warps=tile["num_warps"],
+    )
+    return dpre, dstate0
+
+
+class TritonRNN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell_name, x, R, b, state):
+        x, R, b, state = (t.contiguous() for t in (x, R, b, state))
+        save = any(ctx.needs_input_grad[1:])
+        y, final, pre, states = forward(cell_name, x, R, b, state, save)
+        if save:
+            ctx.save_for_backward(R, pre, states)
+        ctx.cell_name = cell_name
+        ctx.dtype = x.dtype
+        return y, final
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        R, pre, states = ctx.saved_tensors
+        cell = get_cell(ctx.cell_name)
+        S, B, T1, NH, D = states.shape
+        dy = torch.zeros(B, T1 - 1, NH, D, dtype=ctx.dtype, device=R.device) if dy is None else dy.contiguous()
+        if dfinal is None:
+            dfinal = torch.zeros(S, B, NH, D, dtype=ctx.dtype, device=R.device)
+        dpre, dstate0 = backward(ctx.cell_name, R, pre, states, dy, dfinal.contiguous())
+        needs = ctx.needs_input_grad
+        dx = dpre[:, :, list(cell.x_slots)].to(ctx.dtype) if needs[1] else None
+        dR = None
+        if needs[2]:
+            # dR[g, n, i, j] = Σ_{b,t} dp[b, t, r_slots[g], n, i] h_{t-1}[b, t, n, j]
+            h_prev = states[0, :, :-1]  # [B, T, NH, D]
+            dR = torch.einsum("btgni,btnj->gnij", dpre[:, :, list(cell.r_slots)], h_prev).to(ctx.dtype)
+        db = dpre.sum(dim=(0, 1)).to(ctx.dtype) if needs[3] else None
+        dstate = dstate0.to(ctx.dtype) if needs[4] else None
+        return None, dx, dR, db, dstate

@@ -1,0 +1,154 @@
+"""Backend ``triton`` against the reference: forward, final state and every gradient.
+
+On a machine without a GPU these run in Triton's interpreter (float32 and float16; its bfloat16 tl.dot
+is wrong); the ``gpu`` cases run the compiled kernels on the device.
+"""
+
+import pytest
+import torch
+
+from fusedrnn import rnn
+from fusedrnn.backends.triton import launch
+
+from .helpers import max_error, random_problem, run_with_grads
+
+CELLS = ["lstm", "gru", "elman", "slstm"]
+GRAD_NAMES = ["dx", "dR", "db", "dstate"]
+
+# Tolerances on max_error (see helpers), per dtype of the inputs, against the reference computing the same
+# rounded inputs in float32. The kernels keep states in float32 and round h (forward) and the gate
+# gradients (backward) to the input dtype only as MMA operands; the error is that rounding, propagated.
+#   float32: exact fp32 FMAs (no TF32 unless torch allows it); only summation order differs.
+#   float16: 2^-11 relative per rounded operand, over D-term dot products and T steps.
+#   bfloat16: 2^-8 relative per rounded operand: 8x float16's.
+TOL = {
+    torch.float32: {"fw": 2e-5, "bw": 5e-5},
+    torch.float16: {"fw": 5e-3, "bw": 2e-2},
+    torch.bfloat16: {"fw": 4e-2, "bw": 1e-1},
+}
+
+
+@pytest.fixture(autouse=True)
+def _poison_outputs(monkeypatch):
+    monkeypatch.setattr(launch, "POISON_OUTPUTS", True)
+
+
+def check_against_reference(cell, B, T, NH, D, dtype, device, with_state=True):
+    x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device=device, with_state=with_state)
+    if state is None:
+        state = torch.zeros(get_num_states(cell), B, NH, D, dtype=dtype, device=device)
+    dy = torch.randn(B, T, NH, D, device=device)
+    dfinal = torch.randn(state.shape, device=device)
+    inputs = (x, R, b, state)
+    y, final, grads = run_with_grads(lambda *a: rnn(*a, cell=cell, backend="triton"), inputs, dy, dfinal)
+    ref_inputs = [t.float() for t in inputs]
+    y_ref, final_ref, grads_ref = run_with_grads(
+        lambda *a: rnn(*a, cell=cell, backend="reference"), ref_inputs, dy, dfinal
+    )
+    tol = TOL[dtype]
+    assert y.dtype == dtype and final.dtype == dtype
+    errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
+    errors.update({n: max_error(g, r) for n, g, r in zip(GRAD_NAMES, grads, grads_ref)})
+    for name, grad in zip(GRAD_NAMES, grads):
+        assert grad.dtype == dtype, name
+    bad = {n: e for n, e in errors.items() if e > tol["fw" if n in ("y", "final") else "bw"] or e != e}
+    assert not bad, f"errors over tolerance {tol}: {bad} (all: {errors})"
+
+
+def get_num_states(cell):
+    from fusedrnn import get_cell
+
+    return get_cell(cell).num_states
+
+
+# --- interpreter (CI) ----------------------------------------------------------------------------------
+
+INTERPRETER_SHAPES = [(1, 1, 1, 16), (3, 7, 2, 16), (2, 5, 1, 20), (17, 3, 1, 32)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter cases run where there is no GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("B,T,NH,D", INTERPRETER_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("cell", CELLS)
+def test_triton_interpreter_matches_reference(cell, B, T, NH, D, dtype):
+    check_against_reference(cell, B, T, NH, D, dtype, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter cases run where there is no GPU")
+@pytest.mark.parametrize("cell", CELLS)
+def test_triton_interpreter_fresh_state(cell):
+    """Zero initial state: sLSTM's m' = i~ branch and the n' = max(., 1) tie at the first step."""
+    check_against_reference(cell, 2, 4, 2, 16, torch.float32, "cpu", with_state=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter cases run where there is no GPU")
+def test_triton_refusals_on_cpu():
+    x, R, b, state = random_problem("lstm", 2, 3, 1, 16, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="interpreter computes bfloat16 dot products wrongly"):
+        rnn(x, R, b, state, cell="lstm", backend="triton")
+    x, R, b, state = random_problem("lstm", 2, 3, 1, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64 runs on 'reference'"):
+        rnn(x, R, b, state, cell="lstm", backend="triton")
+    x, R, b, state = random_problem("lstm", 1, 2, 1, 136, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"head_dim 136 > 128 does not fit on chip"):
+        rnn(x, R, b, state, cell="lstm", backend="triton")
+
+
+def test_auto_never_picks_the_interpreter():
+    x, R, b, state = random_problem("lstm", 2, 3, 1, 16, dtype=torch.float32)
+    y_auto, _ = rnn(x, R, b, state, cell="lstm")
+    y_ref, _ = rnn(x, R, b, state, cell="lstm", backend="reference")
+    assert torch.equal(y_auto, y_ref)
+
+
+def test_inference_saves_nothing_and_matches_training():
+    """Under no_grad the kernel skips the saved tensors; the outputs are the same."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, R, b, state = random_problem("slstm", 3, 6, 2, 16, dtype=torch.float32, device=device)
+    with torch.no_grad():
+        y0, f0 = rnn(x, R, b, state, cell="slstm", backend="triton")
+    y1, f1 = rnn(x, R, b, state.requires_grad_(), cell="slstm", backend="triton")
+    assert torch.equal(y0, y1.detach()) and torch.equal(f0, f1.detach())
+
+
+# --- GPU ----------------------------------------------------------------------------------------------
+
+GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("D", [16, 32, 64, 128])
+@pytest.mark.parametrize("B,T", GPU_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("cell", CELLS)
+def test_triton_gpu_matches_reference(cell, B, T, D, dtype):
+    NH = 2 if B * T <= 64 * 7 else 1
+    check_against_reference(cell, B, T, NH, D, dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B,T,NH,D", [(64, 1024, 3, 64), (5, 33, 2, 48), (16, 256, 6, 128)], ids=str)
+def test_triton_gpu_more_shapes(cell, B, T, NH, D):
+    check_against_reference(cell, B, T, NH, D, torch.bfloat16, "cuda")
+
+
+@pytest.mark.gpu
+def test_triton_gpu_is_deterministic():
+    x, R, b, state = random_problem("lstm", 16, 64, 4, 64, dtype=torch.bfloat16, device="cuda")
+    dy = torch.randn(16, 64, 4, 64, device="cuda")
+    dfinal = torch.randn(state.shape, device="cuda")
+    fn = lambda *a: rnn(*a, cell="lstm", backend="triton")
+    first = run_with_grads(fn, (x, R, b, state), dy, dfinal)
+    second = run_with_grads(fn, (x, R, b, state), dy, dfinal)
+    for a, c in zip(first[2], second[2]):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.gpu
+def test_auto_picks_triton_on_gpu():
+    from fusedrnn import get_cell
+    from fusedrnn.backends import Call, select_backend
+
+    call = Call(get_cell("lstm"), 16, 1024, 12, 64, torch.bfloat16, torch.device("cuda"), True)
+    assert select_backend("auto", call).name == "triton"
