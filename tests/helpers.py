@@ -30,6 +30,13 @@ def max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual.double() - expected.double()).abs().max().item() / scale if actual.numel() else 0.0
 
 
+def norm_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """‖actual − expected‖₂ / ‖expected‖₂ (normwise relative error)."""
+    if not actual.numel():
+        return 0.0
+    return (actual.double() - expected.double()).norm().item() / max(expected.double().norm().item(), 1e-30)
+
+
 def run_with_grads(fn, inputs, dy, dfinal):
     """y, final and the gradients of <y, dy> + <final, dfinal> with respect to every input."""
     leaves = [t.detach().clone().requires_grad_() for t in inputs]

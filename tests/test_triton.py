@@ -10,7 +10,7 @@ import torch
 from fusedrnn import rnn
 from fusedrnn.backends.triton import launch
 
-from .helpers import max_error, random_problem, run_with_grads
+from .helpers import max_error, norm_error, random_problem, run_with_grads
 
 CELLS = ["lstm", "gru", "elman", "slstm"]
 GRAD_NAMES = ["dx", "dR", "db", "dstate"]
@@ -26,6 +26,10 @@ TOL = {
     torch.float16: {"fw": 5e-3, "bw": 2e-2},
     torch.bfloat16: {"fw": 4e-2, "bw": 1e-1},
 }
+# sLSTM's gradients have branch points (n' = max(q, 1), m' = max(ĩ, log σ(f̃) + m)): a rounding-level change
+# of the forward flips single elements' gradients by O(1) (seen on the H100: bf16 dx max_error 0.15-0.5
+# while y is within 2e-3). For sLSTM in 16-bit the gradients are compared normwise (norm_error) instead.
+SLSTM_16BIT_NORM_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 @pytest.fixture(autouse=True)
@@ -48,11 +52,17 @@ def check_against_reference(cell, B, T, NH, D, dtype, device, with_state=True):
     tol = TOL[dtype]
     assert y.dtype == dtype and final.dtype == dtype
     errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
-    errors.update({n: max_error(g, r) for n, g, r in zip(GRAD_NAMES, grads, grads_ref)})
-    for name, grad in zip(GRAD_NAMES, grads):
+    limits = {"y": tol["fw"], "final": tol["fw"]}
+    for name, grad, ref in zip(GRAD_NAMES, grads, grads_ref):
         assert grad.dtype == dtype, name
-    bad = {n: e for n, e in errors.items() if e > tol["fw" if n in ("y", "final") else "bw"] or e != e}
-    assert not bad, f"errors over tolerance {tol}: {bad} (all: {errors})"
+        if cell == "slstm" and dtype in SLSTM_16BIT_NORM_TOL:
+            errors[name + " (norm)"] = norm_error(grad, ref)
+            limits[name + " (norm)"] = SLSTM_16BIT_NORM_TOL[dtype]
+        else:
+            errors[name] = max_error(grad, ref)
+            limits[name] = tol["bw"]
+    bad = {n: e for n, e in errors.items() if not e <= limits[n]}  # "not <=" also catches NaN
+    assert not bad, f"errors over tolerance {limits}: {bad} (all: {errors})"
 
 
 def get_num_states(cell):
@@ -92,6 +102,9 @@ def test_triton_refusals_on_cpu():
     x, R, b, state = random_problem("lstm", 1, 2, 1, 136, dtype=torch.float32)
     with pytest.raises(ValueError, match=r"head_dim 136 > 128 does not fit on chip"):
         rnn(x, R, b, state, cell="lstm", backend="triton")
+    x, R, b, state = random_problem("lstm", 1, 2, 1, 128, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"R of 256 KB \(torch.float32\) does not fit on chip \(<= 192 KB\)"):
+        rnn(x, R, b, state, cell="lstm", backend="triton")
 
 
 def test_auto_never_picks_the_interpreter():
@@ -122,6 +135,8 @@ GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
 @pytest.mark.parametrize("B,T", GPU_SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("cell", CELLS)
 def test_triton_gpu_matches_reference(cell, B, T, D, dtype):
+    if dtype == torch.float32 and D == 128 and cell in ("lstm", "slstm"):
+        pytest.skip("R of 256 KB in float32 exceeds the on-chip budget (refusal tested separately)")
     NH = 2 if B * T <= 64 * 7 else 1
     check_against_reference(cell, B, T, NH, D, dtype, "cuda")
 

@@ -12,7 +12,7 @@ import torch
 
 from ...cells import Cell
 from .. import Backend, Call, register_backend
-from .launch import MAX_HEAD_DIM, TritonRNN
+from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, r_bytes
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -30,6 +30,11 @@ def _supports(call: Call) -> str | None:
         return f"dtype {call.dtype} is not supported (bfloat16, float16, float32; float64 runs on 'reference')"
     if call.head_dim > MAX_HEAD_DIM:
         return f"head_dim {call.head_dim} > {MAX_HEAD_DIM} does not fit on chip; use 'alternating' or 'cuda'"
+    if r_bytes(call.cell.num_gates_r, call.head_dim, call.dtype) > MAX_R_BYTES:
+        return (
+            f"R of {r_bytes(call.cell.num_gates_r, call.head_dim, call.dtype) // 1024} KB ({call.dtype}) does not fit "
+            f"on chip (<= {MAX_R_BYTES // 1024} KB); use bfloat16/float16 or 'alternating'"
+        )
     if call.device.type == "cuda":
         if torch.cuda.get_device_capability(call.device) < (8, 0):
             return "needs a GPU of compute capability >= 8.0"

@@ -71,6 +71,7 @@ def rnn_forward_kernel(
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, SAVE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    FAST: tl.constexpr,
 ):
     i_n, i_b = tl.program_id(0), tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -161,7 +162,7 @@ def rnn_forward_kernel(
         if GR > 3:
             p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r3, input_precision=DOT_PRECISION), RS3)
 
-        s0, s1, s2, s3 = cell_forward(CELL, p0, p1, p2, p3, s0, s1, s2, s3)
+        s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
 
         y_row = o_b64 * T + t
         tl.store(y + i_n * D + y_row[:, None] * HD + o_d[None, :], s0.to(dt), mask=m_bd)
@@ -208,7 +209,7 @@ def rnn_backward_kernel(
     B, T, NH, D,
     CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST: tl.constexpr,
 ):
     """Walks t = T-1 .. 0: dp_t = cell backward(dh_t + dy_t, ...); dh_{t-1} = direct + Σ_g dp_{RS_g} @ R[g]."""
     i_n, i_b = tl.program_id(0), tl.program_id(1)
@@ -291,7 +292,7 @@ def rnn_backward_kernel(
             u3 = _load_rows(p_st, st_prev + 3 * ST, o_d, m_bd, HD)
         g_dy = _load_rows(p_dy, row_prev, o_d, m_bd, HD)
 
-        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
 
         row = (o_b64 * T + t) * GB
         p_dp = dpre + i_n * D + o_d[None, :]

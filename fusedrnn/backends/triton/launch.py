@@ -19,6 +19,10 @@ from .cells import CELL_IDS
 from .kernels import rnn_backward_kernel, rnn_forward_kernel
 
 MAX_HEAD_DIM = 128
+# R stays on chip (registers / shared memory) for the whole sequence. 192 KB is what compiled on an H100
+# (227 KB of shared memory per block): GRU float32 D = 128 (192 KB) runs, LSTM float32 D = 128 (256 KB)
+# asked Triton for 264 KB of shared memory and failed to launch.
+MAX_R_BYTES = 192 * 1024
 _MIN_TILE = 16  # tl.dot needs every dimension >= 16
 
 # Tests set this to fill every output buffer with NaN before a kernel writes it, so an element a kernel
@@ -36,6 +40,12 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def r_bytes(num_gates_r: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Bytes of one head's R as the kernels hold it (padded to a power-of-two head size)."""
+    block_d = max(_MIN_TILE, triton.next_power_of_2(head_dim))
+    return num_gates_r * block_d * block_d * dtype.itemsize
+
+
 def tiling(batch: int, num_heads: int, head_dim: int, device: torch.device) -> dict[str, int]:
     """Batch tile, padded head size and warps for one call.
 
@@ -50,6 +60,11 @@ def tiling(batch: int, num_heads: int, head_dim: int, device: torch.device) -> d
         block_b *= 2
     num_warps = 4 if block_d * block_b <= 64 * 32 else 8
     return {"BLOCK_B": block_b, "BLOCK_D": block_d, "num_warps": num_warps}
+
+
+def _fast_math(dtype: torch.dtype, device: torch.device) -> bool:
+    """Approximate σ / tanh for 16-bit inputs on GPUs (the interpreter cannot run inline PTX)."""
+    return dtype in (torch.bfloat16, torch.float16) and device.type == "cuda"
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -72,7 +87,7 @@ def _cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
     return consts
 
 
-def forward(cell_name: str, x, R, b, state, save: bool):
+def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = None):
     B, T, _, NH, D = x.shape
     consts = _cell_constants(cell_name, with_x=True)
     GB, S = consts["GB"], consts["S"]
@@ -88,12 +103,13 @@ def forward(cell_name: str, x, R, b, state, save: bool):
     rnn_forward_kernel[grid](
         x, R, b, state, y, final, pre, states, B, T, NH, D, **consts,
         BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"], SAVE=save,
-        DOT_PRECISION=_dot_precision(x.dtype), num_warps=tile["num_warps"],
+        DOT_PRECISION=_dot_precision(x.dtype), FAST=_fast_math(x.dtype, x.device),
+        num_warps=num_warps or tile["num_warps"],
     )
     return y, final, pre, states
 
 
-def backward(cell_name: str, R, pre, states, dy, dfinal):
+def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
     S, B, T1, NH, D = states.shape
     T = T1 - 1
     consts = _cell_constants(cell_name, with_x=False)
@@ -104,7 +120,8 @@ def backward(cell_name: str, R, pre, states, dy, dfinal):
     rnn_backward_kernel[grid](
         R, pre, states, dy, dfinal, dpre, dstate0, B, T, NH, D, **consts,
         BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
-        DOT_PRECISION=_dot_precision(R.dtype), num_warps=tile["num_warps"],
+        DOT_PRECISION=_dot_precision(R.dtype), FAST=_fast_math(R.dtype, R.device),
+        num_warps=num_warps or tile["num_warps"],
     )
     return dpre, dstate0
 
