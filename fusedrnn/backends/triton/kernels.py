@@ -7,8 +7,11 @@ Layouts (all contiguous):
     state0 [S, B, NH, D]       initial states (input dtype)
     y      [B, T, NH, D]       h at every step (input dtype)
     final  [S, B, NH, D]       states after the last step (input dtype)
-    pre    [B, T, GB, NH, D]   float32 pre-activation slots, saved for backward
-    states [S, B, T + 1, NH, D] float32 states before step t at index t (index 0: the initial state)
+    pre    [T, B, GB, NH, D]   float32 pre-activation slots, saved for backward (time-major)
+    states [S, T + 1, B, NH, D] float32 states before step t at index t (index 0: the initial state)
+Backward writes dx [B, T, GX, NH, D] (input dtype), the R gates' slot gradients dr [T, B, GR, NH, D]
+(float32, time-major so that dR is one strided batched GEMM per gate) and per-batch-tile partial sums of
+the bias gradients db_part [n_batch_tiles, GB, NH, D].
 
 Every state and slot is computed in float32; h is rounded to the input dtype only as the MMA operand.
 Heads of any D <= BLOCK_D are masked: padded lanes of R are zero, so padded h lanes stay zero.
@@ -122,16 +125,16 @@ def rnn_forward_kernel(
         x2 = _load_rows(p_x, x_row + 2, o_d, m_bd, HD)
     if GX > 3:
         x3 = _load_rows(p_x, x_row + 3, o_d, m_bd, HD)
+    ST = (T + 1) * B  # rows between consecutive states in `states`
     if SAVE:
-        p_st = states + i_n * D
-        st_row = o_b64 * (T + 1)
-        tl.store(p_st + st_row[:, None] * HD + o_d[None, :], s0, mask=m_bd)
+        p_st = states + i_n * D + o_d[None, :]
+        tl.store(p_st + o_b64[:, None] * HD, s0, mask=m_bd)
         if S > 1:
-            tl.store(p_st + (st_row + B * (T + 1))[:, None] * HD + o_d[None, :], s1, mask=m_bd)
+            tl.store(p_st + (ST + o_b64)[:, None] * HD, s1, mask=m_bd)
         if S > 2:
-            tl.store(p_st + (st_row + 2 * B * (T + 1))[:, None] * HD + o_d[None, :], s2, mask=m_bd)
+            tl.store(p_st + (2 * ST + o_b64)[:, None] * HD, s2, mask=m_bd)
         if S > 3:
-            tl.store(p_st + (st_row + 3 * B * (T + 1))[:, None] * HD + o_d[None, :], s3, mask=m_bd)
+            tl.store(p_st + (3 * ST + o_b64)[:, None] * HD, s3, mask=m_bd)
 
     for t in range(T):
         # prefetch step t + 1 (clamped to the last step; the values are then unused)
@@ -167,7 +170,7 @@ def rnn_forward_kernel(
         y_row = o_b64 * T + t
         tl.store(y + i_n * D + y_row[:, None] * HD + o_d[None, :], s0.to(dt), mask=m_bd)
         if SAVE:
-            pre_row = y_row * GB
+            pre_row = (t * B + o_b64) * GB
             p_pre = pre + i_n * D + o_d[None, :]
             tl.store(p_pre + pre_row[:, None] * HD, p0, mask=m_bd)
             if GB > 1:
@@ -176,14 +179,14 @@ def rnn_forward_kernel(
                 tl.store(p_pre + (pre_row + 2)[:, None] * HD, p2, mask=m_bd)
             if GB > 3:
                 tl.store(p_pre + (pre_row + 3)[:, None] * HD, p3, mask=m_bd)
-            st_row = o_b64 * (T + 1) + t + 1
-            tl.store(p_st + st_row[:, None] * HD + o_d[None, :], s0, mask=m_bd)
+            st_row = (t + 1) * B + o_b64
+            tl.store(p_st + st_row[:, None] * HD, s0, mask=m_bd)
             if S > 1:
-                tl.store(p_st + (st_row + B * (T + 1))[:, None] * HD + o_d[None, :], s1, mask=m_bd)
+                tl.store(p_st + (ST + st_row)[:, None] * HD, s1, mask=m_bd)
             if S > 2:
-                tl.store(p_st + (st_row + 2 * B * (T + 1))[:, None] * HD + o_d[None, :], s2, mask=m_bd)
+                tl.store(p_st + (2 * ST + st_row)[:, None] * HD, s2, mask=m_bd)
             if S > 3:
-                tl.store(p_st + (st_row + 3 * B * (T + 1))[:, None] * HD + o_d[None, :], s3, mask=m_bd)
+                tl.store(p_st + (3 * ST + st_row)[:, None] * HD, s3, mask=m_bd)
 
         x0 = n0
         if GX > 1:
@@ -205,9 +208,10 @@ def rnn_forward_kernel(
 
 @triton.jit
 def rnn_backward_kernel(
-    R, pre, states, dy, dfinal, dpre, dstate0,
+    R, pre, states, dy, dfinal, dx, dr, db_part, dstate0,
     B, T, NH, D,
-    CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST: tl.constexpr,
 ):
@@ -228,6 +232,7 @@ def rnn_backward_kernel(
     if GR > 3:
         r3 = _load_matrix(R, 3, i_n, NH, D, o_d, False)
     zero = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
+    db0, db1, db2, db3 = zero, zero, zero, zero
 
     p_df = dfinal + i_n * D
     d0 = _load_rows(p_df, o_b64, o_d, m_bd, HD)
@@ -242,20 +247,22 @@ def rnn_backward_kernel(
     p_pre = pre + i_n * D
     p_st = states + i_n * D
     p_dy = dy + i_n * D
-    ST = B * (T + 1)  # rows between consecutive states in `states`
+    p_dx = dx + i_n * D + o_d[None, :]
+    p_dr = dr + i_n * D + o_d[None, :]
+    ST = (T + 1) * B  # rows between consecutive states in `states`
 
-    # prefetch of step T - 1
+    # prefetch of step T - 1: its slots, the states before it and dy
     t = T - 1
-    row = o_b64 * T + t
-    q0 = _load_rows(p_pre, row * GB, o_d, m_bd, HD)
+    row = (t * B + o_b64) * GB
+    q0 = _load_rows(p_pre, row, o_d, m_bd, HD)
     q1, q2, q3 = zero, zero, zero
     if GB > 1:
-        q1 = _load_rows(p_pre, row * GB + 1, o_d, m_bd, HD)
+        q1 = _load_rows(p_pre, row + 1, o_d, m_bd, HD)
     if GB > 2:
-        q2 = _load_rows(p_pre, row * GB + 2, o_d, m_bd, HD)
+        q2 = _load_rows(p_pre, row + 2, o_d, m_bd, HD)
     if GB > 3:
-        q3 = _load_rows(p_pre, row * GB + 3, o_d, m_bd, HD)
-    st_row = o_b64 * (T + 1) + t
+        q3 = _load_rows(p_pre, row + 3, o_d, m_bd, HD)
+    st_row = t * B + o_b64
     u0 = _load_rows(p_st, st_row, o_d, m_bd, HD)
     u1, u2, u3 = zero, zero, zero
     if S > 1:
@@ -264,7 +271,7 @@ def rnn_backward_kernel(
         u2 = _load_rows(p_st, st_row + 2 * ST, o_d, m_bd, HD)
     if S > 3:
         u3 = _load_rows(p_st, st_row + 3 * ST, o_d, m_bd, HD)
-    g_dy = _load_rows(p_dy, row, o_d, m_bd, HD)
+    g_dy = _load_rows(p_dy, o_b64 * T + t, o_d, m_bd, HD)
 
     for k in range(T):
         t = T - 1 - k
@@ -274,15 +281,15 @@ def rnn_backward_kernel(
 
         # prefetch step t - 1 (clamped to 0; the values are then unused)
         t_prev = tl.maximum(t - 1, 0)
-        row_prev = o_b64 * T + t_prev
-        q0 = _load_rows(p_pre, row_prev * GB, o_d, m_bd, HD)
+        row_prev = (t_prev * B + o_b64) * GB
+        q0 = _load_rows(p_pre, row_prev, o_d, m_bd, HD)
         if GB > 1:
-            q1 = _load_rows(p_pre, row_prev * GB + 1, o_d, m_bd, HD)
+            q1 = _load_rows(p_pre, row_prev + 1, o_d, m_bd, HD)
         if GB > 2:
-            q2 = _load_rows(p_pre, row_prev * GB + 2, o_d, m_bd, HD)
+            q2 = _load_rows(p_pre, row_prev + 2, o_d, m_bd, HD)
         if GB > 3:
-            q3 = _load_rows(p_pre, row_prev * GB + 3, o_d, m_bd, HD)
-        st_prev = o_b64 * (T + 1) + t_prev
+            q3 = _load_rows(p_pre, row_prev + 3, o_d, m_bd, HD)
+        st_prev = t_prev * B + o_b64
         u0 = _load_rows(p_st, st_prev, o_d, m_bd, HD)
         if S > 1:
             u1 = _load_rows(p_st, st_prev + ST, o_d, m_bd, HD)
@@ -290,27 +297,49 @@ def rnn_backward_kernel(
             u2 = _load_rows(p_st, st_prev + 2 * ST, o_d, m_bd, HD)
         if S > 3:
             u3 = _load_rows(p_st, st_prev + 3 * ST, o_d, m_bd, HD)
-        g_dy = _load_rows(p_dy, row_prev, o_d, m_bd, HD)
+        g_dy = _load_rows(p_dy, o_b64 * T + t_prev, o_d, m_bd, HD)
 
-        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
-
-        row = (o_b64 * T + t) * GB
-        p_dp = dpre + i_n * D + o_d[None, :]
-        tl.store(p_dp + row[:, None] * HD, p0, mask=m_bd)
+        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(
+            CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3
+        )
+        p0 = tl.where(m_bd, p0, 0.0)  # padded rows and lanes must not reach db
+        db0 += p0
         if GB > 1:
-            tl.store(p_dp + (row + 1)[:, None] * HD, p1, mask=m_bd)
+            p1 = tl.where(m_bd, p1, 0.0)
+            db1 += p1
         if GB > 2:
-            tl.store(p_dp + (row + 2)[:, None] * HD, p2, mask=m_bd)
+            p2 = tl.where(m_bd, p2, 0.0)
+            db2 += p2
         if GB > 3:
-            tl.store(p_dp + (row + 3)[:, None] * HD, p3, mask=m_bd)
+            p3 = tl.where(m_bd, p3, 0.0)
+            db3 += p3
 
-        d0 += tl.dot(_pick(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
+        # dx of each x gate is the gradient of the slot it feeds
+        x_row = (o_b64 * T + t) * GX
+        tl.store(p_dx + x_row[:, None] * HD, _pick(p0, p1, p2, p3, XS0).to(dt), mask=m_bd)
+        if GX > 1:
+            tl.store(p_dx + (x_row + 1)[:, None] * HD, _pick(p0, p1, p2, p3, XS1).to(dt), mask=m_bd)
+        if GX > 2:
+            tl.store(p_dx + (x_row + 2)[:, None] * HD, _pick(p0, p1, p2, p3, XS2).to(dt), mask=m_bd)
+        if GX > 3:
+            tl.store(p_dx + (x_row + 3)[:, None] * HD, _pick(p0, p1, p2, p3, XS3).to(dt), mask=m_bd)
+
+        r_row = (t * B + o_b64) * GR
+        g0 = _pick(p0, p1, p2, p3, RS0)
+        tl.store(p_dr + r_row[:, None] * HD, g0, mask=m_bd)
+        d0 += tl.dot(g0.to(dt), r0, input_precision=DOT_PRECISION)
         if GR > 1:
-            d0 += tl.dot(_pick(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
+            g1 = _pick(p0, p1, p2, p3, RS1)
+            tl.store(p_dr + (r_row + 1)[:, None] * HD, g1, mask=m_bd)
+            d0 += tl.dot(g1.to(dt), r1, input_precision=DOT_PRECISION)
         if GR > 2:
-            d0 += tl.dot(_pick(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
+            g2 = _pick(p0, p1, p2, p3, RS2)
+            tl.store(p_dr + (r_row + 2)[:, None] * HD, g2, mask=m_bd)
+            d0 += tl.dot(g2.to(dt), r2, input_precision=DOT_PRECISION)
         if GR > 3:
-            d0 += tl.dot(_pick(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
+            g3 = _pick(p0, p1, p2, p3, RS3)
+            tl.store(p_dr + (r_row + 3)[:, None] * HD, g3, mask=m_bd)
+            d0 += tl.dot(g3.to(dt), r3, input_precision=DOT_PRECISION)
 
     p_d = dstate0 + i_n * D + o_d[None, :]
     tl.store(p_d + o_b64[:, None] * HD, d0, mask=m_bd)
@@ -320,3 +349,14 @@ def rnn_backward_kernel(
         tl.store(p_d + (2 * B + o_b64)[:, None] * HD, d2, mask=m_bd)
     if S > 3:
         tl.store(p_d + (3 * B + o_b64)[:, None] * HD, d3, mask=m_bd)
+
+    # db_part[i_b, k, i_n, :] = Σ over this tile's rows of dp_k (summed over tiles on the host, in order)
+    m_d = o_d < D
+    p_db = db_part + (i_b * GB * NH + i_n) * D + o_d
+    tl.store(p_db, tl.sum(db0, axis=0), mask=m_d)
+    if GB > 1:
+        tl.store(p_db + NH * D, tl.sum(db1, axis=0), mask=m_d)
+    if GB > 2:
+        tl.store(p_db + 2 * NH * D, tl.sum(db2, axis=0), mask=m_d)
+    if GB > 3:
+        tl.store(p_db + 3 * NH * D, tl.sum(db3, axis=0), mask=m_d)
