@@ -12,7 +12,7 @@ import torch
 
 from ...cells import Cell
 from .. import Backend, Call, register_backend
-from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, r_bytes
+from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, forward, r_bytes
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -47,7 +47,11 @@ def _supports(call: Call) -> str | None:
 
 
 def _run(cell: Cell, x, R, b, state):
-    return TritonRNN.apply(cell.name, x, R, b, state)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, R, b, state)):
+        return TritonRNN.apply(cell.name, x, R, b, state)
+    # inference: no autograd node, nothing saved for backward
+    y, final, _, _ = forward(cell.name, *(t.contiguous() for t in (x, R, b, state)), save=False)
+    return y, final
 
 
 TRITON = register_backend(

@@ -8,10 +8,11 @@ Layouts (all contiguous):
     y      [B, T, NH, D]       h at every step (input dtype)
     final  [S, B, NH, D]       states after the last step (input dtype)
     pre    [T, B, GB, NH, D]   float32 pre-activation slots, saved for backward (time-major)
-    states [S, T + 1, B, NH, D] float32 states before step t at index t (index 0: the initial state)
-Backward writes dx [B, T, GX, NH, D] (input dtype), the R gates' slot gradients dr [T, B, GR, NH, D]
-(float32, time-major so that dR is one strided batched GEMM per gate) and per-batch-tile partial sums of
-the bias gradients db_part [n_batch_tiles, GB, NH, D].
+    states [S, NH, T + 1, B, D] float32 states before step t at index t (index 0: the initial state)
+Backward writes dx [B, T, GX, NH, D] (input dtype), the R gates' slot gradients dr [GR, NH, T, B, D]
+(float32; head-major like `states`, so that dR is a batched GEMM over contiguous [T·B, D] blocks) and
+per-batch-tile partial sums of the bias gradients db_part [n_batch_tiles, GB, NH, D]. In the head-major
+tensors a program's rows of one step are one contiguous block.
 
 Every state and slot is computed in float32; h is rounded to the input dtype only as the MMA operand.
 Heads of any D <= BLOCK_D are masked: padded lanes of R are zero, so padded h lanes stay zero.
@@ -125,16 +126,17 @@ def rnn_forward_kernel(
         x2 = _load_rows(p_x, x_row + 2, o_d, m_bd, HD)
     if GX > 3:
         x3 = _load_rows(p_x, x_row + 3, o_d, m_bd, HD)
-    ST = (T + 1) * B  # rows between consecutive states in `states`
+    # `states` rows (length D) of head i_n: state s, step t, batch b at s * ST + t * B + b
+    ST = NH * (T + 1) * B
     if SAVE:
-        p_st = states + i_n * D + o_d[None, :]
-        tl.store(p_st + o_b64[:, None] * HD, s0, mask=m_bd)
+        p_st = states + i_n.to(tl.int64) * (T + 1) * B * D + o_d[None, :]
+        tl.store(p_st + o_b64[:, None] * D, s0, mask=m_bd)
         if S > 1:
-            tl.store(p_st + (ST + o_b64)[:, None] * HD, s1, mask=m_bd)
+            tl.store(p_st + (ST + o_b64)[:, None] * D, s1, mask=m_bd)
         if S > 2:
-            tl.store(p_st + (2 * ST + o_b64)[:, None] * HD, s2, mask=m_bd)
+            tl.store(p_st + (2 * ST + o_b64)[:, None] * D, s2, mask=m_bd)
         if S > 3:
-            tl.store(p_st + (3 * ST + o_b64)[:, None] * HD, s3, mask=m_bd)
+            tl.store(p_st + (3 * ST + o_b64)[:, None] * D, s3, mask=m_bd)
 
     for t in range(T):
         # prefetch step t + 1 (clamped to the last step; the values are then unused)
@@ -180,13 +182,13 @@ def rnn_forward_kernel(
             if GB > 3:
                 tl.store(p_pre + (pre_row + 3)[:, None] * HD, p3, mask=m_bd)
             st_row = (t + 1) * B + o_b64
-            tl.store(p_st + st_row[:, None] * HD, s0, mask=m_bd)
+            tl.store(p_st + st_row[:, None] * D, s0, mask=m_bd)
             if S > 1:
-                tl.store(p_st + (ST + st_row)[:, None] * HD, s1, mask=m_bd)
+                tl.store(p_st + (ST + st_row)[:, None] * D, s1, mask=m_bd)
             if S > 2:
-                tl.store(p_st + (2 * ST + st_row)[:, None] * HD, s2, mask=m_bd)
+                tl.store(p_st + (2 * ST + st_row)[:, None] * D, s2, mask=m_bd)
             if S > 3:
-                tl.store(p_st + (3 * ST + st_row)[:, None] * HD, s3, mask=m_bd)
+                tl.store(p_st + (3 * ST + st_row)[:, None] * D, s3, mask=m_bd)
 
         x0 = n0
         if GX > 1:
@@ -245,11 +247,12 @@ def rnn_backward_kernel(
         d3 = _load_rows(p_df, 3 * B + o_b64, o_d, m_bd, HD)
 
     p_pre = pre + i_n * D
-    p_st = states + i_n * D
+    p_st = states + i_n.to(tl.int64) * (T + 1) * B * D  # rows of length D, see the forward kernel
+    ST = NH * (T + 1) * B
     p_dy = dy + i_n * D
     p_dx = dx + i_n * D + o_d[None, :]
-    p_dr = dr + i_n * D + o_d[None, :]
-    ST = (T + 1) * B  # rows between consecutive states in `states`
+    p_dr = dr + i_n.to(tl.int64) * T * B * D + o_d[None, :]  # gate g, step t, batch b: g * GT + t * B + b
+    GT = NH * T * B
 
     # prefetch of step T - 1: its slots, the states before it and dy
     t = T - 1
@@ -263,14 +266,14 @@ def rnn_backward_kernel(
     if GB > 3:
         q3 = _load_rows(p_pre, row + 3, o_d, m_bd, HD)
     st_row = t * B + o_b64
-    u0 = _load_rows(p_st, st_row, o_d, m_bd, HD)
+    u0 = _load_rows(p_st, st_row, o_d, m_bd, D)
     u1, u2, u3 = zero, zero, zero
     if S > 1:
-        u1 = _load_rows(p_st, st_row + ST, o_d, m_bd, HD)
+        u1 = _load_rows(p_st, st_row + ST, o_d, m_bd, D)
     if S > 2:
-        u2 = _load_rows(p_st, st_row + 2 * ST, o_d, m_bd, HD)
+        u2 = _load_rows(p_st, st_row + 2 * ST, o_d, m_bd, D)
     if S > 3:
-        u3 = _load_rows(p_st, st_row + 3 * ST, o_d, m_bd, HD)
+        u3 = _load_rows(p_st, st_row + 3 * ST, o_d, m_bd, D)
     g_dy = _load_rows(p_dy, o_b64 * T + t, o_d, m_bd, HD)
 
     for k in range(T):
@@ -290,13 +293,13 @@ def rnn_backward_kernel(
         if GB > 3:
             q3 = _load_rows(p_pre, row_prev + 3, o_d, m_bd, HD)
         st_prev = t_prev * B + o_b64
-        u0 = _load_rows(p_st, st_prev, o_d, m_bd, HD)
+        u0 = _load_rows(p_st, st_prev, o_d, m_bd, D)
         if S > 1:
-            u1 = _load_rows(p_st, st_prev + ST, o_d, m_bd, HD)
+            u1 = _load_rows(p_st, st_prev + ST, o_d, m_bd, D)
         if S > 2:
-            u2 = _load_rows(p_st, st_prev + 2 * ST, o_d, m_bd, HD)
+            u2 = _load_rows(p_st, st_prev + 2 * ST, o_d, m_bd, D)
         if S > 3:
-            u3 = _load_rows(p_st, st_prev + 3 * ST, o_d, m_bd, HD)
+            u3 = _load_rows(p_st, st_prev + 3 * ST, o_d, m_bd, D)
         g_dy = _load_rows(p_dy, o_b64 * T + t_prev, o_d, m_bd, HD)
 
         p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(
@@ -324,21 +327,21 @@ def rnn_backward_kernel(
         if GX > 3:
             tl.store(p_dx + (x_row + 3)[:, None] * HD, _pick(p0, p1, p2, p3, XS3).to(dt), mask=m_bd)
 
-        r_row = (t * B + o_b64) * GR
+        r_row = t * B + o_b64
         g0 = _pick(p0, p1, p2, p3, RS0)
-        tl.store(p_dr + r_row[:, None] * HD, g0, mask=m_bd)
+        tl.store(p_dr + r_row[:, None] * D, g0, mask=m_bd)
         d0 += tl.dot(g0.to(dt), r0, input_precision=DOT_PRECISION)
         if GR > 1:
             g1 = _pick(p0, p1, p2, p3, RS1)
-            tl.store(p_dr + (r_row + 1)[:, None] * HD, g1, mask=m_bd)
+            tl.store(p_dr + (1 * GT + r_row)[:, None] * D, g1, mask=m_bd)
             d0 += tl.dot(g1.to(dt), r1, input_precision=DOT_PRECISION)
         if GR > 2:
             g2 = _pick(p0, p1, p2, p3, RS2)
-            tl.store(p_dr + (r_row + 2)[:, None] * HD, g2, mask=m_bd)
+            tl.store(p_dr + (2 * GT + r_row)[:, None] * D, g2, mask=m_bd)
             d0 += tl.dot(g2.to(dt), r2, input_precision=DOT_PRECISION)
         if GR > 3:
             g3 = _pick(p0, p1, p2, p3, RS3)
-            tl.store(p_dr + (r_row + 3)[:, None] * HD, g3, mask=m_bd)
+            tl.store(p_dr + (3 * GT + r_row)[:, None] * D, g3, mask=m_bd)
             d0 += tl.dot(g3.to(dt), r3, input_precision=DOT_PRECISION)
 
     p_d = dstate0 + i_n * D + o_d[None, :]

@@ -1,11 +1,11 @@
 """Host side of the Triton backend: tiling, launches and the autograd Function.
 
 Saved for backward (float32): the pre-activation slots [T, B, Gb, NH, D] and the states before every
-step [S, T + 1, B, NH, D] — (Gb + S) * 4 bytes per (batch, step, hidden unit), e.g. 24 B for LSTM:
+step [S, NH, T + 1, B, D] — (Gb + S) * 4 bytes per (batch, step, hidden unit), e.g. 24 B for LSTM:
 B = 16, T = 1024, H = 768 keeps 302 MB. Backward recomputes nothing but the cell's pointwise functions.
 The backward kernel writes dx itself and sums db per batch tile in registers; dR = Σ_t dr_tᵀ h_{t-1} is
-one float32 batched GEMM per gate over strided views (no copies) after the kernel. Deterministic: no
-atomics, fixed summation orders.
+one float32 batched GEMM per gate after the kernel, split over time chunks so that it fills the GPU (its
+output is tiny, its reduction long). Deterministic: no atomics, fixed summation orders.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = 
     final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
     if save:
         pre = _empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device)
-        states = _empty(S, T + 1, B, NH, D, dtype=torch.float32, device=x.device)
+        states = _empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device)
     else:
         pre = states = y  # never written (SAVE=False)
     tile = tiling(B, NH, D, x.device)
@@ -113,16 +113,17 @@ def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = 
     return y, final, pre, states
 
 
-def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
-    """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    S, T1, B, NH, D = states.shape
+def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
+    """The recurrent part: dx [B, T, Gx, NH, D] (input dtype), dr [Gr, NH, T, B, D], db (input dtype)
+    and d state0 [S, B, NH, D] (float32)."""
+    S, NH, T1, B, D = states.shape
     T = T1 - 1
     consts = _cell_constants(cell_name, with_x=True)
     GX, GR, GB = consts["GX"], consts["GR"], consts["GB"]
     tile = tiling(B, NH, D, R.device)
     grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
     dx = _empty(B, T, GX, NH, D, dtype=R.dtype, device=R.device)
-    dr = _empty(T, B, GR, NH, D, dtype=torch.float32, device=R.device)
+    dr = _empty(GR, NH, T, B, D, dtype=torch.float32, device=R.device)
     db_part = _empty(grid[1], GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     rnn_backward_kernel[grid](
@@ -131,15 +132,33 @@ def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None =
         DOT_PRECISION=_dot_precision(R.dtype), FAST=_fast_math(R.dtype, R.device),
         num_warps=num_warps or tile["num_warps"],
     )
-    # dR[g, n] = Σ_rows dr[row, g, n, :]ᵀ h_prev[row, n, :] over rows (t, b): per gate a batched GEMM over
-    # heads, [NH, D, T·B] @ [NH, T·B, D], both operands strided views of what the kernels wrote.
-    h_prev = states[0, :T].reshape(T * B, NH, D).permute(1, 0, 2)  # [NH, TB, D]
-    dr_rows = dr.view(T * B, GR, NH, D)
-    dR = torch.empty(GR, NH, D, D, dtype=torch.float32, device=R.device)
+    return dx, dr, db_part.sum(dim=0).to(R.dtype), dstate0
+
+
+def _time_chunks(steps: int, num_heads: int, device: torch.device) -> int:
+    """How many time chunks to split dR's reduction into: about two GEMM tiles per SM, dividing T."""
+    target = max(1, 2 * (_sm_count(device.index or 0) if device.type == "cuda" else 1) // num_heads)
+    return max(c for c in range(1, min(target, steps) + 1) if steps % c == 0)
+
+
+def weight_gradient(dr, states, dtype):
+    """dR[g, n] = Σ_{t,b} dr[g, n, t, b]ᵀ h_{t-1}[n, t, b]: float32 batched GEMMs over (head, time chunk),
+    then a sum over chunks."""
+    GR, NH, T, B, D = dr.shape
+    chunks = _time_chunks(T, NH, dr.device)
+    rows = T * B // chunks
+    # one copy: h_{t-1} of every head as [NH * chunks, rows, D] (the states tensor has T + 1 steps a head)
+    h_prev = states[0, :, :T].reshape(NH * chunks, rows, D)
+    dR = torch.empty(GR, NH * chunks, D, D, dtype=torch.float32, device=dr.device)
     for g in range(GR):
-        torch.bmm(dr_rows[:, g].permute(1, 2, 0), h_prev, out=dR[g])
-    db = db_part.sum(dim=0)
-    return dx, dR.to(R.dtype), db.to(R.dtype), dstate0
+        torch.bmm(dr[g].view(NH * chunks, rows, D).transpose(1, 2), h_prev, out=dR[g])
+    return dR.view(GR, NH, chunks, D, D).sum(dim=2).to(dtype)
+
+
+def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
+    """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
+    dx, dr, db, dstate0 = backward_kernel(cell_name, R, pre, states, dy, dfinal, num_warps)
+    return dx, weight_gradient(dr, states, R.dtype), db, dstate0
 
 
 class TritonRNN(torch.autograd.Function):
@@ -157,7 +176,7 @@ class TritonRNN(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dfinal):
         R, pre, states = ctx.saved_tensors
-        S, T1, B, NH, D = states.shape
+        S, NH, T1, B, D = states.shape
         dy = torch.zeros(B, T1 - 1, NH, D, dtype=ctx.dtype, device=R.device) if dy is None else dy.contiguous()
         if dfinal is None:
             dfinal = torch.zeros(S, B, NH, D, dtype=ctx.dtype, device=R.device)
