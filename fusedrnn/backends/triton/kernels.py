@@ -363,3 +363,33 @@ def rnn_backward_kernel(
         tl.store(p_db + 2 * NH * D, tl.sum(db2, axis=0), mask=m_d)
     if GB > 3:
         tl.store(p_db + 3 * NH * D, tl.sum(db3, axis=0), mask=m_d)
+
+
+@triton.jit
+def weight_grad_kernel(
+    dr, states, dR_part, NH, TB, H_STRIDE, ROWS_PER_CHUNK, D,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """dR_part[c, g, n] = Σ over rows r of chunk c of dr[g, n, r]ᵀ h_prev[n, r], rows r = (t, b).
+
+    dr [GR, NH, T·B, D] and h_prev = states[0, n, :T] ([T·B, D] per head, heads H_STRIDE elements apart)
+    are contiguous row blocks. The reduction is long (T·B rows) and the output small (D x D), so it is
+    split over chunks of rows, one program per (gate, head, chunk); the host sums the chunks in order.
+    """
+    i_g, i_n, i_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o_r = tl.arange(0, BLOCK_R)
+    o_d = tl.arange(0, BLOCK_D)
+    m_d = o_d < D
+    p_dr = dr + (i_g * NH + i_n).to(tl.int64) * TB * D
+    p_h = states + i_n.to(tl.int64) * H_STRIDE
+    acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+    start = i_c * ROWS_PER_CHUNK
+    end = tl.minimum(start + ROWS_PER_CHUNK, TB)
+    for r in range(start, end, BLOCK_R):
+        rows = (r + o_r).to(tl.int64)
+        m = (rows[:, None] < end) & m_d[None, :]
+        g = tl.load(p_dr + rows[:, None] * D + o_d[None, :], mask=m, other=0.0)
+        h = tl.load(p_h + rows[:, None] * D + o_d[None, :], mask=m, other=0.0)
+        acc += tl.dot(tl.trans(g), h, input_precision=DOT_PRECISION)
+    p_out = dR_part + ((i_c * tl.num_programs(0) + i_g) * NH + i_n).to(tl.int64) * D * D
+    tl.store(p_out + o_d[:, None] * D + o_d[None, :], acc, mask=m_d[:, None] & m_d[None, :])

@@ -4,8 +4,8 @@ Saved for backward (float32): the pre-activation slots [T, B, Gb, NH, D] and the
 step [S, NH, T + 1, B, D] — (Gb + S) * 4 bytes per (batch, step, hidden unit), e.g. 24 B for LSTM:
 B = 16, T = 1024, H = 768 keeps 302 MB. Backward recomputes nothing but the cell's pointwise functions.
 The backward kernel writes dx itself and sums db per batch tile in registers; dR = Σ_t dr_tᵀ h_{t-1} is
-one float32 batched GEMM per gate after the kernel, split over time chunks so that it fills the GPU (its
-output is tiny, its reduction long). Deterministic: no atomics, fixed summation orders.
+a second kernel, split over chunks of steps so that it fills the GPU (its output is tiny, its reduction
+long). Deterministic: no atomics, fixed summation orders.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import triton
 
 from ...cells import get_cell
 from .cells import CELL_IDS
-from .kernels import rnn_backward_kernel, rnn_forward_kernel
+from .kernels import rnn_backward_kernel, rnn_forward_kernel, weight_grad_kernel
 
 MAX_HEAD_DIM = 128
 # R stays on chip (registers / shared memory) for the whole sequence. 192 KB is what compiled on an H100
@@ -135,24 +135,30 @@ def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int |
     return dx, dr, db_part.sum(dim=0).to(R.dtype), dstate0
 
 
-def _time_chunks(steps: int, num_heads: int, device: torch.device) -> int:
-    """How many time chunks to split dR's reduction into: about two GEMM tiles per SM, dividing T."""
-    target = max(1, 2 * (_sm_count(device.index or 0) if device.type == "cuda" else 1) // num_heads)
-    return max(c for c in range(1, min(target, steps) + 1) if steps % c == 0)
+_WEIGHT_GRAD_ROWS = 64  # rows of (t, b) per tl.dot in weight_grad_kernel
 
 
 def weight_gradient(dr, states, dtype):
-    """dR[g, n] = Σ_{t,b} dr[g, n, t, b]ᵀ h_{t-1}[n, t, b]: float32 batched GEMMs over (head, time chunk),
-    then a sum over chunks."""
+    """dR [Gr, NH, D, D] in ``dtype`` from dr [Gr, NH, T, B, D] and the saved states (float32 sums).
+
+    16-bit inputs use TF32 tensor cores here (operands rounded to 10 mantissa bits, float32 sums; the
+    result is then rounded to 7 or 10 bits); float32 inputs follow torch's TF32 setting.
+    """
     GR, NH, T, B, D = dr.shape
-    chunks = _time_chunks(T, NH, dr.device)
-    rows = T * B // chunks
-    # one copy: h_{t-1} of every head as [NH * chunks, rows, D] (the states tensor has T + 1 steps a head)
-    h_prev = states[0, :, :T].reshape(NH * chunks, rows, D)
-    dR = torch.empty(GR, NH * chunks, D, D, dtype=torch.float32, device=dr.device)
-    for g in range(GR):
-        torch.bmm(dr[g].view(NH * chunks, rows, D).transpose(1, 2), h_prev, out=dR[g])
-    return dR.view(GR, NH, chunks, D, D).sum(dim=2).to(dtype)
+    TB = T * B
+    block_d = max(_MIN_TILE, triton.next_power_of_2(D))
+    sms = _sm_count(dr.device.index or 0) if dr.device.type == "cuda" else 1
+    chunks = max(1, min(triton.cdiv(2 * sms, GR * NH), triton.cdiv(TB, _WEIGHT_GRAD_ROWS)))
+    rows_per_chunk = triton.cdiv(triton.cdiv(TB, chunks), _WEIGHT_GRAD_ROWS) * _WEIGHT_GRAD_ROWS
+    chunks = triton.cdiv(TB, rows_per_chunk)
+    part = _empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dr.device)
+    precision = "tf32" if dtype in (torch.bfloat16, torch.float16) else _dot_precision(dtype)
+    weight_grad_kernel[(GR, NH, chunks)](
+        dr, states, part, NH, TB, states.stride(1), rows_per_chunk, D,
+        BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=precision,
+        num_warps=8 if block_d >= 64 else 4,
+    )
+    return part.sum(dim=0).to(dtype)
 
 
 def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
