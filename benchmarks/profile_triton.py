@@ -39,8 +39,8 @@ def main():
                 bw = time_cuda(lambda: launch.backward_kernel(cell, R, pre, states, dy, dfin, num_warps=w), 10, 2)
                 print(f"{cell:6s} {heads:6s} warps {w}: fw {fw:.3f}  fw+save {fws:.3f}  bw kernel {bw:.3f} ms",
                       flush=True)
-            dr = launch.backward_kernel(cell, R, pre, states, dy, dfin)[1]
-            wg = time_cuda(lambda: launch.weight_gradient(dr, states, dt), 10, 2)
+            dgate = launch.backward_kernel(cell, R, pre, states, dy, dfin)[0]
+            wg = time_cuda(lambda: launch.weight_gradient(cell, dgate, states), 10, 2)
             print(f"{cell:6s} {heads:6s} dR GEMM {wg:.3f} ms", flush=True)
 
 

@@ -9,10 +9,9 @@ Layouts (all contiguous):
     final  [S, B, NH, D]       states after the last step (input dtype)
     pre    [T, B, GB, NH, D]   float32 pre-activation slots, saved for backward (time-major)
     states [S, NH, T + 1, B, D] float32 states before step t at index t (index 0: the initial state)
-Backward writes dx [B, T, GX, NH, D] (input dtype), the R gates' slot gradients dr [GR, NH, T, B, D]
-(float32; head-major like `states`, so that dR is a batched GEMM over contiguous [T·B, D] blocks) and
-per-batch-tile partial sums of the bias gradients db_part [n_batch_tiles, GB, NH, D]. In the head-major
-tensors a program's rows of one step are one contiguous block.
+Backward writes the slot gradients dgate [B, T, GB, NH, D] (input dtype: dx is a view of it, and dR is
+reduced from it by weight_grad_kernel) and per-batch-tile partial sums of the bias gradients db_part
+[n_batch_tiles, GB, NH, D]. In the head-major `states` a program's rows of one step are one block.
 
 Every state and slot is computed in float32; h is rounded to the input dtype only as the MMA operand.
 Heads of any D <= BLOCK_D are masked: padded lanes of R are zero, so padded h lanes stay zero.
@@ -210,10 +209,9 @@ def rnn_forward_kernel(
 
 @triton.jit
 def rnn_backward_kernel(
-    R, pre, states, dy, dfinal, dx, dr, db_part, dstate0,
+    R, pre, states, dy, dfinal, dgate, db_part, dstate0,
     B, T, NH, D,
-    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
-    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
+    CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST: tl.constexpr,
 ):
@@ -250,9 +248,7 @@ def rnn_backward_kernel(
     p_st = states + i_n.to(tl.int64) * (T + 1) * B * D  # rows of length D, see the forward kernel
     ST = NH * (T + 1) * B
     p_dy = dy + i_n * D
-    p_dx = dx + i_n * D + o_d[None, :]
-    p_dr = dr + i_n.to(tl.int64) * T * B * D + o_d[None, :]  # gate g, step t, batch b: g * GT + t * B + b
-    GT = NH * T * B
+    p_dg = dgate + i_n * D + o_d[None, :]
 
     # prefetch of step T - 1: its slots, the states before it and dy
     t = T - 1
@@ -317,32 +313,22 @@ def rnn_backward_kernel(
             p3 = tl.where(m_bd, p3, 0.0)
             db3 += p3
 
-        # dx of each x gate is the gradient of the slot it feeds
-        x_row = (o_b64 * T + t) * GX
-        tl.store(p_dx + x_row[:, None] * HD, _pick(p0, p1, p2, p3, XS0).to(dt), mask=m_bd)
-        if GX > 1:
-            tl.store(p_dx + (x_row + 1)[:, None] * HD, _pick(p0, p1, p2, p3, XS1).to(dt), mask=m_bd)
-        if GX > 2:
-            tl.store(p_dx + (x_row + 2)[:, None] * HD, _pick(p0, p1, p2, p3, XS2).to(dt), mask=m_bd)
-        if GX > 3:
-            tl.store(p_dx + (x_row + 3)[:, None] * HD, _pick(p0, p1, p2, p3, XS3).to(dt), mask=m_bd)
+        dg_row = (o_b64 * T + t) * GB
+        tl.store(p_dg + dg_row[:, None] * HD, p0.to(dt), mask=m_bd)
+        if GB > 1:
+            tl.store(p_dg + (dg_row + 1)[:, None] * HD, p1.to(dt), mask=m_bd)
+        if GB > 2:
+            tl.store(p_dg + (dg_row + 2)[:, None] * HD, p2.to(dt), mask=m_bd)
+        if GB > 3:
+            tl.store(p_dg + (dg_row + 3)[:, None] * HD, p3.to(dt), mask=m_bd)
 
-        r_row = t * B + o_b64
-        g0 = _pick(p0, p1, p2, p3, RS0)
-        tl.store(p_dr + r_row[:, None] * D, g0, mask=m_bd)
-        d0 += tl.dot(g0.to(dt), r0, input_precision=DOT_PRECISION)
+        d0 += tl.dot(_pick(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
         if GR > 1:
-            g1 = _pick(p0, p1, p2, p3, RS1)
-            tl.store(p_dr + (1 * GT + r_row)[:, None] * D, g1, mask=m_bd)
-            d0 += tl.dot(g1.to(dt), r1, input_precision=DOT_PRECISION)
+            d0 += tl.dot(_pick(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
         if GR > 2:
-            g2 = _pick(p0, p1, p2, p3, RS2)
-            tl.store(p_dr + (2 * GT + r_row)[:, None] * D, g2, mask=m_bd)
-            d0 += tl.dot(g2.to(dt), r2, input_precision=DOT_PRECISION)
+            d0 += tl.dot(_pick(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
         if GR > 3:
-            g3 = _pick(p0, p1, p2, p3, RS3)
-            tl.store(p_dr + (3 * GT + r_row)[:, None] * D, g3, mask=m_bd)
-            d0 += tl.dot(g3.to(dt), r3, input_precision=DOT_PRECISION)
+            d0 += tl.dot(_pick(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
 
     p_d = dstate0 + i_n * D + o_d[None, :]
     tl.store(p_d + o_b64[:, None] * HD, d0, mask=m_bd)
@@ -367,29 +353,33 @@ def rnn_backward_kernel(
 
 @triton.jit
 def weight_grad_kernel(
-    dr, states, dR_part, NH, TB, H_STRIDE, ROWS_PER_CHUNK, D,
+    dgate, states, dR_part, NH, T, B, GB, H_STRIDE, ROWS_PER_CHUNK, D,
+    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    """dR_part[c, g, n] = Σ over rows r of chunk c of dr[g, n, r]ᵀ h_prev[n, r], rows r = (t, b).
+    """dR_part[c, g, n] = Σ over rows r = (b, t) of chunk c of dgate[b, t, RS_g, n]ᵀ h_{t-1}[b, n].
 
-    dr [GR, NH, T·B, D] and h_prev = states[0, n, :T] ([T·B, D] per head, heads H_STRIDE elements apart)
-    are contiguous row blocks. The reduction is long (T·B rows) and the output small (D x D), so it is
-    split over chunks of rows, one program per (gate, head, chunk); the host sums the chunks in order.
+    h_{t-1} is states[0, n, t, b] (heads H_STRIDE elements apart). The reduction is long (B·T rows) and
+    the output small (D x D), so it is split over chunks of rows, one program per (gate, head, chunk);
+    the host sums the chunks in order.
     """
     i_g, i_n, i_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    slot = tl.where(i_g == 0, RS0, tl.where(i_g == 1, RS1, tl.where(i_g == 2, RS2, RS3)))
     o_r = tl.arange(0, BLOCK_R)
     o_d = tl.arange(0, BLOCK_D)
     m_d = o_d < D
-    p_dr = dr + (i_g * NH + i_n).to(tl.int64) * TB * D
+    HD = NH * D
+    p_g = dgate + slot * HD + i_n * D
     p_h = states + i_n.to(tl.int64) * H_STRIDE
     acc = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
     start = i_c * ROWS_PER_CHUNK
-    end = tl.minimum(start + ROWS_PER_CHUNK, TB)
+    end = tl.minimum(start + ROWS_PER_CHUNK, B * T)
     for r in range(start, end, BLOCK_R):
         rows = (r + o_r).to(tl.int64)
         m = (rows[:, None] < end) & m_d[None, :]
-        g = tl.load(p_dr + rows[:, None] * D + o_d[None, :], mask=m, other=0.0)
-        h = tl.load(p_h + rows[:, None] * D + o_d[None, :], mask=m, other=0.0)
+        g = tl.load(p_g + (rows * GB * HD)[:, None] + o_d[None, :], mask=m, other=0.0).to(tl.float32)
+        h_rows = (rows % T) * B + rows // T  # (b, t) -> (t, b)
+        h = tl.load(p_h + (h_rows * D)[:, None] + o_d[None, :], mask=m, other=0.0)
         acc += tl.dot(tl.trans(g), h, input_precision=DOT_PRECISION)
     p_out = dR_part + ((i_c * tl.num_programs(0) + i_g) * NH + i_n).to(tl.int64) * D * D
     tl.store(p_out + o_d[:, None] * D + o_d[None, :], acc, mask=m_d[:, None] & m_d[None, :])

@@ -3,9 +3,10 @@
 Saved for backward (float32): the pre-activation slots [T, B, Gb, NH, D] and the states before every
 step [S, NH, T + 1, B, D] — (Gb + S) * 4 bytes per (batch, step, hidden unit), e.g. 24 B for LSTM:
 B = 16, T = 1024, H = 768 keeps 302 MB. Backward recomputes nothing but the cell's pointwise functions.
-The backward kernel writes dx itself and sums db per batch tile in registers; dR = Σ_t dr_tᵀ h_{t-1} is
-a second kernel, split over chunks of steps so that it fills the GPU (its output is tiny, its reduction
-long). Deterministic: no atomics, fixed summation orders.
+The backward kernel writes the slot gradients once in the input dtype (dx is a view of them) and sums
+db per batch tile in registers; dR = Σ_t dgate_tᵀ h_{t-1} is a second kernel, split over chunks of rows
+so that it fills the GPU (its output is tiny, its reduction long). dR is thus reduced from the same
+rounded gate gradients that the recurrent MMA uses. Deterministic: no atomics, fixed summation orders.
 """
 
 from __future__ import annotations
@@ -114,47 +115,47 @@ def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = 
 
 
 def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
-    """The recurrent part: dx [B, T, Gx, NH, D] (input dtype), dr [Gr, NH, T, B, D], db (input dtype)
-    and d state0 [S, B, NH, D] (float32)."""
+    """The recurrent part: slot gradients dgate [B, T, Gb, NH, D] and db (input dtype), d state0 (float32)."""
     S, NH, T1, B, D = states.shape
     T = T1 - 1
-    consts = _cell_constants(cell_name, with_x=True)
-    GX, GR, GB = consts["GX"], consts["GR"], consts["GB"]
+    consts = _cell_constants(cell_name, with_x=False)
     tile = tiling(B, NH, D, R.device)
     grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
-    dx = _empty(B, T, GX, NH, D, dtype=R.dtype, device=R.device)
-    dr = _empty(GR, NH, T, B, D, dtype=torch.float32, device=R.device)
-    db_part = _empty(grid[1], GB, NH, D, dtype=torch.float32, device=R.device)
+    dgate = _empty(B, T, consts["GB"], NH, D, dtype=R.dtype, device=R.device)
+    db_part = _empty(grid[1], consts["GB"], NH, D, dtype=torch.float32, device=R.device)
     dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     rnn_backward_kernel[grid](
-        R, pre, states, dy, dfinal, dx, dr, db_part, dstate0, B, T, NH, D, **consts,
+        R, pre, states, dy, dfinal, dgate, db_part, dstate0, B, T, NH, D, **consts,
         BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
         DOT_PRECISION=_dot_precision(R.dtype), FAST=_fast_math(R.dtype, R.device),
         num_warps=num_warps or tile["num_warps"],
     )
-    return dx, dr, db_part.sum(dim=0).to(R.dtype), dstate0
+    return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
 
 
-_WEIGHT_GRAD_ROWS = 64  # rows of (t, b) per tl.dot in weight_grad_kernel
+_WEIGHT_GRAD_ROWS = 64  # rows of (b, t) per tl.dot in weight_grad_kernel
 
 
-def weight_gradient(dr, states, dtype):
-    """dR [Gr, NH, D, D] in ``dtype`` from dr [Gr, NH, T, B, D] and the saved states (float32 sums).
+def weight_gradient(cell_name: str, dgate, states):
+    """dR [Gr, NH, D, D] in dgate's dtype from the slot gradients and the saved states (float32 sums).
 
     16-bit inputs use TF32 tensor cores here (operands rounded to 10 mantissa bits, float32 sums; the
     result is then rounded to 7 or 10 bits); float32 inputs follow torch's TF32 setting.
     """
-    GR, NH, T, B, D = dr.shape
-    TB = T * B
+    consts = _cell_constants(cell_name, with_x=False)
+    B, T, GB, NH, D = dgate.shape
+    GR, rows = consts["GR"], B * T
     block_d = max(_MIN_TILE, triton.next_power_of_2(D))
-    sms = _sm_count(dr.device.index or 0) if dr.device.type == "cuda" else 1
-    chunks = max(1, min(triton.cdiv(2 * sms, GR * NH), triton.cdiv(TB, _WEIGHT_GRAD_ROWS)))
-    rows_per_chunk = triton.cdiv(triton.cdiv(TB, chunks), _WEIGHT_GRAD_ROWS) * _WEIGHT_GRAD_ROWS
-    chunks = triton.cdiv(TB, rows_per_chunk)
-    part = _empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dr.device)
+    sms = _sm_count(dgate.device.index or 0) if dgate.device.type == "cuda" else 1
+    chunks = max(1, min(triton.cdiv(2 * sms, GR * NH), triton.cdiv(rows, _WEIGHT_GRAD_ROWS)))
+    rows_per_chunk = triton.cdiv(triton.cdiv(rows, chunks), _WEIGHT_GRAD_ROWS) * _WEIGHT_GRAD_ROWS
+    chunks = triton.cdiv(rows, rows_per_chunk)
+    part = _empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dgate.device)
+    dtype = dgate.dtype
     precision = "tf32" if dtype in (torch.bfloat16, torch.float16) else _dot_precision(dtype)
     weight_grad_kernel[(GR, NH, chunks)](
-        dr, states, part, NH, TB, states.stride(1), rows_per_chunk, D,
+        dgate, states, part, NH, T, B, GB, states.stride(1), rows_per_chunk, D,
+        RS0=consts["RS0"], RS1=consts["RS1"], RS2=consts["RS2"], RS3=consts["RS3"],
         BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=precision,
         num_warps=8 if block_d >= 64 else 4,
     )
@@ -163,8 +164,11 @@ def weight_gradient(dr, states, dtype):
 
 def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    dx, dr, db, dstate0 = backward_kernel(cell_name, R, pre, states, dy, dfinal, num_warps)
-    return dx, weight_gradient(dr, states, R.dtype), db, dstate0
+    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, dy, dfinal, num_warps)
+    x_slots = list(get_cell(cell_name).x_slots)
+    # every cell feeds x's gates into the first slots in order; dx is then a view of dgate
+    dx = dgate[:, :, : len(x_slots)] if x_slots == list(range(len(x_slots))) else dgate[:, :, x_slots]
+    return dx, weight_gradient(cell_name, dgate, states), db, dstate0
 
 
 class TritonRNN(torch.autograd.Function):
