@@ -377,9 +377,10 @@ def weight_grad_kernel(
     for r in range(start, end, BLOCK_R):
         rows = (r + o_r).to(tl.int64)
         m = (rows[:, None] < end) & m_d[None, :]
-        g = tl.load(p_g + (rows * GB * HD)[:, None] + o_d[None, :], mask=m, other=0.0).to(tl.float32)
+        g = tl.load(p_g + (rows * GB * HD)[:, None] + o_d[None, :], mask=m, other=0.0)
         h_rows = (rows % T) * B + rows // T  # (b, t) -> (t, b)
-        h = tl.load(p_h + (h_rows * D)[:, None] + o_d[None, :], mask=m, other=0.0)
+        # h rounded to the input dtype: the operand the forward's recurrent MMA used
+        h = tl.load(p_h + (h_rows * D)[:, None] + o_d[None, :], mask=m, other=0.0).to(g.dtype)
         acc += tl.dot(tl.trans(g), h, input_precision=DOT_PRECISION)
     p_out = dR_part + ((i_c * tl.num_programs(0) + i_g) * NH + i_n).to(tl.int64) * D * D
     tl.store(p_out + o_d[:, None] * D + o_d[None, :], acc, mask=m_d[:, None] & m_d[None, :])

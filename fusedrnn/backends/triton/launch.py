@@ -137,10 +137,10 @@ _WEIGHT_GRAD_ROWS = 64  # rows of (b, t) per tl.dot in weight_grad_kernel
 
 
 def weight_gradient(cell_name: str, dgate, states):
-    """dR [Gr, NH, D, D] in dgate's dtype from the slot gradients and the saved states (float32 sums).
+    """dR [Gr, NH, D, D] in dgate's dtype from the slot gradients and the saved states.
 
-    16-bit inputs use TF32 tensor cores here (operands rounded to 10 mantissa bits, float32 sums; the
-    result is then rounded to 7 or 10 bits); float32 inputs follow torch's TF32 setting.
+    Operands in the input dtype (the rounded values the recurrent MMAs used), float32 sums; float32
+    inputs follow torch's TF32 setting.
     """
     consts = _cell_constants(cell_name, with_x=False)
     B, T, GB, NH, D = dgate.shape
@@ -152,12 +152,11 @@ def weight_gradient(cell_name: str, dgate, states):
     chunks = triton.cdiv(rows, rows_per_chunk)
     part = _empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dgate.device)
     dtype = dgate.dtype
-    precision = "tf32" if dtype in (torch.bfloat16, torch.float16) else _dot_precision(dtype)
     weight_grad_kernel[(GR, NH, chunks)](
         dgate, states, part, NH, T, B, GB, states.stride(1), rows_per_chunk, D,
         RS0=consts["RS0"], RS1=consts["RS1"], RS2=consts["RS2"], RS3=consts["RS3"],
-        BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=precision,
-        num_warps=8 if block_d >= 64 else 4,
+        BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(dtype),
+        num_warps=8 if block_d >= 64 else 4, num_stages=3,
     )
     return part.sum(dim=0).to(dtype)
 
