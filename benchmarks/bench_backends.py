@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
+import tempfile
 import time
 
-import torch
+if "--cold-cache" in sys.argv:  # before triton is imported: first calls then include compilation
+    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="fusedrnn-bench-triton-")
 
-import fusedrnn
-from fusedrnn import get_cell
+import torch  # noqa: E402
+
+import fusedrnn  # noqa: E402
+from fusedrnn import get_cell  # noqa: E402
 
 
 def time_cuda(fn, reps: int, warmup: int) -> float:
@@ -80,8 +86,9 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--cold-cache", action="store_true", help="empty Triton kernel cache: first calls compile")
     parser.add_argument("--cudnn", action="store_true", help="also time torch.nn (cuDNN) at hidden NH*D, bf16 and fp16")
     parser.add_argument("--json", help="write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -90,8 +97,8 @@ def main(argv=None):
     B, T = args.batch, args.steps
     rows = []
 
-    def record(impl, cell, heads, fw, fwbw, first_ms=None):
-        row = {"impl": impl, "cell": cell, "heads": heads, "B": B, "T": T, "dtype": str(dtype).split(".")[-1],
+    def record(impl, cell, heads, fw, fwbw, first_ms=None, row_dtype=dtype):
+        row = {"impl": impl, "cell": cell, "heads": heads, "B": B, "T": T, "dtype": str(row_dtype).split(".")[-1],
                "fw_ms": time_cuda(fw, args.reps, args.warmup), "fwbw_ms": time_cuda(fwbw, args.reps, args.warmup)}
         if first_ms is not None:
             row["first_call_ms"] = first_ms
@@ -113,7 +120,7 @@ def main(argv=None):
             H = max(int(h.split("x")[0]) * int(h.split("x")[1]) for h in args.heads)
             for cudnn_dtype in (torch.bfloat16, torch.float16):
                 fw, fwbw = cudnn_case(cell, B, T, H, cudnn_dtype)
-                record(f"cuDNN {str(cudnn_dtype).split('.')[-1]}", cell, f"1x{H}", fw, fwbw)
+                record(f"cuDNN {str(cudnn_dtype).split('.')[-1]}", cell, f"1x{H}", fw, fwbw, row_dtype=cudnn_dtype)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

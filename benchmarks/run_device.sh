@@ -10,7 +10,7 @@ what=${1:-all}
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 benchmarks/bench_backends.py --backends triton --cells lstm gru elman slstm --heads 12x64 48x16 6x128 \
-      --cudnn --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
+      --cudnn --cold-cache --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
 fi
 if [ "$what" = test ] || [ "$what" = all ]; then
   python3 -m pytest -q -m gpu -n 8 -p no:cacheprovider tests 2>&1 | tee "$out/gpu-tests.txt" | tail -40

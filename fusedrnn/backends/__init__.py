@@ -113,3 +113,8 @@ try:
     from . import triton  # noqa: E402,F401
 except ImportError as error:  # triton is optional (Linux, the [triton] extra)
     LOGGER.debug("triton backend unavailable: %s", error)
+
+try:
+    from . import alternating  # noqa: E402,F401
+except ImportError as error:  # needs triton, like the triton backend
+    LOGGER.debug("alternating backend unavailable: %s", error)

@@ -24,7 +24,7 @@ from .cells import cell_backward, cell_forward
 
 
 @triton.jit
-def _route(p0, p1, p2, p3, v, SLOT: tl.constexpr):
+def route_to_slot(p0, p1, p2, p3, v, SLOT: tl.constexpr):
     """Add ``v`` to pre-activation slot ``SLOT``."""
     if SLOT == 0:
         p0 = p0 + v
@@ -38,7 +38,7 @@ def _route(p0, p1, p2, p3, v, SLOT: tl.constexpr):
 
 
 @triton.jit
-def _pick(p0, p1, p2, p3, SLOT: tl.constexpr):
+def pick_slot(p0, p1, p2, p3, SLOT: tl.constexpr):
     if SLOT == 0:
         v = p0
     elif SLOT == 1:
@@ -151,20 +151,20 @@ def rnn_forward_kernel(
 
         h = s0.to(dt)
         p0, p1, p2, p3 = b0, b1, b2, b3
-        p0, p1, p2, p3 = _route(p0, p1, p2, p3, x0, XS0)
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x0, XS0)
         if GX > 1:
-            p0, p1, p2, p3 = _route(p0, p1, p2, p3, x1, XS1)
+            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x1, XS1)
         if GX > 2:
-            p0, p1, p2, p3 = _route(p0, p1, p2, p3, x2, XS2)
+            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x2, XS2)
         if GX > 3:
-            p0, p1, p2, p3 = _route(p0, p1, p2, p3, x3, XS3)
-        p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r0, input_precision=DOT_PRECISION), RS0)
+            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x3, XS3)
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r0, input_precision=DOT_PRECISION), RS0)
         if GR > 1:
-            p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r1, input_precision=DOT_PRECISION), RS1)
+            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r1, input_precision=DOT_PRECISION), RS1)
         if GR > 2:
-            p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r2, input_precision=DOT_PRECISION), RS2)
+            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r2, input_precision=DOT_PRECISION), RS2)
         if GR > 3:
-            p0, p1, p2, p3 = _route(p0, p1, p2, p3, tl.dot(h, r3, input_precision=DOT_PRECISION), RS3)
+            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r3, input_precision=DOT_PRECISION), RS3)
 
         s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
 
@@ -322,13 +322,13 @@ def rnn_backward_kernel(
         if GB > 3:
             tl.store(p_dg + (dg_row + 3)[:, None] * HD, p3.to(dt), mask=m_bd)
 
-        d0 += tl.dot(_pick(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
+        d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
         if GR > 1:
-            d0 += tl.dot(_pick(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
+            d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
         if GR > 2:
-            d0 += tl.dot(_pick(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
+            d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
         if GR > 3:
-            d0 += tl.dot(_pick(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
+            d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
 
     p_d = dstate0 + i_n * D + o_d[None, :]
     tl.store(p_d + o_b64[:, None] * HD, d0, mask=m_bd)

@@ -38,7 +38,7 @@ def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
 
 
 @functools.cache
-def _sm_count(device_index: int) -> int:
+def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
@@ -56,7 +56,7 @@ def tiling(batch: int, num_heads: int, head_dim: int, device: torch.device) -> d
     until (heads x batch tiles) fits on the SMs, up to 64 rows.
     """
     block_d = max(_MIN_TILE, triton.next_power_of_2(head_dim))
-    sms = _sm_count(device.index or 0) if device.type == "cuda" else 1 << 30
+    sms = sm_count(device.index or 0) if device.type == "cuda" else 1 << 30
     block_b = _MIN_TILE
     while block_b < 64 and block_b < batch and num_heads * triton.cdiv(batch, block_b) > sms:
         block_b *= 2
@@ -67,19 +67,19 @@ def tiling(batch: int, num_heads: int, head_dim: int, device: torch.device) -> d
     return {"BLOCK_B": block_b, "BLOCK_D": block_d, "num_warps": num_warps}
 
 
-def _fast_math(dtype: torch.dtype, device: torch.device) -> bool:
+def fast_math(dtype: torch.dtype, device: torch.device) -> bool:
     """Approximate σ / tanh for 16-bit inputs on GPUs (the interpreter cannot run inline PTX)."""
     return dtype in (torch.bfloat16, torch.float16) and device.type == "cuda"
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
+def dot_precision(dtype: torch.dtype) -> str:
     """float32 inputs use TF32 tensor cores only where torch allows TF32 matmuls (it does not by default)."""
     if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
         return "tf32"
     return "ieee"
 
 
-def _cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
+def cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
     """The kernels' compile-time description of a cell: id, gate and state counts, slot routing."""
     cell = get_cell(cell_name)
     rs = tuple(cell.r_slots) + (0,) * (4 - cell.num_gates_r)  # unused gates: any slot, never read
@@ -94,7 +94,7 @@ def _cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
 
 def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = None):
     B, T, _, NH, D = x.shape
-    consts = _cell_constants(cell_name, with_x=True)
+    consts = cell_constants(cell_name, with_x=True)
     GB, S = consts["GB"], consts["S"]
     y = _empty(B, T, NH, D, dtype=x.dtype, device=x.device)
     final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
@@ -108,7 +108,7 @@ def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = 
     rnn_forward_kernel[grid](
         x, R, b, state, y, final, pre, states, B, T, NH, D, **consts,
         BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"], SAVE=save,
-        DOT_PRECISION=_dot_precision(x.dtype), FAST=_fast_math(x.dtype, x.device),
+        DOT_PRECISION=dot_precision(x.dtype), FAST=fast_math(x.dtype, x.device),
         num_warps=num_warps or tile["num_warps"],
     )
     return y, final, pre, states
@@ -118,7 +118,7 @@ def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int |
     """The recurrent part: slot gradients dgate [B, T, Gb, NH, D] and db (input dtype), d state0 (float32)."""
     S, NH, T1, B, D = states.shape
     T = T1 - 1
-    consts = _cell_constants(cell_name, with_x=False)
+    consts = cell_constants(cell_name, with_x=False)
     tile = tiling(B, NH, D, R.device)
     grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
     dgate = _empty(B, T, consts["GB"], NH, D, dtype=R.dtype, device=R.device)
@@ -127,7 +127,7 @@ def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int |
     rnn_backward_kernel[grid](
         R, pre, states, dy, dfinal, dgate, db_part, dstate0, B, T, NH, D, **consts,
         BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
-        DOT_PRECISION=_dot_precision(R.dtype), FAST=_fast_math(R.dtype, R.device),
+        DOT_PRECISION=dot_precision(R.dtype), FAST=fast_math(R.dtype, R.device),
         num_warps=num_warps or tile["num_warps"],
     )
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
@@ -142,11 +142,11 @@ def weight_gradient(cell_name: str, dgate, states):
     Operands in the input dtype (the rounded values the recurrent MMAs used), float32 sums; float32
     inputs follow torch's TF32 setting.
     """
-    consts = _cell_constants(cell_name, with_x=False)
+    consts = cell_constants(cell_name, with_x=False)
     B, T, GB, NH, D = dgate.shape
     GR, rows = consts["GR"], B * T
     block_d = max(_MIN_TILE, triton.next_power_of_2(D))
-    sms = _sm_count(dgate.device.index or 0) if dgate.device.type == "cuda" else 1
+    sms = sm_count(dgate.device.index or 0) if dgate.device.type == "cuda" else 1
     chunks = max(1, min(triton.cdiv(2 * sms, GR * NH), triton.cdiv(rows, _WEIGHT_GRAD_ROWS)))
     rows_per_chunk = triton.cdiv(triton.cdiv(rows, chunks), _WEIGHT_GRAD_ROWS) * _WEIGHT_GRAD_ROWS
     chunks = triton.cdiv(rows, rows_per_chunk)
@@ -155,7 +155,7 @@ def weight_gradient(cell_name: str, dgate, states):
     weight_grad_kernel[(GR, NH, chunks)](
         dgate, states, part, NH, T, B, GB, states.stride(1), rows_per_chunk, D,
         RS0=consts["RS0"], RS1=consts["RS1"], RS2=consts["RS2"], RS3=consts["RS3"],
-        BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(dtype),
+        BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=dot_precision(dtype),
         num_warps=8 if block_d >= 64 else 4, num_stages=3,
     )
     return part.sum(dim=0).to(dtype)
