@@ -51,9 +51,31 @@ def pick_slot(p0, p1, p2, p3, SLOT: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(ptr, o_rows, o_d, mask, n_rows_stride):
-    """Load a [BLOCK_B, BLOCK_D] block at ptr + row * n_rows_stride + d as float32."""
-    return tl.load(ptr + o_rows[:, None] * n_rows_stride + o_d[None, :], mask=mask, other=0.0).to(tl.float32)
+def _load4(ptr, rows, step, stride, o_d, mask, N: tl.constexpr):
+    """Up to four [BLOCK_B, BLOCK_D] float32 blocks: block k at ptr + (rows + k * step) * stride + d, for
+    k < N; the others are zeros (placeholders a cell without them never reads)."""
+    v0 = tl.load(ptr + rows[:, None] * stride + o_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    v1, v2, v3 = v0 * 0.0, v0 * 0.0, v0 * 0.0
+    if N > 1:
+        v1 = tl.load(ptr + (rows + step)[:, None] * stride + o_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    if N > 2:
+        v2 = tl.load(ptr + (rows + 2 * step)[:, None] * stride + o_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    if N > 3:
+        v3 = tl.load(ptr + (rows + 3 * step)[:, None] * stride + o_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    return v0, v1, v2, v3
+
+
+@triton.jit
+def _store4(ptr, rows, step, stride, o_d, mask, v0, v1, v2, v3, N: tl.constexpr):
+    """Store blocks v0..v(N-1) as _load4 reads them, converted to the pointer's dtype."""
+    dt = ptr.dtype.element_ty
+    tl.store(ptr + rows[:, None] * stride + o_d[None, :], v0.to(dt), mask=mask)
+    if N > 1:
+        tl.store(ptr + (rows + step)[:, None] * stride + o_d[None, :], v1.to(dt), mask=mask)
+    if N > 2:
+        tl.store(ptr + (rows + 2 * step)[:, None] * stride + o_d[None, :], v2.to(dt), mask=mask)
+    if N > 3:
+        tl.store(ptr + (rows + 3 * step)[:, None] * stride + o_d[None, :], v3.to(dt), mask=mask)
 
 
 @triton.jit
@@ -64,6 +86,20 @@ def _load_matrix(R, g, i_n, NH, D, o_d, TRANSPOSE: tl.constexpr):
     if TRANSPOSE:
         return tl.load(base + o_d[None, :] * D + o_d[:, None], mask=mask, other=0.0)
     return tl.load(base + o_d[:, None] * D + o_d[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _load_matrices(R, i_n, NH, D, o_d, GR: tl.constexpr, TRANSPOSE: tl.constexpr):
+    """The GR matrices of head i_n (see _load_matrix); missing gates repeat gate 0 and are never used."""
+    r0 = _load_matrix(R, 0, i_n, NH, D, o_d, TRANSPOSE)
+    r1, r2, r3 = r0, r0, r0
+    if GR > 1:
+        r1 = _load_matrix(R, 1, i_n, NH, D, o_d, TRANSPOSE)
+    if GR > 2:
+        r2 = _load_matrix(R, 2, i_n, NH, D, o_d, TRANSPOSE)
+    if GR > 3:
+        r3 = _load_matrix(R, 3, i_n, NH, D, o_d, TRANSPOSE)
+    return r0, r1, r2, r3
 
 
 @triton.jit
@@ -84,70 +120,28 @@ def rnn_forward_kernel(
     dt = x.dtype.element_ty
     HD = NH * D
 
-    # R[g]ᵀ for each gate, resident for the whole sequence.
-    r0 = _load_matrix(R, 0, i_n, NH, D, o_d, True)
-    if GR > 1:
-        r1 = _load_matrix(R, 1, i_n, NH, D, o_d, True)
-    if GR > 2:
-        r2 = _load_matrix(R, 2, i_n, NH, D, o_d, True)
-    if GR > 3:
-        r3 = _load_matrix(R, 3, i_n, NH, D, o_d, True)
-    zero = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
-    m_d = o_d < D
-    b0 = zero + tl.load(b + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
-    b1, b2, b3 = zero, zero, zero
-    if GB > 1:
-        b1 = zero + tl.load(b + (1 * NH + i_n) * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
-    if GB > 2:
-        b2 = zero + tl.load(b + (2 * NH + i_n) * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
-    if GB > 3:
-        b3 = zero + tl.load(b + (3 * NH + i_n) * D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    # R[g]ᵀ of every gate, resident for the whole sequence
+    r0, r1, r2, r3 = _load_matrices(R, i_n, NH, D, o_d, GR, True)
+    # biases broadcast over the batch rows: b is [GB, NH, D], i.e. rows of length HD
+    b0, b1, b2, b3 = _load4(b + i_n * D, o_b64 * 0, 1, HD, o_d, m_bd, GB)
+    # states [S, B, NH, D]: state s of row b is row s * B + b
+    s0, s1, s2, s3 = _load4(state0 + i_n * D, o_b64, B, HD, o_d, m_bd, S)
 
-    # States in registers; rows of state0 are [S, B, NH, D] -> row (s, b) at offset (s * B + b) * HD.
-    p_s0 = state0 + i_n * D
-    s0 = _load_rows(p_s0, o_b64, o_d, m_bd, HD)
-    s1, s2, s3 = zero, zero, zero
-    if S > 1:
-        s1 = _load_rows(p_s0, B + o_b64, o_d, m_bd, HD)
-    if S > 2:
-        s2 = _load_rows(p_s0, 2 * B + o_b64, o_d, m_bd, HD)
-    if S > 3:
-        s3 = _load_rows(p_s0, 3 * B + o_b64, o_d, m_bd, HD)
-
-    # Row of (b, t) in x: (b * T + t) * GX * HD; the x blocks of step t + 1 are loaded before step t runs.
+    # x [B, T, GX, NH, D]: gate g of (b, t) is row (b * T + t) * GX + g. Step t + 1's blocks are loaded
+    # before step t runs.
     p_x = x + i_n * D
-    x_row = o_b64 * T * GX
-    x0 = _load_rows(p_x, x_row, o_d, m_bd, HD)
-    x1, x2, x3 = zero, zero, zero
-    if GX > 1:
-        x1 = _load_rows(p_x, x_row + 1, o_d, m_bd, HD)
-    if GX > 2:
-        x2 = _load_rows(p_x, x_row + 2, o_d, m_bd, HD)
-    if GX > 3:
-        x3 = _load_rows(p_x, x_row + 3, o_d, m_bd, HD)
-    # `states` rows (length D) of head i_n: state s, step t, batch b at s * ST + t * B + b
+    x0, x1, x2, x3 = _load4(p_x, o_b64 * T * GX, 1, HD, o_d, m_bd, GX)
+    # states [S, NH, T + 1, B, D]: rows of length D; head i_n's state s, step t, batch b at
+    # s * ST + t * B + b
     ST = NH * (T + 1) * B
+    p_st = states + i_n.to(tl.int64) * (T + 1) * B * D
     if SAVE:
-        p_st = states + i_n.to(tl.int64) * (T + 1) * B * D + o_d[None, :]
-        tl.store(p_st + o_b64[:, None] * D, s0, mask=m_bd)
-        if S > 1:
-            tl.store(p_st + (ST + o_b64)[:, None] * D, s1, mask=m_bd)
-        if S > 2:
-            tl.store(p_st + (2 * ST + o_b64)[:, None] * D, s2, mask=m_bd)
-        if S > 3:
-            tl.store(p_st + (3 * ST + o_b64)[:, None] * D, s3, mask=m_bd)
+        _store4(p_st, o_b64, ST, D, o_d, m_bd, s0, s1, s2, s3, S)
 
     for t in range(T):
         # prefetch step t + 1 (clamped to the last step; the values are then unused)
         t_next = tl.minimum(t + 1, T - 1)
-        nx_row = (o_b64 * T + t_next) * GX
-        n0 = _load_rows(p_x, nx_row, o_d, m_bd, HD)
-        if GX > 1:
-            n1 = _load_rows(p_x, nx_row + 1, o_d, m_bd, HD)
-        if GX > 2:
-            n2 = _load_rows(p_x, nx_row + 2, o_d, m_bd, HD)
-        if GX > 3:
-            n3 = _load_rows(p_x, nx_row + 3, o_d, m_bd, HD)
+        n0, n1, n2, n3 = _load4(p_x, (o_b64 * T + t_next) * GX, 1, HD, o_d, m_bd, GX)
 
         h = s0.to(dt)
         p0, p1, p2, p3 = b0, b1, b2, b3
@@ -168,43 +162,14 @@ def rnn_forward_kernel(
 
         s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
 
-        y_row = o_b64 * T + t
-        tl.store(y + i_n * D + y_row[:, None] * HD + o_d[None, :], s0.to(dt), mask=m_bd)
+        tl.store(y + i_n * D + (o_b64 * T + t)[:, None] * HD + o_d[None, :], s0.to(dt), mask=m_bd)
         if SAVE:
-            pre_row = (t * B + o_b64) * GB
-            p_pre = pre + i_n * D + o_d[None, :]
-            tl.store(p_pre + pre_row[:, None] * HD, p0, mask=m_bd)
-            if GB > 1:
-                tl.store(p_pre + (pre_row + 1)[:, None] * HD, p1, mask=m_bd)
-            if GB > 2:
-                tl.store(p_pre + (pre_row + 2)[:, None] * HD, p2, mask=m_bd)
-            if GB > 3:
-                tl.store(p_pre + (pre_row + 3)[:, None] * HD, p3, mask=m_bd)
-            st_row = (t + 1) * B + o_b64
-            tl.store(p_st + st_row[:, None] * D, s0, mask=m_bd)
-            if S > 1:
-                tl.store(p_st + (ST + st_row)[:, None] * D, s1, mask=m_bd)
-            if S > 2:
-                tl.store(p_st + (2 * ST + st_row)[:, None] * D, s2, mask=m_bd)
-            if S > 3:
-                tl.store(p_st + (3 * ST + st_row)[:, None] * D, s3, mask=m_bd)
+            # pre [T, B, GB, NH, D]: slot k of (t, b) is row (t * B + b) * GB + k
+            _store4(pre + i_n * D, (t * B + o_b64) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)
+            _store4(p_st, (t + 1) * B + o_b64, ST, D, o_d, m_bd, s0, s1, s2, s3, S)
+        x0, x1, x2, x3 = n0, n1, n2, n3
 
-        x0 = n0
-        if GX > 1:
-            x1 = n1
-        if GX > 2:
-            x2 = n2
-        if GX > 3:
-            x3 = n3
-
-    p_f = final + i_n * D + o_d[None, :]
-    tl.store(p_f + o_b64[:, None] * HD, s0.to(dt), mask=m_bd)
-    if S > 1:
-        tl.store(p_f + (B + o_b64)[:, None] * HD, s1.to(dt), mask=m_bd)
-    if S > 2:
-        tl.store(p_f + (2 * B + o_b64)[:, None] * HD, s2.to(dt), mask=m_bd)
-    if S > 3:
-        tl.store(p_f + (3 * B + o_b64)[:, None] * HD, s3.to(dt), mask=m_bd)
+    _store4(final + i_n * D, o_b64, B, HD, o_d, m_bd, s0, s1, s2, s3, S)
 
 
 @triton.jit
@@ -224,53 +189,20 @@ def rnn_backward_kernel(
     dt = R.dtype.element_ty
     HD = NH * D
 
-    r0 = _load_matrix(R, 0, i_n, NH, D, o_d, False)
-    if GR > 1:
-        r1 = _load_matrix(R, 1, i_n, NH, D, o_d, False)
-    if GR > 2:
-        r2 = _load_matrix(R, 2, i_n, NH, D, o_d, False)
-    if GR > 3:
-        r3 = _load_matrix(R, 3, i_n, NH, D, o_d, False)
-    zero = tl.zeros([BLOCK_B, BLOCK_D], dtype=tl.float32)
-    db0, db1, db2, db3 = zero, zero, zero, zero
-
-    p_df = dfinal + i_n * D
-    d0 = _load_rows(p_df, o_b64, o_d, m_bd, HD)
-    d1, d2, d3 = zero, zero, zero
-    if S > 1:
-        d1 = _load_rows(p_df, B + o_b64, o_d, m_bd, HD)
-    if S > 2:
-        d2 = _load_rows(p_df, 2 * B + o_b64, o_d, m_bd, HD)
-    if S > 3:
-        d3 = _load_rows(p_df, 3 * B + o_b64, o_d, m_bd, HD)
+    r0, r1, r2, r3 = _load_matrices(R, i_n, NH, D, o_d, GR, False)
+    d0, d1, d2, d3 = _load4(dfinal + i_n * D, o_b64, B, HD, o_d, m_bd, S)
+    db0, db1, db2, db3 = d0 * 0.0, d0 * 0.0, d0 * 0.0, d0 * 0.0
 
     p_pre = pre + i_n * D
-    p_st = states + i_n.to(tl.int64) * (T + 1) * B * D  # rows of length D, see the forward kernel
-    ST = NH * (T + 1) * B
+    ST = NH * (T + 1) * B  # layouts as in the forward kernel
+    p_st = states + i_n.to(tl.int64) * (T + 1) * B * D
     p_dy = dy + i_n * D
-    p_dg = dgate + i_n * D + o_d[None, :]
 
     # prefetch of step T - 1: its slots, the states before it and dy
     t = T - 1
-    row = (t * B + o_b64) * GB
-    q0 = _load_rows(p_pre, row, o_d, m_bd, HD)
-    q1, q2, q3 = zero, zero, zero
-    if GB > 1:
-        q1 = _load_rows(p_pre, row + 1, o_d, m_bd, HD)
-    if GB > 2:
-        q2 = _load_rows(p_pre, row + 2, o_d, m_bd, HD)
-    if GB > 3:
-        q3 = _load_rows(p_pre, row + 3, o_d, m_bd, HD)
-    st_row = t * B + o_b64
-    u0 = _load_rows(p_st, st_row, o_d, m_bd, D)
-    u1, u2, u3 = zero, zero, zero
-    if S > 1:
-        u1 = _load_rows(p_st, st_row + ST, o_d, m_bd, D)
-    if S > 2:
-        u2 = _load_rows(p_st, st_row + 2 * ST, o_d, m_bd, D)
-    if S > 3:
-        u3 = _load_rows(p_st, st_row + 3 * ST, o_d, m_bd, D)
-    g_dy = _load_rows(p_dy, o_b64 * T + t, o_d, m_bd, HD)
+    q0, q1, q2, q3 = _load4(p_pre, (t * B + o_b64) * GB, 1, HD, o_d, m_bd, GB)
+    u0, u1, u2, u3 = _load4(p_st, t * B + o_b64, ST, D, o_d, m_bd, S)
+    g_dy = tl.load(p_dy + (o_b64 * T + t)[:, None] * HD + o_d[None, :], mask=m_bd, other=0.0).to(tl.float32)
 
     for k in range(T):
         t = T - 1 - k
@@ -280,47 +212,20 @@ def rnn_backward_kernel(
 
         # prefetch step t - 1 (clamped to 0; the values are then unused)
         t_prev = tl.maximum(t - 1, 0)
-        row_prev = (t_prev * B + o_b64) * GB
-        q0 = _load_rows(p_pre, row_prev, o_d, m_bd, HD)
-        if GB > 1:
-            q1 = _load_rows(p_pre, row_prev + 1, o_d, m_bd, HD)
-        if GB > 2:
-            q2 = _load_rows(p_pre, row_prev + 2, o_d, m_bd, HD)
-        if GB > 3:
-            q3 = _load_rows(p_pre, row_prev + 3, o_d, m_bd, HD)
-        st_prev = t_prev * B + o_b64
-        u0 = _load_rows(p_st, st_prev, o_d, m_bd, D)
-        if S > 1:
-            u1 = _load_rows(p_st, st_prev + ST, o_d, m_bd, D)
-        if S > 2:
-            u2 = _load_rows(p_st, st_prev + 2 * ST, o_d, m_bd, D)
-        if S > 3:
-            u3 = _load_rows(p_st, st_prev + 3 * ST, o_d, m_bd, D)
-        g_dy = _load_rows(p_dy, o_b64 * T + t_prev, o_d, m_bd, HD)
+        q0, q1, q2, q3 = _load4(p_pre, (t_prev * B + o_b64) * GB, 1, HD, o_d, m_bd, GB)
+        u0, u1, u2, u3 = _load4(p_st, t_prev * B + o_b64, ST, D, o_d, m_bd, S)
+        g_dy = tl.load(p_dy + (o_b64 * T + t_prev)[:, None] * HD + o_d[None, :], mask=m_bd, other=0.0)
+        g_dy = g_dy.to(tl.float32)
 
         p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(
             CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3
         )
-        p0 = tl.where(m_bd, p0, 0.0)  # padded rows and lanes must not reach db
-        db0 += p0
-        if GB > 1:
-            p1 = tl.where(m_bd, p1, 0.0)
-            db1 += p1
-        if GB > 2:
-            p2 = tl.where(m_bd, p2, 0.0)
-            db2 += p2
-        if GB > 3:
-            p3 = tl.where(m_bd, p3, 0.0)
-            db3 += p3
-
-        dg_row = (o_b64 * T + t) * GB
-        tl.store(p_dg + dg_row[:, None] * HD, p0.to(dt), mask=m_bd)
-        if GB > 1:
-            tl.store(p_dg + (dg_row + 1)[:, None] * HD, p1.to(dt), mask=m_bd)
-        if GB > 2:
-            tl.store(p_dg + (dg_row + 2)[:, None] * HD, p2.to(dt), mask=m_bd)
-        if GB > 3:
-            tl.store(p_dg + (dg_row + 3)[:, None] * HD, p3.to(dt), mask=m_bd)
+        # padded rows and lanes must not reach db
+        p0, p1 = tl.where(m_bd, p0, 0.0), tl.where(m_bd, p1, 0.0)
+        p2, p3 = tl.where(m_bd, p2, 0.0), tl.where(m_bd, p3, 0.0)
+        db0, db1, db2, db3 = db0 + p0, db1 + p1, db2 + p2, db3 + p3
+        # dgate [B, T, GB, NH, D], like x
+        _store4(dgate + i_n * D, (o_b64 * T + t) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)
 
         d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
         if GR > 1:
@@ -330,14 +235,7 @@ def rnn_backward_kernel(
         if GR > 3:
             d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
 
-    p_d = dstate0 + i_n * D + o_d[None, :]
-    tl.store(p_d + o_b64[:, None] * HD, d0, mask=m_bd)
-    if S > 1:
-        tl.store(p_d + (B + o_b64)[:, None] * HD, d1, mask=m_bd)
-    if S > 2:
-        tl.store(p_d + (2 * B + o_b64)[:, None] * HD, d2, mask=m_bd)
-    if S > 3:
-        tl.store(p_d + (3 * B + o_b64)[:, None] * HD, d3, mask=m_bd)
+    _store4(dstate0 + i_n * D, o_b64, B, HD, o_d, m_bd, d0, d1, d2, d3, S)
 
     # db_part[i_b, k, i_n, :] = Σ over this tile's rows of dp_k (summed over tiles on the host, in order)
     m_d = o_d < D
