@@ -73,7 +73,7 @@ def get_num_states(cell):
 
 # --- interpreter (CI) ----------------------------------------------------------------------------------
 
-INTERPRETER_SHAPES = [(1, 1, 1, 16), (3, 7, 2, 16), (2, 5, 1, 20), (17, 3, 1, 32)]
+INTERPRETER_SHAPES = [(1, 1, 1, 16), (3, 7, 2, 16), (2, 5, 1, 20), (17, 3, 1, 32), (3, 63, 1, 16)]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter cases run where there is no GPU")
