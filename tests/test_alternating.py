@@ -78,7 +78,11 @@ INTERPRETER_SHAPES = [(1, 1, 1, 20), (3, 7, 2, 48), (1, 7, 3, 20), (3, 1, 2, 48)
 @pytest.mark.parametrize("B,T,NH,D", INTERPRETER_SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("cell", CELLS)
 def test_alternating_interpreter_matches_reference(cell, B, T, NH, D, dtype):
+    launch.clear_cache()
     check_against_reference(cell, B, T, NH, D, dtype, "cpu")
+    # float16: the GEMMs' float32 results (the CUDA path of torch >= 2.8), here from float32 copies
+    modes = {k[9] for k in launch.cached_plans() if k[1:7] == (cell, B, T, NH, D, dtype)}
+    assert modes == {"upcast" if dtype == torch.float16 else "native"}
 
 
 @interpreter_only
@@ -255,6 +259,18 @@ def test_alternating_gpu_eager_loop_matches_graph(monkeypatch):
 
 
 @pytest.mark.gpu
+def test_alternating_gpu_prefetch_changes_no_bit(monkeypatch):
+    """The L2 prefetches are hints: with and without them every output and gradient is the same, bit for bit."""
+    inputs, dy, dfinal = _problem("lstm", 5, 33, 1, 320, torch.bfloat16, "cuda")
+    with_prefetch = run_with_grads(_alternating("lstm"), inputs, dy, dfinal)
+    monkeypatch.setenv(launch.PREFETCH_ENV, "0")
+    without = run_with_grads(_alternating("lstm"), inputs, dy, dfinal)
+    assert {k[10] for k in launch.cached_plans() if k[2:6] == (5, 33, 1, 320)} == {True, False}
+    for a, b in zip((with_prefetch[0], with_prefetch[1], *with_prefetch[2]), (without[0], without[1], *without[2])):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
 def test_alternating_gpu_side_stream():
     inputs, dy, dfinal = _problem("slstm", 4, 50, 2, 160, torch.float32, "cuda")
     stream = torch.cuda.Stream()
@@ -291,6 +307,60 @@ def test_alternating_gpu_tf32_setting_is_followed(monkeypatch):
     assert {k[-1] for k in keys} == {("tf32", False), ("tf32", True)}
 
 
+def _torch_version() -> tuple[int, int]:
+    return tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_alternating_gpu_gemms_write_float32(dtype):
+    """Where torch has torch.bmm(..., out_dtype=torch.float32) (2.8 and later), 16-bit calls use it: the
+    forward GEMM's gates and the backward GEMM's partials are float32, the GEMM operands the input dtype."""
+    if _torch_version() < (2, 8):
+        pytest.skip("torch < 2.8 has no float32-output bmm: the input-dtype path runs")
+    launch.clear_cache()
+    device = torch.device("cuda", torch.cuda.current_device())
+    assert launch.float32_gemm_output(dtype, device), "aten::bmm.dtype_out missing or wrong on this GPU"
+    check_against_reference("lstm", 4, 9, 2, 96, dtype, "cuda")
+    plans = launch.cached_plans()
+    assert {k[9] for k in plans} == {"f32out"}
+    for key, plan in plans.items():
+        if key[0] == "fw":
+            assert plan.gates.dtype == torch.float32 and plan.hbuf.dtype == dtype
+        else:
+            assert plan.dh_part.dtype == torch.float32 and plan.dpg.dtype == dtype
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+@pytest.mark.parametrize("B,T,D", [(3, 7, 256), (16, 256, 768)], ids=str)
+def test_alternating_gpu_input_dtype_gemms(cell, B, T, D, monkeypatch):
+    """The path of a torch without float32-output GEMMs (FLOAT32_GEMM_OUTPUT off): bfloat16 GEMM results.
+    (sLSTM's tiny single-step problems are left out: that rounding flips its branch points.)"""
+    monkeypatch.setattr(launch, "FLOAT32_GEMM_OUTPUT", False)
+    launch.clear_cache()
+    NH = 2 if D <= 256 else 1
+    check_against_reference(cell, B, T, NH, D, torch.bfloat16, "cuda")
+    keys = [k for k in launch.cached_plans() if k[1] == cell and k[2:6] == (B, T, NH, D)]
+    assert keys and {k[9] for k in keys} == {"native"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_alternating_gpu_weight_gradient_large(dtype):
+    """dR of LSTM 1 x 768 over T·B = 16384 rows (the cuBLAS GEMM of the benchmark) against float64."""
+    NH, T, B, GR, D = 1, 1024, 16, 4, 768
+    dr = torch.randn(NH, T, B, GR, D, device="cuda").to(dtype)
+    states = torch.randn(2, NH, T + 1, B, D, device="cuda")
+    dR = launch.weight_gradient(dr, states)
+    expected = torch.einsum("ntbgi,ntbj->gnij", dr.double(), states[0, :, :T].to(dtype).double())
+    assert dR.dtype == dtype and dR.shape == (GR, NH, D, D)
+    # bfloat16: the output's own rounding (normwise about 1.7e-3); float32: float32 (or TF32) rounding
+    tol = {torch.bfloat16: 4e-3, torch.float32: 1e-3 if torch.backends.cuda.matmul.allow_tf32 else 1e-5}[dtype]
+    assert norm_error(dR, expected) < tol
+    assert torch.equal(dR, launch.weight_gradient(dr, states))  # deterministic
+
+
 @pytest.mark.gpu
 def test_auto_prefers_triton_and_falls_back_to_alternating():
     from fusedrnn.backends import Call, select_backend
@@ -301,21 +371,47 @@ def test_auto_prefers_triton_and_falls_back_to_alternating():
     assert select_backend("auto", large).name == "alternating"
 
 
-@interpreter_only
-@pytest.mark.parametrize("chunks", [1, 4])
-@pytest.mark.parametrize("D", [16, 20, 70, 130])
+@pytest.mark.parametrize("f32_output", [True, False], ids=["f32out", "native"])
+@pytest.mark.parametrize("D", [16, 20, 70])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_weight_gradient_any_head_size(D, dtype, chunks, monkeypatch):
-    """dR = Σ_{t,b} dr ⊗ h_prev: tiled Triton kernel (16-bit inputs) or cuBLAS (float32), output in ``dtype``;
-    with chunks = 4 the kernel splits the 800 rows into chunks of 224 (the last one partial)."""
-    monkeypatch.setattr(launch, "_programs_wanted", lambda device: 1 if chunks == 1 else 10**6)
+def test_weight_gradient_any_head_size(D, dtype, f32_output, monkeypatch):
+    """dR[g, n] = Σ_{t,b} dr[n, t, b, g] ⊗ h_prev[n, t, b] as one GEMM per head, output in dr's dtype, from
+    h rounded to dr's dtype (the recurrent GEMM's operand)."""
+    monkeypatch.setattr(launch, "FLOAT32_GEMM_OUTPUT", f32_output)
+    device = _device()
     GR, NH, T, B = 3, 2, 40, 20
-    dr = torch.randn(GR, NH, T, B, D)
-    states = torch.randn(2, NH, T + 1, B, D)
-    dR = launch.weight_gradient(dr, states, dtype)
-    expected = torch.einsum("gntbi,ntbj->gnij", dr.double(), states[0, :, :T].double())
-    assert dR.dtype == dtype and dR.shape == (GR, NH, D, D)
-    assert max_error(dR, expected) < (1e-5 if dtype == torch.float32 else 2e-3)
+    dr = torch.randn(NH, T, B, GR, D, device=device).to(dtype)
+    states = torch.randn(2, NH, T + 1, B, D, device=device)
+    dR = launch.weight_gradient(dr, states)
+    h = states[0, :, :T].to(dtype).double()
+    expected = torch.einsum("ntbgi,ntbj->gnij", dr.double(), h)
+    assert dR.dtype == dtype and dR.shape == (GR, NH, D, D) and dR.is_contiguous()
+    tf32 = dtype == torch.float32 and device == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    assert max_error(dR, expected) < (1e-5 if dtype == torch.float32 and not tf32 else 2e-3)
+
+
+def test_gemm_modes():
+    """float32 inputs: float32 GEMMs; 16-bit: float32 results (CUDA where torch has them, CPU via float32
+    copies) unless FLOAT32_GEMM_OUTPUT is off."""
+    device = torch.device(_device(), 0) if ON_GPU else torch.device("cpu")
+    assert launch.gemm_mode(torch.float32, device) == "native"
+    expected = ("f32out" if launch.float32_gemm_output(torch.float16, device) else "native") if ON_GPU else "upcast"
+    assert launch.gemm_mode(torch.float16, device) == expected
+    a = torch.randn(3, 16, 20, device=device).half()
+    w = torch.randn(3, 20, 24, device=device).half()
+    out = torch.empty(3, 16, 24, device=device, dtype=torch.float32 if expected != "native" else torch.float16)
+    launch._bmm(a, w, out, expected)
+    assert max_error(out, a.double() @ w.double()) < (1e-5 if expected != "native" else 1e-2)
+
+
+@interpreter_only
+@pytest.mark.parametrize("cell", CELLS)
+def test_alternating_interpreter_input_dtype_gemms(cell, monkeypatch):
+    """FLOAT32_GEMM_OUTPUT off: float16 GEMM results (the path of a torch without out_dtype GEMMs)."""
+    monkeypatch.setattr(launch, "FLOAT32_GEMM_OUTPUT", False)
+    launch.clear_cache()
+    check_against_reference(cell, 3, 7, 2, 48, torch.float16, "cpu")
+    assert {k[9] for k in launch.cached_plans() if k[6] == torch.float16} == {"native"}
 
 
 @interpreter_only

@@ -4,6 +4,12 @@ For heads too large to keep R on chip (the Triton backend's limit): R·h is a to
 one Triton kernel, and the whole T-step loop runs as one CUDA graph, captured once per shape and replayed
 (see ``launch``). Any head size and batch size; bfloat16 / float16 / float32. Runs on CUDA GPUs and, under
 ``TRITON_INTERPRET=1``, on CPU tensors (float32 / float16; the loop then runs eagerly, without graphs).
+
+Precision: states and pointwise math in float32; GEMMs accumulate in float32. For bfloat16 / float16 the
+GEMM operands (h, the slot gradients) are rounded to the input dtype, as in the Triton backend, and the GEMM
+results are float32 where torch has ``torch.bmm(..., out_dtype=torch.float32)`` (CUDA, torch >= 2.8,
+detected at run time), else rounded once to the input dtype (see ``launch``). float32 inputs follow
+torch's TF32 setting. Deterministic (no atomics).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ def _supports(call: Call) -> str | None:
             f"{_MAX_STEP_ELEMENTS} (int32 indexing); split the batch"
         )
     if call.num_heads * call.cell.num_gates_r > 65535:
-        return f"{call.num_heads} heads x {call.cell.num_gates_r} gates exceed a CUDA grid dimension (65535)"
+        # the backward GEMM is one batched GEMM over (head, gate) pairs: keep the batch within a grid dimension
+        return f"{call.num_heads} heads x {call.cell.num_gates_r} gates exceed 65535 batched GEMMs (a grid dimension)"
     if call.device.type == "cuda":
         if call.dtype == torch.bfloat16 and torch.cuda.get_device_capability(call.device) < (8, 0):
             return "bfloat16 needs a GPU of compute capability >= 8.0; use float16 or float32"

@@ -10,18 +10,20 @@ Per-call tensors (x, y, the saved slots and states, dy, dx, dr) are reached thro
 tensor of addresses that the host rewrites before every replay: outputs are fresh tensors of each call,
 inputs are read where they are.
 
-Layouts (all contiguous; dt = the input dtype; per-call tensors in the order of their table):
+Layouts (all contiguous; dt = the input dtype, gt = the GEMMs' output dtype: float32, or dt where torch
+has no float32-output GEMM for 16-bit inputs, see ``launch``; per-call tensors in the order of their table):
     forward table   x [B, T, GX, NH, D] dt, y [B, T, NH, D] dt, and when SAVE (float32, the Triton
                     backend's layouts) pre [T, B, GB, NH, D] and states [S, NH, T + 1, B, D]
     backward table  pre, states (as saved), dy [B, T, NH, D] dt, dx [B, T, GX, NH, D] dt,
-                    dr [GR, NH, T, B, D] f32 (the R gates' slot gradients, for dR)
-    gates  [NH, B, GR·D] dt   gates[n, b, g·D + i] = (R[g, n] h[b, n])_i, written by the forward GEMM
+                    dr [NH, T, B, GR, D] dt (the R gates' slot gradients, the operand of dR's GEMM)
+    gates  [NH, B, GR·D] gt   gates[n, b, g·D + i] = (R[g, n] h[b, n])_i, written by the forward GEMM
     hbuf   [NH, B, D]    dt   h_t, the next forward GEMM's operand
     bias   [GB, NH, D]   dt
     carry  [S, B, NH, D] f32  the states between steps (forward)
     dcarry [S, B, NH, D] f32  the direct gradients of the states between steps (backward)
-    dh_rec [NH, B, D]    dt   Σ_g R[g, n]ᵀ dp_g of the step after, written by the backward GEMM
-    dpg    [NH, B, GR·D] dt   the R gates' slot gradients, the backward GEMM's operand
+    dh_part [NH, GR, B, D] gt R[g, n]ᵀ dp_g of the step after, one partial per gate, written by the backward
+                              GEMM (a bmm over NH·GR of K = D: split-K by gate); the kernel sums them
+    dpg    [NH, GR, B, D] dt  the R gates' slot gradients, the backward GEMM's operand
     db_acc [GB, B, NH, D] f32 Σ_t dp per element (summed over B on the host: db, no atomics)
 """
 
@@ -43,6 +45,20 @@ def _load(ptr, mask):
     return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
 
 
+@triton.jit
+def _prefetch(ptr, PREFETCH: tl.constexpr):
+    """A hint: bring the lines at ``ptr`` (a block of valid addresses) into L2, without waiting for them.
+
+    For a later step's per-call inputs, which do not depend on the recurrence: that step's kernel then finds
+    them in L2 instead of waiting for DRAM behind its table load. PTX ``prefetch.global.L2`` (NVIDIA GPUs);
+    nothing where PREFETCH is off (the interpreter cannot run PTX).
+    """
+    if PREFETCH:
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptr], dtype=tl.int32, is_pure=False, pack=1
+        )
+
+
 # fmt: off
 @triton.jit(do_not_specialize=["t"])
 def forward_step_kernel(
@@ -51,10 +67,11 @@ def forward_step_kernel(
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    SAVE: tl.constexpr, FAST: tl.constexpr, BLOCK: tl.constexpr,
+    SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Step t: slots = b + x_t + gates; new states = cell(slots, carry): carry, hbuf, y_t (and pre_t, states)."""
-    dt = gates.dtype.element_ty
+    """Step t: slots = b + x_t + gates; new states = cell(slots, carry): carry, hbuf, y_t (and pre_t, states).
+    PREFETCH: also asks L2 for x_{t+1}."""
+    dt = hbuf.dtype.element_ty  # the input dtype (gates may be float32)
     x = _table_ptr(table, 0, dt)
     y = _table_ptr(table, 1, dt)
 
@@ -72,30 +89,16 @@ def forward_step_kernel(
     g_off = (n64 * B + bi) * (GR * D) + d  # gates[n, b, 0 * D + d]
     zero = tl.zeros([BLOCK], dtype=tl.float32)
 
-    # every load is independent of the others: all are in flight at once
-    p0 = _load(bias + hd, mask)
-    p1, p2, p3 = zero, zero, zero
-    if GB > 1:
-        p1 = _load(bias + HD + hd, mask)
-    if GB > 2:
-        p2 = _load(bias + 2 * HD + hd, mask)
-    if GB > 3:
-        p3 = _load(bias + 3 * HD + hd, mask)
-    x_off = bt * (GX * HD) + hd
-    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off, mask), XS0)
-    if GX > 1:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + HD, mask), XS1)
-    if GX > 2:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + 2 * HD, mask), XS2)
-    if GX > 3:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + 3 * HD, mask), XS3)
-    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(gates + g_off, mask), RS0)
+    # Every load is independent of the others: all are in flight at once. The loads of x wait for the table
+    # load (their address), so they come last: the GEMM's gates, the carry and the bias are requested first.
+    r0 = _load(gates + g_off, mask)
+    r1, r2, r3 = zero, zero, zero
     if GR > 1:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(gates + g_off + D, mask), RS1)
+        r1 = _load(gates + g_off + D, mask)
     if GR > 2:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(gates + g_off + 2 * D, mask), RS2)
+        r2 = _load(gates + g_off + 2 * D, mask)
     if GR > 3:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(gates + g_off + 3 * D, mask), RS3)
+        r3 = _load(gates + g_off + 3 * D, mask)
     s0 = _load(carry + e, mask)
     s1, s2, s3 = zero, zero, zero
     if S > 1:
@@ -104,6 +107,40 @@ def forward_step_kernel(
         s2 = _load(carry + 2 * N + e, mask)
     if S > 3:
         s3 = _load(carry + 3 * N + e, mask)
+    p0 = _load(bias + hd, mask)
+    p1, p2, p3 = zero, zero, zero
+    if GB > 1:
+        p1 = _load(bias + HD + hd, mask)
+    if GB > 2:
+        p2 = _load(bias + 2 * HD + hd, mask)
+    if GB > 3:
+        p3 = _load(bias + 3 * HD + hd, mask)
+    # slots = b + x + R·h, in that order (the Triton backend's)
+    x_off = bt * (GX * HD) + hd
+    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off, mask), XS0)
+    if GX > 1:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + HD, mask), XS1)
+    if GX > 2:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + 2 * HD, mask), XS2)
+    if GX > 3:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + 3 * HD, mask), XS3)
+    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r0, RS0)
+    if GR > 1:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r1, RS1)
+    if GR > 2:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r2, RS2)
+    if GR > 3:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r3, RS3)
+
+    if PREFETCH:  # x of step t + 1 (clamped to the last step); masked lanes point at element 0
+        x_next = x + tl.where(mask, (bi64 * T + tl.minimum(t64 + 1, T - 1)) * (GX * HD) + hd, 0)
+        _prefetch(x_next, PREFETCH)
+        if GX > 1:
+            _prefetch(x_next + tl.where(mask, HD, 0), PREFETCH)
+        if GX > 2:
+            _prefetch(x_next + tl.where(mask, 2 * HD, 0), PREFETCH)
+        if GX > 3:
+            _prefetch(x_next + tl.where(mask, 3 * HD, 0), PREFETCH)
 
     s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
 
@@ -142,20 +179,21 @@ def forward_step_kernel(
 
 @triton.jit(do_not_specialize=["t"])
 def backward_step_kernel(
-    table, dh_rec, dcarry, dpg, db_acc,
+    table, dh_part, dcarry, dpg, db_acc,
     t, N, B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    FAST: tl.constexpr, BLOCK: tl.constexpr,
+    FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Step t (T-1 .. 0): dh = dcarry_h + dh_rec + dy_t; cell backward: dx_t, dr_t, dpg, db_acc, dcarry."""
+    """Step t (T-1 .. 0): dh = dcarry_h + Σ_g dh_part_g + dy_t; cell backward: dx_t, dr_t, dpg, db_acc, dcarry.
+    PREFETCH: also asks L2 for step t - 1's pre, states and dy."""
     dt = dpg.dtype.element_ty
     pre = _table_ptr(table, 0, tl.float32)
     states = _table_ptr(table, 1, tl.float32)
     dy = _table_ptr(table, 2, dt)
     dx = _table_ptr(table, 3, dt)
-    dr = _table_ptr(table, 4, tl.float32)
+    dr = _table_ptr(table, 4, dt)
 
     e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = e < N
@@ -168,8 +206,36 @@ def backward_step_kernel(
     n64 = n.to(tl.int64)
     t64 = t.to(tl.int64)
     bt = bi64 * T + t64  # row (b, t) of dy and dx
-    hn = n64 * B + bi  # row (n, b) of dh_rec and dpg
+    hg = n64 * GR * B + bi  # row (n, 0, b) of dh_part and dpg; gate g is g * B rows further
     zero = tl.zeros([BLOCK], dtype=tl.float32)
+
+    # Every load is independent of the others: all are in flight at once. The per-call tensors (pre, states,
+    # dy) wait for the table load (their address), so they come last: the GEMM's partials and the carries
+    # are requested first.
+    # Σ_g R[g, n]ᵀ dp_g: the GEMM's per-gate partials, summed in gate order (deterministic)
+    dh = _load(dh_part + hg * D + d, mask)
+    if GR > 1:
+        dh += _load(dh_part + (hg + B) * D + d, mask)
+    if GR > 2:
+        dh += _load(dh_part + (hg + 2 * B) * D + d, mask)
+    if GR > 3:
+        dh += _load(dh_part + (hg + 3 * B) * D + d, mask)
+    d0 = _load(dcarry + e, mask)
+    d1, d2, d3 = zero, zero, zero
+    if S > 1:
+        d1 = _load(dcarry + N + e, mask)
+    if S > 2:
+        d2 = _load(dcarry + 2 * N + e, mask)
+    if S > 3:
+        d3 = _load(dcarry + 3 * N + e, mask)
+    a0 = _load(db_acc + e, mask)
+    a1, a2, a3 = zero, zero, zero
+    if GB > 1:
+        a1 = _load(db_acc + N + e, mask)
+    if GB > 2:
+        a2 = _load(db_acc + 2 * N + e, mask)
+    if GB > 3:
+        a3 = _load(db_acc + 3 * N + e, mask)
 
     pre_off = (t64 * B + bi64) * (GB * HD) + hd
     p0 = _load(pre + pre_off, mask)
@@ -189,22 +255,16 @@ def backward_step_kernel(
         s2 = _load(states + (((2 * NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
     if S > 3:
         s3 = _load(states + (((3 * NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
-    d0 = _load(dcarry + e, mask) + _load(dh_rec + hn * D + d, mask) + _load(dy + bt * HD + hd, mask)
-    d1, d2, d3 = zero, zero, zero
-    if S > 1:
-        d1 = _load(dcarry + N + e, mask)
-    if S > 2:
-        d2 = _load(dcarry + 2 * N + e, mask)
-    if S > 3:
-        d3 = _load(dcarry + 3 * N + e, mask)
-    a0 = _load(db_acc + e, mask)
-    a1, a2, a3 = zero, zero, zero
-    if GB > 1:
-        a1 = _load(db_acc + N + e, mask)
-    if GB > 2:
-        a2 = _load(db_acc + 2 * N + e, mask)
-    if GB > 3:
-        a3 = _load(db_acc + 3 * N + e, mask)
+    d0 = d0 + dh + _load(dy + bt * HD + hd, mask)  # (dcarry + Σ_g partials) + dy
+
+    if PREFETCH:  # step t - 1 (clamped to 0); masked lanes point at element 0
+        t_prev = tl.maximum(t64 - 1, 0)
+        pre_prev = pre + tl.where(mask, (t_prev * B + bi64) * (GB * HD) + hd, 0)
+        for k in tl.static_range(GB):
+            _prefetch(pre_prev + tl.where(mask, k * HD, 0), PREFETCH)
+        for k in tl.static_range(S):
+            _prefetch(states + tl.where(mask, (((k * NH + n64) * T1 + t_prev) * B + bi64) * D + d, 0), PREFETCH)
+        _prefetch(dy + tl.where(mask, (bi64 * T + t_prev) * HD + hd, 0), PREFETCH)
 
     p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
 
@@ -231,57 +291,23 @@ def backward_step_kernel(
         tl.store(dx + x_off + 2 * HD, pick_slot(p0, p1, p2, p3, XS2).to(dt), mask=mask)
     if GX > 3:
         tl.store(dx + x_off + 3 * HD, pick_slot(p0, p1, p2, p3, XS3).to(dt), mask=mask)
-    # each R gate's slot gradient: float32 into dr[g, n, t, b, :], input dtype into the GEMM operand dpg
-    r_off = ((n64 * T + t64) * B + bi64) * D + d  # dr[0, n, t, b, d]
-    g_off = hn * (GR * D) + d
-    g0 = pick_slot(p0, p1, p2, p3, RS0)
+    # each R gate's slot gradient, rounded to the input dtype once: into dr[n, t, b, g, :] (per call, for dR)
+    # and into the backward GEMM's operand dpg[n, g, b, :]; dR and Rᵀ·dp use the same rounded values
+    r_off = ((n64 * T + t64) * B + bi64) * (GR * D) + d  # dr[n, t, b, 0, d]
+    g_off = hg * D + d  # dpg[n, 0, b, d]
+    g0 = pick_slot(p0, p1, p2, p3, RS0).to(dt)
     tl.store(dr + r_off, g0, mask=mask)
-    tl.store(dpg + g_off, g0.to(dt), mask=mask)
+    tl.store(dpg + g_off, g0, mask=mask)
     if GR > 1:
-        g1 = pick_slot(p0, p1, p2, p3, RS1)
-        tl.store(dr + (((1 * NH + n64) * T + t64) * B + bi64) * D + d, g1, mask=mask)
-        tl.store(dpg + g_off + D, g1.to(dt), mask=mask)
+        g1 = pick_slot(p0, p1, p2, p3, RS1).to(dt)
+        tl.store(dr + r_off + D, g1, mask=mask)
+        tl.store(dpg + g_off + B * D, g1, mask=mask)
     if GR > 2:
-        g2 = pick_slot(p0, p1, p2, p3, RS2)
-        tl.store(dr + (((2 * NH + n64) * T + t64) * B + bi64) * D + d, g2, mask=mask)
-        tl.store(dpg + g_off + 2 * D, g2.to(dt), mask=mask)
+        g2 = pick_slot(p0, p1, p2, p3, RS2).to(dt)
+        tl.store(dr + r_off + 2 * D, g2, mask=mask)
+        tl.store(dpg + g_off + 2 * B * D, g2, mask=mask)
     if GR > 3:
-        g3 = pick_slot(p0, p1, p2, p3, RS3)
-        tl.store(dr + (((3 * NH + n64) * T + t64) * B + bi64) * D + d, g3, mask=mask)
-        tl.store(dpg + g_off + 3 * D, g3.to(dt), mask=mask)
-# fmt: on
-
-
-# fmt: off
-@triton.jit
-def weight_grad_kernel(
-    dr, states, dR_part, NH, TB, H_STRIDE, ROWS_PER_CHUNK, D, TILES_J,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """dR_part[c, g, n, i, j] = Σ over rows r of chunk c of dr[g, n, r, i] h_prev[n, r, j], rows r = (t, b).
-
-    The Triton backend's reduction with the D x D output tiled (BLOCK_M x BLOCK_N per program), for any D:
-    one program per (output tile, gate·head, chunk of rows); the host sums the chunks in order.
-    dr [GR, NH, T·B, D] and h_prev = states[0, n, :T] ([T·B, D] per head, heads H_STRIDE apart) are
-    contiguous row blocks.
-    """
-    i_tile, i_gn, i_c = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_n = i_gn % NH
-    o_i = (i_tile // TILES_J) * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_j = (i_tile % TILES_J) * BLOCK_N + tl.arange(0, BLOCK_N)
-    o_r = tl.arange(0, BLOCK_R)
-    m_i = o_i < D
-    m_j = o_j < D
-    p_dr = dr + i_gn.to(tl.int64) * TB * D
-    p_h = states + i_n.to(tl.int64) * H_STRIDE
-    start = i_c.to(tl.int64) * ROWS_PER_CHUNK
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k in range(0, ROWS_PER_CHUNK, BLOCK_R):
-        rows = start + k + o_r
-        m_r = rows < TB
-        g = tl.load(p_dr + rows[:, None] * D + o_i[None, :], mask=m_r[:, None] & m_i[None, :], other=0.0)
-        h = tl.load(p_h + rows[:, None] * D + o_j[None, :], mask=m_r[:, None] & m_j[None, :], other=0.0)
-        acc += tl.dot(tl.trans(g), h, input_precision=DOT_PRECISION)
-    p_out = dR_part + (i_c.to(tl.int64) * tl.num_programs(1) + i_gn) * D * D
-    tl.store(p_out + o_i[:, None] * D + o_j[None, :], acc, mask=m_i[:, None] & m_j[None, :])
+        g3 = pick_slot(p0, p1, p2, p3, RS3).to(dt)
+        tl.store(dr + r_off + 3 * D, g3, mask=mask)
+        tl.store(dpg + g_off + 3 * B * D, g3, mask=mask)
 # fmt: on

@@ -6,35 +6,49 @@ Per step t of the forward:
     forward_step_kernel            adds x_t and b, applies the cell, writes y_t, h_t (the next GEMM's operand),
                                    the states carry, and what backward needs
 and per step of the backward (t = T-1 .. 0):
-    backward_step_kernel           dh = direct + dh_rec + dy_t; the cell's backward; writes dx_t, the R gates'
-                                   slot gradients (float32 into dr for dR, input dtype into the GEMM operand
-                                   dpg), the direct-gradient carry and a per-element running sum for db
-    dh_rec = dpg @ W               one torch.bmm over heads: Σ_g R[g, n]ᵀ dp_g
-After the loop, dR = Σ_t dr_tᵀ h_{t-1} from the same dr and saved states as the Triton backend, with its
-precision policy (16-bit inputs: TF32 operands, float32 sums; float32 inputs: torch's TF32 setting) but
-tiled over the D x D output so that any D fits (``weight_gradient``); db is one sum over the batch of
-per-element running sums. Deterministic: no atomics, fixed summation orders.
+    backward_step_kernel           dh = direct + Σ_g dh_part_g + dy_t; the cell's backward; writes dx_t, the R
+                                   gates' slot gradients (input dtype, into the per-call dr for dR and into the
+                                   GEMM operand dpg), the direct-gradient carry and a running sum for db
+    dh_part = dpg @ W              one torch.bmm over (head, gate) pairs: dh_part[n, g] = dp_g R[g, n], a
+                                   GEMM of K = D per gate instead of one of K = GR·D per head (split-K by
+                                   gate: GR times the thread blocks at B = 16; the next step's kernel sums
+                                   the GR partials in gate order, no extra launch)
+After the loop, dR = Σ_t dr_tᵀ h_{t-1} is one cuBLAS GEMM per head ([GR·D, T·B] @ [T·B, D], torch.bmm
+over heads; ``weight_gradient``) from the slot gradients dr as the kernel rounded them to the input dtype
+(the values the backward GEMM used, as in the Triton backend) and the saved h rounded to the input dtype
+(the values the forward GEMM used); db is one sum over the batch of per-element running sums.
+Deterministic: no atomics, fixed summation orders (cuBLAS picks the same kernel for the same shapes).
 
-GEMM precision: both per-step GEMMs run in the input dtype with float32 accumulation (cuBLAS) and write
-the input dtype. For float32 inputs that is float32 throughout (TF32 only where torch allows TF32 matmuls:
-torch.backends.cuda.matmul.allow_tf32, read when a graph is captured and part of the cache key). For
-bfloat16 / float16 inputs, R·h (and Rᵀ·dp) is rounded once to the input dtype before the kernel adds it to
-x and b in float32: a relative error of 2^-9 (bfloat16) / 2^-12 (float16) on that term, the size of the
-rounding that h itself (the GEMM operand) and x already carry, so about √2 times the Triton backend's
-forward error. It keeps the backend on torch.bmm's plain input-dtype GEMM, available in every torch >= 2.4.
+GEMM precision (``gemm_mode``). Every GEMM accumulates in float32 (cuBLAS).
+  * float32 inputs: float32 throughout; TF32 only where torch allows TF32 matmuls
+    (torch.backends.cuda.matmul.allow_tf32, read when a graph is captured and part of the cache key).
+  * bfloat16 / float16 inputs on CUDA, where torch has the float32-output GEMM ``torch.bmm(a, b,
+    out_dtype=torch.float32)`` (aten::bmm.dtype_out, a CUDA kernel of recent torch; detected once per
+    device and dtype by ``float32_gemm_output``): the GEMMs write float32, so R·h and Rᵀ·dp are never
+    rounded; the only roundings are those of the GEMM operands h and dp (and x), as in the Triton backend.
+    dR's GEMM writes float32 too (its long T·B reduction, split-K included, stays in float32), rounded once
+    to the input dtype at the end.
+  * bfloat16 / float16 inputs where that GEMM is missing (older torch): the GEMMs write the input dtype:
+    R·h (and each gate's Rᵀ·dp partial) is rounded once to the input dtype before the kernel adds it in
+    float32, a relative error of 2^-9 (bfloat16) / 2^-12 (float16) on that term, about √2 times the Triton
+    backend's error; enough to flip sLSTM's branch points (max(q, 1), max(ĩ, ·)) on tiny problems.
+  * CPU (TRITON_INTERPRET=1, tests): float16 GEMMs run on float32 copies of the operands with float32
+    results: the float32-output path's numbers (up to summation order), so the interpreter tests the
+    kernels as CUDA runs them. ``FLOAT32_GEMM_OUTPUT = False`` selects the input-dtype path (tests).
 
 Saved for backward (float32, fresh per call, the Triton backend's tensors and layouts): the pre-activation
 slots [T, B, Gb, NH, D] and the states before every step [S, NH, T + 1, B, D].
 
 CUDA graphs: the whole T-step loop (2 nodes per step: GEMM, pointwise kernel) is captured once per
-(direction, cell, B, T, NH, D, dtype, device, saving, matmul precision flags) and replayed on later calls.
-A plan's static buffers (GEMM operands and results, carries, bias, the address table) are overwritten by
-every replay; everything returned to the caller or saved for backward is a fresh tensor of that call, whose
-address reaches the kernels through the table, so no replay overwrites an earlier call's outputs and no
-input or output is copied in or out. Replays are ordered on the current stream: calls that share a plan
-must not run concurrently on different streams. The first call of a plan runs the loop eagerly on a side
-stream (it compiles the kernels and initialises cuBLAS, and computes that call's results), then captures.
-On the CPU (TRITON_INTERPRET=1), and with FUSEDRNN_ALTERNATING_GRAPHS=0, the same loop runs eagerly.
+(direction, cell, B, T, NH, D, dtype, device, saving, GEMM mode, prefetch, matmul flags) and replayed on
+later calls. A plan's static buffers (GEMM operands and results, carries, bias, the address table) are
+overwritten by every replay; everything returned to the caller or saved for backward is a fresh tensor of
+that call, whose address reaches the kernels through the table, so no replay overwrites an earlier call's
+outputs and no input or output is copied in or out. Replays are ordered on the current stream: calls that
+share a plan must not run concurrently on different streams. The first call of a plan runs the loop eagerly
+on a side stream (it compiles the kernels and initialises cuBLAS, and computes that call's results), then
+captures. On the CPU (TRITON_INTERPRET=1), and with FUSEDRNN_ALTERNATING_GRAPHS=0, the same loop runs
+eagerly.
 """
 
 from __future__ import annotations
@@ -48,12 +62,17 @@ import torch
 import triton
 
 from ...cells import get_cell
-from ..triton.launch import cell_constants, fast_math, sm_count
-from .kernels import backward_step_kernel, forward_step_kernel, weight_grad_kernel
+from ..triton.launch import cell_constants, fast_math
+from .kernels import backward_step_kernel, forward_step_kernel
 
-__all__ = ["AlternatingRNN", "forward", "backward", "backward_steps", "clear_cache", "cached_plans"]
+__all__ = [
+    "AlternatingRNN", "forward", "backward", "backward_steps", "weight_gradient", "clear_cache", "cached_plans",
+    "float32_gemm_output", "gemm_mode",
+]
 
 GRAPHS_ENV = "FUSEDRNN_ALTERNATING_GRAPHS"  # "0": run the step loop eagerly on CUDA too (debugging, timing)
+PREFETCH_ENV = "FUSEDRNN_ALTERNATING_PREFETCH"  # "0": no L2 prefetch of the next step's inputs (timing)
+F32_GEMM_ENV = "FUSEDRNN_ALTERNATING_F32_GEMM"  # "0": 16-bit GEMMs write the input dtype (timing, precision)
 MAX_PLANS = 64  # cached plans (each holds its buffers and, on CUDA, one graph); least recently used go first
 BLOCK = 256  # elements per program of the pointwise kernels
 NUM_WARPS = 4
@@ -79,6 +98,12 @@ def _fast(dtype: torch.dtype, device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= (7, 5)
 
 
+def _prefetch(device: torch.device) -> bool:
+    """L2 prefetches of the next step's per-call inputs (PTX: NVIDIA GPUs only; FUSEDRNN_ALTERNATING_PREFETCH=0
+    turns them off, for comparisons). Part of the plan key."""
+    return device.type == "cuda" and torch.version.hip is None and os.environ.get(PREFETCH_ENV, "1") != "0"
+
+
 def _matmul_flags(dtype: torch.dtype, device: torch.device) -> tuple:
     """The torch settings a captured GEMM bakes in (TF32, reduced-precision split-K reductions)."""
     if device.type != "cuda":
@@ -89,6 +114,66 @@ def _matmul_flags(dtype: torch.dtype, device: torch.device) -> tuple:
     if dtype == torch.float16:
         return ("fp16_rr", bool(m.allow_fp16_reduced_precision_reduction))
     return ("bf16_rr", bool(m.allow_bf16_reduced_precision_reduction))
+
+
+# --- GEMMs: float32 results for 16-bit inputs ----------------------------------------------------------
+
+# False: 16-bit GEMMs write the input dtype even where torch has the float32-output GEMM (tests, comparisons).
+FLOAT32_GEMM_OUTPUT = os.environ.get(F32_GEMM_ENV, "1") != "0"
+_F32_OUT_SUPPORT: dict[tuple, bool] = {}
+
+
+def float32_gemm_output(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether ``torch.bmm(a, b, out_dtype=torch.float32, out=...)`` works for ``dtype`` on this CUDA device.
+
+    aten::bmm.dtype_out (and mm.dtype_out) exist in recent torch, with a CUDA kernel only. Tried once per
+    (device, dtype) on tiny tensors, checked against the exact result (a float32 sum that no 16-bit output
+    could hold); anything that fails means no. The try synchronises, so it cannot run while the current
+    stream captures a CUDA graph (a first call of this dtype inside a caller's capture): the answer is then
+    no, for that call only (not cached).
+    """
+    key = (device, dtype)
+    if key not in _F32_OUT_SUPPORT:
+        if torch.cuda.is_current_stream_capturing():
+            return False
+        ok = False
+        try:
+            a = torch.full((2, 16, 16), 1.0 + 2.0**-7, dtype=dtype, device=device)
+            out = torch.empty(2, 16, 16, dtype=torch.float32, device=device)
+            torch.bmm(a, a, out_dtype=torch.float32, out=out)
+            exact = 16 * (1.0 + 2.0**-7) ** 2  # 16.5000610...: not a bfloat16 / float16 number
+            ok = out.dtype == torch.float32 and bool(((out - exact).abs() < 1e-4).all())
+        except (TypeError, RuntimeError, NotImplementedError):
+            ok = False
+        _F32_OUT_SUPPORT[key] = ok
+    return _F32_OUT_SUPPORT[key]
+
+
+def gemm_mode(dtype: torch.dtype, device: torch.device) -> str:
+    """How the GEMMs of a call run (see the module docstring):
+
+    "native"  operands and result in the input dtype (float32 inputs; 16-bit where "f32out" is missing)
+    "f32out"  16-bit operands, float32 result: torch.bmm(..., out_dtype=torch.float32) (CUDA)
+    "upcast"  16-bit operands copied to float32, float32 result (CPU / interpreter: the "f32out" numbers)
+    """
+    if dtype == torch.float32 or not FLOAT32_GEMM_OUTPUT:
+        return "native"
+    if device.type == "cuda":
+        return "f32out" if float32_gemm_output(dtype, device) else "native"
+    return "upcast"
+
+
+def _gemm_out_dtype(mode: str, dtype: torch.dtype) -> torch.dtype:
+    return dtype if mode == "native" else torch.float32
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, mode: str) -> torch.Tensor:
+    """out = a @ b (batched), as ``mode`` says; out has ``_gemm_out_dtype(mode, a.dtype)``."""
+    if mode == "f32out":
+        return torch.bmm(a, b, out_dtype=torch.float32, out=out)
+    if mode == "upcast":
+        return torch.bmm(a.float(), b.float(), out=out)
+    return torch.bmm(a, b, out=out)
 
 
 def _set_table(table: torch.Tensor, tensors) -> None:
@@ -159,65 +244,81 @@ class _Plan:
 
 
 class _ForwardPlan(_Plan):
-    def __init__(self, cell_name, B, T, NH, D, dtype, device, save):
+    def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode):
         super().__init__(device)
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
-        self.save, self.fast = save, _fast(dtype, device)
+        self.save, self.fast, self.mode, self.prefetch = save, _fast(dtype, device), mode, _prefetch(device)
         self.W = _weights(GR, NH, D, dtype, device)  # [NH, GR·D, D]
         self.Wt = self.W.transpose(1, 2)  # [NH, D, GR·D], a view: cuBLAS reads it transposed
-        self.gates = _empty(NH, B, GR * D, dtype=dtype, device=device)
+        self.gates = _empty(NH, B, GR * D, dtype=_gemm_out_dtype(mode, dtype), device=device)
         self.hbuf = _empty(NH, B, D, dtype=dtype, device=device)
         self.bias = _empty(GB, NH, D, dtype=dtype, device=device)
         self.carry = _empty(S, B, NH, D, dtype=torch.float32, device=device)
         self.table = torch.zeros(4, dtype=torch.int64, device=device)
         self.grid = (triton.cdiv(B * NH * D, BLOCK),)
 
-    def steps(self) -> None:
+    def gemm(self) -> None:
+        _bmm(self.hbuf, self.Wt, self.gates, self.mode)
+
+    def pointwise(self, t: int, save: bool | None = None) -> None:
         N, B, T, NH, D = self.dims
-        for t in range(T):
-            torch.bmm(self.hbuf, self.Wt, out=self.gates)
-            forward_step_kernel[self.grid](
-                self.table, self.gates, self.bias, self.carry, self.hbuf, t, N, B, T, NH, D, **self.consts,
-                SAVE=self.save, FAST=self.fast, BLOCK=BLOCK, num_warps=NUM_WARPS,
-            )
+        forward_step_kernel[self.grid](
+            self.table, self.gates, self.bias, self.carry, self.hbuf, t, N, B, T, NH, D, **self.consts,
+            SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
+            BLOCK=BLOCK, num_warps=NUM_WARPS,
+        )
+
+    def steps(self) -> None:
+        for t in range(self.dims[2]):
+            self.gemm()
+            self.pointwise(t)
 
 
 class _BackwardPlan(_Plan):
-    def __init__(self, cell_name, B, T, NH, D, dtype, device):
+    def __init__(self, cell_name, B, T, NH, D, dtype, device, mode):
         super().__init__(device)
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
-        self.fast = _fast(dtype, device)
+        self.fast, self.mode, self.prefetch = _fast(dtype, device), mode, _prefetch(device)
         self.W = _weights(GR, NH, D, dtype, device)
-        self.dpg = _empty(NH, B, GR * D, dtype=dtype, device=device)
-        self.dh_rec = _empty(NH, B, D, dtype=dtype, device=device)
+        self.Wg = self.W.view(NH * GR, D, D)  # [n·GR + g] = R[g, n] as [D_out, D_in]
+        self.dpg = _empty(NH, GR, B, D, dtype=dtype, device=device)
+        self.dh_part = _empty(NH, GR, B, D, dtype=_gemm_out_dtype(mode, dtype), device=device)
         self.dcarry = _empty(S, B, NH, D, dtype=torch.float32, device=device)
         self.db_acc = _empty(GB, B, NH, D, dtype=torch.float32, device=device)
         self.table = torch.zeros(5, dtype=torch.int64, device=device)
         self.grid = (triton.cdiv(B * NH * D, BLOCK),)
 
-    def steps(self) -> None:
+    def gemm(self) -> None:
+        NH, GR, B, D = self.dpg.shape
+        _bmm(self.dpg.view(NH * GR, B, D), self.Wg, self.dh_part.view(NH * GR, B, D), self.mode)
+
+    def pointwise(self, t: int) -> None:
         N, B, T, NH, D = self.dims
-        for t in range(T - 1, -1, -1):
-            backward_step_kernel[self.grid](
-                self.table, self.dh_rec, self.dcarry, self.dpg, self.db_acc, t, N, B, T, NH, D, **self.consts,
-                FAST=self.fast, BLOCK=BLOCK, num_warps=NUM_WARPS,
-            )
-            torch.bmm(self.dpg, self.W, out=self.dh_rec)
+        backward_step_kernel[self.grid](
+            self.table, self.dh_part, self.dcarry, self.dpg, self.db_acc, t, N, B, T, NH, D, **self.consts,
+            FAST=self.fast, PREFETCH=self.prefetch, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        )
+
+    def steps(self) -> None:
+        for t in range(self.dims[2] - 1, -1, -1):
+            self.pointwise(t)
+            self.gemm()
 
 
 def _plan(kind: str, cell_name: str, B: int, T: int, NH: int, D: int, dtype, device, save: bool = True):
-    key = (kind, cell_name, B, T, NH, D, dtype, device, save, _matmul_flags(dtype, device))
+    mode = gemm_mode(dtype, device)
+    key = (kind, cell_name, B, T, NH, D, dtype, device, save, mode, _prefetch(device), _matmul_flags(dtype, device))
     with _LOCK:
         plan = _PLANS.get(key)
         if plan is None:
             if kind == "fw":
-                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save)
+                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode)
             else:
-                plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device)
+                plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode)
             _PLANS[key] = plan
             while len(_PLANS) > MAX_PLANS:
                 _PLANS.popitem(last=False)
@@ -286,7 +387,7 @@ def forward(cell_name: str, x, R, b, state, save: bool):
 
 
 def backward_steps(cell_name: str, R, pre, states, dy, dfinal):
-    """The step loop: dx [B, T, Gx, NH, D], db [Gb, NH, D] (input dtype), dr [Gr, NH, T, B, D] and
+    """The step loop: dx [B, T, Gx, NH, D], db [Gb, NH, D], dr [NH, T, B, Gr, D] (input dtype) and
     d state0 [S, B, NH, D] (float32). pre, states as saved; dy, dfinal contiguous in the input dtype."""
     S, NH, T1, B, D = states.shape
     T = T1 - 1
@@ -295,63 +396,51 @@ def backward_steps(cell_name: str, R, pre, states, dy, dfinal):
     with _Guard(device), _LOCK:
         plan = _plan("bw", cell_name, B, T, NH, D, dtype, device)
         dx = _empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
-        dr = _empty(cell.num_gates_r, NH, T, B, D, dtype=torch.float32, device=device)
+        dr = _empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
         plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
         plan.dcarry.copy_(dfinal)
-        plan.dh_rec.zero_()
+        plan.dh_part.zero_()
         plan.db_acc.zero_()
         _set_table(plan.table, (pre, states, dy, dx, dr))
         plan.run()
         db = plan.db_acc.sum(dim=1).to(dtype)
         dstate0 = plan.dcarry.clone()
-        dstate0[0] += plan.dh_rec.transpose(0, 1)  # the GEMM of step 0 is the gradient of the initial h
+        # the GEMM of step 0 is the gradient of the initial h: its partials summed in gate order, as the kernel
+        dh0 = plan.dh_part[:, 0].float()
+        for g in range(1, cell.num_gates_r):
+            dh0 = dh0 + plan.dh_part[:, g]
+        dstate0[0] += dh0.transpose(0, 1)
     return dx, db, dr, dstate0
 
 
-def _programs_wanted(device: torch.device) -> int:
-    """Programs that fill the device: two per SM (one on the CPU)."""
-    return 2 * sm_count(device.index or 0) if device.type == "cuda" else 1
+def weight_gradient(dr, states):
+    """dR [Gr, NH, D, D] in dr's dtype from dr [NH, T, B, Gr, D] and the saved states [S, NH, T + 1, B, D].
 
-
-_WG_TILE = 64  # weight_grad_kernel: output tile (BLOCK_M = BLOCK_N) and rows per tl.dot (BLOCK_R = 32)
-_WG_ROWS = 32
-
-
-def weight_gradient(dr, states, dtype):
-    """dR [Gr, NH, D, D] in ``dtype`` from dr [Gr, NH, T, B, D] and the saved states [S, NH, T + 1, B, D].
-
-    float32 inputs without TF32: cuBLAS float32 batched GEMMs (one per gate, over heads). Otherwise
-    (16-bit inputs, or float32 where torch allows TF32): ``weight_grad_kernel``, TF32 tensor cores with
-    float32 sums, split over row chunks when the output tiles alone would not fill the GPU.
+    Per head one cuBLAS GEMM dW[n] = dr[n]ᵀ h_prev[n], [Gr·D, T·B] @ [T·B, D] (one torch.bmm over heads), with
+    the operands the recurrent GEMMs used: dr as the kernel rounded it, h_{t-1} rounded to the input dtype.
+    float32 inputs: float32 GEMM (TF32 only where torch allows it). 16-bit inputs: float32 result where
+    torch has the float32-output GEMM (on the CPU: float32 copies), rounded once to the input dtype;
+    elsewhere cuBLAS's input-dtype GEMM (float32 accumulation, its split-K reductions as torch's
+    reduced-precision flags allow).
     """
-    GR, NH, T, B, D = dr.shape
-    TB = T * B
-    h_prev = states[0, :, :T].reshape(NH, TB, D)  # a view: (t, b) rows of each head are contiguous
-    if dtype == torch.float32 and not (dr.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32):
-        dR = torch.empty(GR, NH, D, D, dtype=torch.float32, device=dr.device)
-        for g in range(GR):
-            torch.bmm(dr[g].view(NH, TB, D).transpose(1, 2), h_prev, out=dR[g])
-        return dR
-    tiles_j = triton.cdiv(D, _WG_TILE)
-    tiles = tiles_j * tiles_j
-    chunks = max(1, min(triton.cdiv(_programs_wanted(dr.device), tiles * GR * NH), triton.cdiv(TB, 8 * _WG_ROWS)))
-    rows_per_chunk = triton.cdiv(triton.cdiv(TB, chunks), _WG_ROWS) * _WG_ROWS
-    chunks = triton.cdiv(TB, rows_per_chunk)
-    part = _empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dr.device)
-    tf32 = dr.device.type != "cuda" or torch.cuda.get_device_capability(dr.device) >= (8, 0)
-    weight_grad_kernel[(tiles, GR * NH, chunks)](
-        dr, states, part, NH, TB, states.stride(1), rows_per_chunk, D, tiles_j,
-        BLOCK_M=_WG_TILE, BLOCK_N=_WG_TILE, BLOCK_R=_WG_ROWS, DOT_PRECISION="tf32" if tf32 else "ieee",
-        num_warps=4,
-    )
-    return part.sum(dim=0).to(dtype) if chunks > 1 else part[0].to(dtype)
+    NH, T, B, GR, D = dr.shape
+    dtype, TB = dr.dtype, T * B
+    h_prev = states[0, :, :T]  # [NH, T, B, D] float32, a view; (t, b) rows of each head are contiguous
+    if dtype != torch.float32:
+        h_prev = h_prev.to(dtype)  # contiguous; the forward GEMM's operand hbuf held these values
+    h_prev = h_prev.reshape(NH, TB, D)  # a view in both cases
+    mode = gemm_mode(dtype, dr.device)
+    dW = torch.empty(NH, GR * D, D, dtype=_gemm_out_dtype(mode, dtype), device=dr.device)
+    _bmm(dr.view(NH, TB, GR * D).transpose(1, 2), h_prev, dW, mode)
+    # dW[n, g·D + i, j] = dR[g, n, i, j]
+    return dW.view(NH, GR, D, D).transpose(0, 1).contiguous().to(dtype)
 
 
 def backward(cell_name: str, R, pre, states, dy, dfinal):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
     dx, db, dr, dstate0 = backward_steps(cell_name, R, pre, states, dy, dfinal)
     with _Guard(R.device):
-        dR = weight_gradient(dr, states, R.dtype)
+        dR = weight_gradient(dr, states)
     return dx, dR, db, dstate0
 
 

@@ -3,8 +3,9 @@
     python -m fusedrnn.backends.alternating.profile --cell lstm --heads 1x768 --batch 16 --steps 1024
 
 Times (CUDA events, median of --reps after warm-up): the forward without and with saving, forward +
-backward, dR alone, and CUDA graphs of T forward GEMMs, T forward pointwise kernels, T backward pointwise
-kernels and T backward GEMMs alone (also as torch.mm where NH = 1, to compare cuBLAS's choices).
+backward, dR alone, and CUDA graphs of T forward GEMMs (also as torch.mm where NH = 1, to compare
+cuBLAS's choices), T forward pointwise kernels, T backward pointwise kernels, T backward GEMMs alone (as
+the backend runs them, split over gates, and for comparison the unsplit GEMM of K = GR·D).
 ``--device cpu`` (under TRITON_INTERPRET=1) runs the same code without graphs, for tests of this script.
 """
 
@@ -20,7 +21,6 @@ import fusedrnn
 from fusedrnn import get_cell
 
 from . import launch
-from .kernels import backward_step_kernel, forward_step_kernel
 
 
 def _time(fn, reps: int, device: torch.device, warmup: int = 2) -> float:
@@ -106,44 +106,41 @@ def main(argv=None):
     key = (args.cell, B, T, NH, D, dtype, device)
     fw_plan = next(p for k, p in plans.items() if k[0] == "fw" and k[1:8] == key and not k[8])
     bw_plan = next(p for k, p in plans.items() if k[0] == "bw" and k[1:8] == key)
+    print(f"GEMM mode: {fw_plan.mode} (gates {fw_plan.gates.dtype}), L2 prefetch: {fw_plan.prefetch}", flush=True)
     with torch.no_grad():
         state = torch.zeros(spec.num_states, B, NH, D, device=device, dtype=dtype)
         y, final, pre, states = launch.forward(args.cell, x, R, b, state, True)
         dy = torch.ones_like(y)
         dx, db, dr, _ = launch.backward_steps(args.cell, R, pre, states, dy, torch.zeros_like(final))
-    report("dR (weight_gradient)", _time(lambda: launch.weight_gradient(dr, states, dtype), args.reps, device))
+    report("dR (weight_gradient)", _time(lambda: launch.weight_gradient(dr, states), args.reps, device))
 
-    N = B * NH * D
-    fw_gemm = lambda: [torch.bmm(fw_plan.hbuf, fw_plan.Wt, out=fw_plan.gates) for _ in range(T)]  # noqa: E731
+    fw_gemm = lambda: [fw_plan.gemm() for _ in range(T)]  # noqa: E731
     report("forward GEMMs alone (graph of T bmm)", _time(_graphed(fw_gemm, device), args.reps, device))
     if NH == 1:
         mm = lambda: [torch.mm(fw_plan.hbuf[0], fw_plan.Wt[0], out=fw_plan.gates[0]) for _ in range(T)]  # noqa: E731
+        if fw_plan.mode == "f32out":
+            mm = lambda: [  # noqa: E731
+                torch.mm(fw_plan.hbuf[0], fw_plan.Wt[0], out_dtype=torch.float32, out=fw_plan.gates[0])
+                for _ in range(T)
+            ]
+        elif fw_plan.mode == "upcast":
+            mm = lambda: [torch.mm(fw_plan.hbuf[0].float(), fw_plan.Wt[0].float(), out=fw_plan.gates[0])  # noqa: E731
+                          for _ in range(T)]
         report("forward GEMMs alone (graph of T mm)", _time(_graphed(mm, device), args.reps, device))
     launch._set_table(fw_plan.table, (x.detach(), y, y, y))
-
-    def fw_pointwise():
-        for t in range(T):
-            forward_step_kernel[fw_plan.grid](
-                fw_plan.table, fw_plan.gates, fw_plan.bias, fw_plan.carry, fw_plan.hbuf, t, N, B, T, NH, D,
-                **fw_plan.consts, SAVE=False, FAST=fw_plan.fast, BLOCK=launch.BLOCK, num_warps=launch.NUM_WARPS,
-            )
-
+    fw_pointwise = lambda: [fw_plan.pointwise(t, save=False) for t in range(T)]  # noqa: E731
     report("forward pointwise kernels alone (graph)", _time(_graphed(fw_pointwise, device), args.reps, device))
     launch._set_table(bw_plan.table, (pre, states, dy, dx, dr))
-
-    def bw_pointwise():
-        for t in range(T - 1, -1, -1):
-            backward_step_kernel[bw_plan.grid](
-                bw_plan.table, bw_plan.dh_rec, bw_plan.dcarry, bw_plan.dpg, bw_plan.db_acc, t, N, B, T, NH, D,
-                **bw_plan.consts, FAST=bw_plan.fast, BLOCK=launch.BLOCK, num_warps=launch.NUM_WARPS,
-            )
-
+    bw_pointwise = lambda: [bw_plan.pointwise(t) for t in range(T - 1, -1, -1)]  # noqa: E731
     report("backward pointwise kernels alone (graph)", _time(_graphed(bw_pointwise, device), args.reps, device))
-    bw_gemm = lambda: [torch.bmm(bw_plan.dpg, bw_plan.W, out=bw_plan.dh_rec) for _ in range(T)]  # noqa: E731
-    report("backward GEMMs alone (graph of T bmm)", _time(_graphed(bw_gemm, device), args.reps, device))
-    if NH == 1:
-        mm = lambda: [torch.mm(bw_plan.dpg[0], bw_plan.W[0], out=bw_plan.dh_rec[0]) for _ in range(T)]  # noqa: E731
-        report("backward GEMMs alone (graph of T mm)", _time(_graphed(mm, device), args.reps, device))
+    bw_gemm = lambda: [bw_plan.gemm() for _ in range(T)]  # noqa: E731
+    report("backward GEMMs alone (graph of T bmm, K split by gate)", _time(_graphed(bw_gemm, device), args.reps,
+                                                                           device))
+    # for comparison: the unsplit GEMM of K = GR·D per head, [B, GR·D] @ [GR·D, D], same GEMM mode
+    dp_flat = torch.zeros(NH, B, spec.num_gates_r * D, device=device, dtype=dtype)
+    dh_flat = torch.zeros(NH, B, D, device=device, dtype=bw_plan.dh_part.dtype)
+    bw_unsplit = lambda: [launch._bmm(dp_flat, bw_plan.W, dh_flat, bw_plan.mode) for _ in range(T)]  # noqa: E731
+    report("backward GEMMs, K unsplit (graph of T bmm)", _time(_graphed(bw_unsplit, device), args.reps, device))
     return rows
 
 
