@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fusedrnn import get_cell
+from fusedrnn import get_cell, rnn
 
 
 def random_problem(cell, B, T, NH, D, dtype=torch.float64, device="cpu", with_state=True, r_scale=None):
@@ -43,3 +43,66 @@ def run_with_grads(fn, inputs, dy, dfinal):
     y, final = fn(*leaves)
     grads = torch.autograd.grad((y.float() * dy).sum() + (final.float() * dfinal).sum(), leaves)
     return y.detach(), final.detach(), grads
+
+
+GRAD_NAMES = ["dx", "dR", "db", "dstate"]
+
+# Tolerances on max_error, per dtype of the inputs, for a fused backend against the reference computing
+# the same rounded inputs in float32. The kernels keep states in float32 and round h (forward) and the
+# gate gradients (backward) to the input dtype only as MMA operands; the error is that rounding, propagated.
+#   float32: exact fp32 FMAs (no TF32 unless torch allows it); only summation order differs.
+#   float16: 2^-11 relative per rounded operand, over D-term dot products and T steps.
+#   bfloat16: 2^-8 relative per rounded operand: 8x float16's.
+TOL = {
+    torch.float32: {"fw": 2e-5, "bw": 5e-5},
+    torch.float16: {"fw": 5e-3, "bw": 2e-2},
+    torch.bfloat16: {"fw": 4e-2, "bw": 1e-1},
+}
+# sLSTM's gradients have branch points (n' = max(q, 1), m' = max(ĩ, log σ(f̃) + m)): a rounding-level change
+# of the forward flips single elements' gradients by O(1) (seen on the H100: bf16 dx max_error 0.15-0.5
+# while y is within 2e-3). For sLSTM in 16-bit the gradients are compared normwise (norm_error) instead.
+SLSTM_16BIT_NORM_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def problem_with_grads(cell, B, T, NH, D, dtype, device, with_state=True):
+    """(x, R, b, state) — state explicit even when with_state is False (then zeros) — and random
+    output gradients dy, dfinal (float32)."""
+    x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device=device, with_state=with_state)
+    if state is None:
+        state = torch.zeros(get_cell(cell).num_states, B, NH, D, dtype=dtype, device=device)
+    dy = torch.randn(B, T, NH, D, device=device)
+    dfinal = torch.randn(state.shape, device=device)
+    return (x, R, b, state), dy, dfinal
+
+
+def reference_with_grads(inputs, cell, dy, dfinal):
+    """The reference backend on the inputs cast to float32 (the 16-bit values, computed exactly)."""
+    ref_inputs = [t.float() for t in inputs]
+    return run_with_grads(lambda *a: rnn(*a, cell=cell, backend="reference"), ref_inputs, dy, dfinal)
+
+
+def assert_matches_reference(cell, dtype, got, ref, slstm_norm_tol=None):
+    """y, final state and every gradient within TOL (max_error); sLSTM 16-bit gradients normwise."""
+    (y, final, grads), (y_ref, final_ref, grads_ref) = got, ref
+    tol = TOL[dtype]
+    assert y.dtype == dtype and final.dtype == dtype
+    errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
+    limits = {"y": tol["fw"], "final": tol["fw"]}
+    norm_tol = {**SLSTM_16BIT_NORM_TOL, **(slstm_norm_tol or {})}
+    for name, grad, grad_ref in zip(GRAD_NAMES, grads, grads_ref):
+        assert grad.dtype == dtype, name
+        if cell == "slstm" and dtype in norm_tol:
+            errors[name + " (norm)"] = norm_error(grad, grad_ref)
+            limits[name + " (norm)"] = norm_tol[dtype]
+        else:
+            errors[name] = max_error(grad, grad_ref)
+            limits[name] = tol["bw"]
+    bad = {n: e for n, e in errors.items() if not e <= limits[n]}  # "not <=" also catches NaN
+    assert not bad, f"errors over tolerance {limits}: {bad} (all: {errors})"
+
+
+def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, slstm_norm_tol=None):
+    """Run ``backend`` and the reference on one fresh random problem and compare everything."""
+    inputs, dy, dfinal = problem_with_grads(cell, B, T, NH, D, dtype, device, with_state)
+    got = run_with_grads(lambda *a: rnn(*a, cell=cell, backend=backend), inputs, dy, dfinal)
+    assert_matches_reference(cell, dtype, got, reference_with_grads(inputs, cell, dy, dfinal), slstm_norm_tol)

@@ -14,31 +14,19 @@ torch's TF32 setting. Deterministic (no atomics).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from ...cells import Cell
 from .. import Backend, Call, register_backend
-from ..triton.cells import CELL_IDS
+from ..triton.common import call_reason, make_run
 from .launch import AlternatingRNN, clear_cache, forward
 
 __all__ = ["ALTERNATING", "clear_cache"]
 
-_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # the pointwise kernels index the B·NH·D elements of one step (times up to 4 states) in int32
 _MAX_STEP_ELEMENTS = (2**31 - 1) // 4
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _supports(call: Call) -> str | None:
-    if call.cell.name not in CELL_IDS:
-        return f"cell {call.cell.name!r} has no Triton implementation"
-    if call.dtype not in _DTYPES:
-        return f"dtype {call.dtype} is not supported (bfloat16, float16, float32; float64 runs on 'reference')"
     if call.batch * call.num_heads * call.head_dim > _MAX_STEP_ELEMENTS:
         return (
             f"B * NH * D = {call.batch * call.num_heads * call.head_dim} elements per step exceed "
@@ -47,25 +35,8 @@ def _supports(call: Call) -> str | None:
     if call.num_heads * call.cell.num_gates_r > 65535:
         # the backward GEMM is one batched GEMM over (head, gate) pairs: keep the batch within a grid dimension
         return f"{call.num_heads} heads x {call.cell.num_gates_r} gates exceed 65535 batched GEMMs (a grid dimension)"
-    if call.device.type == "cuda":
-        if call.dtype == torch.bfloat16 and torch.cuda.get_device_capability(call.device) < (8, 0):
-            return "bfloat16 needs a GPU of compute capability >= 8.0; use float16 or float32"
-        return None
-    if call.device.type == "cpu":
-        if not _interpreting():
-            return "CPU tensors run only under TRITON_INTERPRET=1 (tests); use 'reference' on the CPU"
-        if call.dtype == torch.bfloat16:
-            return "under the Triton interpreter (CPU) only float32 and float16 are tested; use 'reference'"
-        return None
-    return f"device {call.device} is neither CUDA nor CPU under TRITON_INTERPRET=1"
-
-
-def _run(cell: Cell, x, R, b, state):
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, R, b, state)):
-        return AlternatingRNN.apply(cell.name, x, R, b, state)
-    # inference: no autograd node, nothing saved for backward
-    y, final, _, _ = forward(cell.name, *(t.contiguous() for t in (x, R, b, state)), save=False)
-    return y, final
+    # cuBLAS and the pointwise kernels run float16 / float32 on any CUDA GPU; bfloat16 needs sm_80
+    return call_reason(call, sm80_dtypes=(torch.bfloat16,))
 
 
 ALTERNATING = register_backend(
@@ -73,7 +44,7 @@ ALTERNATING = register_backend(
         name="alternating",
         priority=10,
         supports=_supports,
-        run=_run,
+        run=make_run(AlternatingRNN, forward),
         description="per step a cuBLAS GEMM over heads and a fused Triton pointwise kernel, in a CUDA graph; any D",
         auto_devices=frozenset({"cuda"}),  # the CPU interpreter is for tests, never a fast path
     )
