@@ -1,0 +1,794 @@
+"""Search: root propagation, bounded-variable check, DFS with propagation, branch and bound."""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._arith import INF, Empty
+from ._nodes import (
+    EXPLICIT_LIMIT,
+    CConst,
+    CFloorDiv,
+    CMod,
+    CPow,
+    CProd,
+    CSum,
+    CVar,
+    Node,
+    RDiv,
+    Rel,
+    REq,
+    REqVar,
+    REqVars,
+    RLe,
+    RNe,
+    ROr,
+    Store,
+)
+from .model import (
+    BinOp,
+    Const,
+    Constraint,
+    Expr,
+    ListLiteral,
+    Model,
+    ModelError,
+    Neg,
+    Objective,
+    Pow,
+    Relation,
+    Var,
+    compile_check,
+    compile_expr,
+)
+
+OPTIMAL = "optimal"
+FEASIBLE = "feasible"
+INFEASIBLE = "infeasible"
+TIMEOUT = "timeout"
+
+# Domains up to this size are branched on value by value, larger ones are split in two.
+ENUMERATE_LIMIT = 8
+# Rounds of constructive disjunction at the root.
+ROOT_ROUNDS = 4
+
+
+@dataclass
+class Stats:
+    """Search statistics."""
+
+    nodes: int = 0  # search nodes (branches tried)
+    failures: int = 0  # branches refuted by propagation or the final check
+    propagations: int = 0  # propagator runs
+    solutions: int = 0  # solutions found (improving ones, under an objective)
+    time: float = 0.0  # seconds, parse excluded
+
+
+@dataclass
+class Result:
+    """Outcome of ``solve``.
+
+    ``status`` is "optimal" (objective given, optimum proven), "feasible" (no
+    objective, ``solution`` satisfies all constraints), "infeasible" (proven: no
+    solution) or "timeout" (``solution`` is the best found so far, or None).
+    ``solutions`` is only filled with ``all_solutions=True``.
+    """
+
+    status: str
+    solution: dict[str, int] | None = None
+    objective: int | None = None
+    solutions: list[dict[str, int]] | None = None
+    stats: Stats = field(default_factory=Stats)
+
+    def to_dict(self, *, include_all: bool = False, include_stats: bool = False) -> dict:
+        """The CLI's JSON object."""
+        out: dict = {"status": self.status, "solution": self.solution, "objective": self.objective}
+        if include_all:
+            out["solutions"] = self.solutions
+        if include_stats:
+            out["stats"] = {
+                "nodes": self.stats.nodes,
+                "failures": self.stats.failures,
+                "propagations": self.stats.propagations,
+                "solutions": self.stats.solutions,
+                "time": round(self.stats.time, 6),
+            }
+        return out
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Compiler:
+    """Turns a Model into nodes and relation propagators over one Store."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.store = Store()
+        self.names = [v.name for v in model.variables]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.var_nodes: list[CVar] = []
+        # id(ListLiteral) -> hidden variable, per alternative: a list is one choice
+        # per occurrence, even if a builder user reuses the same object elsewhere.
+        self.aux: dict[int, CVar] = {}
+        self.aux_uses: dict[int, int] = {}  # hidden variable index -> occurrences
+        for name in self.names:
+            d = model.domain(name)
+            lo = d.lo
+            hi = INF if d.hi is None else d.hi
+            vals = None
+            if d.values is not None:
+                vals = tuple(v for v in d.values if lo <= v <= hi)
+                if vals:
+                    lo, hi = vals[0], vals[-1]
+                else:
+                    lo, hi = 1, 0  # empty: caught by the root check
+            self._new_var(lo, hi, vals)
+
+    def _new_var(self, lo, hi, vals) -> CVar:
+        st = self.store
+        st.L.append(lo)
+        st.H.append(hi)
+        st.V.append(vals)
+        node = CVar(len(st.L) - 1, st)
+        self.var_nodes.append(node)
+        return node
+
+    # Expressions.
+
+    def node(self, e: Expr) -> Node:
+        if isinstance(e, Const):
+            return CConst(e.value)
+        if isinstance(e, Var):
+            return self.var_nodes[self.index[e.name]]
+        if isinstance(e, ListLiteral):
+            got = self.aux.get(id(e))
+            if got is None:
+                got = self._new_var(e.values[0], e.values[-1], e.values)
+                self.aux[id(e)] = got
+            self.aux_uses[got.i] = self.aux_uses.get(got.i, 0) + 1
+            return got
+        if isinstance(e, Neg) or (isinstance(e, BinOp) and e.op in "+-"):
+            return self.linear(e, 0)
+        if isinstance(e, BinOp):
+            if e.op == "*":
+                if isinstance(e.left, Const) or isinstance(e.right, Const):
+                    return self.linear(e, 0)
+                return self.product(e)
+            if e.op == "//":
+                return CFloorDiv(self.node(e.left), self.node(e.right))
+            if e.op == "%":
+                return CMod(self.node(e.left), self.node(e.right))
+        if isinstance(e, Pow):
+            if e.exponent == 1:
+                return self.node(e.base)
+            return CPow(self.node(e.base), e.exponent)
+        raise TypeError(f"unknown expression node {e!r}")
+
+    def _collect_linear(self, e: Expr, coef: int, terms: dict, const: list[int]) -> None:
+        if isinstance(e, Const):
+            const[0] += coef * e.value
+        elif isinstance(e, Neg):
+            self._collect_linear(e.operand, -coef, terms, const)
+        elif isinstance(e, BinOp) and e.op in "+-":
+            self._collect_linear(e.left, coef, terms, const)
+            self._collect_linear(e.right, coef if e.op == "+" else -coef, terms, const)
+        elif isinstance(e, BinOp) and e.op == "*" and isinstance(e.left, Const):
+            self._collect_linear(e.right, coef * e.left.value, terms, const)
+        elif isinstance(e, BinOp) and e.op == "*" and isinstance(e.right, Const):
+            self._collect_linear(e.left, coef * e.right.value, terms, const)
+        else:
+            node = self.node(e)
+            if isinstance(node, CConst):
+                const[0] += coef * node.c
+                return
+            key = id(node)  # variables share one node, so x + x merges
+            if key in terms:
+                terms[key][0] += coef
+            else:
+                terms[key] = [coef, node]
+
+    def linear(self, e: Expr, offset: int) -> Node:
+        terms: dict = {}
+        const = [offset]
+        self._collect_linear(e, 1, terms, const)
+        items = [(c, n) for c, n in terms.values() if c != 0]
+        if not items:
+            return CConst(const[0])
+        if len(items) == 1 and items[0][0] == 1 and const[0] == 0:
+            return items[0][1]
+        return CSum(const[0], [c for c, _ in items], [n for _, n in items])
+
+    def product(self, e: Expr) -> Node:
+        factors: list[Expr] = []
+        k = 1
+        stack = [e]
+        while stack:
+            f = stack.pop()
+            if isinstance(f, BinOp) and f.op == "*":
+                stack.append(f.right)
+                stack.append(f.left)
+            elif isinstance(f, Const):
+                k *= f.value
+            else:
+                factors.append(f)
+        # x * x * y -> x^2 * y: a power propagates better than repeated factors.
+        counts: dict[str, int] = {}
+        others: list[Expr] = []
+        for f in factors:
+            if isinstance(f, Var):
+                counts[f.name] = counts.get(f.name, 0) + 1
+            else:
+                others.append(f)
+        nodes: list[Node] = []
+        for name, count in counts.items():
+            v = self.var_nodes[self.index[name]]
+            nodes.append(v if count == 1 else CPow(v, count))
+        nodes += [self.node(f) for f in others]
+        if not nodes:
+            return CConst(k)
+        if len(nodes) == 1 and k == 1:
+            return nodes[0]
+        return CProd(k, nodes)
+
+    # Relations.
+
+    def relation(self, r: Relation) -> Rel:
+        op, a, b = r.op, r.left, r.right
+        if op == "==":
+            for x, y in ((a, b), (b, a)):
+                if isinstance(x, BinOp) and x.op == "%" and isinstance(y, Const) and y.value == 0:
+                    return RDiv(self.node(x.left), self.node(x.right))
+            na = self.node(a) if isinstance(a, (Var, ListLiteral)) else None
+            nb = self.node(b) if isinstance(b, (Var, ListLiteral)) else None
+            if na is not None and nb is not None:
+                if isinstance(a, ListLiteral) and not isinstance(b, ListLiteral):
+                    na, nb, a, b = nb, na, b, a
+                return REqVars(na, nb, isinstance(b, ListLiteral))
+            if nb is not None:
+                return REqVar(self.node(a), nb)
+            if na is not None:
+                return REqVar(self.node(b), na)
+            return REq(self.linear(BinOp("-", a, b), 0), 0)
+        if op == "!=":
+            return RNe(self.node(a), self.node(b))
+        if op == "<=":
+            return RLe(self.linear(BinOp("-", a, b), 0), 0)
+        if op == "<":
+            return RLe(self.linear(BinOp("-", a, b), 0), -1)
+        if op == ">=":
+            return RLe(self.linear(BinOp("-", b, a), 0), 0)
+        return RLe(self.linear(BinOp("-", b, a), 0), -1)
+
+    def alternative(self, alt: Constraint) -> list[Rel]:
+        self.aux = {}
+        return [self.relation(r) for r in alt.relations()]
+
+    def constraint(self, c: Constraint) -> Rel:
+        alts = c.alternatives()
+        if len(alts) == 1:
+            rels = self.alternative(alts[0])
+            return rels[0] if len(rels) == 1 else ROr([rels])
+        return ROr([self.alternative(alt) for alt in alts])
+
+    def fix_private_lists(self, rels: list[Rel]) -> None:
+        # A list literal used twice (a chain like x == [1, 2] == y) is not private.
+        shared = {i for i, n in self.aux_uses.items() if n > 1}
+        for r in _all_relations(rels):
+            if isinstance(r, REqVars) and r.y.i in shared:
+                r.y_private = False
+
+
+def _all_relations(rels: list[Rel]):
+    for r in rels:
+        if isinstance(r, ROr):
+            for alt in r.alts:
+                yield from alt
+        else:
+            yield r
+
+
+def _polarity(node: Node, sign: int, out: dict[int, int], L: list, H: list) -> None:
+    """Record, per variable, whether increasing it increases (+1) or decreases (-1) the
+    node's value; 0 when mixed or unknown.  Used to order values toward the optimum."""
+
+    def mark(i: int, s: int) -> None:
+        prev = out.get(i)
+        out[i] = s if prev is None or prev == s else 0
+
+    if isinstance(node, CVar):
+        mark(node.i, sign)
+    elif isinstance(node, CSum):
+        for a, n in zip(node.coefs, node.nodes):
+            _polarity(n, sign if a > 0 else -sign, out, L, H)
+    elif isinstance(node, CProd):
+        nonneg = True
+        for n in node.nodes:
+            try:
+                lo, _ = n.fwd()
+            except Empty:
+                lo = -1
+            nonneg = nonneg and lo >= 0
+        s = sign if node.k > 0 else -sign
+        for n in node.nodes:
+            _polarity(n, s if nonneg else 0, out, L, H)
+    elif isinstance(node, CPow):
+        try:
+            lo, _ = node.base.fwd()
+        except Empty:
+            lo = -1
+        _polarity(node.base, sign if (node.e % 2 == 1 or lo >= 0) else 0, out, L, H)
+    elif isinstance(node, CFloorDiv):
+        _polarity(node.a, sign, out, L, H)
+        _polarity(node.b, 0, out, L, H)
+    elif isinstance(node, CMod):
+        _polarity(node.a, 0, out, L, H)
+        _polarity(node.b, 0, out, L, H)
+
+
+class Solver:
+    def __init__(self, model: Model, objective: Objective | None, all_solutions: bool, timeout: float | None):
+        self.t0 = time.perf_counter()
+        self.deadline = None if timeout is None else self.t0 + timeout
+        self.model = model
+        self.objective = objective
+        self.all_solutions = all_solutions
+        self.stats = Stats()
+        comp = _Compiler(model)
+        self.comp = comp
+        self.store = comp.store
+        self.names = comp.names
+        self.n_user = len(comp.names)
+        rels = [comp.constraint(c) for c in model.constraints]
+        comp.fix_private_lists(rels)
+        self.obj_node = comp.node(objective.expr) if objective is not None else None
+        self.rels: list[Rel] = rels
+        # Exact checks, independent of propagation.
+        index = comp.index
+        self.checks = [compile_check(c, index) for c in model.constraints]
+        self.obj_eval = compile_expr(objective.expr, index, {}) if objective is not None else None
+        self.domain_checks = []
+        for i, name in enumerate(self.names):
+            d = model.domain(name)
+            self.domain_checks.append((i, d.lo, d.hi, None if d.values is None else frozenset(d.values)))
+        self.bound_rel: RLe | None = None
+        self.incumbent: list[int] | None = None
+        self.incumbent_value: int | None = None
+        self.found: list[tuple[int | None, list[int]]] = []
+        self._set_watchers(self.rels)
+
+    def _set_watchers(self, rels: list[Rel]) -> None:
+        self.props = [r.prop for r in rels]
+        n = len(self.store.L)
+        self.watch: list[list[int]] = [[] for _ in range(n)]
+        for ci, r in enumerate(rels):
+            for v in sorted(r.var_indices()):
+                self.watch[v].append(ci)
+        self.inq = bytearray(len(rels))
+        self.cap = 50 * len(rels) + 2000
+
+    def _check_time(self) -> None:
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise _Timeout
+
+    def propagate(self, start) -> bool:
+        """Run propagators to a fixpoint (or the revision cap) from the given relation ids."""
+        props = self.props
+        watch = self.watch
+        inq = self.inq
+        ch = self.store.changed
+        q = []
+        for c in start:
+            if not inq[c]:
+                inq[c] = 1
+                q.append(c)
+        qi = 0
+        cap = self.cap
+        ok = True
+        try:
+            while qi < len(q):
+                c = q[qi]
+                qi += 1
+                inq[c] = 0
+                ch.clear()
+                if not props[c]():
+                    ok = False
+                    break
+                if ch:
+                    for v in ch:
+                        for c2 in watch[v]:
+                            if not inq[c2] and c2 != c:
+                                inq[c2] = 1
+                                q.append(c2)
+                if qi > cap:
+                    # Slow convergence (bounds creeping by one): stop, search will finish it.
+                    if self.deadline is not None:
+                        self._check_time()
+                    cap += self.cap
+                    if qi > 20 * self.cap:
+                        break
+        except Empty:
+            ok = False
+        finally:
+            for c in q[qi:]:
+                inq[c] = 0
+            self.stats.propagations += qi
+        return ok
+
+    # Root.
+
+    def snapshot(self):
+        st = self.store
+        return st.L[:], st.H[:], st.V[:]
+
+    def restore(self, snap) -> None:
+        st = self.store
+        st.L[:] = snap[0]
+        st.H[:] = snap[1]
+        st.V[:] = snap[2]
+
+    def root(self) -> bool:
+        """Propagate at the root, with constructive disjunction over ORs."""
+        st = self.store
+        for i in range(len(st.L)):
+            if st.L[i] > st.H[i]:
+                return False
+        if not self.propagate(range(len(self.rels))):
+            return False
+        ors = [ci for ci, r in enumerate(self.rels) if isinstance(r, ROr)]
+        for _ in range(ROOT_ROUNDS if ors else 0):
+            changed = False
+            for ci in ors:
+                self._check_time()
+                res = self._constructive(self.rels[ci])
+                if res is None:
+                    return False
+                if res:
+                    changed = True
+                    if not self.propagate(range(len(self.rels))):
+                        return False
+            if not changed:
+                break
+        return True
+
+    def _constructive(self, r: ROr):
+        """Intersect the domains with the union of what each alternative allows.
+        Returns None if no alternative is possible, else whether anything changed."""
+        st = self.store
+        base = self.snapshot()
+        outcomes = []
+        for alt in r.alts:
+            if ROr.alt_status(alt) < 0:
+                continue
+            ok = True
+            st.changed.clear()
+            try:
+                for rel in alt:
+                    if not rel.prop():
+                        ok = False
+                        break
+            except Empty:
+                ok = False
+            if ok:
+                touched = list(st.changed)
+                ok = self.propagate([c for v in touched for c in self.watch[v]])
+            if ok:
+                outcomes.append(self.snapshot())
+            self.restore(base)
+        if not outcomes:
+            return None
+        changed = False
+        var_nodes = self.comp.var_nodes
+        for i in range(len(st.L)):
+            lo = min(o[0][i] for o in outcomes)
+            hi = max(o[1][i] for o in outcomes)
+            node = var_nodes[i]
+            if lo > st.L[i] or hi < st.H[i]:
+                node.bwd(lo, hi)
+                changed = True
+            if all(o[2][i] is not None for o in outcomes):
+                union = set()
+                for o in outcomes:
+                    vals = o[2][i]
+                    union.update(vals[bisect_left(vals, o[0][i]) : bisect_right(vals, o[1][i])])
+                if len(union) < node.size():
+                    node._set_values(tuple(sorted(union)))
+                    changed = True
+        return changed
+
+    def check_bounded(self) -> None:
+        st = self.store
+        unbounded = [i for i in range(self.n_user) if st.H[i] == INF]
+        if not unbounded:
+            return
+        names = [self.names[i] for i in unbounded]
+        first = self.model[names[0]]
+        line, col = first.pos if first.pos else (None, None)
+        listed = ", ".join(repr(n) for n in names)
+        what = "variable" if len(names) == 1 else "variables"
+        raise ModelError(
+            f"{what} {listed} {'has' if len(names) == 1 else 'have'} no upper bound: no constraint "
+            f"limits {'it' if len(names) == 1 else 'them'} (add e.g. '{names[0]} <= 64;')",
+            line,
+            col,
+        )
+
+    def simplify(self) -> None:
+        """Drop relations that hold everywhere in the root domains; shrink ORs."""
+        kept: list[Rel] = []
+        for r in self.rels:
+            if isinstance(r, ROr):
+                alts = []
+                entailed = False
+                for alt in r.alts:
+                    s = ROr.alt_status(alt)
+                    if s < 0:
+                        continue
+                    rest = [x for x in alt if not x.entailed()]
+                    if not rest:
+                        entailed = True
+                        break
+                    alts.append(rest)
+                if entailed:
+                    continue
+                if len(alts) == 1:
+                    kept.extend(alts[0])
+                else:
+                    kept.append(ROr(alts))
+            elif not r.entailed():
+                kept.append(r)
+        self.rels = kept
+
+    # Search.
+
+    def run(self) -> Result:
+        try:
+            self._check_time()
+            feasible = self.root()
+        except _Timeout:
+            return self._result(TIMEOUT)
+        if feasible:
+            self.check_bounded()
+        else:
+            # An infeasible root is a proof even with unbounded variables.
+            return self._result(INFEASIBLE)
+        self.simplify()
+        rels = self.rels
+        if self.obj_node is not None and not self.all_solutions:
+            obj = self.obj_node
+            if self.objective.sense == "maximize":
+                e = CSum(0, [-1], [obj])
+            else:
+                e = obj
+            self.bound_rel = RLe(e, INF)
+            rels = rels + [self.bound_rel]
+        self.rels = rels
+        self._set_watchers(rels)
+        if not self.propagate(range(len(rels))):
+            return self._result(INFEASIBLE)
+        self._order_setup()
+        try:
+            self._search()
+        except _Timeout:
+            return self._result(TIMEOUT)
+        if self.all_solutions:
+            if not self.found:
+                return self._result(INFEASIBLE)
+            return self._result(OPTIMAL if self.objective is not None else FEASIBLE)
+        if self.incumbent is None:
+            return self._result(INFEASIBLE)
+        return self._result(OPTIMAL if self.objective is not None else FEASIBLE)
+
+    def _order_setup(self) -> None:
+        st = self.store
+        self.degree = [len(w) for w in self.watch]
+        self.direction = [1] * self.n_user  # 1: smallest value first, -1: largest first
+        if self.obj_node is not None and not self.all_solutions:
+            pol: dict[int, int] = {}
+            sign = 1 if self.objective.sense == "maximize" else -1
+            try:
+                _polarity(self.obj_node, sign, pol, st.L, st.H)
+            except Empty:
+                pol = {}
+            for i, s in pol.items():
+                if i < self.n_user and s > 0:
+                    self.direction[i] = -1
+
+    def _select(self):
+        st = self.store
+        L = st.L
+        H = st.H
+        V = st.V
+        best = -1
+        best_size = INF
+        best_deg = -1
+        degree = self.degree
+        for i in range(self.n_user):
+            lo = L[i]
+            hi = H[i]
+            if lo == hi:
+                continue
+            vals = V[i]
+            if vals is None:
+                size = hi - lo + 1
+            else:
+                size = bisect_right(vals, hi) - bisect_left(vals, lo)
+            if size < best_size or (size == best_size and degree[i] > best_deg):
+                best = i
+                best_size = size
+                best_deg = degree[i]
+        return best, best_size
+
+    def _branches(self, i: int, size: int) -> list[tuple[int, int]]:
+        st = self.store
+        lo = st.L[i]
+        hi = st.H[i]
+        vals = st.V[i]
+        if size <= ENUMERATE_LIMIT:
+            if vals is None:
+                seq = range(lo, hi + 1)
+            else:
+                seq = vals[bisect_left(vals, lo) : bisect_right(vals, hi)]
+            out = [(v, v) for v in seq]
+        elif vals is None:
+            mid = (lo + hi) // 2
+            out = [(lo, mid), (mid + 1, hi)]
+        else:
+            a = bisect_left(vals, lo)
+            b = bisect_right(vals, hi)
+            m = (a + b) // 2
+            out = [(vals[a], vals[m - 1]), (vals[m], vals[b - 1])]
+        if self.direction[i] < 0:
+            out.reverse()
+        return out
+
+    def _search(self) -> None:
+        st = self.store
+        var_nodes = self.comp.var_nodes
+        watch = self.watch
+        stats = self.stats
+        bound_id = len(self.rels) - 1 if self.bound_rel is not None else None
+        deadline = self.deadline
+        frames: list[list] = []
+        expand = True
+        while True:
+            if expand:
+                i, size = self._select()
+                if i < 0:
+                    if self._leaf():
+                        return
+                else:
+                    frames.append([self.snapshot(), i, self._branches(i, size), 0])
+            # Next untried branch, depth first.
+            expand = False
+            while frames:
+                frame = frames[-1]
+                branches = frame[2]
+                k = frame[3]
+                if k == len(branches):
+                    frames.pop()
+                    continue
+                frame[3] = k + 1
+                self.restore(frame[0])
+                stats.nodes += 1
+                if deadline is not None and (stats.nodes & 15) == 0 and time.perf_counter() > deadline:
+                    raise _Timeout
+                i = frame[1]
+                lo, hi = branches[k]
+                st.changed.clear()
+                if not var_nodes[i].bwd(lo, hi):
+                    stats.failures += 1
+                    continue
+                start = watch[i] if bound_id is None else watch[i] + [bound_id]
+                if self.propagate(start):
+                    expand = True
+                    break
+                stats.failures += 1
+            if not expand:
+                return
+
+    def _leaf(self) -> bool:
+        """Check a full assignment; returns True when the search should stop."""
+        L = self.store.L
+        values = L[: self.n_user]
+        for i, lo, hi, allowed in self.domain_checks:
+            v = values[i]
+            if v < lo or (hi is not None and v > hi) or (allowed is not None and v not in allowed):
+                self.stats.failures += 1
+                return False
+        for check in self.checks:
+            if not check(values):
+                self.stats.failures += 1
+                return False
+        value = None
+        if self.obj_eval is not None:
+            try:
+                value = self.obj_eval(values, ())
+            except ZeroDivisionError:
+                self.stats.failures += 1
+                return False
+        self.stats.solutions += 1
+        if self.all_solutions:
+            self.found.append((value, values))
+            return False
+        if self.objective is None:
+            self.incumbent = values
+            return True
+        maximize = self.objective.sense == "maximize"
+        best = self.incumbent_value
+        if best is None or (value > best if maximize else value < best):
+            self.incumbent = values
+            self.incumbent_value = value
+            # Branch and bound: from now on only strictly better solutions.
+            self.bound_rel.c = -(value + 1) if maximize else value - 1
+        return False
+
+    def _result(self, status: str) -> Result:
+        self.stats.time = time.perf_counter() - self.t0
+        names = self.names
+        result = Result(status, stats=self.stats)
+        if self.all_solutions:
+            found = self.found
+            if self.objective is not None:
+                sign = -1 if self.objective.sense == "maximize" else 1
+                found = sorted(found, key=lambda t: (sign * t[0], t[1]))
+            else:
+                found = sorted(found, key=lambda t: t[1])
+            result.solutions = [dict(zip(names, vals)) for _, vals in found]
+            if found:
+                result.solution = result.solutions[0]
+                result.objective = found[0][0]
+            if status == INFEASIBLE and found:
+                result.status = FEASIBLE
+        elif self.incumbent is not None:
+            result.solution = dict(zip(names, self.incumbent))
+            result.objective = self.incumbent_value
+        return result
+
+
+def solve(
+    problem: str | Model,
+    objective: str | Objective | tuple[str, Expr | int] | None = None,
+    all_solutions: bool = False,
+    timeout: float | None = None,
+) -> Result:
+    """Solve a problem given as text (see docs/solver.md) or as a Model.
+
+    ``objective`` overrides the problem's own: ``"maximize EXPR"``, an
+    Objective, or ``("minimize", expr)``.  ``all_solutions`` enumerates every
+    solution (sorted best first under an objective, else lexicographically).
+    ``timeout`` is in seconds.  Raises ParseError / ModelError for malformed or
+    unbounded problems.
+    """
+    from .parser import parse_objective
+
+    t0 = time.perf_counter()
+    if isinstance(problem, str):
+        model = Model.from_text(problem)
+    elif isinstance(problem, Model):
+        model = problem
+    else:
+        raise TypeError("problem must be a str or a Model")
+    obj = model.objective
+    if objective is not None:
+        if isinstance(problem, Model):
+            model = model.copy()
+        if isinstance(objective, Objective):
+            obj = objective
+        elif isinstance(objective, str):
+            obj = parse_objective(model, objective)
+        elif isinstance(objective, Sequence) and len(objective) == 2:
+            obj = Objective(objective[0], objective[1])
+        else:
+            raise TypeError("objective must be 'maximize EXPR', 'minimize EXPR', an Objective or "
+                            "(sense, expr)")
+    if timeout is not None:
+        timeout = max(0.0, timeout - (time.perf_counter() - t0))
+    return Solver(model, obj, all_solutions, timeout).run()
+
+
+__all__ = ["Result", "Stats", "solve", "OPTIMAL", "FEASIBLE", "INFEASIBLE", "TIMEOUT", "EXPLICIT_LIMIT"]
