@@ -26,6 +26,15 @@ def _tanh_approx(v):
 
 
 @triton.jit
+def _div(a, b, FAST: tl.constexpr):
+    if FAST:
+        # div.approx.f32: max 2 ulp error for |b| in [2^-126, 2^126] (here b = n' >= 1)
+        return tl.inline_asm_elementwise("div.approx.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    return a / b
+
+
+@triton.jit
 def _sigmoid(v, FAST: tl.constexpr):
     if FAST:
         return 0.5 * _tanh_approx(0.5 * v) + 0.5
@@ -115,7 +124,7 @@ def slstm_forward(p0, p1, p2, p3, s0, s1, s2, s3, FAST: tl.constexpr):
     _, m_new, i, f = _slstm_gates(p0, p1, s2, s3, FAST)
     c_new = f * s1 + i * _tanh(p2, FAST)
     n_new = tl.maximum(f * s2 + i, 1.0)
-    return _sigmoid(p3, FAST) * c_new / n_new, c_new, n_new, m_new
+    return _sigmoid(p3, FAST) * _div(c_new, n_new, FAST), c_new, n_new, m_new
 
 
 @triton.jit
@@ -126,13 +135,14 @@ def slstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, dc, dn, dm, FAST: tl.cons
     c_new = f * s1 + i * z
     q = f * s2 + i
     n_new = tl.maximum(q, 1.0)
-    dc_total = dc + dh * o / n_new
+    inv_n = _div(1.0, n_new, FAST)
+    dc_total = dc + dh * o * inv_n
     # n' = max(q, 1): the gradient passes where q >= 1, as torch.clamp(q, min=1) defines it.
-    dq = tl.where(q >= 1.0, dn - dh * o * c_new / (n_new * n_new), 0.0)
+    dq = tl.where(q >= 1.0, dn - dh * o * c_new * inv_n * inv_n, 0.0)
     di = dc_total * z + dq
     df = dc_total * s1 + dq * s2
     dp2 = dc_total * i * (1.0 - z * z)
-    dp3 = dh * (c_new / n_new) * o * (1.0 - o)
+    dp3 = dh * (c_new * inv_n) * o * (1.0 - o)
     dm_new = dm - di * i - df * f
     # m' = i~ on fresh states (n == 0), else max(i~, log σ(f~) + m), ties split evenly as torch.maximum does.
     to_i = tl.where(s2 == 0.0, 1.0, tl.where(p0 > log_f_plus_m, 1.0, tl.where(p0 == log_f_plus_m, 0.5, 0.0)))
