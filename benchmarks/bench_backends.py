@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,22 +24,12 @@ import torch  # noqa: E402
 
 import fusedrnn  # noqa: E402
 from fusedrnn import get_cell  # noqa: E402
+from fusedrnn.timing import median_ms  # noqa: E402
 
 
 def time_cuda(fn, reps: int, warmup: int) -> float:
     """Median milliseconds of fn() over reps, timed with CUDA events after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return median_ms(fn, reps, warmup, "cuda")
 
 
 def fusedrnn_case(cell, backend, B, T, NH, D, dtype):

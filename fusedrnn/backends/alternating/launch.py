@@ -62,6 +62,7 @@ import torch
 import triton
 
 from ...cells import get_cell
+from ..triton.common import make_function
 from ..triton.launch import cell_constants, fast_math
 from .kernels import backward_step_kernel, forward_step_kernel
 
@@ -444,27 +445,4 @@ def backward(cell_name: str, R, pre, states, dy, dfinal):
     return dx, dR, db, dstate0
 
 
-class AlternatingRNN(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, cell_name, x, R, b, state):
-        x, R, b, state = (t.contiguous() for t in (x, R, b, state))
-        save = any(ctx.needs_input_grad[1:])
-        y, final, pre, states = forward(cell_name, x, R, b, state, save)
-        if save:
-            ctx.save_for_backward(R, pre, states)
-        ctx.cell_name = cell_name
-        ctx.dtype = x.dtype
-        return y, final
-
-    @staticmethod
-    def backward(ctx, dy, dfinal):
-        R, pre, states = ctx.saved_tensors
-        S, NH, T1, B, D = states.shape
-        if dy is None:
-            dy = torch.zeros(B, T1 - 1, NH, D, dtype=ctx.dtype, device=R.device)
-        if dfinal is None:
-            dfinal = torch.zeros(S, B, NH, D, dtype=ctx.dtype, device=R.device)
-        dx, dR, db, dstate0 = backward(ctx.cell_name, R, pre, states, dy.to(ctx.dtype).contiguous(), dfinal)
-        needs = ctx.needs_input_grad
-        return (None, dx if needs[1] else None, dR if needs[2] else None, db if needs[3] else None,
-                dstate0.to(ctx.dtype) if needs[4] else None)
+AlternatingRNN = make_function("AlternatingRNN", forward, backward)

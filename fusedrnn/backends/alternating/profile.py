@@ -12,35 +12,18 @@ the backend runs them, split over gates, and for comparison the unsplit GEMM of 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 import fusedrnn
 from fusedrnn import get_cell
 
+from ...timing import median_ms
 from . import launch
 
 
-def _time(fn, reps: int, device: torch.device, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    if device.type != "cuda":
-        start = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        return (time.perf_counter() - start) * 1000 / reps
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def _time(fn, reps: int, device: torch.device) -> float:
+    return median_ms(fn, reps, 2, device)
 
 
 def _graphed(loop, device: torch.device):

@@ -51,3 +51,35 @@ def make_run(function: type[torch.autograd.Function], forward):
         return y, final
 
     return run
+
+
+def make_function(name: str, forward, backward) -> type[torch.autograd.Function]:
+    """The autograd Function of a backend whose ``forward(cell, x, R, b, state, save)`` returns
+    (y, final, pre, states) and whose ``backward(cell, R, pre, states, dy, dfinal)`` returns
+    (dx, dR, db, dstate0): it saves R, pre and states only, and restores nothing else."""
+
+    def fw(ctx, cell_name, x, R, b, state):
+        x, R, b, state = (t.contiguous() for t in (x, R, b, state))
+        save = any(ctx.needs_input_grad[1:])
+        y, final, pre, states = forward(cell_name, x, R, b, state, save)
+        if save:
+            ctx.save_for_backward(R, pre, states)
+        ctx.cell_name = cell_name
+        ctx.dtype = x.dtype
+        return y, final
+
+    def bw(ctx, dy, dfinal):
+        R, pre, states = ctx.saved_tensors
+        S, NH, T1, B, D = states.shape  # states [S, NH, T + 1, B, D]
+        if dy is None:
+            dy = torch.zeros(B, T1 - 1, NH, D, dtype=ctx.dtype, device=R.device)
+        if dfinal is None:
+            dfinal = torch.zeros(S, B, NH, D, dtype=ctx.dtype, device=R.device)
+        dx, dR, db, dstate0 = backward(
+            ctx.cell_name, R, pre, states, dy.to(ctx.dtype).contiguous(), dfinal.to(ctx.dtype).contiguous()
+        )
+        needs = ctx.needs_input_grad
+        return (None, dx if needs[1] else None, dR if needs[2] else None, db if needs[3] else None,
+                dstate0.to(ctx.dtype) if needs[4] else None)
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(fw), "backward": staticmethod(bw)})

@@ -18,6 +18,7 @@ import triton
 
 from ...cells import get_cell
 from .cells import CELL_IDS
+from .common import make_function
 from .kernels import rnn_backward_kernel, rnn_forward_kernel, weight_grad_kernel
 
 MAX_HEAD_DIM = 128
@@ -170,26 +171,4 @@ def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None =
     return dx, weight_gradient(cell_name, dgate, states), db, dstate0
 
 
-class TritonRNN(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, cell_name, x, R, b, state):
-        x, R, b, state = (t.contiguous() for t in (x, R, b, state))
-        save = any(ctx.needs_input_grad[1:])
-        y, final, pre, states = forward(cell_name, x, R, b, state, save)
-        if save:
-            ctx.save_for_backward(R, pre, states)
-        ctx.cell_name = cell_name
-        ctx.dtype = x.dtype
-        return y, final
-
-    @staticmethod
-    def backward(ctx, dy, dfinal):
-        R, pre, states = ctx.saved_tensors
-        S, NH, T1, B, D = states.shape
-        dy = torch.zeros(B, T1 - 1, NH, D, dtype=ctx.dtype, device=R.device) if dy is None else dy.contiguous()
-        if dfinal is None:
-            dfinal = torch.zeros(S, B, NH, D, dtype=ctx.dtype, device=R.device)
-        dx, dR, db, dstate0 = backward(ctx.cell_name, R, pre, states, dy, dfinal.contiguous())
-        needs = ctx.needs_input_grad
-        return (None, dx if needs[1] else None, dR if needs[2] else None, db if needs[3] else None,
-                dstate0.to(ctx.dtype) if needs[4] else None)
+TritonRNN = make_function("TritonRNN", forward, backward)
