@@ -2,7 +2,7 @@
 
 Every program handles BLOCK consecutive elements of the flat index e = (b * NH + n) * D + d < N = B·NH·D.
 The cell math is the Triton backend's (``cell_forward`` / ``cell_backward``), the slot routing its
-``route_to_slot`` / ``pick_slot``, the saved tensors its layouts. All arithmetic is float32.
+``route_gates`` / ``pick_slot``, the saved tensors its layouts. All arithmetic is float32.
 
 A CUDA graph bakes in kernel arguments, so there are two kinds of buffers. Static buffers belong to the
 cached plan and are kernel arguments: the GEMM operands and results, the carries between steps, the bias.
@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from ..triton.cells import cell_backward, cell_forward
-from ..triton.kernels import pick_slot, route_to_slot
+from ..triton.kernels import pick_slot, route_gates
 
 
 @triton.jit
@@ -117,20 +117,16 @@ def forward_step_kernel(
         p3 = _load(bias + 3 * HD + hd, mask)
     # slots = b + x + R·h, in that order (the Triton backend's)
     x_off = bt * (GX * HD) + hd
-    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off, mask), XS0)
+    x0 = _load(x + x_off, mask)
+    x1, x2, x3 = zero, zero, zero
     if GX > 1:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + HD, mask), XS1)
+        x1 = _load(x + x_off + HD, mask)
     if GX > 2:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + 2 * HD, mask), XS2)
+        x2 = _load(x + x_off + 2 * HD, mask)
     if GX > 3:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, _load(x + x_off + 3 * HD, mask), XS3)
-    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r0, RS0)
-    if GR > 1:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r1, RS1)
-    if GR > 2:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r2, RS2)
-    if GR > 3:
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, r3, RS3)
+        x3 = _load(x + x_off + 3 * HD, mask)
+    p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, x0, x1, x2, x3, GX, XS0, XS1, XS2, XS3)
+    p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, r0, r1, r2, r3, GR, RS0, RS1, RS2, RS3)
 
     if PREFETCH:  # x of step t + 1 (clamped to the last step); masked lanes point at element 0
         x_next = x + tl.where(mask, (bi64 * T + tl.minimum(t64 + 1, T - 1)) * (GX * HD) + hd, 0)

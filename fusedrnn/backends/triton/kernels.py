@@ -38,6 +38,20 @@ def route_to_slot(p0, p1, p2, p3, v, SLOT: tl.constexpr):
 
 
 @triton.jit
+def route_gates(p0, p1, p2, p3, v0, v1, v2, v3, N: tl.constexpr,
+                S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, S3: tl.constexpr):
+    """Add the first N of v0..v3, in that order, to their slots S0..S3 (the rest are placeholders)."""
+    p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, v0, S0)
+    if N > 1:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, v1, S1)
+    if N > 2:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, v2, S2)
+    if N > 3:
+        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, v3, S3)
+    return p0, p1, p2, p3
+
+
+@triton.jit
 def pick_slot(p0, p1, p2, p3, SLOT: tl.constexpr):
     if SLOT == 0:
         v = p0
@@ -144,21 +158,17 @@ def rnn_forward_kernel(
         n0, n1, n2, n3 = _load4(p_x, (o_b64 * T + t_next) * GX, 1, HD, o_d, m_bd, GX)
 
         h = s0.to(dt)
-        p0, p1, p2, p3 = b0, b1, b2, b3
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x0, XS0)
-        if GX > 1:
-            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x1, XS1)
-        if GX > 2:
-            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x2, XS2)
-        if GX > 3:
-            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, x3, XS3)
-        p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r0, input_precision=DOT_PRECISION), RS0)
+        # slots = b + x + R·h, in that order
+        p0, p1, p2, p3 = route_gates(b0, b1, b2, b3, x0, x1, x2, x3, GX, XS0, XS1, XS2, XS3)
+        g0 = tl.dot(h, r0, input_precision=DOT_PRECISION)
+        g1, g2, g3 = g0, g0, g0  # placeholders for gates the cell does not have
         if GR > 1:
-            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r1, input_precision=DOT_PRECISION), RS1)
+            g1 = tl.dot(h, r1, input_precision=DOT_PRECISION)
         if GR > 2:
-            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r2, input_precision=DOT_PRECISION), RS2)
+            g2 = tl.dot(h, r2, input_precision=DOT_PRECISION)
         if GR > 3:
-            p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, tl.dot(h, r3, input_precision=DOT_PRECISION), RS3)
+            g3 = tl.dot(h, r3, input_precision=DOT_PRECISION)
+        p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, g0, g1, g2, g3, GR, RS0, RS1, RS2, RS3)
 
         s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
 
