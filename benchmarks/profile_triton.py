@@ -31,15 +31,15 @@ def main():
             b = torch.randn(spec.num_gates_b, NH, D, device="cuda", dtype=dt)
             s0 = torch.zeros(spec.num_states, B, NH, D, device="cuda", dtype=dt)
             for w in args.warps:
-                fw = time_cuda(lambda: launch.forward(cell, x, R, b, s0, False, num_warps=w), 10, 2)
-                fws = time_cuda(lambda: launch.forward(cell, x, R, b, s0, True, num_warps=w), 10, 2)
-                _, _, pre, states = launch.forward(cell, x, R, b, s0, True)
+                fw = time_cuda(lambda: launch.forward(cell, x, R, b, s0, None, False, num_warps=w), 10, 2)
+                fws = time_cuda(lambda: launch.forward(cell, x, R, b, s0, None, True, num_warps=w), 10, 2)
+                _, _, pre, states = launch.forward(cell, x, R, b, s0, None, True)
                 dy = torch.randn(B, T, NH, D, device="cuda", dtype=dt)
                 dfin = torch.randn_like(s0)
-                bw = time_cuda(lambda: launch.backward_kernel(cell, R, pre, states, dy, dfin, num_warps=w), 10, 2)
+                bw = time_cuda(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfin, num_warps=w), 10, 2)
                 print(f"{cell:6s} {heads:6s} warps {w}: fw {fw:.3f}  fw+save {fws:.3f}  bw kernel {bw:.3f} ms",
                       flush=True)
-            dgate = launch.backward_kernel(cell, R, pre, states, dy, dfin)[0]
+            dgate = launch.backward_kernel(cell, R, pre, states, None, dy, dfin)[0]
             wg = time_cuda(lambda: launch.weight_gradient(cell, dgate, states), 10, 2)
             print(f"{cell:6s} {heads:6s} dR GEMM {wg:.3f} ms", flush=True)
 

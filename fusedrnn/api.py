@@ -44,6 +44,7 @@ def rnn(
     *,
     cell: str | Cell,
     backend: str = "auto",
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a (multi-head) recurrent cell over a sequence.
 
@@ -55,11 +56,18 @@ def rnn(
         cell: "lstm", "gru", "elman", "slstm" or a registered ``Cell``.
         backend: "auto" (the fastest backend that supports the call; env FUSEDRNN_BACKEND overrides it)
             or a backend name, which must be able to run the call.
+        lengths: steps per batch row [B] (integers in 0..T, a tensor on any device or a sequence), for
+            batches of sequences of different lengths: row b runs lengths[b] steps; y is 0 after them and
+            its final states are those after its last step. Inside the kernels, no batch splitting. Values
+            are checked when lengths is on the CPU; on a GPU they are not (that would synchronise) and act
+            as if clamped to 0..T.
 
     Returns:
         y [B, T, NH, D] (h at every step) and the final states [S, B, NH, D], in x's dtype.
 
     B = 0 or T = 0 is allowed: y is empty and the final state equals the initial state.
+    Under torch.autocast, floating-point inputs other than float64 are cast to the autocast dtype (as
+    torch's own RNNs are). Under torch.compile the call becomes the custom ops of ``fusedrnn.ops``.
     """
     spec = get_cell(cell)
     if not isinstance(backend, str):
@@ -82,6 +90,8 @@ def rnn(
         _check_shape(
             "state", state, (spec.num_states, B, NH, D), "[S, B, NH, D]", f"cell {spec.name!r}, B, NH and D of x"
         )
+    if torch.is_autocast_enabled(x.device.type):
+        x, R, b, state = _autocast(x.device.type, x, R, b, state)
     named = [("x", x), ("R", R), ("b", b)] + ([("state", state)] if state is not None else [])
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"x: expected dtype one of {list(SUPPORTED_DTYPES)}, got {x.dtype}")
@@ -91,20 +101,51 @@ def rnn(
         if tensor.device != x.device:
             raise ValueError(f"{name}: expected device {x.device} (the device of x), got {tensor.device}")
 
+    compiling = torch.compiler.is_compiling()
+    if lengths is not None:
+        lengths = _check_lengths(lengths, B, T, x.device, check_values=not compiling)
+
     if state is None:
         state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
     if B == 0 or T == 0:
-        return x.new_empty(B, T, NH, D), state.clone()
+        return x.new_zeros(B, T, NH, D), state.clone()
 
-    call = Call(
-        cell=spec,
-        batch=B,
-        steps=T,
-        num_heads=NH,
-        head_dim=D,
-        dtype=x.dtype,
-        device=x.device,
-        requires_grad=torch.is_grad_enabled() and any(t.requires_grad for _, t in named),
+    requires_grad = torch.is_grad_enabled() and any(t.requires_grad for _, t in named)
+    with torch.autocast(x.device.type, enabled=False):  # backends compute in the dtypes they are given
+        if compiling:
+            from . import ops
+
+            name = ops.resolve_backend(backend, spec.name, NH, D, x.dtype, x.device, requires_grad, lengths is not None)
+            y, final, _, _ = torch.ops.fusedrnn.forward(x, R, b, state, lengths, spec.name, name, requires_grad)
+            return y, final
+        call = Call(spec, B, T, NH, D, x.dtype, x.device, requires_grad, lengths is not None)
+        return select_backend(backend, call).run(spec, x, R, b, state, lengths)
+
+
+def _autocast(device_type: str, *tensors):
+    """The inputs as torch.autocast casts an RNN's: floating point (but float64) to the autocast dtype."""
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(
+        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t for t in tensors
     )
-    chosen = select_backend(backend, call)
-    return chosen.run(spec, x, R, b, state)
+
+
+def _check_lengths(lengths, B: int, T: int, device: torch.device, check_values: bool) -> torch.Tensor | None:
+    """lengths as int32 [B] on ``device``; None when every row runs all T steps (the kernels without masks)."""
+    if not isinstance(lengths, torch.Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError) as error:
+            kind = type(lengths).__name__
+            raise TypeError(f"lengths: expected a tensor or sequence of {B} integers, got {kind}") from error
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths: expected an integer dtype, got {lengths.dtype}")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row of x), got {tuple(lengths.shape)}")
+    if check_values and lengths.device.type == "cpu" and B > 0:
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 0 or high > T:
+            raise ValueError(f"lengths: expected values in 0..{T} (T, the steps of x), got min {low}, max {high}")
+        if low == T:
+            return None
+    return lengths.to(device=device, dtype=torch.int32)

@@ -75,10 +75,12 @@ def problem_with_grads(cell, B, T, NH, D, dtype, device, with_state=True):
     return (x, R, b, state), dy, dfinal
 
 
-def reference_with_grads(inputs, cell, dy, dfinal):
+def reference_with_grads(inputs, cell, dy, dfinal, lengths=None):
     """The reference backend on the inputs cast to float32 (the 16-bit values, computed exactly)."""
     ref_inputs = [t.float() for t in inputs]
-    return run_with_grads(lambda *a: rnn(*a, cell=cell, backend="reference"), ref_inputs, dy, dfinal)
+    return run_with_grads(
+        lambda *a: rnn(*a, cell=cell, backend="reference", lengths=lengths), ref_inputs, dy, dfinal
+    )
 
 
 def assert_matches_reference(cell, dtype, got, ref, slstm_norm_tol=None):
@@ -101,8 +103,16 @@ def assert_matches_reference(cell, dtype, got, ref, slstm_norm_tol=None):
     assert not bad, f"errors over tolerance {limits}: {bad} (all: {errors})"
 
 
-def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, slstm_norm_tol=None):
-    """Run ``backend`` and the reference on one fresh random problem and compare everything."""
+def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, slstm_norm_tol=None, lengths=None):
+    """Run ``backend`` and the reference on one fresh random problem and compare everything.
+    ``lengths``: per-row step counts (a list), passed to both."""
     inputs, dy, dfinal = problem_with_grads(cell, B, T, NH, D, dtype, device, with_state)
-    got = run_with_grads(lambda *a: rnn(*a, cell=cell, backend=backend), inputs, dy, dfinal)
-    assert_matches_reference(cell, dtype, got, reference_with_grads(inputs, cell, dy, dfinal), slstm_norm_tol)
+    if lengths is not None:
+        lengths = torch.tensor(lengths)
+    got = run_with_grads(lambda *a: rnn(*a, cell=cell, backend=backend, lengths=lengths), inputs, dy, dfinal)
+    ref = reference_with_grads(inputs, cell, dy, dfinal, lengths)
+    assert_matches_reference(cell, dtype, got, ref, slstm_norm_tol)
+    if lengths is not None:  # rows past their length: y exactly zero
+        y = got[0]
+        for row, length in enumerate(lengths.tolist()):
+            assert (y[row, length:] == 0).all(), f"y of row {row} after its length {length} is not zero"

@@ -88,14 +88,14 @@ def test_alternating_agrees_with_triton_step_by_step(cell):
     from fusedrnn.backends.triton import launch as triton_launch
 
     (x, R, b, state), dy, dfinal = _problem(cell, 3, 5, 2, 16, torch.float32, "cpu")
-    ours = launch.forward(cell, x, R, b, state, save=True)
-    theirs = triton_launch.forward(cell, x, R, b, state, True)
+    ours = launch.forward(cell, x, R, b, state, None, save=True)
+    theirs = triton_launch.forward(cell, x, R, b, state, None, True)
     for name, got, expected in zip(["y", "final", "pre", "states"], ours, theirs):
         assert got.shape == expected.shape and got.dtype == expected.dtype, name
         assert max_error(got, expected) < 1e-5, name
     _, _, pre, states = theirs
-    ours = launch.backward(cell, R, pre, states, dy, dfinal)
-    theirs = triton_launch.backward(cell, R, pre, states, dy, dfinal)
+    ours = launch.backward(cell, R, pre, states, None, dy, dfinal)
+    theirs = triton_launch.backward(cell, R, pre, states, None, dy, dfinal)
     for name, got, expected in zip(["dx", "dR", "db", "dstate0"], ours, theirs):
         assert got.shape == expected.shape and got.dtype == expected.dtype, name
         assert max_error(got, expected) < 1e-5, name

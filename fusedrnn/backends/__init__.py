@@ -36,12 +36,12 @@ class Call:
     dtype: torch.dtype
     device: torch.device
     requires_grad: bool
+    has_lengths: bool = False
 
 
-# (cell, x [B,T,Gx,NH,D], R [Gr,NH,D,D], b [Gb,NH,D], state [S,B,NH,D]) -> (y [B,T,NH,D], final [S,B,NH,D])
-RunFn = Callable[
-    [Cell, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
-]
+# (cell, x [B,T,Gx,NH,D], R [Gr,NH,D,D], b [Gb,NH,D], state [S,B,NH,D], lengths [B] int32 or None)
+#   -> (y [B,T,NH,D], final [S,B,NH,D]); differentiable by autograd
+RunFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,15 @@ class Backend:
     description: str = ""
     # device types on which "auto" may pick this backend (it still runs elsewhere when named)
     auto_devices: frozenset[str] = frozenset({"cpu", "cuda"})
+    # The same computation split for the custom ops that torch.compile sees (fusedrnn.ops):
+    #   op_forward(cell, x, R, b, state, lengths, save) -> (y, final, saved0, saved1), the saved tensors
+    #     shaped as op_saved_shapes(cell, B, T, NH, D) says when saving, else empty
+    #   op_backward(cell, inputs, lengths, (saved0, saved1), dy, dfinal) -> (dx, dR, db, dstate); inputs is
+    #     (x, R, b, state) when backward_needs_inputs, else (None, R, None, None)
+    op_forward: Callable | None = None
+    op_backward: Callable | None = None
+    op_saved_shapes: Callable | None = None
+    backward_needs_inputs: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}

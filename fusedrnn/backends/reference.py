@@ -20,20 +20,47 @@ _COMPUTE_DTYPE = {
 
 
 def reference_rnn(
-    cell: Cell, x: torch.Tensor, R: torch.Tensor, b: torch.Tensor, state: torch.Tensor
+    cell: Cell,
+    x: torch.Tensor,
+    R: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor,
+    lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """lengths [B] (integers) or None: row b runs lengths[b] steps; later steps keep its states, y = 0."""
     compute = _COMPUTE_DTYPE[x.dtype]
     x_c, R_c, b_c = x.to(compute), R.to(compute), b.to(compute)
     states = tuple(state.to(compute).unbind(0))  # S x [B, NH, D]
     ys = []
-    for x_t in x_c.unbind(1):  # x_t [B, Gx, NH, D]
+    for t, x_t in enumerate(x_c.unbind(1)):  # x_t [B, Gx, NH, D]
         # r_t[b, g, n, i] = sum_j R[g, n, i, j] h[b, n, j]
         r_t = torch.einsum("gnij,bnj->bgni", R_c, states[0])
-        states = cell.step(x_t, r_t, b_c, states)
-        ys.append(states[0])
+        new = cell.step(x_t, r_t, b_c, states)
+        if lengths is None:
+            states = new
+            ys.append(states[0])
+        else:
+            live = (lengths > t).view(-1, 1, 1)  # [B, 1, 1]
+            states = tuple(torch.where(live, n, s) for n, s in zip(new, states))
+            ys.append(torch.where(live, states[0], 0.0))
     y = torch.stack(ys, dim=1)  # [B, T, NH, D]
     final = torch.stack(states, dim=0)  # [S, B, NH, D]
     return y.to(x.dtype), final.to(x.dtype)
+
+
+def reference_forward(cell: Cell, x, R, b, state, lengths, save: bool):
+    """The custom-op form (fusedrnn.ops): nothing is saved; ``reference_backward`` recomputes."""
+    with torch.no_grad():
+        y, final = reference_rnn(cell, x, R, b, state, lengths)
+    empty = x.new_empty(0, dtype=torch.float32)
+    return y, final, empty, empty.clone()
+
+
+def reference_backward(cell: Cell, inputs, lengths, saved, dy, dfinal):
+    """Gradients for x, R, b, state by recomputing the forward under torch.func.vjp (a custom op's kernel
+    runs below autograd, so it cannot call torch.autograd.grad)."""
+    _, vjp = torch.func.vjp(lambda x, R, b, state: reference_rnn(cell, x, R, b, state, lengths), *inputs)
+    return vjp((dy, dfinal))
 
 
 def _supports(call: Call) -> str | None:
@@ -49,5 +76,8 @@ REFERENCE = register_backend(
         supports=_supports,
         run=reference_rnn,
         description="PyTorch loop over time, any device; the test oracle",
+        op_forward=reference_forward,
+        op_backward=reference_backward,
+        backward_needs_inputs=True,
     )
 )

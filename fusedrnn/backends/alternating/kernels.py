@@ -25,6 +25,8 @@ has no float32-output GEMM for 16-bit inputs, see ``launch``; per-call tensors i
                               GEMM (a bmm over NH·GR of K = D: split-K by gate); the kernel sums them
     dpg    [NH, GR, B, D] dt  the R gates' slot gradients, the backward GEMM's operand
     db_acc [GB, B, NH, D] f32 Σ_t dp per element (summed over B on the host: db, no atomics)
+    lens   [B]           i32  per-row step counts (HAS_LENGTHS): steps t >= lens[b] keep row b's states,
+                              write y = 0 and, backward, pass the state gradients through with dp = 0
 """
 
 import triton
@@ -62,12 +64,13 @@ def _prefetch(ptr, PREFETCH: tl.constexpr):
 # fmt: off
 @triton.jit(do_not_specialize=["t"])
 def forward_step_kernel(
-    table, gates, bias, carry, hbuf,
+    table, gates, bias, carry, hbuf, lens,
     t, N, B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
     """Step t: slots = b + x_t + gates; new states = cell(slots, carry): carry, hbuf, y_t (and pre_t, states).
     PREFETCH: also asks L2 for x_{t+1}."""
@@ -138,7 +141,15 @@ def forward_step_kernel(
         if GX > 3:
             _prefetch(x_next + tl.where(mask, 3 * HD, 0), PREFETCH)
 
-    s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
+    if HAS_LENGTHS:
+        c0, c1, c2, c3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
+        live = t < tl.load(lens + bi, mask=mask, other=0)
+        s0, s1 = tl.where(live, c0, s0), tl.where(live, c1, s1)
+        s2, s3 = tl.where(live, c2, s2), tl.where(live, c3, s3)
+        h_out = tl.where(live, s0, 0.0).to(dt)
+    else:
+        s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
+        h_out = s0.to(dt)
 
     tl.store(carry + e, s0, mask=mask)
     if S > 1:
@@ -147,9 +158,8 @@ def forward_step_kernel(
         tl.store(carry + 2 * N + e, s2, mask=mask)
     if S > 3:
         tl.store(carry + 3 * N + e, s3, mask=mask)
-    h = s0.to(dt)
-    tl.store(hbuf + (n64 * B + bi) * D + d, h, mask=mask)
-    tl.store(y + bt * HD + hd, h, mask=mask)
+    tl.store(hbuf + (n64 * B + bi) * D + d, s0.to(dt), mask=mask)
+    tl.store(y + bt * HD + hd, h_out, mask=mask)
     if SAVE:
         states = _table_ptr(table, 2, tl.float32)
         pre = _table_ptr(table, 3, tl.float32)
@@ -175,12 +185,12 @@ def forward_step_kernel(
 
 @triton.jit(do_not_specialize=["t"])
 def backward_step_kernel(
-    table, dh_part, dcarry, dpg, db_acc,
+    table, dh_part, dcarry, dpg, db_acc, lens,
     t, N, B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
+    FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr, HAS_LENGTHS: tl.constexpr,
 ):
     """Step t (T-1 .. 0): dh = dcarry_h + Σ_g dh_part_g + dy_t; cell backward: dx_t, dr_t, dpg, db_acc, dcarry.
     PREFETCH: also asks L2 for step t - 1's pre, states and dy."""
@@ -251,7 +261,13 @@ def backward_step_kernel(
         s2 = _load(states + (((2 * NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
     if S > 3:
         s3 = _load(states + (((3 * NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
-    d0 = d0 + dh + _load(dy + bt * HD + hd, mask)  # (dcarry + Σ_g partials) + dy
+    if HAS_LENGTHS:
+        # past a row's length y = 0 (dy unused) and dh_part = 0 (the later step's dp was 0)
+        live = t < tl.load(lens + bi, mask=mask, other=0)
+        d0 = d0 + dh + tl.where(live, _load(dy + bt * HD + hd, mask), 0.0)
+        e0, e1, e2, e3 = d0, d1, d2, d3
+    else:
+        d0 = d0 + dh + _load(dy + bt * HD + hd, mask)  # (dcarry + Σ_g partials) + dy
 
     if PREFETCH:  # step t - 1 (clamped to 0); masked lanes point at element 0
         t_prev = tl.maximum(t64 - 1, 0)
@@ -263,6 +279,11 @@ def backward_step_kernel(
         _prefetch(dy + tl.where(mask, (bi64 * T + t_prev) * HD + hd, 0), PREFETCH)
 
     p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
+    if HAS_LENGTHS:
+        d0, d1 = tl.where(live, d0, e0), tl.where(live, d1, e1)
+        d2, d3 = tl.where(live, d2, e2), tl.where(live, d3, e3)
+        p0, p1 = tl.where(live, p0, 0.0), tl.where(live, p1, 0.0)
+        p2, p3 = tl.where(live, p2, 0.0), tl.where(live, p3, 0.0)
 
     tl.store(dcarry + e, d0, mask=mask)
     if S > 1:

@@ -40,8 +40,8 @@ Saved for backward (float32, fresh per call, the Triton backend's tensors and la
 slots [T, B, Gb, NH, D] and the states before every step [S, NH, T + 1, B, D].
 
 CUDA graphs: the whole T-step loop (2 nodes per step: GEMM, pointwise kernel) is captured once per
-(direction, cell, B, T, NH, D, dtype, device, saving, GEMM mode, prefetch, matmul flags) and replayed on
-later calls. A plan's static buffers (GEMM operands and results, carries, bias, the address table) are
+(direction, cell, B, T, NH, D, dtype, device, saving, GEMM mode, prefetch, matmul flags, with lengths) and
+replayed on later calls. A plan's static buffers (GEMM operands and results, carries, bias, the address table) are
 overwritten by every replay; everything returned to the caller or saved for backward is a fresh tensor of
 that call, whose address reaches the kernels through the table, so no replay overwrites an earlier call's
 outputs and no input or output is copied in or out. Replays are ordered on the current stream: calls that
@@ -245,8 +245,9 @@ class _Plan:
 
 
 class _ForwardPlan(_Plan):
-    def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode):
+    def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths):
         super().__init__(device)
+        self.lens = torch.zeros(B, dtype=torch.int32, device=device) if has_lengths else None
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
@@ -266,9 +267,10 @@ class _ForwardPlan(_Plan):
     def pointwise(self, t: int, save: bool | None = None) -> None:
         N, B, T, NH, D = self.dims
         forward_step_kernel[self.grid](
-            self.table, self.gates, self.bias, self.carry, self.hbuf, t, N, B, T, NH, D, **self.consts,
+            self.table, self.gates, self.bias, self.carry, self.hbuf,
+            self.table if self.lens is None else self.lens, t, N, B, T, NH, D, **self.consts,
             SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
-            BLOCK=BLOCK, num_warps=NUM_WARPS,
+            BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None, num_warps=NUM_WARPS,
         )
 
     def steps(self) -> None:
@@ -278,8 +280,9 @@ class _ForwardPlan(_Plan):
 
 
 class _BackwardPlan(_Plan):
-    def __init__(self, cell_name, B, T, NH, D, dtype, device, mode):
+    def __init__(self, cell_name, B, T, NH, D, dtype, device, mode, has_lengths):
         super().__init__(device)
+        self.lens = torch.zeros(B, dtype=torch.int32, device=device) if has_lengths else None
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
@@ -300,8 +303,10 @@ class _BackwardPlan(_Plan):
     def pointwise(self, t: int) -> None:
         N, B, T, NH, D = self.dims
         backward_step_kernel[self.grid](
-            self.table, self.dh_part, self.dcarry, self.dpg, self.db_acc, t, N, B, T, NH, D, **self.consts,
-            FAST=self.fast, PREFETCH=self.prefetch, BLOCK=BLOCK, num_warps=NUM_WARPS,
+            self.table, self.dh_part, self.dcarry, self.dpg, self.db_acc,
+            self.table if self.lens is None else self.lens, t, N, B, T, NH, D, **self.consts,
+            FAST=self.fast, PREFETCH=self.prefetch, BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None,
+            num_warps=NUM_WARPS,
         )
 
     def steps(self) -> None:
@@ -310,16 +315,18 @@ class _BackwardPlan(_Plan):
             self.gemm()
 
 
-def _plan(kind: str, cell_name: str, B: int, T: int, NH: int, D: int, dtype, device, save: bool = True):
+def _plan(kind: str, cell_name: str, B: int, T: int, NH: int, D: int, dtype, device, has_lengths: bool,
+          save: bool = True):
     mode = gemm_mode(dtype, device)
-    key = (kind, cell_name, B, T, NH, D, dtype, device, save, mode, _prefetch(device), _matmul_flags(dtype, device))
+    key = (kind, cell_name, B, T, NH, D, dtype, device, save, mode, _prefetch(device), _matmul_flags(dtype, device),
+           has_lengths)
     with _LOCK:
         plan = _PLANS.get(key)
         if plan is None:
             if kind == "fw":
-                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode)
+                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths)
             else:
-                plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode)
+                plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
             _PLANS[key] = plan
             while len(_PLANS) > MAX_PLANS:
                 _PLANS.popitem(last=False)
@@ -363,13 +370,16 @@ class _Guard:
         return False
 
 
-def forward(cell_name: str, x, R, b, state, save: bool):
-    """x, R, b, state contiguous. y and final (input dtype); when saving, pre and states (float32), else None."""
+def forward(cell_name: str, x, R, b, state, lengths, save: bool):
+    """x, R, b, state contiguous; lengths int32 [B] or None. y and final (input dtype); when saving, pre and
+    states (float32), else None."""
     B, T, _, NH, D = x.shape
     dtype, device = x.dtype, x.device
     cell = get_cell(cell_name)
     with _Guard(device), _LOCK:  # the lock: one call at a time fills and replays the shared buffers
-        plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, save)
+        plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save)
+        if lengths is not None:
+            plan.lens.copy_(lengths)
         y = _empty(B, T, NH, D, dtype=dtype, device=device)
         if save:
             pre = _empty(T, B, cell.num_gates_b, NH, D, dtype=torch.float32, device=device)
@@ -387,7 +397,7 @@ def forward(cell_name: str, x, R, b, state, save: bool):
     return y, final, pre, states
 
 
-def backward_steps(cell_name: str, R, pre, states, dy, dfinal):
+def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal):
     """The step loop: dx [B, T, Gx, NH, D], db [Gb, NH, D], dr [NH, T, B, Gr, D] (input dtype) and
     d state0 [S, B, NH, D] (float32). pre, states as saved; dy, dfinal contiguous in the input dtype."""
     S, NH, T1, B, D = states.shape
@@ -395,7 +405,9 @@ def backward_steps(cell_name: str, R, pre, states, dy, dfinal):
     dtype, device = R.dtype, R.device
     cell = get_cell(cell_name)
     with _Guard(device), _LOCK:
-        plan = _plan("bw", cell_name, B, T, NH, D, dtype, device)
+        plan = _plan("bw", cell_name, B, T, NH, D, dtype, device, lengths is not None)
+        if lengths is not None:
+            plan.lens.copy_(lengths)
         dx = _empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
         dr = _empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
         plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
@@ -437,9 +449,9 @@ def weight_gradient(dr, states):
     return dW.view(NH, GR, D, D).transpose(0, 1).contiguous().to(dtype)
 
 
-def backward(cell_name: str, R, pre, states, dy, dfinal):
+def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    dx, db, dr, dstate0 = backward_steps(cell_name, R, pre, states, dy, dfinal)
+    dx, db, dr, dstate0 = backward_steps(cell_name, R, pre, states, lengths, dy, dfinal)
     with _Guard(R.device):
         dR = weight_gradient(dr, states)
     return dx, dR, db, dstate0

@@ -92,9 +92,9 @@ def main(argv=None):
     print(f"GEMM mode: {fw_plan.mode} (gates {fw_plan.gates.dtype}), L2 prefetch: {fw_plan.prefetch}", flush=True)
     with torch.no_grad():
         state = torch.zeros(spec.num_states, B, NH, D, device=device, dtype=dtype)
-        y, final, pre, states = launch.forward(args.cell, x, R, b, state, True)
+        y, final, pre, states = launch.forward(args.cell, x, R, b, state, None, True)
         dy = torch.ones_like(y)
-        dx, db, dr, _ = launch.backward_steps(args.cell, R, pre, states, dy, torch.zeros_like(final))
+        dx, db, dr, _ = launch.backward_steps(args.cell, R, pre, states, None, dy, torch.zeros_like(final))
     report("dR (weight_gradient)", _time(lambda: launch.weight_gradient(dr, states), args.reps, device))
 
     fw_gemm = lambda: [fw_plan.gemm() for _ in range(T)]  # noqa: E731

@@ -7,8 +7,10 @@ Runs on CUDA GPUs of compute capability >= 8.0 and, under ``TRITON_INTERPRET=1``
 from __future__ import annotations
 
 from .. import Backend, Call, register_backend
-from .common import DTYPES, call_reason, make_run
-from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, forward, r_bytes
+from .common import DTYPES, call_reason, make_op_functions, make_run, saved_shapes
+from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, backward, forward, r_bytes
+
+_OP_FORWARD, _OP_BACKWARD = make_op_functions(forward, backward)
 
 
 def _supports(call: Call) -> str | None:
@@ -30,5 +32,8 @@ TRITON = register_backend(
         run=make_run(TritonRNN, forward),
         description="fused Triton kernels, R on chip, one program per (head, batch tile); D <= 128",
         auto_devices=frozenset({"cuda"}),  # the CPU interpreter is for tests, never a fast path
+        op_forward=_OP_FORWARD,
+        op_backward=_OP_BACKWARD,
+        op_saved_shapes=saved_shapes,
     )
 )

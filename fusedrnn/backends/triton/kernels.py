@@ -118,14 +118,15 @@ def _load_matrices(R, i_n, NH, D, o_d, GR: tl.constexpr, TRANSPOSE: tl.constexpr
 
 @triton.jit
 def rnn_forward_kernel(
-    x, R, b, state0, y, final, pre, states,
+    x, R, b, state0, lengths, y, final, pre, states,
     B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, SAVE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    FAST: tl.constexpr,
+    FAST: tl.constexpr, HAS_LENGTHS: tl.constexpr,
 ):
+    """HAS_LENGTHS: row b runs lengths[b] steps; later steps keep its states and write y = 0."""
     i_n, i_b = tl.program_id(0), tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
     o_d = tl.arange(0, BLOCK_D)
@@ -140,6 +141,8 @@ def rnn_forward_kernel(
     b0, b1, b2, b3 = _load4(b + i_n * D, o_b64 * 0, 1, HD, o_d, m_bd, GB)
     # states [S, B, NH, D]: state s of row b is row s * B + b
     s0, s1, s2, s3 = _load4(state0 + i_n * D, o_b64, B, HD, o_d, m_bd, S)
+    if HAS_LENGTHS:
+        lens = tl.load(lengths + o_b, mask=o_b < B, other=0)
 
     # x [B, T, GX, NH, D]: gate g of (b, t) is row (b * T + t) * GX + g. Step t + 1's blocks are loaded
     # before step t runs.
@@ -170,9 +173,17 @@ def rnn_forward_kernel(
             g3 = tl.dot(h, r3, input_precision=DOT_PRECISION)
         p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, g0, g1, g2, g3, GR, RS0, RS1, RS2, RS3)
 
-        s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
+        if HAS_LENGTHS:
+            c0, c1, c2, c3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
+            live = (t < lens)[:, None]
+            s0, s1 = tl.where(live, c0, s0), tl.where(live, c1, s1)
+            s2, s3 = tl.where(live, c2, s2), tl.where(live, c3, s3)
+            h_out = tl.where(live, s0, 0.0)
+        else:
+            s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
+            h_out = s0
 
-        tl.store(y + i_n * D + (o_b64 * T + t)[:, None] * HD + o_d[None, :], s0.to(dt), mask=m_bd)
+        tl.store(y + i_n * D + (o_b64 * T + t)[:, None] * HD + o_d[None, :], h_out.to(dt), mask=m_bd)
         if SAVE:
             # pre [T, B, GB, NH, D]: slot k of (t, b) is row (t * B + b) * GB + k
             _store4(pre + i_n * D, (t * B + o_b64) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)
@@ -184,13 +195,17 @@ def rnn_forward_kernel(
 
 @triton.jit
 def rnn_backward_kernel(
-    R, pre, states, dy, dfinal, dgate, db_part, dstate0,
+    R, pre, states, lengths, dy, dfinal, dgate, db_part, dstate0,
     B, T, NH, D,
     CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
-    """Walks t = T-1 .. 0: dp_t = cell backward(dh_t + dy_t, ...); dh_{t-1} = direct + Σ_g dp_{RS_g} @ R[g]."""
+    """Walks t = T-1 .. 0: dp_t = cell backward(dh_t + dy_t, ...); dh_{t-1} = direct + Σ_g dp_{RS_g} @ R[g].
+
+    HAS_LENGTHS: steps t >= lengths[b] only carried the states: dp = 0 there and the state gradients pass
+    through unchanged (y = 0 there, so dy is not read)."""
     i_n, i_b = tl.program_id(0), tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
     o_d = tl.arange(0, BLOCK_D)
@@ -202,6 +217,8 @@ def rnn_backward_kernel(
     r0, r1, r2, r3 = _load_matrices(R, i_n, NH, D, o_d, GR, False)
     d0, d1, d2, d3 = _load4(dfinal + i_n * D, o_b64, B, HD, o_d, m_bd, S)
     db0, db1, db2, db3 = d0 * 0.0, d0 * 0.0, d0 * 0.0, d0 * 0.0
+    if HAS_LENGTHS:
+        lens = tl.load(lengths + o_b, mask=o_b < B, other=0)
 
     p_pre = pre + i_n * D
     ST = NH * (T + 1) * B  # layouts as in the forward kernel
@@ -218,7 +235,12 @@ def rnn_backward_kernel(
         t = T - 1 - k
         p0, p1, p2, p3 = q0, q1, q2, q3
         s0, s1, s2, s3 = u0, u1, u2, u3
-        d0 = d0 + g_dy
+        if HAS_LENGTHS:
+            live = (t < lens)[:, None]
+            d0 = d0 + tl.where(live, g_dy, 0.0)
+            e0, e1, e2, e3 = d0, d1, d2, d3
+        else:
+            d0 = d0 + g_dy
 
         # prefetch step t - 1 (clamped to 0; the values are then unused)
         t_prev = tl.maximum(t - 1, 0)
@@ -230,9 +252,15 @@ def rnn_backward_kernel(
         p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(
             CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3
         )
-        # padded rows and lanes must not reach db
-        p0, p1 = tl.where(m_bd, p0, 0.0), tl.where(m_bd, p1, 0.0)
-        p2, p3 = tl.where(m_bd, p2, 0.0), tl.where(m_bd, p3, 0.0)
+        if HAS_LENGTHS:
+            d0, d1 = tl.where(live, d0, e0), tl.where(live, d1, e1)
+            d2, d3 = tl.where(live, d2, e2), tl.where(live, d3, e3)
+            m_live = m_bd & live
+        else:
+            m_live = m_bd
+        # padded rows and lanes (and steps past a row's length) must not reach db, dx or dR
+        p0, p1 = tl.where(m_live, p0, 0.0), tl.where(m_live, p1, 0.0)
+        p2, p3 = tl.where(m_live, p2, 0.0), tl.where(m_live, p3, 0.0)
         db0, db1, db2, db3 = db0 + p0, db1 + p1, db2 + p2, db3 + p3
         # dgate [B, T, GB, NH, D], like x
         _store4(dgate + i_n * D, (o_b64 * T + t) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)

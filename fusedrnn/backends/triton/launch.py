@@ -93,7 +93,8 @@ def cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
     return consts
 
 
-def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = None):
+def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int | None = None):
+    """y, final (input dtype) and, when saving, pre and states (float32). lengths: int32 [B] or None."""
     B, T, _, NH, D = x.shape
     consts = cell_constants(cell_name, with_x=True)
     GB, S = consts["GB"], consts["S"]
@@ -103,19 +104,20 @@ def forward(cell_name: str, x, R, b, state, save: bool, num_warps: int | None = 
         pre = _empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device)
         states = _empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device)
     else:
-        pre = states = y  # never written (SAVE=False)
+        pre = states = None
     tile = tiling(B, NH, D, x.device)
     grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
     rnn_forward_kernel[grid](
-        x, R, b, state, y, final, pre, states, B, T, NH, D, **consts,
+        x, R, b, state, x if lengths is None else lengths, y, final, y if pre is None else pre,
+        y if states is None else states, B, T, NH, D, **consts,
         BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"], SAVE=save,
-        DOT_PRECISION=dot_precision(x.dtype), FAST=fast_math(x.dtype, x.device),
+        DOT_PRECISION=dot_precision(x.dtype), FAST=fast_math(x.dtype, x.device), HAS_LENGTHS=lengths is not None,
         num_warps=num_warps or tile["num_warps"],
     )
     return y, final, pre, states
 
 
-def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
+def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None):
     """The recurrent part: slot gradients dgate [B, T, Gb, NH, D] and db (input dtype), d state0 (float32)."""
     S, NH, T1, B, D = states.shape
     T = T1 - 1
@@ -126,9 +128,9 @@ def backward_kernel(cell_name: str, R, pre, states, dy, dfinal, num_warps: int |
     db_part = _empty(grid[1], consts["GB"], NH, D, dtype=torch.float32, device=R.device)
     dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     rnn_backward_kernel[grid](
-        R, pre, states, dy, dfinal, dgate, db_part, dstate0, B, T, NH, D, **consts,
-        BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
-        DOT_PRECISION=dot_precision(R.dtype), FAST=fast_math(R.dtype, R.device),
+        R, pre, states, dy if lengths is None else lengths, dy, dfinal, dgate, db_part, dstate0, B, T, NH, D,
+        **consts, BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
+        DOT_PRECISION=dot_precision(R.dtype), FAST=fast_math(R.dtype, R.device), HAS_LENGTHS=lengths is not None,
         num_warps=num_warps or tile["num_warps"],
     )
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
@@ -162,9 +164,9 @@ def weight_gradient(cell_name: str, dgate, states):
     return part.sum(dim=0).to(dtype)
 
 
-def backward(cell_name: str, R, pre, states, dy, dfinal, num_warps: int | None = None):
+def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, dy, dfinal, num_warps)
+    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, num_warps)
     x_slots = list(get_cell(cell_name).x_slots)
     # every cell feeds x's gates into the first slots in order; dx is then a view of dgate
     dx = dgate[:, :, : len(x_slots)] if x_slots == list(range(len(x_slots))) else dgate[:, :, x_slots]
