@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["rnn", "initial_state", "Cell", "get_cell", "cell_names", "register_cell", "backend_names"]
+__all__ = ["rnn", "initial_state", "Cell", "get_cell", "cell_names", "register_cell", "backend_names", "compat"]
 __version__ = "0.1.0"
 
 # Imported on first use, so that the torch-free subpackage fusedrnn.tune (the constraint solver and its
@@ -13,9 +13,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "rnn": ".api", "initial_state": ".api", "backend_names": ".backends",
     "Cell": ".cells", "cell_names": ".cells", "get_cell": ".cells", "register_cell": ".cells",
+    "compat": ".compat",  # a submodule: the name maps to itself
 }
 
 if TYPE_CHECKING:
+    from . import compat
     from .api import initial_state, rnn
     from .backends import backend_names
     from .cells import Cell, cell_names, get_cell, register_cell
@@ -25,7 +27,8 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fusedrnn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    imported = importlib.import_module(module, __name__)
+    value = imported if module == f".{name}" else getattr(imported, name)
     globals()[name] = value
     return value
 
