@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["rnn", "initial_state", "Cell", "get_cell", "cell_names", "register_cell", "backend_names", "compat"]
+__all__ = ["rnn", "initial_state", "Cell", "get_cell", "cell_names", "register_cell", "backend_names", "compat", "nn"]
 __version__ = "0.1.0"
 
 # Imported on first use, so that the torch-free subpackage fusedrnn.tune (the constraint solver and its
@@ -13,11 +13,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "rnn": ".api", "initial_state": ".api", "backend_names": ".backends",
     "Cell": ".cells", "cell_names": ".cells", "get_cell": ".cells", "register_cell": ".cells",
-    "compat": ".compat",  # a submodule: the name maps to itself
+    "compat": ".compat", "nn": ".nn",  # submodules: the name maps to itself
 }
 
 if TYPE_CHECKING:
-    from . import compat
+    from . import compat, nn
     from .api import initial_state, rnn
     from .backends import backend_names
     from .cells import Cell, cell_names, get_cell, register_cell
