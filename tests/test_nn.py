@@ -318,8 +318,8 @@ def test_parity_with_torch_gpu(pair, dtype, hidden, num_layers, bidirectional):
     out_o = ours(x16, lengths=lengths)[0]
     g_e = _grads([out_e], [x64, *exact.parameters()])
     g_o = _grads([out_o], [x16, *ours.parameters()])
-    for got, expected in zip(g_o, g_e):
-        assert norm_error(got.cpu(), expected) < 3 * GPU_NORM_TOL[dtype]
+    for got, expected in zip(g_o, g_e):  # ours hold weight_hh per head: same numbers, another shape
+        assert norm_error(got.cpu().reshape(expected.shape), expected) < 3 * GPU_NORM_TOL[dtype]
 
 
 @pytest.mark.gpu
