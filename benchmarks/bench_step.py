@@ -47,6 +47,7 @@ def main(argv=None):
     rows = []
 
     cudnn = torch.nn.LSTM(H, H, device="cuda", dtype=dtype)
+    cudnn.flatten_parameters()  # one contiguous weight buffer, as cuDNN wants it
 
     def cudnn_step(x, state):
         out, new = cudnn(x.unsqueeze(0), state)
