@@ -65,12 +65,15 @@ INTERPRETER_SHAPES = [(1, 1, 1, 20), (3, 7, 2, 48), (1, 7, 3, 20), (3, 1, 2, 48)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("B,T,NH,D", INTERPRETER_SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("cell", CELLS)
-def test_alternating_interpreter_matches_reference(cell, B, T, NH, D, dtype):
+def test_alternating_interpreter_matches_reference(cell, B, T, NH, D, dtype, monkeypatch):
+    """The forward on its GEMM path (the fused forward: tests/test_alternating_fused.py)."""
+    monkeypatch.setenv(launch.FUSED_ENV, "0")
     launch.clear_cache()
     check_against_reference(cell, B, T, NH, D, dtype, "cpu")
     # float16: the GEMMs' float32 results (the CUDA path of torch >= 2.8), here from float32 copies
-    modes = {k[9] for k in launch.cached_plans() if k[1:7] == (cell, B, T, NH, D, dtype)}
-    assert modes == {"upcast" if dtype == torch.float16 else "native"}
+    keys = [k for k in launch.cached_plans() if k[1:7] == (cell, B, T, NH, D, dtype)]
+    assert {k[9] for k in keys} == {"upcast" if dtype == torch.float16 else "native"}
+    assert {k[13] for k in keys} == {"gemm"}
 
 
 @interpreter_only
@@ -301,11 +304,13 @@ def _torch_version() -> tuple[int, int]:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_alternating_gpu_gemms_write_float32(dtype):
+def test_alternating_gpu_gemms_write_float32(dtype, monkeypatch):
     """Where torch has torch.bmm(..., out_dtype=torch.float32) (2.8 and later), 16-bit calls use it: the
-    forward GEMM's gates and the backward GEMM's partials are float32, the GEMM operands the input dtype."""
+    forward GEMM's gates and the backward GEMM's partials are float32, the GEMM operands the input dtype.
+    (The forward on its GEMM path: the fused kernel has no GEMM.)"""
     if _torch_version() < (2, 8):
         pytest.skip("torch < 2.8 has no float32-output bmm: the input-dtype path runs")
+    monkeypatch.setenv(launch.FUSED_ENV, "0")
     launch.clear_cache()
     device = torch.device("cuda", torch.cuda.current_device())
     assert launch.float32_gemm_output(dtype, device), "aten::bmm.dtype_out missing or wrong on this GPU"
@@ -323,9 +328,11 @@ def test_alternating_gpu_gemms_write_float32(dtype):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
 @pytest.mark.parametrize("B,T,D", [(3, 7, 256), (16, 256, 768)], ids=str)
 def test_alternating_gpu_input_dtype_gemms(cell, B, T, D, monkeypatch):
-    """The path of a torch without float32-output GEMMs (FLOAT32_GEMM_OUTPUT off): bfloat16 GEMM results.
-    (sLSTM's tiny single-step problems are left out: that rounding flips its branch points.)"""
+    """The path of a torch without float32-output GEMMs (FLOAT32_GEMM_OUTPUT off): bfloat16 GEMM results,
+    the forward on its GEMM path. (sLSTM's tiny single-step problems are left out: that rounding flips its
+    branch points.)"""
     monkeypatch.setattr(launch, "FLOAT32_GEMM_OUTPUT", False)
+    monkeypatch.setenv(launch.FUSED_ENV, "0")
     launch.clear_cache()
     NH = 2 if D <= 256 else 1
     check_against_reference(cell, B, T, NH, D, torch.bfloat16, "cuda")
@@ -395,8 +402,10 @@ def test_gemm_modes():
 @interpreter_only
 @pytest.mark.parametrize("cell", CELLS)
 def test_alternating_interpreter_input_dtype_gemms(cell, monkeypatch):
-    """FLOAT32_GEMM_OUTPUT off: float16 GEMM results (the path of a torch without out_dtype GEMMs)."""
+    """FLOAT32_GEMM_OUTPUT off: float16 GEMM results (the path of a torch without out_dtype GEMMs), the
+    forward on its GEMM path."""
     monkeypatch.setattr(launch, "FLOAT32_GEMM_OUTPUT", False)
+    monkeypatch.setenv(launch.FUSED_ENV, "0")
     launch.clear_cache()
     check_against_reference(cell, 3, 7, 2, 48, torch.float16, "cpu")
     assert {k[9] for k in launch.cached_plans() if k[6] == torch.float16} == {"native"}
@@ -409,7 +418,7 @@ def test_profile_script_runs():
 
     rows = profile.main(["--cell", "gru", "--heads", "1x20", "--batch", "3", "--steps", "4", "--dtype", "float32",
                          "--reps", "1", "--device", "cpu"])
-    assert len(rows) == 10 and all(ms >= 0 for _, ms in rows)
+    assert len(rows) == 12 and all(ms >= 0 for _, ms in rows)
 
 
 @pytest.mark.gpu

@@ -2,8 +2,12 @@
 
 For heads too large to keep R on chip (the Triton backend's limit): R·h is a torch.bmm over heads, the cell is
 one Triton kernel, and the whole T-step loop runs as one CUDA graph, captured once per shape and replayed
-(see ``launch``). Any head size and batch size; bfloat16 / float16 / float32. Runs on CUDA GPUs and, under
-``TRITON_INTERPRET=1``, on CPU tensors (float32 / float16; the loop then runs eagerly, without graphs).
+(see ``launch``). The forward of batches up to 64 rows runs both in one Triton kernel per step instead
+(``forward_fused_step_kernel``: R·h for a block of hidden units of every gate, then the cell on them; one
+launch per step instead of two). ``launch.forward_tile`` holds that rule; FUSEDRNN_ALTERNATING_FUSED=0
+restores the GEMM + pointwise forward. Any head size and batch size; bfloat16 / float16 / float32. Runs on
+CUDA GPUs and, under ``TRITON_INTERPRET=1``, on CPU tensors (float32 / float16; the loop then runs eagerly,
+without graphs).
 
 Precision: states and pointwise math in float32; GEMMs accumulate in float32. For bfloat16 / float16 the
 GEMM operands (h, the slot gradients) are rounded to the input dtype, as in the Triton backend, and the GEMM

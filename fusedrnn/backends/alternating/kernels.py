@@ -1,8 +1,11 @@
-"""Pointwise Triton kernels of the alternating backend: one launch per step, between two batched GEMMs.
+"""Triton kernels of the alternating backend: one launch per step, between two batched GEMMs (the pointwise
+kernels), or all of a forward step in one launch (``forward_fused_step_kernel``).
 
-Every program handles BLOCK consecutive elements of the flat index e = (b * NH + n) * D + d < N = B·NH·D.
-The cell math is the Triton backend's (``cell_forward`` / ``cell_backward``), the slot routing its
-``route_gates`` / ``pick_slot``, the saved tensors its layouts. All arithmetic is float32.
+Every program of a pointwise kernel handles BLOCK consecutive elements of the flat index
+e = (b * NH + n) * D + d < N = B·NH·D; every program of the fused kernel a [batch tile, hidden-unit block]
+of one head. Both forward kernels share their epilogue (``_step_inputs``, ``_step_outputs``). The cell math
+is the Triton backend's (``cell_forward`` / ``cell_backward``), the slot routing its ``route_gates`` /
+``pick_slot``, the saved tensors its layouts. All arithmetic is float32.
 
 A CUDA graph bakes in kernel arguments, so there are two kinds of buffers. Static buffers belong to the
 cached plan and are kernel arguments: the GEMM operands and results, the carries between steps, the bias.
@@ -16,8 +19,10 @@ has no float32-output GEMM for 16-bit inputs, see ``launch``; per-call tensors i
                     backend's layouts) pre [T, B, GB, NH, D] and states [S, NH, T + 1, B, D]
     backward table  pre, states (as saved), dy [B, T, NH, D] dt, dx [B, T, GX, NH, D] dt,
                     dr [NH, T, B, GR, D] dt (the R gates' slot gradients, the operand of dR's GEMM)
+    W      [NH, GR·D, D] dt   W[n, g·D + i, j] = R[g, n, i, j]: the GEMMs' (and the fused kernel's) weights
     gates  [NH, B, GR·D] gt   gates[n, b, g·D + i] = (R[g, n] h[b, n])_i, written by the forward GEMM
-    hbuf   [NH, B, D]    dt   h_t, the next forward GEMM's operand
+    hbuf   [P, NH, B, D] dt   h_t, the next step's R·h operand; P = 1 (GEMM path), P = 2 (fused kernel: h
+                              ping-pongs between the halves, step t reads half t mod 2, writes the other)
     bias   [GB, NH, D]   dt
     carry  [S, B, NH, D] f32  the states between steps (forward)
     dcarry [S, B, NH, D] f32  the direct gradients of the states between steps (backward)
@@ -61,47 +66,40 @@ def _prefetch(ptr, PREFETCH: tl.constexpr):
         )
 
 
-# fmt: off
-@triton.jit(do_not_specialize=["t"])
-def forward_step_kernel(
-    table, gates, bias, carry, hbuf, lens,
-    t, N, B, T, NH, D,
-    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
-    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
-    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr,
-):
-    """Step t: slots = b + x_t + gates; new states = cell(slots, carry): carry, hbuf, y_t (and pre_t, states).
-    PREFETCH: also asks L2 for x_{t+1}."""
-    dt = hbuf.dtype.element_ty  # the input dtype (gates may be float32)
+@triton.jit
+def _forward_table(table, dt: tl.constexpr, SAVE: tl.constexpr):
+    """The forward's per-call tensors x, y and (when SAVE; else y, never written) states, pre. All four
+    addresses are loaded at once, at the start: none of them waits behind R·h."""
     x = _table_ptr(table, 0, dt)
     y = _table_ptr(table, 1, dt)
+    states, pre = y, y
+    if SAVE:
+        states = _table_ptr(table, 2, tl.float32)
+        pre = _table_ptr(table, 3, tl.float32)
+    return x, y, states, pre
 
-    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = e < N
+
+# fmt: off
+@triton.jit
+def _step_inputs(
+    x, bias, carry, t, bi, n, d, mask, N, B, T, NH, D,
+    GX: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr, PREFETCH: tl.constexpr,
+):
+    """What step t adds to R·h, for the elements (bi, n, d) (index tensors of one shape, n may be a scalar):
+    the slots b + x_t (in that order, the Triton backend's) and the carried states, all float32.
+
+    Every load is independent of the others: all are in flight at once, and the caller issues them before it
+    waits for R·h (the pointwise kernel: before its loads of the GEMM's gates are used; the fused kernel: before
+    its GEMM). x waits for its address (a table load), so it comes last. PREFETCH: also asks L2 for x_{t+1}.
+    """
     HD = NH * D
-    bi = e // HD
-    hd = e - bi * HD
-    n = hd // D
-    d = hd - n * D
+    hd = n * D + d
+    e = bi * HD + hd  # [B, NH, D] flat index of carry
     bi64 = bi.to(tl.int64)
-    n64 = n.to(tl.int64)
     t64 = t.to(tl.int64)
-    bt = bi64 * T + t64  # row (b, t) of x and y
-    g_off = (n64 * B + bi) * (GR * D) + d  # gates[n, b, 0 * D + d]
-    zero = tl.zeros([BLOCK], dtype=tl.float32)
+    zero = tl.zeros(mask.shape, dtype=tl.float32)
 
-    # Every load is independent of the others: all are in flight at once. The loads of x wait for the table
-    # load (their address), so they come last: the GEMM's gates, the carry and the bias are requested first.
-    r0 = _load(gates + g_off, mask)
-    r1, r2, r3 = zero, zero, zero
-    if GR > 1:
-        r1 = _load(gates + g_off + D, mask)
-    if GR > 2:
-        r2 = _load(gates + g_off + 2 * D, mask)
-    if GR > 3:
-        r3 = _load(gates + g_off + 3 * D, mask)
     s0 = _load(carry + e, mask)
     s1, s2, s3 = zero, zero, zero
     if S > 1:
@@ -118,8 +116,7 @@ def forward_step_kernel(
         p2 = _load(bias + 2 * HD + hd, mask)
     if GB > 3:
         p3 = _load(bias + 3 * HD + hd, mask)
-    # slots = b + x + R·h, in that order (the Triton backend's)
-    x_off = bt * (GX * HD) + hd
+    x_off = (bi64 * T + t64) * (GX * HD) + hd  # x[b, t, 0, n, d]
     x0 = _load(x + x_off, mask)
     x1, x2, x3 = zero, zero, zero
     if GX > 1:
@@ -129,7 +126,6 @@ def forward_step_kernel(
     if GX > 3:
         x3 = _load(x + x_off + 3 * HD, mask)
     p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, x0, x1, x2, x3, GX, XS0, XS1, XS2, XS3)
-    p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, r0, r1, r2, r3, GR, RS0, RS1, RS2, RS3)
 
     if PREFETCH:  # x of step t + 1 (clamped to the last step); masked lanes point at element 0
         x_next = x + tl.where(mask, (bi64 * T + tl.minimum(t64 + 1, T - 1)) * (GX * HD) + hd, 0)
@@ -140,6 +136,29 @@ def forward_step_kernel(
             _prefetch(x_next + tl.where(mask, 2 * HD, 0), PREFETCH)
         if GX > 3:
             _prefetch(x_next + tl.where(mask, 3 * HD, 0), PREFETCH)
+    return p0, p1, p2, p3, s0, s1, s2, s3
+
+
+@triton.jit
+def _step_outputs(
+    y, states, pre, carry, h_next, lens, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3,
+    t, bi, n, d, mask, N, B, T, NH, D,
+    CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
+    SAVE: tl.constexpr, FAST: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):
+    """The rest of step t for the elements (bi, n, d): slots (b + x_t, from ``_step_inputs``) + R·h (r0..r3, one
+    per R gate, float32), the cell on the carried states s0..s3, then every write: the carry, h_t into
+    ``h_next`` ([NH, B, D], the next step's R·h operand, input dtype), y_t and, when SAVE, pre_t and states.
+    HAS_LENGTHS: rows past their length keep their states and write y = 0."""
+    dt = h_next.dtype.element_ty
+    HD = NH * D
+    hd = n * D + d
+    e = bi * HD + hd
+    bi64 = bi.to(tl.int64)
+    n64 = n.to(tl.int64)
+    t64 = t.to(tl.int64)
+    p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, r0, r1, r2, r3, GR, RS0, RS1, RS2, RS3)
 
     if HAS_LENGTHS:
         c0, c1, c2, c3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
@@ -158,11 +177,9 @@ def forward_step_kernel(
         tl.store(carry + 2 * N + e, s2, mask=mask)
     if S > 3:
         tl.store(carry + 3 * N + e, s3, mask=mask)
-    tl.store(hbuf + (n64 * B + bi) * D + d, s0.to(dt), mask=mask)
-    tl.store(y + bt * HD + hd, h_out, mask=mask)
+    tl.store(h_next + (n64 * B + bi) * D + d, s0.to(dt), mask=mask)
+    tl.store(y + (bi64 * T + t64) * HD + hd, h_out, mask=mask)
     if SAVE:
-        states = _table_ptr(table, 2, tl.float32)
-        pre = _table_ptr(table, 3, tl.float32)
         # states[s, n, t + 1, b, d]
         T1 = T + 1
         tl.store(states + ((n64 * T1 + t64 + 1) * B + bi64) * D + d, s0, mask=mask)
@@ -181,6 +198,142 @@ def forward_step_kernel(
             tl.store(pre + pre_off + 2 * HD, p2, mask=mask)
         if GB > 3:
             tl.store(pre + pre_off + 3 * HD, p3, mask=mask)
+
+
+@triton.jit(do_not_specialize=["t"])
+def forward_step_kernel(
+    table, gates, bias, carry, hbuf, lens,
+    t, N, B, T, NH, D,
+    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
+    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
+    SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
+):
+    """Step t after the GEMM: slots = b + x_t + gates; new states = cell(slots, carry): carry, hbuf, y_t (and
+    pre_t, states). Every program handles BLOCK consecutive elements of e = (b * NH + n) * D + d < N."""
+    x, y, states, pre = _forward_table(table, hbuf.dtype.element_ty, SAVE)
+    e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = e < N
+    HD = NH * D
+    bi = e // HD
+    hd = e - bi * HD
+    n = hd // D
+    d = hd - n * D
+    g_off = (n.to(tl.int64) * B + bi) * (GR * D) + d  # gates[n, b, 0 * D + d]
+    # the GEMM's gates first: their loads are in flight with those of _step_inputs
+    r0 = _load(gates + g_off, mask)
+    r1, r2, r3 = r0, r0, r0  # placeholders for gates the cell does not have (never routed)
+    if GR > 1:
+        r1 = _load(gates + g_off + D, mask)
+    if GR > 2:
+        r2 = _load(gates + g_off + 2 * D, mask)
+    if GR > 3:
+        r3 = _load(gates + g_off + 3 * D, mask)
+    p0, p1, p2, p3, s0, s1, s2, s3 = _step_inputs(
+        x, bias, carry, t, bi, n, d, mask, N, B, T, NH, D, GX, GB, S, XS0, XS1, XS2, XS3, PREFETCH)
+    _step_outputs(
+        y, states, pre, carry, hbuf, lens, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3, t, bi, n, d, mask,
+        N, B, T, NH, D, CELL, GR, GB, S, RS0, RS1, RS2, RS3, SAVE, FAST, HAS_LENGTHS)
+
+
+@triton.jit
+def _mma_step(acc, p_w, p_h, k, o_k, m_m, m_b, D, DOT_PRECISION: tl.constexpr):
+    """acc + the product of the W rows p_w [M] and h_{t-1}ᵀ (rows p_h [BLOCK_B]) over inputs k + o_k."""
+    o_kk = k + o_k
+    m_k = o_kk < D
+    b_w = tl.load(p_w[:, None] + o_kk[None, :], mask=m_m[:, None] & m_k[None, :], other=0.0)  # [M, BLOCK_K]
+    b_h = tl.load(p_h[None, :] + o_kk[:, None], mask=m_k[:, None] & m_b[None, :], other=0.0)  # [BLOCK_K, BLOCK_B]
+    return tl.dot(b_w, b_h, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _split_gates(acc, GP: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The gates' [BLOCK_J, BLOCK_B] blocks of acc [GP·BLOCK_J, BLOCK_B] (row g·BLOCK_J + j: gate g, unit j);
+    GP = 1 or 4. Gates past 1 of a one-gate acc are placeholders (acc itself), never routed."""
+    if GP == 1:
+        r0, r1, r2, r3 = acc, acc, acc, acc
+    else:
+        # [g // 2, g % 2, j, b] -> [j, b, g // 2, g % 2]; each split takes the last axis apart
+        a = tl.permute(tl.reshape(acc, (2, 2, BLOCK_J, BLOCK_B)), (2, 3, 0, 1))
+        even, odd = tl.split(a)  # g % 2 = 0 / 1: [j, b, g // 2]
+        r0, r2 = tl.split(even)
+        r1, r3 = tl.split(odd)
+    return r0, r1, r2, r3
+
+
+@triton.jit(do_not_specialize=["t"])
+def forward_fused_step_kernel(
+    table, W, bias, carry, hbuf, lens,
+    t, N, B, T, NH, D,
+    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
+    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
+    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
+    SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_CHAINS: tl.constexpr,
+):
+    """All of step t in one launch: R·h_{t-1} for a block of hidden units of every gate, then the cell on them.
+
+    Program (i_nj, i_b) owns head n = i_nj // cdiv(D, BLOCK_J), the BLOCK_J hidden units j of block
+    i_nj mod cdiv(D, BLOCK_J) and the batch rows of tile i_b. One MMA covers all gates: the A operand is the
+    W rows of every gate's j-block, GP·BLOCK_J rows (GP = 4 for cells of 3 or 4 R gates, the rows of a missing
+    fourth gate masked to zero; 1 for one gate), the B operand h_{t-1}ᵀ [k, b]; acc[g·BLOCK_J + j, b] =
+    Σ_k W[n, g·D + j, k] h_{t-1}[n, b, k] over k in chunks of BLOCK_K (tl.dot, float32 accumulation, h in
+    the input dtype; K_CHAINS = 2: k tiles alternate between two accumulators, summed at the end, which halves
+    the chain of dependent MMAs: mma.sync waits for the previous one into the same accumulator, D / 16 of them
+    per step). With the gates as MMA rows, the warps split the rows instead of repeating one product each
+    (one [BLOCK_B, BLOCK_J] dot per gate, batch as rows, compiled for sm_90 with every warp computing the
+    whole 16 x 16 tile), BLOCK_J can go below 16 (more programs, so more SMs share the per-step stream of W),
+    and GP·BLOCK_J = 64 is a Hopper wgmma tile. Then ``_step_outputs`` with each gate's block as R_g·h.
+
+    W [NH, GR·D, D] is the GEMM path's layout (R[g, n] row-major, shared with the backward plan): each row is
+    D contiguous inputs, read as [rows, BLOCK_K] tiles, coalesced along k (the MMA's K-major A operand).
+
+    h ping-pongs between the halves of hbuf [2, NH, B, D]: every program of step t reads all of h_{t-1} (half
+    t mod 2) while others write their part of h_t, so h_t goes to the other half (t + 1) mod 2; the launch
+    boundary orders step t's writes before step t + 1's reads. The epilogue's own loads (carry, bias, x_t)
+    are issued before the k loop, so they arrive while it runs.
+    """
+    GP: tl.constexpr = 1 if GR == 1 else 4
+    x, y, states, pre = _forward_table(table, hbuf.dtype.element_ty, SAVE)
+    i_nj, i_b = tl.program_id(0), tl.program_id(1)
+    n_jb = tl.cdiv(D, BLOCK_J)
+    i_n = i_nj // n_jb
+    j0 = (i_nj - i_n * n_jb) * BLOCK_J  # the program's first hidden unit
+    o_j = j0 + tl.arange(0, BLOCK_J)
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_k = tl.arange(0, BLOCK_K)
+    m_b, m_j = o_b < B, o_j < D
+    # the epilogue's elements as [BLOCK_J, BLOCK_B] blocks, the orientation of the MMA's result
+    mask = m_j[:, None] & m_b[None, :]
+    bi = tl.broadcast_to(o_b[None, :], (BLOCK_J, BLOCK_B))
+    d = tl.broadcast_to(o_j[:, None], (BLOCK_J, BLOCK_B))
+
+    p0, p1, p2, p3, s0, s1, s2, s3 = _step_inputs(
+        x, bias, carry, t, bi, i_n, d, mask, N, B, T, NH, D, GX, GB, S, XS0, XS1, XS2, XS3, PREFETCH)
+
+    # W rows: row m = g·BLOCK_J + u of this tile is row g·D + j_u of head i_n's W
+    o_m = tl.arange(0, GP * BLOCK_J)
+    g_m = o_m // BLOCK_J
+    j_m = j0 + o_m % BLOCK_J
+    m_m = (g_m < GR) & (j_m < D)
+    p_w = W + ((i_n.to(tl.int64) * GR + g_m) * D + j_m) * D  # [GP·BLOCK_J] row starts
+    NBD = NH * B * D  # one half of hbuf
+    p_h = hbuf + (t % 2) * NBD + (i_n * B + o_b) * D  # [BLOCK_B] row starts of h_{t-1}
+    acc = tl.zeros((GP * BLOCK_J, BLOCK_B), dtype=tl.float32)
+    acc_odd = acc  # the odd k tiles' accumulator where K_CHAINS = 2
+    for k in range(0, D, K_CHAINS * BLOCK_K):
+        acc = _mma_step(acc, p_w, p_h, k, o_k, m_m, m_b, D, DOT_PRECISION)
+        if K_CHAINS == 2:
+            acc_odd = _mma_step(acc_odd, p_w, p_h, k + BLOCK_K, o_k, m_m, m_b, D, DOT_PRECISION)
+    if K_CHAINS == 2:
+        acc += acc_odd
+    r0, r1, r2, r3 = _split_gates(acc, GP, BLOCK_J, BLOCK_B)
+
+    _step_outputs(
+        y, states, pre, carry, hbuf + ((t + 1) % 2) * NBD, lens, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3,
+        t, bi, i_n, d, mask, N, B, T, NH, D, CELL, GR, GB, S, RS0, RS1, RS2, RS3, SAVE, FAST, HAS_LENGTHS)
 
 
 @triton.jit(do_not_specialize=["t"])

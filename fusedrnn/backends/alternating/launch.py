@@ -1,10 +1,18 @@
 """Host side of the alternating backend: per-step GEMM + pointwise kernel, CUDA graphs, the autograd Function.
 
-Per step t of the forward:
+Per step t of the forward, one of two paths (``forward_tile`` decides; both compute the same function from
+the same operands, only the summation order of R·h differs):
+  GEMM path (the backend's design; FUSEDRNN_ALTERNATING_FUSED=0 forces it):
     gates = h_{t-1} @ Wᵀ           one torch.bmm over heads (cuBLAS); W[n] = R[:, n] as [GR·D, D], like the
                                    weight of an nn.Linear per head, copied from R once per call
     forward_step_kernel            adds x_t and b, applies the cell, writes y_t, h_t (the next GEMM's operand),
                                    the states carry, and what backward needs
+  fused path (the default for batches of at most FUSED_MAX_BATCH rows):
+    forward_fused_step_kernel      one launch: each program computes R·h_{t-1} for a block of hidden units of
+                                   every gate (tl.dot over W, float32 accumulation) and applies the same
+                                   epilogue as forward_step_kernel to them. Saves the GEMM launch, its
+                                   gates round trip through memory and one kernel boundary per step (on an
+                                   H100, LSTM 1 x 768, B = 16: cuBLAS 3.45 µs + pointwise 2.09 µs per step).
 and per step of the backward (t = T-1 .. 0):
     backward_step_kernel           dh = direct + Σ_g dh_part_g + dy_t; the cell's backward; writes dx_t, the R
                                    gates' slot gradients (input dtype, into the per-call dr for dR and into the
@@ -35,24 +43,28 @@ GEMM precision (``gemm_mode``). Every GEMM accumulates in float32 (cuBLAS).
   * CPU (TRITON_INTERPRET=1, tests): float16 GEMMs run on float32 copies of the operands with float32
     results: the float32-output path's numbers (up to summation order), so the interpreter tests the
     kernels as CUDA runs them. ``FLOAT32_GEMM_OUTPUT = False`` selects the input-dtype path (tests).
+  * the fused forward: h (input dtype) times W (input dtype) accumulated in float32 by tl.dot, never
+    rounded: the "f32out" numbers whatever the GEMM mode; float32 inputs use TF32 only where torch allows
+    TF32 matmuls (as the Triton backend's ``dot_precision``).
 
 Saved for backward (float32, fresh per call, the Triton backend's tensors and layouts): the pre-activation
 slots [T, B, Gb, NH, D] and the states before every step [S, NH, T + 1, B, D].
 
-CUDA graphs: the whole T-step loop (2 nodes per step: GEMM, pointwise kernel) is captured once per
-(direction, cell, B, T, NH, D, dtype, device, saving, GEMM mode, prefetch, matmul flags, with lengths) and
-replayed on later calls. A plan's static buffers (GEMM operands and results, carries, bias, the address table) are
-overwritten by every replay; everything returned to the caller or saved for backward is a fresh tensor of
-that call, whose address reaches the kernels through the table, so no replay overwrites an earlier call's
-outputs and no input or output is copied in or out. Replays are ordered on the current stream: calls that
-share a plan must not run concurrently on different streams. The first call of a plan runs the loop eagerly
-on a side stream (it compiles the kernels and initialises cuBLAS, and computes that call's results), then
-captures. On the CPU (TRITON_INTERPRET=1), and with FUSEDRNN_ALTERNATING_GRAPHS=0, the same loop runs
-eagerly.
+CUDA graphs: the whole T-step loop (2 nodes per step: GEMM, pointwise kernel; 1 on the fused path) is
+captured once per (direction, cell, B, T, NH, D, dtype, device, saving, GEMM mode, prefetch, matmul flags,
+with lengths, forward path and tile) and replayed on later calls. A plan's static buffers (GEMM operands and
+results, h, carries, bias, the address table) are overwritten by every replay; everything returned to the
+caller or saved for backward is a fresh tensor of that call, whose address reaches the kernels through the
+table, so no replay overwrites an earlier call's outputs and no input or output is copied in or out.
+Replays are ordered on the current stream: calls that share a plan must not run concurrently on different
+streams. The first call of a plan runs the loop eagerly on a side stream (it compiles the kernels and
+initialises cuBLAS, and computes that call's results), then captures. On the CPU (TRITON_INTERPRET=1), and
+with FUSEDRNN_ALTERNATING_GRAPHS=0, the same loop runs eagerly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import weakref
@@ -63,17 +75,18 @@ import triton
 
 from ...cells import get_cell
 from ..triton.common import make_function
-from ..triton.launch import cell_constants, fast_math
-from .kernels import backward_step_kernel, forward_step_kernel
+from ..triton.launch import cell_constants, dot_precision, fast_math, sm_count
+from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
 
 __all__ = [
     "AlternatingRNN", "forward", "backward", "backward_steps", "weight_gradient", "clear_cache", "cached_plans",
-    "float32_gemm_output", "gemm_mode",
+    "float32_gemm_output", "gemm_mode", "FusedTile", "forward_tile",
 ]
 
 GRAPHS_ENV = "FUSEDRNN_ALTERNATING_GRAPHS"  # "0": run the step loop eagerly on CUDA too (debugging, timing)
 PREFETCH_ENV = "FUSEDRNN_ALTERNATING_PREFETCH"  # "0": no L2 prefetch of the next step's inputs (timing)
 F32_GEMM_ENV = "FUSEDRNN_ALTERNATING_F32_GEMM"  # "0": 16-bit GEMMs write the input dtype (timing, precision)
+FUSED_ENV = "FUSEDRNN_ALTERNATING_FUSED"  # "0": the forward runs the GEMM path (cuBLAS + pointwise) per step
 MAX_PLANS = 64  # cached plans (each holds its buffers and, on CUDA, one graph); least recently used go first
 BLOCK = 256  # elements per program of the pointwise kernels
 NUM_WARPS = 4
@@ -187,6 +200,104 @@ def _set_table(table: torch.Tensor, tensors) -> None:
         table[i].fill_(tensor.data_ptr())
 
 
+# --- the forward path: GEMM + pointwise kernel, or one fused kernel per step -------------------------------
+
+# The fused kernel reads all of W once per batch tile and step. Up to 64 rows are one tile (W read once per
+# step, as cuBLAS reads it); beyond that the GEMM path, whose cuBLAS kernels reuse W over larger batches.
+FUSED_MAX_BATCH = 64
+_MIN_TILE = 16  # tl.dot needs every dimension >= 16
+_K_BYTES = 256  # bytes of one W row per k step: BLOCK_K = 128 (16-bit) / 64 (float32)
+_WGMMA_ROWS = 64  # Triton's Hopper MMA (wgmma) takes tiles of 64 rows and more; smaller ones use mma.sync
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedTile:
+    """Launch shape of ``forward_fused_step_kernel``: batch rows, hidden units (per gate) and inputs (k) per
+    tile, accumulators that the k tiles alternate between (1 or 2), warps and software-pipeline stages of
+    its k loop."""
+
+    block_b: int
+    block_j: int
+    block_k: int
+    k_chains: int
+    num_warps: int
+    num_stages: int
+
+
+def _gate_rows(num_gates_r: int) -> int:
+    """GP of the fused kernel: the gates' W rows per hidden unit in its MMA (a missing fourth gate padded)."""
+    return 1 if num_gates_r == 1 else 4
+
+
+def _sms(device: torch.device) -> int | None:
+    return sm_count(device.index or 0) if device.type == "cuda" else None
+
+
+def forward_tile(num_gates_r: int, B: int, NH: int, D: int, dtype: torch.dtype, device: torch.device,
+                 fused: bool | None = None, **overrides: int) -> FusedTile | None:
+    """The forward path of a call, decided here only: None runs the GEMM path (per step a cuBLAS GEMM and
+    ``forward_step_kernel``), a FusedTile runs ``forward_fused_step_kernel`` with that launch shape.
+
+    Rule: fused when B <= FUSED_MAX_BATCH, unless FUSEDRNN_ALTERNATING_FUSED=0; ``fused`` (True / False)
+    overrides both (tests, benchmarks). ``overrides``: any FusedTile field (benchmarks try alternatives
+    through these keywords; autotuning would benchmark during graph capture).
+
+    Defaults, reasoned from the shape of the work on an H100, not yet measured against each other
+    (benchmarks/alt_fused_bench.py times the alternatives). LSTM 1 x 768, B = 16: W is 4.7 MB and stays in
+    the 50 MB L2; a step is a few MFLOP of MMA, bound by how fast the SMs pull W from L2 and by latency.
+      block_b     the batch rounded up to a power of two, 16 (the MMA minimum) to 64: one batch tile, so W
+                  is read once per step
+      block_j     the smallest of 4, 8, 16 (with GP·block_j >= 16 MMA rows, GP = 4 gates; Elman: 16) whose
+                  NH·D / block_j programs (times the batch tiles) fit on the GPU's SMs at once; 16 where none
+                  does. More programs = more SMs sharing the per-step W stream, which each program also
+                  pays with one read of all of h: LSTM 1 x 768 -> block_j 8, 96 programs of 4 x 8 rows,
+                  each 49 KB of W + 24 KB of h per step (block_j 16: 48 programs, 98 + 24 KB, a 64-row
+                  wgmma tile; block_j 4: 192 programs, two on some SMs)
+      block_k     256 bytes of each W row per k step (128 16-bit / 64 float32 inputs; at most D rounded up to
+                  a power of two): every row load is two full 128-byte lines; a stage of 32 W rows and 16
+                  h rows is 12 KB
+      k_chains    2 below 64 MMA rows with a batch tile of 16, else 1. Below 64 rows Triton emits mma.sync
+                  (m16n8k16), each waiting for the previous one into its accumulator: D / 16 = 48 in a chain
+                  at D = 768, at an estimated ~30 cycles each about as long as the loads of W; two
+                  accumulators halve the chain. 64 rows are a wgmma tile, whose accumulations are pipelined
+                  in the tensor core; wider batch tiles give every warp several independent chains.
+      num_warps   one per 16 MMA rows with two accumulators (2 at 32 rows): Triton then lays the warps along
+                  the rows only ([num_warps, 1]: it does so for every loop of two dots), so more warps
+                  would repeat each other's products; else 4 (one warpgroup for wgmma; a [2, 2] split of
+                  32 rows x 16 batch rows for one mma.sync accumulator)
+      num_stages 3  two stages in flight while one is multiplied
+    On the CPU (the interpreter) block_j is 16: fewest programs, fastest tests.
+    """
+    if fused is None:
+        fused = os.environ.get(FUSED_ENV, "1") != "0" and B <= FUSED_MAX_BATCH
+    if not fused:
+        return None
+    gp = _gate_rows(num_gates_r)
+    span = max(_MIN_TILE, triton.next_power_of_2(D))  # no tile needs more inputs than this
+    block_b = min(4 * _MIN_TILE, max(_MIN_TILE, triton.next_power_of_2(B)))
+    sms = _sms(device)
+    block_j = _MIN_TILE
+    if sms is not None:
+        while block_j // 2 * gp >= _MIN_TILE and NH * triton.cdiv(D, block_j // 2) * triton.cdiv(B, block_b) <= sms:
+            block_j //= 2
+    tile = {"block_b": block_b, "block_j": block_j, "block_k": min(_K_BYTES // dtype.itemsize, span), "num_stages": 3}
+    unknown = set(overrides) - {field.name for field in dataclasses.fields(FusedTile)}
+    if unknown:
+        raise TypeError(f"unknown fused tile fields {sorted(unknown)}; known: {list(FusedTile.__annotations__)}")
+    tile.update(overrides)
+    rows = gp * tile["block_j"]  # the MMA's M
+    tile.setdefault("k_chains", 2 if rows < _WGMMA_ROWS and tile["block_b"] == _MIN_TILE else 1)
+    tile.setdefault("num_warps", min(8, max(1, rows // _MIN_TILE)) if tile["k_chains"] == 2 else 4)
+    if tile["k_chains"] not in (1, 2):
+        raise ValueError(f"k_chains = {tile['k_chains']}: 1 or 2")
+    for name, least in (("block_b", _MIN_TILE), ("block_k", _MIN_TILE), ("block_j", max(1, _MIN_TILE // gp))):
+        if tile[name] < least or tile[name] & (tile[name] - 1):
+            raise ValueError(f"{name} = {tile[name]}: a power of two >= {least} (tl.dot's tiles are >= 16)")
+    if triton.cdiv(B, tile["block_b"]) > 65535:
+        raise ValueError(f"B = {B} needs more than 65535 batch tiles of {tile['block_b']} rows (a grid dimension)")
+    return FusedTile(**tile)
+
+
 # --- plans: static buffers, the step loop and its graph ---------------------------------------------------
 
 # Guards the plan cache, and each call's sequence of buffer fills, table write, replay and reads (static
@@ -245,24 +356,33 @@ class _Plan:
 
 
 class _ForwardPlan(_Plan):
-    def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths):
+    """``tile`` None: the GEMM path (gates buffer, one h buffer); a FusedTile: the fused kernel (no gates
+    buffer, h ping-pongs between two buffers). The initial h goes into ``hbuf[0]`` either way."""
+
+    def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile: FusedTile | None):
         super().__init__(device)
         self.lens = torch.zeros(B, dtype=torch.int32, device=device) if has_lengths else None
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
         self.save, self.fast, self.mode, self.prefetch = save, _fast(dtype, device), mode, _prefetch(device)
+        self.dtype, self.tile = dtype, tile
         self.W = _weights(GR, NH, D, dtype, device)  # [NH, GR·D, D]
         self.Wt = self.W.transpose(1, 2)  # [NH, D, GR·D], a view: cuBLAS reads it transposed
-        self.gates = _empty(NH, B, GR * D, dtype=_gemm_out_dtype(mode, dtype), device=device)
-        self.hbuf = _empty(NH, B, D, dtype=dtype, device=device)
+        self.hbuf = _empty(1 if tile is None else 2, NH, B, D, dtype=dtype, device=device)
+        self.h0 = self.hbuf[0]  # [NH, B, D]: the GEMM's operand; the initial h
         self.bias = _empty(GB, NH, D, dtype=dtype, device=device)
         self.carry = _empty(S, B, NH, D, dtype=torch.float32, device=device)
         self.table = torch.zeros(4, dtype=torch.int64, device=device)
-        self.grid = (triton.cdiv(B * NH * D, BLOCK),)
+        if tile is None:
+            self.gates = _empty(NH, B, GR * D, dtype=_gemm_out_dtype(mode, dtype), device=device)
+            self.grid = (triton.cdiv(B * NH * D, BLOCK),)
+        else:
+            self.gates = None
+            self.grid = (NH * triton.cdiv(D, tile.block_j), triton.cdiv(B, tile.block_b))
 
     def gemm(self) -> None:
-        _bmm(self.hbuf, self.Wt, self.gates, self.mode)
+        _bmm(self.h0, self.Wt, self.gates, self.mode)
 
     def pointwise(self, t: int, save: bool | None = None) -> None:
         N, B, T, NH, D = self.dims
@@ -273,10 +393,27 @@ class _ForwardPlan(_Plan):
             BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None, num_warps=NUM_WARPS,
         )
 
+    def fused_step(self, t: int, precision: str, save: bool | None = None) -> None:
+        N, B, T, NH, D = self.dims
+        tile = self.tile
+        forward_fused_step_kernel[self.grid](
+            self.table, self.W, self.bias, self.carry, self.hbuf,
+            self.table if self.lens is None else self.lens, t, N, B, T, NH, D, **self.consts,
+            SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
+            HAS_LENGTHS=self.lens is not None, DOT_PRECISION=precision, BLOCK_B=tile.block_b,
+            BLOCK_J=tile.block_j, BLOCK_K=tile.block_k, K_CHAINS=tile.k_chains, num_warps=tile.num_warps,
+            num_stages=tile.num_stages,
+        )
+
     def steps(self) -> None:
-        for t in range(self.dims[2]):
-            self.gemm()
-            self.pointwise(t)
+        if self.tile is None:
+            for t in range(self.dims[2]):
+                self.gemm()
+                self.pointwise(t)
+        else:
+            precision = dot_precision(self.dtype)  # on CUDA part of the plan key (the matmul flags)
+            for t in range(self.dims[2]):
+                self.fused_step(t, precision)
 
 
 class _BackwardPlan(_Plan):
@@ -316,15 +453,17 @@ class _BackwardPlan(_Plan):
 
 
 def _plan(kind: str, cell_name: str, B: int, T: int, NH: int, D: int, dtype, device, has_lengths: bool,
-          save: bool = True):
+          save: bool = True, tile: FusedTile | None = None):
+    """The cached plan of a call. Key: (kind, cell, B, T, NH, D, dtype, device, save, GEMM mode, prefetch,
+    matmul flags, with lengths, path), path = "gemm" or the forward's FusedTile."""
     mode = gemm_mode(dtype, device)
     key = (kind, cell_name, B, T, NH, D, dtype, device, save, mode, _prefetch(device), _matmul_flags(dtype, device),
-           has_lengths)
+           has_lengths, "gemm" if tile is None else tile)
     with _LOCK:
         plan = _PLANS.get(key)
         if plan is None:
             if kind == "fw":
-                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths)
+                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile)
             else:
                 plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
             _PLANS[key] = plan
@@ -370,14 +509,16 @@ class _Guard:
         return False
 
 
-def forward(cell_name: str, x, R, b, state, lengths, save: bool):
+def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | None = None, **tile: int):
     """x, R, b, state contiguous; lengths int32 [B] or None. y and final (input dtype); when saving, pre and
-    states (float32), else None."""
+    states (float32), else None. ``fused`` and ``tile``: the path and tile overrides of ``forward_tile``
+    (tests, benchmarks)."""
     B, T, _, NH, D = x.shape
     dtype, device = x.dtype, x.device
     cell = get_cell(cell_name)
+    path = forward_tile(cell.num_gates_r, B, NH, D, dtype, device, fused, **tile)
     with _Guard(device), _LOCK:  # the lock: one call at a time fills and replays the shared buffers
-        plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save)
+        plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save, path)
         if lengths is not None:
             plan.lens.copy_(lengths)
         y = _empty(B, T, NH, D, dtype=dtype, device=device)
@@ -390,7 +531,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
         plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
         plan.bias.copy_(b)
         plan.carry.copy_(state)
-        plan.hbuf.copy_(state[0].transpose(0, 1))
+        plan.h0.copy_(state[0].transpose(0, 1))
         _set_table(plan.table, (x, y) + ((states, pre) if save else (y, y)))  # SAVE=False: entries 2, 3 unread
         plan.run()
         final = plan.carry.to(dtype=dtype, copy=True)

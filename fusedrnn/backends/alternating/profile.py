@@ -2,9 +2,10 @@
 
     python -m fusedrnn.backends.alternating.profile --cell lstm --heads 1x768 --batch 16 --steps 1024
 
-Times (CUDA events, median of --reps after warm-up): the forward without and with saving, forward +
-backward, dR alone, and CUDA graphs of T forward GEMMs (also as torch.mm where NH = 1, to compare
-cuBLAS's choices), T forward pointwise kernels, T backward pointwise kernels, T backward GEMMs alone (as
+Times (CUDA events, median of --reps after warm-up): the forward without and with saving (the default
+path, see ``launch.forward_tile``), forward + backward, the forward on the GEMM path, dR alone, and CUDA
+graphs of T forward GEMMs (also as torch.mm where NH = 1, to compare cuBLAS's choices), T forward
+pointwise kernels, T fused forward step kernels, T backward pointwise kernels, T backward GEMMs alone (as
 the backend runs them, split over gates, and for comparison the unsplit GEMM of K = GR·D).
 ``--device cpu`` (under TRITON_INTERPRET=1) runs the same code without graphs, for tests of this script.
 """
@@ -19,6 +20,7 @@ import fusedrnn
 from fusedrnn import get_cell
 
 from ...timing import median_ms
+from ..triton.launch import dot_precision
 from . import launch
 
 
@@ -80,18 +82,29 @@ def main(argv=None):
         y, _ = fusedrnn.rnn(x, R, b, cell=args.cell, backend="alternating")
         y.sum().backward()
 
+    with torch.no_grad():
+        state = torch.zeros(spec.num_states, B, NH, D, device=device, dtype=dtype)
+
+    def fw_path(fused):
+        with torch.no_grad():
+            launch.forward(args.cell, x, R, b, state, None, False, fused=fused)
+
     report("forward, no grad (call)", _time(fw, args.reps, device))
     report("forward, saving for backward (call)", _time(fw_save, args.reps, device))
     report("forward + backward (calls)", _time(fwbw, args.reps, device))
+    report("forward, no grad, GEMM path (call)", _time(lambda: fw_path(False), args.reps, device))
+    fw_path(True)  # the fused path's plan, also where the default is the GEMM path
 
     # the plans those calls built: their static buffers, tables (still pointing at live tensors: re-set below)
     plans = launch.cached_plans()
     key = (args.cell, B, T, NH, D, dtype, device)
-    fw_plan = next(p for k, p in plans.items() if k[0] == "fw" and k[1:8] == key and not k[8])
+    fw_plans = {k[13] == "gemm": p for k, p in plans.items() if k[0] == "fw" and k[1:8] == key and not k[8]}
+    fw_plan, fused_plan = fw_plans[True], fw_plans[False]
     bw_plan = next(p for k, p in plans.items() if k[0] == "bw" and k[1:8] == key)
-    print(f"GEMM mode: {fw_plan.mode} (gates {fw_plan.gates.dtype}), L2 prefetch: {fw_plan.prefetch}", flush=True)
+    default = launch.forward_tile(spec.num_gates_r, B, NH, D, dtype, device)
+    print(f"GEMM mode: {fw_plan.mode} (gates {fw_plan.gates.dtype}), L2 prefetch: {fw_plan.prefetch}, "
+          f"forward path: {default or 'gemm'}", flush=True)
     with torch.no_grad():
-        state = torch.zeros(spec.num_states, B, NH, D, device=device, dtype=dtype)
         y, final, pre, states = launch.forward(args.cell, x, R, b, state, None, True)
         dy = torch.ones_like(y)
         dx, db, dr, _ = launch.backward_steps(args.cell, R, pre, states, None, dy, torch.zeros_like(final))
@@ -100,19 +113,24 @@ def main(argv=None):
     fw_gemm = lambda: [fw_plan.gemm() for _ in range(T)]  # noqa: E731
     report("forward GEMMs alone (graph of T bmm)", _time(_graphed(fw_gemm, device), args.reps, device))
     if NH == 1:
-        mm = lambda: [torch.mm(fw_plan.hbuf[0], fw_plan.Wt[0], out=fw_plan.gates[0]) for _ in range(T)]  # noqa: E731
+        mm = lambda: [torch.mm(fw_plan.h0[0], fw_plan.Wt[0], out=fw_plan.gates[0]) for _ in range(T)]  # noqa: E731
         if fw_plan.mode == "f32out":
             mm = lambda: [  # noqa: E731
-                torch.mm(fw_plan.hbuf[0], fw_plan.Wt[0], out_dtype=torch.float32, out=fw_plan.gates[0])
+                torch.mm(fw_plan.h0[0], fw_plan.Wt[0], out_dtype=torch.float32, out=fw_plan.gates[0])
                 for _ in range(T)
             ]
         elif fw_plan.mode == "upcast":
-            mm = lambda: [torch.mm(fw_plan.hbuf[0].float(), fw_plan.Wt[0].float(), out=fw_plan.gates[0])  # noqa: E731
+            mm = lambda: [torch.mm(fw_plan.h0[0].float(), fw_plan.Wt[0].float(), out=fw_plan.gates[0])  # noqa: E731
                           for _ in range(T)]
         report("forward GEMMs alone (graph of T mm)", _time(_graphed(mm, device), args.reps, device))
     launch._set_table(fw_plan.table, (x.detach(), y, y, y))
     fw_pointwise = lambda: [fw_plan.pointwise(t, save=False) for t in range(T)]  # noqa: E731
     report("forward pointwise kernels alone (graph)", _time(_graphed(fw_pointwise, device), args.reps, device))
+    launch._set_table(fused_plan.table, (x.detach(), y, y, y))
+    precision = dot_precision(dtype)
+    fw_fused = lambda: [fused_plan.fused_step(t, precision, save=False) for t in range(T)]  # noqa: E731
+    report(f"forward fused step kernels alone (graph), {fused_plan.tile}",
+           _time(_graphed(fw_fused, device), args.reps, device))
     launch._set_table(bw_plan.table, (pre, states, dy, dx, dr))
     bw_pointwise = lambda: [bw_plan.pointwise(t) for t in range(T - 1, -1, -1)]  # noqa: E731
     report("backward pointwise kernels alone (graph)", _time(_graphed(bw_pointwise, device), args.reps, device))
