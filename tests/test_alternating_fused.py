@@ -146,7 +146,7 @@ def test_path_rule(monkeypatch):
     tile = launch.forward_tile(4, 16, 1, 768, torch.bfloat16, cpu)
     assert tile == launch.FusedTile(block_b=16, block_j=16, block_k=128, k_chains=1, num_warps=4, num_stages=3)
     assert launch.forward_tile(4, 3, 1, 20, torch.float32, cpu).block_k == 32  # D = 20: k tiles of 32
-    assert launch.forward_tile(4, 40, 1, 768, torch.float32, cpu).block_b == 64
+    assert launch.forward_tile(4, 40, 1, 768, torch.float32, cpu, fused=True).block_b == 64
     assert launch.forward_tile(4, launch.FUSED_MAX_BATCH + 1, 1, 768, torch.bfloat16, cpu) is None
     assert launch.forward_tile(4, 65, 1, 768, torch.bfloat16, cpu, fused=True).block_b == 64
     monkeypatch.setenv(launch.FUSED_ENV, "0")

@@ -202,9 +202,11 @@ def _set_table(table: torch.Tensor, tensors) -> None:
 
 # --- the forward path: GEMM + pointwise kernel, or one fused kernel per step -------------------------------
 
-# The fused kernel reads all of W once per batch tile and step. Up to 64 rows are one tile (W read once per
-# step, as cuBLAS reads it); beyond that the GEMM path, whose cuBLAS kernels reuse W over larger batches.
-FUSED_MAX_BATCH = 64
+# Measured on an H100 (LSTM 1 x 768, T = 1024, bf16, benchmarks/alt_fused_bench.py): the fused forward wins
+# at B = 16 (5.0 ms vs 6.8 ms on the GEMM path) and loses at B = 64 (10.4 vs 6.7) and 128 (17.8 vs 7.7),
+# where one program's batch tile of 64 rows makes each step's MMA chain long and cuBLAS spreads the work
+# better. B = 32 was not measured; the cut is at the largest batch measured to win.
+FUSED_MAX_BATCH = 16
 _MIN_TILE = 16  # tl.dot needs every dimension >= 16
 _K_BYTES = 256  # bytes of one W row per k step: BLOCK_K = 128 (16-bit) / 64 (float32)
 _WGMMA_ROWS = 64  # Triton's Hopper MMA (wgmma) takes tiles of 64 rows and more; smaller ones use mma.sync
