@@ -21,10 +21,11 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || true)
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version())"; } > "$out/env.txt" 2>&1
 python3 -m fusedrnn info > "$out/info.txt" 2>&1
 # T = 1024 and B = 16 first: if the budget runs out, DESIGN.md's protocol point is measured for every cell.
+# 8 processes compile the Triton kernels of all shapes first (~1 minute of compilation in one process).
 # shellcheck disable=SC2086
 python3 -m fusedrnn bench --cells lstm gru elman slstm --heads 48x16 12x64 6x128 3x256 1x768 \
     --batch 16 1 64 256 --steps 1024 256 4096 --dtype bfloat16 --modes fw fwbw \
-    --out "$out" --resume "$out/bench.jsonl" --time-budget "${BENCH_TIME_BUDGET:-480}" \
+    --compile-workers 8 --out "$out" --resume "$out/bench.jsonl" --time-budget "${BENCH_TIME_BUDGET:-480}" \
     ${commit:+--commit "$commit"} ${BENCH_ARGS:-} > "$out/bench.log" 2> "$out/bench.err"
 rc=$?
 cat "$out/env.txt"

@@ -115,6 +115,16 @@ def test_bench_dry_run_counts_rows(capsys):
     assert "4 rows to measure" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("steps,expected", [([1024, 256, 4096], [256]), ([1, 7, 32, 64, 9], [1, 7, 32])])
+def test_compile_ahead_uses_one_length_per_triton_specialisation(steps, expected):
+    assert bench._representative_steps(steps) == expected
+
+
+def test_compile_only_worker_entry_exits_0(capsys):
+    """What --compile-workers starts; without a GPU it has nothing to compile."""
+    assert bench.main(["--compile-only", "lstm:2x4", "gru:1x8", "--batch", "2", "--steps", "8"]) == 0
+
+
 def _gpu_like_rows() -> list[dict]:
     """Rows as an H100 run writes them (invented numbers, only for the report code)."""
     rows = []
@@ -230,9 +240,11 @@ def test_fallback_progress_bar_logs_lines():
 def test_bench_on_gpu_times_every_implementation(tmp_path):
     out = tmp_path / "out"
     args = ["--cells", "lstm", "slstm", "--heads", "4x16", "1x64", "--batch", "4", "--steps", "64",
-            "--reps", "10", "--max-reps", "10", "--out", str(out)]
+            "--reps", "10", "--max-reps", "10", "--loop-max-ms", "1e6", "--compile-workers", "2", "--out", str(out)]
     assert bench.main(args) == 0
-    rows = json.loads((out / "bench.json").read_text())["rows"]
+    data = json.loads((out / "bench.json").read_text())
+    assert data["runs"][0]["compile_workers"] == 2 and data["runs"][0]["compile_seconds"] > 0
+    rows = data["rows"]
     ok = {(r["impl"], r["cell"], r["mode"]) for r in rows if r["status"] == "ok"}
     for mode in ("fw", "fwbw"):
         for impl in ("triton", "alternating", "torch-loop"):

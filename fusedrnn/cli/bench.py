@@ -1,4 +1,6 @@
-"""``python -m fusedrnn bench``: fusedrnn's backends against what a user would run instead, in one process.
+"""Benchmark: fusedrnn's backends against what a user would run instead (cuDNN, the PyTorch loop, flashrnn).
+
+Every implementation runs in one process, on the same shapes:
 
     python -m fusedrnn bench                                   # B = 16, T = 1024, all cells and head splits
     python -m fusedrnn bench --cells lstm --heads 12x64 1x768 --batch 1 16 64 --steps 1024 --modes fwbw
@@ -64,6 +66,7 @@ import datetime
 import importlib
 import json
 import math
+import os
 import shlex
 import statistics
 import subprocess
@@ -96,6 +99,7 @@ CUDNN_MODULES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}  # torch.nn class
 PROBE_STEPS = 16  # steps of the torch-loop probe that estimates its time per call
 LONG_CALL_MS = 20.0  # calls at least this long get no warm-up beyond the first two calls
 MAX_EXTRA_WARMUP = 5
+COMPILE_TIMEOUT_S = 600.0  # a compile worker that takes longer is stopped; the run compiles what is missing
 TIMING_NOTE = ("fusedrnn and flashrnn are timed from the input pre-activations x (the input projection W·x is "
                "outside the recurrence); cuDNN runs its own input projection inside. fw: forward without "
                "autograd; fwbw: forward + backward of sum(y) with respect to every input.")
@@ -353,7 +357,7 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
         return
     try:
         case = impl.case(shape, device)
-    except Exception as error:  # noqa: BLE001 -- any failure to set up is recorded, the sweep goes on
+    except Exception as error:  # any failure to set up is recorded, the sweep goes on
         status = "skipped" if impl.kind == "flashrnn" else "error"
         for mode in todo:
             yield _row(impl, shape, mode, device, status=status, reason=_error_text(error))
@@ -365,7 +369,7 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
                 timing = measure(case[mode], device, args.reps, args.max_reps, args.target_ms)
                 yield _row(impl, shape, mode, device, ms=round(timing["ms"], 5), first_ms=round(timing["first_ms"], 3),
                            reps=timing["reps"], warmup=timing["warmup"], estimate_ms=estimates.get(mode))
-            except Exception as error:  # noqa: BLE001 -- out of memory, a failed build: recorded, sweep goes on
+            except Exception as error:  # out of memory, a failed build: recorded, sweep goes on
                 status = "skipped" if impl.kind == "flashrnn" else "error"
                 yield _row(impl, shape, mode, device, status=status, reason=_error_text(error))
                 _free(device)
@@ -373,6 +377,75 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
         del case
         _release_backend_caches(impl)
         _free(device)
+
+
+def _representative_steps(steps: list[int]) -> list[int]:
+    """One sequence length per class that Triton compiles separately (it specialises integer arguments on
+    == 1 and on divisibility by 16): the smallest of each, so that compiling ahead costs little."""
+    classes: dict[tuple[bool, bool], int] = {}
+    for T in sorted(steps):
+        classes.setdefault((T == 1, T % 16 == 0), T)
+    return sorted(classes.values())
+
+
+def compile_only(pairs: list[tuple[str, int, int]], batches: list[int], steps: list[int], modes: list[str],
+                 backends: list[str], dtype: torch.dtype, device: torch.device) -> None:
+    """One call of each fusedrnn backend per (cell, heads) pair, batch size and mode, at short sequence lengths
+    of the same compile classes: fills Triton's on-disk kernel cache for a later run (failures are ignored:
+    the run itself reports them)."""
+    for cell, NH, D in pairs:
+        for B in batches:
+            for T in _representative_steps(steps):
+                shape = Shape(cell, NH, D, B, T)
+                for name in backends:
+                    impl = Impl(name, "fusedrnn", dtype)
+                    runnable = [m for m in modes if impl.skip_reason(shape, m, device) is None]
+                    try:
+                        case = impl.case(shape, device) if runnable else {}
+                        for mode in runnable:
+                            case[mode]()
+                    except Exception:  # the measuring run records every failure
+                        pass
+                    case = None
+                    _release_backend_caches(impl)
+    _sync(device)
+
+
+def compile_ahead(units: list, args, device: torch.device) -> float:
+    """Compile the Triton kernels that ``units`` need in ``args.compile_workers`` parallel processes (Triton
+    compiles on the CPU; its disk cache is safe for concurrent writers), so that the measuring process only
+    loads them. Returns the seconds it took."""
+    pairs = sorted({(s.cell, s.num_heads, s.head_dim) for s, impl, _ in units if impl.kind == "fusedrnn"})
+    backends = sorted({impl.name for _, impl, _ in units if impl.kind == "fusedrnn"})
+    if not pairs or args.compile_workers < 1 or device.type != "cuda":
+        return 0.0
+    batches = sorted({s.batch for s, impl, _ in units if impl.kind == "fusedrnn"})
+    steps = sorted({s.steps for s, impl, _ in units if impl.kind == "fusedrnn"})
+    start = time.perf_counter()
+    # the workers import this very fusedrnn, whichever the current directory or installation
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    workers = []
+    for i in range(min(args.compile_workers, len(pairs))):
+        group = [f"{cell}:{NH}x{D}" for cell, NH, D in pairs[i :: args.compile_workers]]
+        command = [sys.executable, "-m", "fusedrnn", "bench", "--compile-only", *group, "--dtype", args.dtype,
+                   "--modes", *args.modes, "--backends", *backends, "--batch", *map(str, batches),
+                   "--steps", *map(str, steps)]
+        workers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        env=env))
+    for worker in workers:
+        try:
+            _, err = worker.communicate(timeout=COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            _, err = worker.communicate()
+        if worker.returncode != 0:
+            print(f"a compile worker failed (exit {worker.returncode}); the run compiles what it lacks itself: "
+                  + (err.strip().splitlines() or [""])[-1][:300])
+    seconds = time.perf_counter() - start
+    print(f"compiled ahead by {len(workers)} processes in {seconds:.0f} s ({len(pairs)} (cell, heads) pairs); "
+          "first_ms of fusedrnn rows therefore excludes most compilation")
+    return seconds
 
 
 def _format_row(row: dict) -> str:
@@ -438,7 +511,7 @@ def _implementations(args, device: torch.device) -> tuple[list[Impl], list[str]]
     if args.with_flashrnn is not None:
         try:
             import flashrnn  # noqa: F401
-        except Exception as error:  # noqa: BLE001 -- an install that fails on import is "not importable" too
+        except Exception as error:  # an install that fails on import is "not importable" too
             notes.append(f"flashrnn is not importable ({_error_text(error)}): no flashrnn rows")
         else:
             for backend in args.with_flashrnn or FLASHRNN_DEFAULT:
@@ -499,6 +572,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="aim for this much timed work per row, within the limits above (default 100)")
     timing.add_argument("--time-budget", type=float, metavar="SECONDS",
                         help="stop cleanly after this many seconds (finish the current row, write the outputs)")
+    timing.add_argument("--compile-workers", type=int, default=0, metavar="N",
+                        help="compile the Triton kernels of every shape first, in N parallel processes (GPU; "
+                             "default 0: each first call compiles its own); first_ms then excludes compilation")
+    timing.add_argument("--compile-only", nargs="+", metavar="CELL:NHxD", help=argparse.SUPPRESS)
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="output directory (default fusedrnn-bench; with --plot-from: FILE's directory)")
     output.add_argument("--resume", metavar="FILE",
@@ -533,6 +610,12 @@ def main(argv: list[str] | None = None) -> int:
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     if min(batches) < 1 or min(steps) < 1:
         parser.error("--batch and --steps must be >= 1")
+    if args.compile_only:  # a worker of --compile-workers (internal)
+        pairs = [(p.split(":")[0], *_parse_heads([p.split(":")[1]])[0]) for p in args.compile_only]
+        backends = args.backends or [n for n in backend_names() if n != "reference"]
+        if device.type == "cuda":
+            compile_only(pairs, batches, steps, args.modes, backends, getattr(torch, args.dtype), device)
+        return 0
     implementations, notes = _implementations(args, device)
     for note in notes:
         print(note)
@@ -565,7 +648,9 @@ def main(argv: list[str] | None = None) -> int:
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    compile_seconds = compile_ahead(units, args, device)
     run = _run_record(device, args)
+    run.update(compile_workers=args.compile_workers, compile_seconds=round(compile_seconds, 1))
     with open(log_path, "a" if args.resume else "w") as log:
         log.write(json.dumps(run) + "\n")
         log.flush()

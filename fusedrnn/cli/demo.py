@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, object]] = {
             "steps": 400, "lr": 1e-2, "schedule": "cosine", "clip": 1.0},
 }
 EVAL_SEQUENCES = 256  # sequences of the final test
-EVAL_CHUNK_TOKENS = 1 << 20  # tokens per evaluation forward pass: bounds memory at long eval lengths
+EVAL_CHUNK_ELEMENTS = 1 << 28  # x elements per evaluation forward pass (1 GiB in float32): fits small GPUs
 CHECKPOINTS = 12  # evaluations on longer sequences during training (the plot's accuracy curve)
 WARMUP_FRACTION = 0.05  # "cosine" schedule: linear warm-up over these steps, then decay to FINAL_LR_FRACTION
 FINAL_LR_FRACTION = 0.1
@@ -93,7 +93,8 @@ def learning_rate(step: int, steps: int, peak: float, schedule: str = "cosine") 
 def evaluate(model: TinyRNN, sequences: int, length: int, modulus: int, device, backend: str,
              dtype: torch.dtype, skip: int = 0) -> tuple[float, float, float]:
     """(accuracy over all positions, over positions >= ``skip``, fraction of sequences entirely right)."""
-    chunk = max(1, min(sequences, EVAL_CHUNK_TOKENS // max(1, length)))
+    per_sequence = length * model.cell.num_gates_x * model.num_heads * model.head_dim
+    chunk = max(1, min(sequences, EVAL_CHUNK_ELEMENTS // max(1, per_sequence)))
     correct = correct_beyond = whole = 0.0
     for start in range(0, sequences, chunk):
         n = min(chunk, sequences - start)

@@ -1,4 +1,4 @@
-"""``python -m fusedrnn info``: device, versions, backends and the launch configuration for one call shape.
+"""Device, versions, backends and the launch configuration for one call shape (``python -m fusedrnn info``).
 
     python -m fusedrnn info --cell lstm --heads 12 --head-dim 64 --batch 16 --steps 1024 --dtype bfloat16
     python -m fusedrnn info --json
@@ -57,7 +57,7 @@ def _nvrtc_version() -> str:
         result = nvrtc.nvrtcVersion()
         major, minor = result[1], result[2]  # (error code, major, minor)
         return f"{major}.{minor}"
-    except Exception as error:  # noqa: BLE001 -- the library loads lazily: any failure means "not usable"
+    except Exception as error:  # the library loads lazily: any failure means "not usable"
         return f"cuda.bindings installed, but NVRTC cannot be loaded: {type(error).__name__}: {error}"
 
 
