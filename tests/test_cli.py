@@ -4,6 +4,8 @@ The commands run in this process where they can (torch is imported once), as sub
 entry point itself is under test.
 """
 
+import argparse
+import importlib.util
 import io
 import json
 import pathlib
@@ -110,6 +112,30 @@ def test_bench_loop_cap_records_skips(tmp_path):
     assert row["status"] == "skipped" and "too slow" in row["reason"] and row["estimate_ms"] > 0 and row["ms"] is None
 
 
+def test_bench_gpu_implementations_on_cpu_tensors():
+    """The GPU implementations' code paths (the Triton backend in its interpreter, torch.nn's LSTM as cuDNN
+    runs it, flashrnn), run here on CPU tensors: rows, skips and failures as a GPU run records them."""
+    args = argparse.Namespace(loop_max_ms=1e6, reps=2, max_reps=2, target_ms=1.0)
+    cpu = torch.device("cpu")
+    shape = bench.Shape("lstm", 1, 16, 2, 4)
+    impls = [bench.Impl("triton", "fusedrnn", torch.float32), bench.Impl("cudnn-fp32", "cudnn", torch.float32),
+             bench.Impl("torch-loop", "torch-loop", torch.float32)]
+    if importlib.util.find_spec("flashrnn"):
+        impls += [bench.Impl("flashrnn-vanilla", "flashrnn", torch.float32),
+                  bench.Impl("flashrnn-cuda_fused", "flashrnn", torch.float32)]  # needs CUDA: fails, is skipped
+    rows = {(r["impl"], r["mode"]): r for impl in impls for r in bench.run_impl(impl, shape, ["fw", "fwbw"], cpu, args)}
+    for impl in impls[:4]:
+        for mode in ("fw", "fwbw"):
+            row = rows[(impl.name, mode)]
+            assert row["status"] == "ok" and row["ms"] > 0 and row["reps"] == 2, row
+            assert row["num_heads"] == (None if impl.kind == "cudnn" else 1) and row["hidden"] == 16
+    if len(impls) == 5:
+        assert rows[("flashrnn-cuda_fused", "fw")]["status"] == "skipped"
+    # a head size the Triton backend refuses: skipped with the registry's reason, nothing allocated
+    (row,) = bench.run_impl(impls[0], bench.Shape("lstm", 1, 256, 2, 4), ["fw"], cpu, args)
+    assert row["status"] == "skipped" and "head_dim 256 > 128" in row["reason"]
+
+
 def test_bench_dry_run_counts_rows(capsys):
     assert bench.main(["--cells", "lstm", "gru", *TINY, "--dry-run"]) == 0
     assert "4 rows to measure" in capsys.readouterr().out
@@ -173,6 +199,9 @@ def test_plot_from_regenerates_tables_and_plot(tmp_path, capsys):
     assert "| 12 × 64 | 16 | 1024 | 1.00 | 6.00 | 15.0 | 2.50 | – | 15.0× | 2.5× |" in md
     assert "| 1 × 768 | 16 | 1024 | – | 6.00 | 15.0 | 2.50 | – | 2.5× | 0.4× |" in md
     assert "- triton skipped (2 rows): head_dim 768 > 128" in md
+    # the summary at DESIGN.md's protocol point: every cell and head split, fw / fwbw per implementation
+    assert "### Summary: B = 16, T = 1024, ms per call (fw / fwbw)" in md
+    assert "| sLSTM | 12 × 64 | 1.00 / 3.00 | 6.00 / 18.0 |  |  | – / – |" in md
     # sLSTM has no cuDNN: no cuDNN and no speed-up columns
     slstm = md.split("### sLSTM, forward (bfloat16)")[1].split("###")[0]
     assert "cudnn" not in slstm

@@ -33,7 +33,10 @@ Before them: the first call (timed alone and recorded as ``first_ms``: it includ
 cuDNN heuristics, CUDA-graph capture), a second call that sizes the run, and up to five more warm-up calls
 for calls shorter than 20 ms. ``reps`` = clamp(``--target-ms`` / time of one call, ``--reps``,
 ``--max-reps``): at least 10 by default, more for short calls. On the CPU: wall clock per call, median.
-Memory is freed between implementations and shapes.
+Memory is freed between implementations and shapes. ``--compile-workers N`` first compiles the Triton
+kernels of every shape in N parallel processes (into Triton's disk cache): a sweep of hundreds of shapes
+then spends seconds instead of minutes compiling, and ``first_ms`` mostly excludes compilation (the run
+record has ``compile_workers`` and ``compile_seconds``).
 
 Output (``--out DIR``, default ``fusedrnn-bench``): each row is appended to ``bench.jsonl`` as soon as it is
 measured; at the end (also after Ctrl-C or ``--time-budget``) ``bench.json``, ``bench.csv``, ``bench.md``
@@ -46,7 +49,8 @@ JSON schema (``bench.json``, schema 1)::
     {"schema": 1,
      "runs": [{"started": ISO time, "finished": ISO time | null, "command": str, "device": str,
                "commit": str | null, "versions": {"python", "torch", "torch_cuda", "cudnn", "triton", ...},
-               "units_left": int | null (rows not measured when the run stopped early), ...}],
+               "units_left": int | null (rows not measured when the run stopped early),
+               "compile_workers": int, "compile_seconds": float, ...}],
      "rows": [{"impl": str, "kind": "fusedrnn" | "cudnn" | "torch-loop" | "flashrnn",
                "cell": str, "num_heads": int | null, "head_dim": int | null (null: cuDNN, no heads),
                "hidden": int, "batch": int, "steps": int, "dtype": str (of this impl's inputs), "mode": "fw" | "fwbw",

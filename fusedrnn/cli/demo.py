@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = TinyRNN(args.cell, 2, args.heads, args.head_dim, args.modulus).to(device)
     call = Call(get_cell(args.cell), args.batch, args.train_length, args.heads, args.head_dim, dtype, device, True)
-    args.backend_name = select_backend(args.backend, call).name
+    try:
+        args.backend_name = select_backend(args.backend, call).name
+    except ValueError as error:
+        parser.error(str(error))
     optim = torch.optim.Adam(model.parameters(), lr=args.lr)
     task = "running parity" if args.modulus == 2 else f"counting mod {args.modulus}"
     print(f"{task} with a {args.heads}x{args.head_dim} {args.cell} (hidden {args.heads * args.head_dim}, "

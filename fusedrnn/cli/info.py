@@ -134,10 +134,9 @@ def backend_report(call: Call) -> dict[str, object]:
     from .. import backends as package
 
     for module in pkgutil.iter_modules(package.__path__):
-        if module.name not in registered:  # every backend module registers its own name
+        if module.name not in registered:  # backend modules register their own name; helpers register none
             try:
                 importlib.import_module(f"{package.__name__}.{module.name}")
-                report["not_loaded"][module.name] = "imported, but registered no backend"
             except ImportError as error:
                 report["not_loaded"][module.name] = f"{type(error).__name__}: {error}"
     try:

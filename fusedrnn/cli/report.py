@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .plotting import pyplot
 
-__all__ = ["load", "write_json", "write_csv", "write_markdown", "write_plot", "text_tables", "markdown"]
+__all__ = ["load", "write_json", "write_csv", "write_markdown", "write_plot", "text_tables", "markdown", "summary",
+           "tables"]
 
 FIELDS = ("impl", "kind", "cell", "num_heads", "head_dim", "hidden", "batch", "steps", "dtype", "mode", "status",
           "reason", "ms", "first_ms", "reps", "warmup", "estimate_ms", "device", "time")
@@ -165,6 +166,43 @@ def tables(rows: list[dict]) -> list[dict]:
     return result
 
 
+def _pick(values: list, preferred) -> object:
+    """``preferred`` if it is among ``values``, else their median."""
+    values = sorted(set(values))
+    return preferred if preferred in values else values[len(values) // 2]
+
+
+def summary(rows: list[dict]) -> dict | None:
+    """One table of every cell and head split at one (B, T) (DESIGN.md §4's B = 16, T = 1024 where measured):
+    per implementation "fw / fwbw" in ms. None when no row was measured."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return None
+    batch = _pick([r["batch"] for r in ok], REFERENCE_POINT["batch"])
+    steps = _pick([r["steps"] for r in ok], REFERENCE_POINT["steps"])
+    at = [r for r in rows if r["batch"] == batch and r["steps"] == steps]
+    modes = [m for m in ("fw", "fwbw") if any(r["mode"] == m for r in at)]
+    columns = _columns(at)
+    kinds = {(r["impl"], r["dtype"]): r["kind"] for r in at}
+    by_key = {(r["impl"], r["dtype"], r["cell"], r["num_heads"], r["head_dim"], r["hidden"], r["mode"]): r for r in at}
+    points = sorted({(r["cell"], r["num_heads"], r["head_dim"], r["hidden"]) for r in at if r["kind"] != "cudnn"},
+                    key=lambda p: (CELL_ORDER.index(p[0]) if p[0] in CELL_ORDER else 99, p[2]))
+    body = []
+    for cell, NH, D, hidden in points:
+        line = [CELL_TITLES.get(cell, cell), f"{NH} × {D}"]
+        for column in columns:
+            heads = (None, None) if kinds[column] == "cudnn" else (NH, D)
+            values = []
+            for mode in modes:
+                row = by_key.get((*column, cell, *heads, hidden, mode))
+                values.append("" if row is None else format_ms(row["ms"]) if row["status"] == "ok" else "–")
+            line.append(" / ".join(values) if any(values) else "")
+        body.append(line)
+    title = f"Summary: B = {batch}, T = {steps}, ms per call ({' / '.join(modes)})"
+    return {"title": title, "header": ["cell", "NH × D"] + [_label(c, columns) for c in columns], "body": body,
+            "notes": []}
+
+
 def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
     widths = [max(len(header[i]), *(len(line[i]) for line in body)) if body else len(header[i])
               for i in range(len(header))]
@@ -177,7 +215,9 @@ def text_tables(rows: list[dict]) -> str:
     if not rows:
         return "no results"
     parts = []
-    for table in tables(rows):
+    for table in [summary(rows), *tables(rows)]:
+        if table is None:
+            continue
         parts.append(table["title"])
         parts += _aligned(table["header"], table["body"])
         parts += [f"  {note}" for note in table["notes"]]
@@ -203,11 +243,14 @@ def _run_lines(runs: list[dict]) -> list[str]:
 
 
 def markdown(runs: list[dict], rows: list[dict]) -> str:
-    """Markdown for BENCHMARKS.md: provenance, then one table per (cell, mode) with speed-ups over cuDNN."""
+    """Markdown for BENCHMARKS.md: provenance, a summary at one (B, T), then one table per (cell, mode) with
+    speed-ups over cuDNN."""
     parts = _run_lines(runs)
     parts.append("- Times are medians in ms per call; – : not run (see the notes under each table); the "
                  "speed-up columns divide cuDNN's time by the fastest fusedrnn backend's.")
-    for table in tables(rows):
+    for table in [summary(rows), *tables(rows)]:
+        if table is None:
+            continue
         parts += ["", f"### {table['title']}", ""]
         parts.append("| " + " | ".join(table["header"]) + " |")
         parts.append("|" + "|".join("---" if i < 1 else "---:" for i in range(len(table["header"]))) + "|")
@@ -224,11 +267,6 @@ def write_markdown(path: Path, runs: list[dict], rows: list[dict]) -> Path:
 
 
 # --- plot --------------------------------------------------------------------------------------------------
-
-
-def _pick(values: list, preferred) -> object:
-    values = sorted(set(values))
-    return preferred if preferred in values else values[len(values) // 2]
 
 
 def write_plot(path: Path, rows: list[dict]) -> Path | None:
