@@ -146,9 +146,17 @@ def test_compile_ahead_uses_one_length_per_triton_specialisation(steps, expected
     assert bench._representative_steps(steps) == expected
 
 
-def test_compile_only_worker_entry_exits_0(capsys):
-    """What --compile-workers starts; without a GPU it has nothing to compile."""
-    assert bench.main(["--compile-only", "lstm:2x4", "gru:1x8", "--batch", "2", "--steps", "8"]) == 0
+def test_compile_ahead_starts_workers_that_accept_their_command_line(capsys):
+    """--compile-workers: the worker processes parse their arguments and exit 0 (here, without a GPU, with
+    nothing to compile); a worker that failed would be reported."""
+    units = [(bench.Shape(cell, NH, D, 2, 8), bench.Impl("triton", "fusedrnn", torch.float32), ["fw", "fwbw"])
+             for cell, NH, D in (("lstm", 2, 4), ("gru", 1, 8), ("slstm", 3, 16))]
+    units.append((bench.Shape("lstm", 2, 4, 2, 8), bench.Impl("cudnn-bf16", "cudnn", torch.bfloat16), ["fw"]))
+    args = argparse.Namespace(compile_workers=2, dtype="float32", modes=["fw", "fwbw"])
+    fake_gpu = argparse.Namespace(type="cuda")  # compile_ahead only asks for the device type
+    assert bench.compile_ahead(units, args, fake_gpu) > 0
+    out = capsys.readouterr().out
+    assert "compiled ahead by 2 processes" in out and "failed" not in out
 
 
 def _gpu_like_rows() -> list[dict]:

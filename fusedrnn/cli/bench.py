@@ -102,7 +102,7 @@ FLASHRNN_DEFAULT = ("cuda_fused", "triton_fused")
 CUDNN_MODULES = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}  # torch.nn classes; RNN's default is tanh
 PROBE_STEPS = 16  # steps of the torch-loop probe that estimates its time per call
 LONG_CALL_MS = 20.0  # calls at least this long get no warm-up beyond the first two calls
-MAX_EXTRA_WARMUP = 5
+MAX_EXTRA_WARMUP = 5  # enough for clocks, caches and the allocator to settle before sub-ms calls are timed
 COMPILE_TIMEOUT_S = 600.0  # a compile worker that takes longer is stopped; the run compiles what is missing
 TIMING_NOTE = ("fusedrnn and flashrnn are timed from the input pre-activations x (the input projection W·x is "
                "outside the recurrence); cuDNN runs its own input projection inside. fw: forward without "
