@@ -299,3 +299,12 @@ def test_demo_gpu_defaults_learn():
                             cwd=ROOT, timeout=600, check=True)
     accuracy = float(re.search(r"accuracy on length-\d+ sequences .*: (\d\.\d+)", result.stdout).group(1))
     assert "preset gpu" in result.stdout and accuracy >= 0.99, result.stdout
+
+
+@pytest.mark.gpu
+def test_info_on_gpu(capsys):
+    assert info.main(["--cell", "lstm", "--heads", "12", "--head-dim", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "compute capability" in text and " SMs" in text
+    assert re.search(r"^\s+triton\s+can run it", text, flags=re.M) and "auto picks: triton" in text
+    assert "GEMM mode" in text and "CUDA graph" in text
