@@ -241,6 +241,16 @@ def test_info_reports_backends_and_launch(capsys):
     assert "auto picks: " in text and "kernel cache" in text
 
 
+def test_info_without_triton():
+    """A torch-only install: info still answers, and says why the Triton-based backends are missing."""
+    code = "import sys; sys.modules['triton'] = None; from fusedrnn.cli import main; sys.exit(main(['info']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "triton not installed" in result.stdout
+    assert re.search(r"^\s+triton\s+not loaded: ModuleNotFoundError", result.stdout, flags=re.M)
+    assert "auto picks: reference" in result.stdout
+
+
 def test_info_json(capsys):
     assert info.main(["--json", "--cell", "slstm", "--heads", "12", "--head-dim", "64", "--dtype", "float32"]) == 0
     data = json.loads(capsys.readouterr().out)
