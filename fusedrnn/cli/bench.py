@@ -350,7 +350,12 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
     if impl.kind == "torch-loop" and math.isfinite(args.loop_max_ms):
         runnable = []
         for mode in todo:
-            estimate = loop_estimate_ms(shape, mode, impl.dtype, device)
+            try:
+                estimate = loop_estimate_ms(shape, mode, impl.dtype, device)
+            except Exception as error:  # out of memory even for the probe: recorded, the sweep goes on
+                yield _row(impl, shape, mode, device, status="error", reason=_error_text(error))
+                _free(device)
+                continue
             if estimate > args.loop_max_ms:
                 yield _row(impl, shape, mode, device, status="skipped", estimate_ms=round(estimate, 3),
                            reason=f"too slow: estimated time per call > {args.loop_max_ms:g} ms (--loop-max-ms)")
