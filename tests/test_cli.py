@@ -1,0 +1,319 @@
+"""The command line: ``python -m fusedrnn {demo,bench,info}`` on the CPU (smoke tests), and on a GPU (marked gpu).
+
+The commands run in this process where they can (torch is imported once), as subprocesses where the
+entry point itself is under test.
+"""
+
+import argparse
+import importlib.util
+import io
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fusedrnn.cli import bench, demo, info, report
+from fusedrnn.cli.progress import Progress
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# One tiny CPU sweep: the PyTorch loop only (on the CPU without a time cap); ten timed calls per row.
+TINY = ["--heads", "2x4", "--batch", "2", "--steps", "8", "--reps", "10", "--max-reps", "10"]
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _log_rows(path: pathlib.Path) -> list[dict]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["record"] == "row"]
+
+
+def test_usage_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "fusedrnn"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0
+    for command in ("demo", "bench", "info"):
+        assert re.search(rf"^\s+{command}\s", result.stdout, flags=re.M), result.stdout
+
+
+def test_unknown_command_exits_2():
+    result = subprocess.run([sys.executable, "-m", "fusedrnn", "nope"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "unknown command 'nope'" in result.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of bench")
+def test_bench_on_cpu_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert bench.main(["--cells", "lstm", "slstm", *TINY, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no CUDA device" in text and "PyTorch loop" in text  # says it runs the reference only
+    expected = {"bench.jsonl", "bench.json", "bench.csv", "bench.md"} | ({"bench.png"} if _has_matplotlib() else set())
+    assert expected <= {p.name for p in out.iterdir()}
+
+    data = json.loads((out / "bench.json").read_text())
+    assert data["schema"] == bench.SCHEMA and len(data["runs"]) == 1
+    assert data["runs"][0]["units_left"] == 0 and data["runs"][0]["device"] == "cpu"
+    rows = data["rows"]
+    assert {(r["cell"], r["mode"]) for r in rows} == {(c, m) for c in ("lstm", "slstm") for m in ("fw", "fwbw")}
+    for row in rows:
+        assert set(report.FIELDS) <= set(row)
+        assert row["impl"] == "torch-loop" and row["kind"] == "torch-loop"
+        assert (row["num_heads"], row["head_dim"], row["hidden"], row["batch"], row["steps"]) == (2, 4, 8, 2, 8)
+        assert row["status"] == "ok" and row["ms"] > 0 and row["first_ms"] > 0
+        assert row["reps"] == 10 and row["warmup"] >= 2 and row["dtype"] == "float32"
+    csv_lines = (out / "bench.csv").read_text().splitlines()
+    assert csv_lines[0].split(",")[:3] == ["impl", "kind", "cell"] and len(csv_lines) == 1 + len(rows)
+    md = (out / "bench.md").read_text()
+    assert "### LSTM, forward (float32), ms per call" in md and "### sLSTM, forward + backward" in md
+    assert "Command: `python -m fusedrnn bench --cells lstm slstm" in md
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of bench")
+def test_bench_resume_skips_rows_already_measured(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    assert bench.main(["--cells", "elman", *TINY, "--modes", "fw", "--out", str(tmp_path), "--resume", str(log)]) == 0
+    assert len(_log_rows(log)) == 1
+    # the same sweep plus a cell: only the new cell's rows are measured, appended to the same log
+    assert bench.main(["--cells", "elman", "gru", *TINY, "--modes", "fw", "--out", str(tmp_path),
+                       "--resume", str(log)]) == 0
+    rows = _log_rows(log)
+    assert [(r["cell"], r["mode"]) for r in rows] == [("elman", "fw"), ("gru", "fw")]
+    assert "resuming" in capsys.readouterr().out
+    # nothing left: nothing measured; the outputs cover both parts of the logical run
+    assert bench.main(["--cells", "elman", "gru", *TINY, "--modes", "fw", "--out", str(tmp_path),
+                       "--resume", str(log)]) == 0
+    assert len(_log_rows(log)) == 2
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert len(data["runs"]) == 3 and len(data["rows"]) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of bench")
+def test_bench_time_budget_stops_cleanly(tmp_path, capsys):
+    assert bench.main(["--cells", "lstm", *TINY, "--out", str(tmp_path), "--time-budget", "0"]) == 0
+    assert "time budget of 0 s spent: 2 rows not measured" in capsys.readouterr().out
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["rows"] == [] and data["runs"][0]["units_left"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of bench")
+def test_bench_loop_cap_records_skips(tmp_path):
+    assert bench.main(["--cells", "lstm", *TINY, "--modes", "fw", "--out", str(tmp_path), "--loop-max-ms", "0"]) == 0
+    (row,) = _log_rows(tmp_path / "bench.jsonl")
+    assert row["status"] == "skipped" and "too slow" in row["reason"] and row["estimate_ms"] > 0 and row["ms"] is None
+
+
+def test_bench_gpu_implementations_on_cpu_tensors():
+    """The GPU implementations' code paths (the Triton backend in its interpreter, torch.nn's LSTM as cuDNN
+    runs it, flashrnn), run here on CPU tensors: rows, skips and failures as a GPU run records them."""
+    args = argparse.Namespace(loop_max_ms=1e6, reps=2, max_reps=2, target_ms=1.0)
+    cpu = torch.device("cpu")
+    shape = bench.Shape("lstm", 1, 16, 2, 4)
+    impls = [bench.Impl("triton", "fusedrnn", torch.float32), bench.Impl("cudnn-fp32", "cudnn", torch.float32),
+             bench.Impl("torch-loop", "torch-loop", torch.float32)]
+    if importlib.util.find_spec("flashrnn"):
+        impls += [bench.Impl("flashrnn-vanilla", "flashrnn", torch.float32),
+                  bench.Impl("flashrnn-cuda_fused", "flashrnn", torch.float32)]  # needs CUDA: fails, is skipped
+    rows = {(r["impl"], r["mode"]): r for impl in impls for r in bench.run_impl(impl, shape, ["fw", "fwbw"], cpu, args)}
+    for impl in impls[:4]:
+        for mode in ("fw", "fwbw"):
+            row = rows[(impl.name, mode)]
+            assert row["status"] == "ok" and row["ms"] > 0 and row["reps"] == 2, row
+            assert row["num_heads"] == (None if impl.kind == "cudnn" else 1) and row["hidden"] == 16
+    if len(impls) == 5:
+        assert rows[("flashrnn-cuda_fused", "fw")]["status"] == "skipped"
+    # a head size the Triton backend refuses: skipped with the registry's reason, nothing allocated
+    (row,) = bench.run_impl(impls[0], bench.Shape("lstm", 1, 256, 2, 4), ["fw"], cpu, args)
+    assert row["status"] == "skipped" and "head_dim 256 > 128" in row["reason"]
+
+
+def test_bench_dry_run_counts_rows(capsys):
+    assert bench.main(["--cells", "lstm", "gru", *TINY, "--dry-run"]) == 0
+    assert "4 rows to measure" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("steps,expected", [([1024, 256, 4096], [256]), ([1, 7, 32, 64, 9], [1, 7, 32])])
+def test_compile_ahead_uses_one_length_per_triton_specialisation(steps, expected):
+    assert bench._representative_steps(steps) == expected
+
+
+def test_compile_ahead_starts_workers_that_accept_their_command_line(capsys):
+    """--compile-workers: the worker processes parse their arguments and exit 0 (here, without a GPU, with
+    nothing to compile); a worker that failed would be reported."""
+    units = [(bench.Shape(cell, NH, D, 2, 8), bench.Impl("triton", "fusedrnn", torch.float32), ["fw", "fwbw"])
+             for cell, NH, D in (("lstm", 2, 4), ("gru", 1, 8), ("slstm", 3, 16))]
+    units.append((bench.Shape("lstm", 2, 4, 2, 8), bench.Impl("cudnn-bf16", "cudnn", torch.bfloat16), ["fw"]))
+    args = argparse.Namespace(compile_workers=2, dtype="float32", modes=["fw", "fwbw"])
+    fake_gpu = argparse.Namespace(type="cuda")  # compile_ahead only asks for the device type
+    assert bench.compile_ahead(units, args, fake_gpu) > 0
+    out = capsys.readouterr().out
+    assert "compiled ahead by 2 processes" in out and "failed" not in out
+
+
+def _gpu_like_rows() -> list[dict]:
+    """Rows as an H100 run writes them (invented numbers, only for the report code)."""
+    rows = []
+
+    def add(impl, kind, cell, heads, B, T, mode, ms=None, reason=None, dtype="bfloat16"):
+        NH, D = heads if heads else (None, None)
+        rows.append({"record": "row", "impl": impl, "kind": kind, "cell": cell, "num_heads": NH, "head_dim": D,
+                     "hidden": 768, "batch": B, "steps": T, "dtype": dtype, "mode": mode,
+                     "status": "ok" if ms else "skipped", "reason": reason, "ms": ms, "first_ms": 2000.0 if ms else None,
+                     "reps": 10 if ms else None, "warmup": 2 if ms else None, "estimate_ms": None, "device": "cuda:0",
+                     "time": "2026-01-01T00:00:00+00:00"})
+
+    for cell in ("lstm", "slstm"):
+        for mode, scale in (("fw", 1.0), ("fwbw", 3.0)):
+            for B in (1, 16):
+                for NH, D in ((12, 64), (1, 768)):
+                    if D <= 128:
+                        add("triton", "fusedrnn", cell, (NH, D), B, 1024, mode, ms=1.0 * scale)
+                    else:
+                        add("triton", "fusedrnn", cell, (NH, D), B, 1024, mode, reason="head_dim 768 > 128")
+                    add("alternating", "fusedrnn", cell, (NH, D), B, 1024, mode, ms=6.0 * scale)
+                    add("torch-loop", "torch-loop", cell, (NH, D), B, 1024, mode, reason="too slow")
+                if cell == "lstm":
+                    add("cudnn-bf16", "cudnn", cell, None, B, 1024, mode, ms=15.0 * scale)
+                    add("cudnn-fp16", "cudnn", cell, None, B, 1024, mode, ms=2.5 * scale, dtype="float16")
+    return rows
+
+
+def test_plot_from_regenerates_tables_and_plot(tmp_path, capsys):
+    source = tmp_path / "device" / "bench.jsonl"
+    source.parent.mkdir()
+    run = {"record": "run", "schema": 1, "started": "2026-01-01T00:00:00+00:00", "command": "python -m fusedrnn bench",
+           "device": "NVIDIA H100 80GB HBM3", "commit": "abc1234", "versions": {"torch": "2.11.0"}, "note": "x"}
+    end = {"record": "end", "finished": "2026-01-01T00:08:00+00:00", "units_left": 0, "seconds": 480.0}
+    source.write_text("\n".join(json.dumps(r) for r in [run, *_gpu_like_rows(), end]) + "\n")
+    out = tmp_path / "docs"
+    assert bench.main(["--plot-from", str(source), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "LSTM, forward (bfloat16), ms per call" in text
+    md = (out / "bench.md").read_text()
+    assert "Device: NVIDIA H100 80GB HBM3; commit abc1234" in md
+    # LSTM tables: a column per implementation and the speed-up of the fastest fusedrnn backend over cuDNN
+    header = next(line for line in md.splitlines() if line.startswith("| NH × D"))
+    assert header == ("| NH × D | B | T | triton | alternating | cudnn-bf16 | cudnn-fp16 | torch-loop | "
+                      "fastest fusedrnn vs cudnn-bf16 | fastest fusedrnn vs cudnn-fp16 |")
+    assert "| 12 × 64 | 16 | 1024 | 1.00 | 6.00 | 15.0 | 2.50 | – | 15.0× | 2.5× |" in md
+    assert "| 1 × 768 | 16 | 1024 | – | 6.00 | 15.0 | 2.50 | – | 2.5× | 0.4× |" in md
+    assert "- triton skipped (2 rows): head_dim 768 > 128" in md
+    # the summary at DESIGN.md's protocol point: every cell and head split, fw / fwbw per implementation
+    assert "### Summary: B = 16, T = 1024, ms per call (fw / fwbw)" in md
+    assert "| sLSTM | 12 × 64 | 1.00 / 3.00 | 6.00 / 18.0 |  |  | – / – |" in md
+    # sLSTM has no cuDNN: no cuDNN and no speed-up columns
+    slstm = md.split("### sLSTM, forward (bfloat16)")[1].split("###")[0]
+    assert "cudnn" not in slstm
+    assert len(json.loads((out / "bench.json").read_text())["rows"]) == len(_gpu_like_rows())
+    assert (out / "bench.csv").is_file()
+    assert (out / "bench.png").is_file() == _has_matplotlib()
+
+
+def test_report_keeps_the_last_measurement_of_a_row(tmp_path):
+    rows = _gpu_like_rows()[:1]
+    again = dict(rows[0], ms=0.5)
+    path = tmp_path / "log.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [rows[0], again]) + "\n{\"record\": \"row\", \"impl")  # cut short
+    runs, loaded = report.load(path)
+    assert runs == [] and len(loaded) == 1 and loaded[0]["ms"] == 0.5
+
+
+@pytest.mark.parametrize("ms,text", [(0.91234, "0.912"), (3.456, "3.46"), (12.34, "12.3"), (1234.5, "1234")])
+def test_format_ms(ms, text):
+    assert report.format_ms(ms) == text
+
+
+def test_info_reports_backends_and_launch(capsys):
+    assert info.main(["--cell", "gru", "--heads", "3", "--head-dim", "256", "--batch", "4", "--steps", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "torch " in text and "triton" in text and "NVRTC" in text
+    assert "call: gru, 3 heads x 256 (hidden 768), B 4, T 64" in text
+    assert re.search(r"^\s+reference\s+can run it", text, flags=re.M)
+    assert "head_dim 256 > 128" in text  # why the Triton backend cannot
+    assert "auto picks: " in text and "kernel cache" in text
+
+
+def test_info_without_triton():
+    """A torch-only install: info still answers, and says why the Triton-based backends are missing."""
+    code = "import sys; sys.modules['triton'] = None; from fusedrnn.cli import main; sys.exit(main(['info']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "triton not installed" in result.stdout
+    assert re.search(r"^\s+triton\s+not loaded: ModuleNotFoundError", result.stdout, flags=re.M)
+    assert "auto picks: reference" in result.stdout
+
+
+def test_info_json(capsys):
+    assert info.main(["--json", "--cell", "slstm", "--heads", "12", "--head-dim", "64", "--dtype", "float32"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["call"]["hidden"] == 768 and data["call"]["cell"] == "slstm"
+    assert data["backends"]["backends"]["reference"]["available"] is True
+    assert data["backends"]["auto"] in data["backends"]["backends"]
+    launch = data["launch"]["triton"]
+    assert launch["BLOCK_D"] == 64 and launch["grid"][0] == 12
+    assert {"dir", "entries", "bytes"} <= set(data["triton_cache"])
+    assert set(data["versions"]) >= {"torch", "triton", "nvrtc"}
+
+
+def test_demo_smoke(tmp_path, capsys):
+    plot = tmp_path / "curves.png"
+    assert demo.main(["--preset", "cpu", "--steps", "3", "--eval-length", "32", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"accuracy on length-32 sequences \(trained on length 24\): \d\.\d{3}", out), out
+    assert "tokens/s" in out
+    assert plot.is_file() == _has_matplotlib()
+
+
+def test_fallback_progress_bar_logs_lines():
+    stream = io.StringIO()  # not a terminal: lines, not redraws
+    bar = Progress(3, "work", file=stream)
+    for _ in range(3):
+        bar.update()
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("work: [") and lines[-1].startswith("work: [" + "#" * 24 + "] 3/3")
+
+
+@pytest.mark.gpu
+def test_bench_on_gpu_times_every_implementation(tmp_path):
+    out = tmp_path / "out"
+    args = ["--cells", "lstm", "slstm", "--heads", "4x16", "1x64", "--batch", "4", "--steps", "64",
+            "--reps", "10", "--max-reps", "10", "--loop-max-ms", "1e6", "--compile-workers", "2", "--out", str(out)]
+    assert bench.main(args) == 0
+    data = json.loads((out / "bench.json").read_text())
+    assert data["runs"][0]["compile_workers"] == 2 and data["runs"][0]["compile_seconds"] > 0
+    rows = data["rows"]
+    ok = {(r["impl"], r["cell"], r["mode"]) for r in rows if r["status"] == "ok"}
+    for mode in ("fw", "fwbw"):
+        for impl in ("triton", "alternating", "torch-loop"):
+            assert {(impl, "lstm", mode), (impl, "slstm", mode)} <= ok, rows
+        assert {("cudnn-bf16", "lstm", mode), ("cudnn-fp16", "lstm", mode)} <= ok
+    cudnn = [r for r in rows if r["kind"] == "cudnn"]
+    assert len(cudnn) == 4 and all(r["num_heads"] is None and r["hidden"] == 64 for r in cudnn)  # once per hidden
+    assert not any(r["cell"] == "slstm" and r["kind"] == "cudnn" for r in rows)
+
+
+@pytest.mark.gpu
+def test_demo_gpu_defaults_learn():
+    """The GPU preset, unchanged: it must learn (accuracy on 16x longer sequences) and finish quickly."""
+    result = subprocess.run([sys.executable, "-m", "fusedrnn", "demo", "--plot", ""], capture_output=True, text=True,
+                            cwd=ROOT, timeout=600, check=True)
+    accuracy = float(re.search(r"accuracy on length-\d+ sequences .*: (\d\.\d+)", result.stdout).group(1))
+    assert "preset gpu" in result.stdout and accuracy >= 0.99, result.stdout
+
+
+@pytest.mark.gpu
+def test_info_on_gpu(capsys):
+    assert info.main(["--cell", "lstm", "--heads", "12", "--head-dim", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "compute capability" in text and " SMs" in text
+    assert re.search(r"^\s+triton\s+can run it", text, flags=re.M) and "auto picks: triton" in text
+    assert "GEMM mode" in text and "CUDA graph" in text
