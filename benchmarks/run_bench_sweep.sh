@@ -16,7 +16,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ $# -ge 1 ] && [ "$1" != "$out/bench.jsonl" ]; then
   cp "$1" "$out/bench.jsonl"
 fi
-commit=$(git rev-parse --short HEAD 2>/dev/null || true)
+# BENCH_COMMIT: the commit of the tree being measured, where the machine's .git may not have it (the device
+# machine receives the working tree; its .git HEAD can lag behind)
+commit=${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || true)}
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv; echo "commit ${commit:-unknown}";
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cudnn', torch.backends.cudnn.version())"; } > "$out/env.txt" 2>&1
 python3 -m fusedrnn info > "$out/info.txt" 2>&1

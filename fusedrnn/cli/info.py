@@ -9,6 +9,7 @@ Works without a GPU and without triton installed: what is missing is reported, w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.metadata
 import json
@@ -178,7 +179,11 @@ def launch_report(call: Call) -> dict[str, object]:
         return report
     elements = B * NH * D
     gemm = alt_launch.gemm_mode(call.dtype, call.device) if call.dtype != torch.float64 else None
+    tile = None
+    if call.dtype != torch.float64:
+        tile = alt_launch.forward_tile(cell.num_gates_r, B, NH, D, call.dtype, call.device)
     report["alternating"] = {
+        "forward_fused_tile": None if tile is None else dataclasses.asdict(tile),
         "gemm": f"torch.bmm over {NH} heads: [{B}, {D}] x [{D}, {cell.num_gates_r * D}]",
         "gemm_mode": gemm,
         "pointwise_programs": -(-elements // alt_launch.BLOCK),
@@ -265,6 +270,9 @@ def format_report(data: dict[str, object]) -> str:
             lines.append(f"alternating: {a['error']}")
         elif a:
             graph = "in one CUDA graph" if a["cuda_graph"] else "eagerly (no CUDA graph)"
+            if a["forward_fused_tile"]:
+                tile = ", ".join(f"{k} {v}" for k, v in a["forward_fused_tile"].items())
+                lines.append(f"alternating forward: one fused kernel per step (R·h and the cell; {tile}); backward:")
             lines.append(f"alternating launch: per step {a['gemm']} (GEMM mode {a['gemm_mode']}), then one "
                          f"pointwise kernel of {a['pointwise_programs']} programs x {a['block']} elements "
                          f"({a['num_warps']} warps); the T-step loop runs {graph}")
