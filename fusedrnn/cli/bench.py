@@ -167,6 +167,8 @@ def fusedrnn_case(backend: str, shape: Shape, dtype: torch.dtype, device: torch.
 def cudnn_case(shape: Shape, dtype: torch.dtype, device: torch.device) -> dict[str, Callable]:
     module_class = getattr(torch.nn, CUDNN_MODULES[shape.cell])
     module = module_class(shape.hidden, shape.hidden, batch_first=True, device=device, dtype=dtype)
+    # built on the device, the weights are separate tensors: cuDNN would copy them into one buffer every call
+    module.flatten_parameters()
     inp = torch.randn(shape.batch, shape.steps, shape.hidden, device=device, dtype=dtype, requires_grad=True)
     return _callables(lambda: module(inp)[0], (inp, *module.parameters()))
 
