@@ -244,8 +244,9 @@ def forward_tile(num_gates_r: int, B: int, NH: int, D: int, dtype: torch.dtype, 
     overrides both (tests, benchmarks). ``overrides``: any FusedTile field (benchmarks try alternatives
     through these keywords; autotuning would benchmark during graph capture).
 
-    Defaults, reasoned from the shape of the work on an H100, not yet measured against each other
-    (benchmarks/alt_fused_bench.py times the alternatives). LSTM 1 x 768, B = 16: W is 4.7 MB and stays in
+    Defaults, reasoned from the shape of the work on an H100; measured against 15 alternatives with
+    benchmarks/alt_fused_bench.py (BENCHMARKS.md): LSTM 1 x 768, B = 16, every tile 4.7-6.2 ms, the default
+    5.0-5.4 ms, within the run-to-run spread of the fastest ones. LSTM 1 x 768, B = 16: W is 4.7 MB and stays in
     the 50 MB L2; a step is a few MFLOP of MMA, bound by how fast the SMs pull W from L2 and by latency.
       block_b     the batch rounded up to a power of two, 16 (the MMA minimum) to 64: one batch tile, so W
                   is read once per step
@@ -322,10 +323,21 @@ def _weights(num_gates_r: int, NH: int, D: int, dtype: torch.dtype, device: torc
 class _Plan:
     """Static buffers of one call shape and direction, the step loop over them, and its CUDA graph."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, batch: int, has_lengths: bool):
         self.device = device
         self.graph = None
         self.replays = 0
+        # per-row step counts, copied in by every call (a static buffer: the graph reads it where it is)
+        self.lens = torch.zeros(batch, dtype=torch.int32, device=device) if has_lengths else None
+
+    @property
+    def lens_arg(self) -> torch.Tensor:
+        """The kernels' ``lens`` argument: the buffer, or any tensor where HAS_LENGTHS is off (never read)."""
+        return self.table if self.lens is None else self.lens
+
+    def set_lengths(self, lengths: torch.Tensor | None) -> None:
+        if lengths is not None:
+            self.lens.copy_(lengths)
 
     def steps(self) -> None:  # the T-step loop; only static buffers and the table as arguments
         raise NotImplementedError
@@ -362,8 +374,7 @@ class _ForwardPlan(_Plan):
     buffer, h ping-pongs between two buffers). The initial h goes into ``hbuf[0]`` either way."""
 
     def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile: FusedTile | None):
-        super().__init__(device)
-        self.lens = torch.zeros(B, dtype=torch.int32, device=device) if has_lengths else None
+        super().__init__(device, B, has_lengths)
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
@@ -390,7 +401,7 @@ class _ForwardPlan(_Plan):
         N, B, T, NH, D = self.dims
         forward_step_kernel[self.grid](
             self.table, self.gates, self.bias, self.carry, self.hbuf,
-            self.table if self.lens is None else self.lens, t, N, B, T, NH, D, **self.consts,
+            self.lens_arg, t, N, B, T, NH, D, **self.consts,
             SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
             BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None, num_warps=NUM_WARPS,
         )
@@ -400,7 +411,7 @@ class _ForwardPlan(_Plan):
         tile = self.tile
         forward_fused_step_kernel[self.grid](
             self.table, self.W, self.bias, self.carry, self.hbuf,
-            self.table if self.lens is None else self.lens, t, N, B, T, NH, D, **self.consts,
+            self.lens_arg, t, N, B, T, NH, D, **self.consts,
             SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
             HAS_LENGTHS=self.lens is not None, DOT_PRECISION=precision, BLOCK_B=tile.block_b,
             BLOCK_J=tile.block_j, BLOCK_K=tile.block_k, K_CHAINS=tile.k_chains, num_warps=tile.num_warps,
@@ -420,8 +431,7 @@ class _ForwardPlan(_Plan):
 
 class _BackwardPlan(_Plan):
     def __init__(self, cell_name, B, T, NH, D, dtype, device, mode, has_lengths):
-        super().__init__(device)
-        self.lens = torch.zeros(B, dtype=torch.int32, device=device) if has_lengths else None
+        super().__init__(device, B, has_lengths)
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
@@ -443,7 +453,7 @@ class _BackwardPlan(_Plan):
         N, B, T, NH, D = self.dims
         backward_step_kernel[self.grid](
             self.table, self.dh_part, self.dcarry, self.dpg, self.db_acc,
-            self.table if self.lens is None else self.lens, t, N, B, T, NH, D, **self.consts,
+            self.lens_arg, t, N, B, T, NH, D, **self.consts,
             FAST=self.fast, PREFETCH=self.prefetch, BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None,
             num_warps=NUM_WARPS,
         )
@@ -521,8 +531,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | N
     path = forward_tile(cell.num_gates_r, B, NH, D, dtype, device, fused, **tile)
     with _Guard(device), _LOCK:  # the lock: one call at a time fills and replays the shared buffers
         plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save, path)
-        if lengths is not None:
-            plan.lens.copy_(lengths)
+        plan.set_lengths(lengths)
         y = _empty(B, T, NH, D, dtype=dtype, device=device)
         if save:
             pre = _empty(T, B, cell.num_gates_b, NH, D, dtype=torch.float32, device=device)
@@ -549,8 +558,7 @@ def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal):
     cell = get_cell(cell_name)
     with _Guard(device), _LOCK:
         plan = _plan("bw", cell_name, B, T, NH, D, dtype, device, lengths is not None)
-        if lengths is not None:
-            plan.lens.copy_(lengths)
+        plan.set_lengths(lengths)
         dx = _empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
         dr = _empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
         plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
