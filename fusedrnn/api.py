@@ -103,7 +103,7 @@ def rnn(
 
     compiling = torch.compiler.is_compiling()
     if lengths is not None:
-        lengths = _check_lengths(lengths, B, T, x.device, check_values=not compiling)
+        lengths = check_lengths(lengths, B, T, x.device, check_values=not compiling)
 
     if state is None:
         state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
@@ -130,7 +130,7 @@ def _autocast(device_type: str, *tensors):
     )
 
 
-def _check_lengths(lengths, B: int, T: int, device: torch.device, check_values: bool) -> torch.Tensor | None:
+def check_lengths(lengths, B: int, T: int, device: torch.device, check_values: bool) -> torch.Tensor | None:
     """lengths as int32 [B] on ``device``; None when every row runs all T steps (the kernels without masks)."""
     if not isinstance(lengths, torch.Tensor):
         try:

@@ -19,7 +19,7 @@ def _tuple(state):
     return state if isinstance(state, tuple) else (state,)
 
 
-def _random_state(module_or_cls, num_states, layers_dirs, B, H, dtype=torch.float64, device="cpu"):
+def _random_state(num_states, layers_dirs, B, H, dtype=torch.float64, device="cpu"):
     parts = [torch.randn(layers_dirs, B, H, dtype=dtype, device=device) for _ in range(num_states)]
     if num_states == 4:  # sLSTM (h, c, n, m): n >= 1 as after any step
         parts[2] = parts[2].abs() + 1
@@ -62,7 +62,7 @@ def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, wit
     x = torch.randn((B, T, 5) if batch_first else (T, B, 5), dtype=torch.float64, requires_grad=True)
     dirs = 2 if bidirectional else 1
     num_states = 2 if ours_cls is fnn.LSTM else 1
-    state = _random_state(ours_cls, num_states, layers * dirs, B, 6) if with_state else None
+    state = _random_state(num_states, layers * dirs, B, 6) if with_state else None
     out_t, st_t = theirs(x, state)
     out_o, st_o = ours(x, state)
     _assert_close([out_o, *_tuple(st_o)], [out_t, *_tuple(st_t)], 1e-10, "forward")

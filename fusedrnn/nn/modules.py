@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..api import rnn
+from ..api import check_lengths, rnn
 from ..cells import Cell, get_cell
 
 __all__ = ["RecurrentBase", "LSTM", "GRU", "RNN", "SLSTM"]
@@ -213,8 +213,10 @@ class RecurrentBase(nn.Module):
             )
         B, T = x.shape[0], x.shape[1]
         states = self._unpack_state(state, B, unbatched, x)
-        if lengths is not None and not isinstance(lengths, torch.Tensor):
-            lengths = torch.as_tensor(lengths)
+        packed_lengths = lengths  # pad_packed_sequence's, on the CPU, for repacking the output
+        if lengths is not None:
+            # checked and moved to the device once here, not again by every layer's and direction's rnn call
+            lengths = check_lengths(lengths, B, T, x.device, check_values=not torch.compiler.is_compiling())
 
         finals = []
         for layer in range(self.num_layers):
@@ -235,7 +237,7 @@ class RecurrentBase(nn.Module):
 
         final_state = self._pack_state(finals, unbatched)
         if packed:
-            return _repack(x, lengths, batch_sizes, sorted_indices, unsorted_indices), final_state
+            return _repack(x, packed_lengths, batch_sizes, sorted_indices, unsorted_indices), final_state
         if unbatched:
             return x.squeeze(0), final_state
         return (x if self.batch_first else x.transpose(0, 1)), final_state
