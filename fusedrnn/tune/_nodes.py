@@ -453,8 +453,12 @@ class CPow(Node):
         return self.e == 0 or self.base.div(c)
 
 
-class CFloorDiv(Node):
+class _Binary(Node):
+    """a OP b for an operator whose interval image is ``interval(al, ah, bl, bh)``; fwd keeps the operands'
+    and the result's ranges for bwd."""
+
     __slots__ = ("a", "b", "al", "ah", "bl", "bh", "l", "h")
+    interval = None  # (al, ah, bl, bh) -> (lo, hi), set by each operator
 
     def __init__(self, a: Node, b: Node):
         self.a = a
@@ -468,10 +472,15 @@ class CFloorDiv(Node):
         al, ah = self.a.fwd()
         bl, bh = self.b.fwd()
         self.al, self.ah, self.bl, self.bh = al, ah, bl, bh
-        lo, hi = ifloordiv(al, ah, bl, bh)
+        lo, hi = self.interval(al, ah, bl, bh)
         self.l = lo
         self.h = hi
         return lo, hi
+
+
+class CFloorDiv(_Binary):
+    __slots__ = ()
+    interval = staticmethod(ifloordiv)
 
     def bwd(self, tl, th) -> bool:
         if tl <= self.l and th >= self.h:
@@ -498,25 +507,9 @@ class CFloorDiv(Node):
         return True
 
 
-class CMod(Node):
-    __slots__ = ("a", "b", "al", "ah", "bl", "bh", "l", "h")
-
-    def __init__(self, a: Node, b: Node):
-        self.a = a
-        self.b = b
-        self.al = self.ah = self.bl = self.bh = self.l = self.h = 0
-
-    def var_indices(self) -> set[int]:
-        return self.a.var_indices() | self.b.var_indices()
-
-    def fwd(self):
-        al, ah = self.a.fwd()
-        bl, bh = self.b.fwd()
-        self.al, self.ah, self.bl, self.bh = al, ah, bl, bh
-        lo, hi = imod(al, ah, bl, bh)
-        self.l = lo
-        self.h = hi
-        return lo, hi
+class CMod(_Binary):
+    __slots__ = ()
+    interval = staticmethod(imod)
 
     def bwd(self, tl, th) -> bool:
         if tl <= self.l and th >= self.h:
