@@ -24,6 +24,7 @@ feasibility verdict (complete?).
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import itertools
 import json
@@ -202,9 +203,7 @@ def main() -> int:
         rows.append(row)
 
     times = [r["time"] for r in rows]
-    statuses: dict[str, int] = {}
-    for r in rows:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    statuses = dict(collections.Counter(r["status"] for r in rows))
     print(f"fusedrnn.tune: {len(rows)} tiling problems, python {sys.version.split()[0]}")
     print(f"  statuses: {statuses}")
     print(f"  solve time: median {statistics.median(times) * 1e3:.2f} ms, "
@@ -215,9 +214,7 @@ def main() -> int:
         print(f"    {r['time'] * 1e3:8.2f} ms  {r['nodes']:6d} nodes  {r['status']:10s} {r['name']}")
     if ct is not None:
         ct_times = [r["constrint_time"] for r in rows]
-        verdicts: dict[str, int] = {}
-        for r in rows:
-            verdicts[r["constrint"]] = verdicts.get(r["constrint"], 0) + 1
+        verdicts = dict(collections.Counter(r["constrint"] for r in rows))
         print(f"ConstrINT ({args.constrint}), first solution only, {args.constrint_timeout:g} s limit:")
         print(f"  time: median {statistics.median(ct_times) * 1e3:.2f} ms, max {max(ct_times) * 1e3:.2f} ms")
         print(f"  answers: {verdicts}")
