@@ -107,7 +107,9 @@ def test_auto_skips_a_refusing_backend(refusing_backend, caplog):
     args = _lstm()
     with caplog.at_level(logging.DEBUG, logger="fusedrnn"):
         rnn(args["x"], args["R"], args["b"], cell="lstm")
-    assert "skips backend 'never': it never runs" in caplog.text
+    # a backend that could run on this device but refuses the call: one INFO line, once per reason
+    assert "falls back from backend 'never': it never runs" in caplog.text
+    assert any(r.levelno == logging.INFO and "'never'" in r.getMessage() for r in caplog.records)
 
 
 def test_forced_backend_that_cannot_run_raises(refusing_backend):

@@ -98,7 +98,7 @@ def test_compiled_backend_refusal_is_an_error():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("module_cls", [fnn.LSTM, fnn.GRU, fnn.RNN, fnn.SLSTM])
-@pytest.mark.parametrize("backend,num_heads", [("triton", 4), ("alternating", 1), ("auto", 2)])
+@pytest.mark.parametrize("backend,num_heads", [("cuda", 1), ("triton", 4), ("alternating", 1), ("auto", 2)])
 def test_module_compiles_fullgraph_gpu(module_cls, backend, num_heads):
     torch._dynamo.reset()
     model = TinyModel(module_cls, num_heads=num_heads, num_layers=2, backend=backend).cuda().to(torch.bfloat16)

@@ -88,6 +88,19 @@ def availability(call: Call) -> dict[str, str | None]:
     return {name: _BACKENDS[name].supports(call) for name in backend_names()}
 
 
+_SKIPS_LOGGED: set[tuple[str, str]] = set()
+
+
+def _log_skip(name: str, candidate: bool, reason: str) -> None:
+    """A faster backend that could have run on this device but cannot run this call: one INFO line per
+    (backend, reason) — the fallback is visible without flooding a training loop. Others: DEBUG."""
+    if candidate and (name, reason) not in _SKIPS_LOGGED:
+        _SKIPS_LOGGED.add((name, reason))
+        LOGGER.info("auto dispatch falls back from backend %r: %s", name, reason)
+    else:
+        LOGGER.debug("auto dispatch skips backend %r: %s", name, reason)
+
+
 def select_backend(name: str, call: Call) -> Backend:
     """Resolve ``name`` ("auto" or a backend name) to a backend that can run ``call``, or raise."""
     if name == "auto":
@@ -105,7 +118,7 @@ def select_backend(name: str, call: Call) -> Backend:
                 reason = f"not used automatically on {call.device.type} (name it to use it there)"
             if reason is None:
                 return backend
-            LOGGER.debug("auto dispatch skips backend %r: %s", candidate, reason)
+            _log_skip(candidate, call.device.type in backend.auto_devices, reason)
         raise ValueError(f"no backend can run this call: {availability(call)}")
     backend = get_backend(name)
     reason = backend.supports(call)
@@ -127,3 +140,5 @@ try:
     from . import alternating  # noqa: E402,F401
 except ImportError as error:  # needs triton, like the triton backend
     LOGGER.debug("alternating backend unavailable: %s", error)
+
+from . import cuda  # noqa: E402,F401  (registers always; supports() says when cuda-core or a GPU is missing)

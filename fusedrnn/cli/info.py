@@ -9,6 +9,7 @@ Works without a GPU and without triton installed: what is missing is reported, w
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import importlib
 import importlib.metadata
@@ -17,6 +18,7 @@ import os
 import pkgutil
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +26,9 @@ import torch
 import fusedrnn
 
 from ..backends import BACKEND_ENV, Call, availability, backend_names, get_backend, select_backend
+from ..backends.cuda import cuda_core_available, nvrtc
+from ..backends.cuda.kernels import Variant, compile_variant, shipped_variants
+from ..backends.cuda.model import ARCH_LIMITS
 from ..cells import cell_names, get_cell
 
 __all__ = ["versions", "devices", "triton_cache", "backend_report", "launch_report", "collect", "main"]
@@ -31,7 +36,7 @@ __all__ = ["versions", "devices", "triton_cache", "backend_report", "launch_repo
 # Environment variables that change what fusedrnn runs (README's table); reported when set.
 ENV_VARS = (
     BACKEND_ENV, "TRITON_INTERPRET", "TRITON_CACHE_DIR", "FUSEDRNN_ALTERNATING_GRAPHS",
-    "FUSEDRNN_ALTERNATING_F32_GEMM", "FUSEDRNN_ALTERNATING_PREFETCH", "CUDA_VISIBLE_DEVICES",
+    "FUSEDRNN_ALTERNATING_F32_GEMM", "FUSEDRNN_ALTERNATING_PREFETCH", "FUSEDRNN_CACHE_DIR", "CUDA_VISIBLE_DEVICES",
 )
 # Packages that can provide NVRTC (the CUDA backend compiles with it at run time)
 NVRTC_DISTRIBUTIONS = ("cuda-bindings", "cuda-python", "cuda-core", "nvidia-cuda-nvrtc", "nvidia-cuda-nvrtc-cu12",
@@ -195,6 +200,61 @@ def launch_report(call: Call) -> dict[str, object]:
     return report
 
 
+def _compile_one(job: tuple[Variant, str]) -> tuple[Variant, str, object]:
+    v, arch = job
+    try:
+        return v, arch, compile_variant(v, arch)
+    except Exception as error:  # noqa: BLE001 -- reported per variant, the run goes on
+        return v, arch, error
+
+
+def compile_all(arches: list[str], jobs: int) -> int:
+    """``--compile-all``: every shipped CUDA variant for each arch; 1 if any fails or spills, else 0."""
+    missing = cuda_core_available()
+    if missing is not None:
+        print(f"cannot compile: {missing}", file=sys.stderr)
+        return 1
+    work = []
+    for arch in arches:
+        found, refused = shipped_variants(arch)
+        work += [(v, arch) for v in found]
+        for line in refused:
+            print(f"{arch}  not shipped  {line}")
+    print(f"compiling {len(work)} variants for {', '.join(arches)} with {jobs} processes "
+          f"(cache: {nvrtc.cache_dir()})", flush=True)
+    bad = 0
+    start = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        for v, arch, result in pool.map(_compile_one, work):
+            if isinstance(result, Exception):
+                bad += 1
+                print(f"{arch}  FAILED  {v.name}: {result}", flush=True)
+                continue
+            status = "SPILLS" if result.spills else "ok" if result.registers >= 0 else "NO-REPORT"
+            bad += status != "ok"
+            print(f"{arch}  {status:6s}  {v.name:44s} registers {result.registers:3d} (model {v.shape.registers:3d})"
+                  f"  spill {result.spill_stores}/{result.spill_loads} B  smem {v.shape.smem // 1024} KB"
+                  f"  {v.threads} threads{'  cached' if result.from_cache else ''}", flush=True)
+    print(f"{len(work) - bad} of {len(work)} variants compiled without spills in {time.perf_counter() - start:.1f} s")
+    return 1 if bad else 0
+
+
+def cuda_report(call: Call) -> dict[str, object]:
+    """The cuda backend's variants for ``call``: launch shape (from the resource model) or why none."""
+    if call.device.type != "cuda" or call.dtype == torch.float64:
+        return {"error": "needs a CUDA device and a 16-bit or float32 dtype"}
+    from ..backends.cuda import launch as cuda_launch
+
+    report: dict[str, object] = {"arch": cuda_launch.arch_of(call.device)}
+    kinds = ("forward", "backward") if call.requires_grad else ("forward",)
+    for kind in kinds:
+        v = cuda_launch.variant_for(kind, call.cell.name, call.head_dim, call.dtype, call.device)
+        report[kind] = v if isinstance(v, str) else {
+            "kernel": v.name, "grid": [call.num_heads, -(-call.batch // 16)], "threads": v.threads,
+            **dataclasses.asdict(v.shape)}
+    return report
+
+
 def collect(call: Call) -> dict[str, object]:
     """Everything ``info`` reports, as one JSON-serialisable dict."""
     return {
@@ -205,7 +265,7 @@ def collect(call: Call) -> dict[str, object]:
                  "dtype": str(call.dtype).removeprefix("torch."), "device": str(call.device),
                  "requires_grad": call.requires_grad},
         "backends": backend_report(call),
-        "launch": launch_report(call),
+        "launch": {"cuda": cuda_report(call), **launch_report(call)},
         "triton_cache": triton_cache(),
         "environment": {name: os.environ[name] for name in ENV_VARS if name in os.environ},
     }
@@ -298,7 +358,18 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
     shape.add_argument("--inference", action="store_true", help="forward only (default: training, forward + backward)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    build = parser.add_argument_group("CUDA backend kernels (no GPU needed)")
+    build.add_argument("--compile-all", action="store_true",
+                       help="compile every kernel variant the cuda backend ships for --arch into the cubin cache, one "
+                            "line per variant (registers, spill bytes); exit 1 if any fails to compile or spills")
+    build.add_argument("--arch", action="append", choices=sorted(ARCH_LIMITS),
+                       help="target of --compile-all (repeatable; default sm_80 and sm_90a)")
+    build.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilations (default: CPUs)")
     args = parser.parse_args(argv)
+    if args.compile_all:
+        return compile_all(args.arch or ["sm_80", "sm_90a"], max(1, args.jobs))
+    if args.arch:
+        parser.error("--arch goes with --compile-all")
     for name in ("heads", "head_dim", "batch", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")

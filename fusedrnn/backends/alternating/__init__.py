@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 
 from .. import Backend, Call, register_backend
-from ..triton.common import call_reason, make_op_functions, make_run, saved_shapes
+from ..fused import make_op_functions, make_run, saved_shapes
+from ..triton.common import call_reason
 from .launch import AlternatingRNN, backward, clear_cache, forward
 
 __all__ = ["ALTERNATING", "clear_cache"]

@@ -74,7 +74,7 @@ import torch
 import triton
 
 from ...cells import get_cell
-from ..triton.common import make_function
+from ..fused import make_function
 from ..triton.launch import cell_constants, dot_precision, fast_math, sm_count
 from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
 

@@ -1,7 +1,67 @@
-"""Backend ``cuda`` (issue 5): persistent fused CUDA kernels compiled at run time with NVRTC.
+"""Backend ``cuda``: persistent fused CUDA kernels compiled at run time with NVRTC (issue 5).
 
-What is here so far is the compilation layer (``nvrtc``): CUDA C++ source -> cubin through NVIDIA's
-cuda-core package, an on-disk cache safe for concurrent processes, and ptxas' resource report. The kernels and
-the backend's registration come with issue 5; until then nothing in this package is registered or dispatched
-to.
+One CTA per (head, 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
+comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
+and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
+compute capability >= 8.0. Heads of D <= 128 (multiples of 16) whose R fits in registers; larger heads and
+other head sizes go to ``triton`` or ``alternating``.
 """
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from .. import Backend, Call, register_backend
+from ..fused import make_op_functions, make_run, saved_shapes
+from .launch import CudaRNN, backward, forward, variant_for
+
+_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def cuda_core_available() -> str | None:
+    """None when cuda-core and NVRTC can be imported, else why not."""
+    for module in ("cuda.core", "cuda.bindings"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (pip install 'fusedrnn[cuda]')"
+        except ImportError as error:
+            return f"{module} cannot be imported: {error}"
+    return None
+
+
+def _supports(call: Call) -> str | None:
+    if call.device.type != "cuda":
+        return f"needs a CUDA GPU (got device {call.device})"
+    missing = cuda_core_available()
+    if missing is not None:
+        return missing
+    if torch.cuda.get_device_capability(call.device) < (8, 0):
+        return "needs a GPU of compute capability >= 8.0 (mma.sync on bf16, cp.async)"
+    if call.dtype not in _DTYPES:
+        return f"dtype {call.dtype} is not supported (bfloat16, float16, float32; float64 runs on 'reference')"
+    kinds = ("forward", "backward") if call.requires_grad else ("forward",)
+    for kind in kinds:
+        found = variant_for(kind, call.cell.name, call.head_dim, call.dtype, call.device)
+        if isinstance(found, str):
+            return f"{found}; use 'triton' or 'alternating'"
+    return None
+
+
+_OP_FORWARD, _OP_BACKWARD = make_op_functions(forward, backward)
+
+
+CUDA = register_backend(
+    Backend(
+        name="cuda",
+        priority=30,
+        supports=_supports,
+        run=make_run(CudaRNN, forward),
+        description="persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 16 rows); D <= 128",
+        auto_devices=frozenset({"cuda"}),
+        op_forward=_OP_FORWARD,
+        op_backward=_OP_BACKWARD,
+        op_saved_shapes=saved_shapes,
+    )
+)

@@ -7,7 +7,8 @@ Runs on CUDA GPUs of compute capability >= 8.0 and, under ``TRITON_INTERPRET=1``
 from __future__ import annotations
 
 from .. import Backend, Call, register_backend
-from .common import DTYPES, call_reason, make_op_functions, make_run, saved_shapes
+from ..fused import make_op_functions, make_run, saved_shapes
+from .common import DTYPES, call_reason
 from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, backward, forward, r_bytes
 
 _OP_FORWARD, _OP_BACKWARD = make_op_functions(forward, backward)

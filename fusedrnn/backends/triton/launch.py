@@ -17,8 +17,8 @@ import torch
 import triton
 
 from ...cells import get_cell
+from ..fused import dx_of, make_function
 from .cells import CELL_IDS
-from .common import make_function
 from .kernels import rnn_backward_kernel, rnn_forward_kernel, weight_grad_kernel
 
 MAX_HEAD_DIM = 128
@@ -167,10 +167,7 @@ def weight_gradient(cell_name: str, dgate, states):
 def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
     dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, num_warps)
-    x_slots = list(get_cell(cell_name).x_slots)
-    # every cell feeds x's gates into the first slots in order; dx is then a view of dgate
-    dx = dgate[:, :, : len(x_slots)] if x_slots == list(range(len(x_slots))) else dgate[:, :, x_slots]
-    return dx, weight_gradient(cell_name, dgate, states), db, dstate0
+    return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
 
 
 TritonRNN = make_function("TritonRNN", forward, backward)

@@ -1,0 +1,86 @@
+"""The CUDA kernels' variants: which template instance a call needs, and every variant the backend ships.
+
+A variant is one instance of ``rnn_forward`` / ``rnn_backward`` in rnn.cu: (cell, element type, head size D,
+NT, STAGES), the last two from the resource model (``model.kernel_shape``). Sequence length, batch, head count,
+saving for backward and variable lengths are run-time arguments: they never cause a compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import resources
+
+from .model import ARCH_LIMITS, Limits, Shape, kernel_shape
+
+CELLS = ("lstm", "gru", "elman", "slstm")
+CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # CellOf<ID> in rnn.cu
+ELEMENT_TYPES = {"bfloat16": "frnn::BF16", "float16": "frnn::F16", "float32": "frnn::F32"}
+KINDS = ("forward", "backward")
+# Every head size the kernels are built for (larger heads: issue 8). 80, 96 and 112 are left out: with 10, 12
+# and 14 warps per CTA their register budgets are odd, and builds spilled where the model said they fit.
+HEAD_DIMS = (16, 32, 48, 64, 128)
+
+
+@functools.cache
+def source() -> str:
+    return resources.files(__package__).joinpath("rnn.cu").read_text()
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    kind: str  # "forward" / "backward"
+    cell: str
+    dtype: str  # "bfloat16" / "float16" / "float32"
+    head_dim: int
+    shape: Shape
+
+    @property
+    def name(self) -> str:
+        """The name expression NVRTC instantiates, e.g. ``rnn_forward<0, frnn::BF16, 64, 1, 4>``."""
+        return (f"rnn_{self.kind}<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
+                f"{self.shape.nt}, {self.shape.stages}>")
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.shape.warps
+
+
+def variant(kind: str, cell: str, dtype: str, head_dim: int, limits: Limits) -> Variant | str:
+    """The variant a call needs on a device with ``limits``, or why there is none."""
+    if cell not in CELL_IDS:
+        return f"cell {cell!r} has no CUDA kernel"
+    if dtype not in ELEMENT_TYPES:
+        return f"dtype {dtype} is not supported (bfloat16, float16, float32)"
+    if head_dim > HEAD_DIMS[-1] or head_dim % 16:
+        return f"head_dim {head_dim} is not one of {list(HEAD_DIMS)}"
+    shape = kernel_shape(kind, cell, head_dim, dtype, limits)
+    if isinstance(shape, str):
+        return shape
+    return Variant(kind, cell, dtype, head_dim, shape)
+
+
+def shipped_variants(arch: str) -> tuple[list[Variant], list[str]]:
+    """Every variant the resource model admits for ``arch`` (all cells, dtypes, head sizes, both kernels), and
+    a line for each combination it refuses (those calls go to another backend)."""
+    limits = ARCH_LIMITS.get(arch)
+    if limits is None:
+        raise ValueError(f"arch: expected one of {sorted(ARCH_LIMITS)}, got {arch!r}")
+    found, refused = [], []
+    for cell in CELLS:
+        for dtype in ELEMENT_TYPES:
+            for head_dim in HEAD_DIMS:
+                for kind in KINDS:
+                    v = variant(kind, cell, dtype, head_dim, limits)
+                    if isinstance(v, str):
+                        refused.append(f"{kind} {cell} {dtype} D={head_dim}: {v}")
+                    else:
+                        found.append(v)
+    return found, refused
+
+
+def compile_variant(v: Variant, arch: str, *, cache: bool = True):
+    """Compile ``v`` for ``arch`` (through the cubin cache): a ``nvrtc.CompiledKernel``."""
+    from .nvrtc import compile_kernel
+
+    return compile_kernel(source(), v.name, arch, cache=cache)

@@ -1,0 +1,193 @@
+"""Host side of the CUDA backend: loading the compiled variants, launches on torch's stream, dR and db.
+
+Saved for backward (float32), as the Triton backend: the pre-activation slots [T, B, Gb, NH, D] and the states
+before every step [S, NH, T + 1, B, D] — (Gb + S) · 4 bytes per (batch, step, hidden unit), 24 B for LSTM
+(B = 16, T = 1024, H = 768: 302 MB). Backward recomputes only the cell's pointwise functions. The backward
+kernel writes the slot gradients once in the input dtype (dx is a view of them) and per-row-group partial
+sums of db (float32, summed here in a fixed order); dR = Σ_(b,t) dgate_(b,t)ᵀ h_(b,t-1) is one batched cuBLAS
+GEMM per gate after the loop, on the same rounded operands the recurrent MMAs used. Deterministic: no atomics.
+
+A call allocates its outputs and launches one kernel (backward: one kernel, one copy of h, GR GEMMs and a
+sum); nothing synchronises with the host, so calls can be captured in CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+from ...cells import get_cell
+from ..fused import dx_of, make_function
+from .kernels import Variant, compile_variant, variant
+from .model import Limits, device_limits
+
+LOGGER = logging.getLogger("fusedrnn")
+
+_TILE = 16  # batch rows per CTA (the MMA's M)
+_DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a kernel may use without opting in
+
+# Tests set this to fill every output buffer with NaN before a kernel writes it.
+POISON_OUTPUTS = False
+
+
+def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    out = torch.empty(*shape, dtype=dtype, device=device)
+    return out.fill_(float("nan")) if POISON_OUTPUTS else out
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def arch_of(device: torch.device) -> str:
+    """The NVRTC target of a device: sm_90a on Hopper (as compile-all builds it), else sm_XY."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return "sm_90a" if (major, minor) == (9, 0) else f"sm_{major}{minor}"
+
+
+@functools.cache
+def limits_of(device_index: int) -> Limits:
+    return device_limits(device_index)
+
+
+def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> Variant | str:
+    return variant(kind, cell_name, dtype_name(dtype), head_dim, limits_of(device.index or 0))
+
+
+class _Loaded:
+    """A variant loaded on one device: the kernel and its launch configurations by grid."""
+
+    def __init__(self, v: Variant, device: torch.device):
+        from cuda.core import Device, ObjectCode
+
+        Device(device.index or 0).set_current()  # the primary context, which torch uses too
+        compiled = compile_variant(v, arch_of(device))
+        if compiled.spills:
+            LOGGER.warning("fusedrnn cuda: %s spills %d bytes of registers (slower, still correct)", v.name,
+                           compiled.spill_stores)
+        self.module = ObjectCode.from_cubin(compiled.cubin)
+        self.kernel = self.module.get_kernel(compiled.symbol.encode())  # the mangled name, as bytes
+        if v.shape.smem > _DEFAULT_SMEM:
+            _opt_in_smem(self.kernel, v.shape.smem, device.index or 0)
+        self.variant = v
+        self.configs: dict[tuple[int, int], object] = {}
+
+    def launch(self, grid: tuple[int, int], device: torch.device, *args) -> None:
+        from cuda.core import LaunchConfig, launch
+
+        config = self.configs.get(grid)
+        if config is None:
+            config = self.configs[grid] = LaunchConfig(grid=grid, block=self.variant.threads,
+                                                       shmem_size=self.variant.shape.smem)
+        launch(_stream(torch.cuda.current_stream(device).cuda_stream), config, self.kernel, *args)
+
+
+def _opt_in_smem(kernel, nbytes: int, device_index: int) -> None:
+    from cuda.bindings import driver
+
+    attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    handle = kernel.handle
+    if isinstance(handle, driver.CUkernel):
+        (err,) = driver.cuKernelSetAttribute(attr, nbytes, handle, driver.CUdevice(device_index))
+    else:
+        (err,) = driver.cuFuncSetAttribute(handle, attr, nbytes)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"fusedrnn cuda: cannot give a kernel {nbytes} bytes of shared memory: {err}")
+
+
+_STREAMS: dict[int, object] = {}
+
+
+def _stream(handle: int):
+    stream = _STREAMS.get(handle)
+    if stream is None:
+        from cuda.core import Stream
+
+        stream = _STREAMS[handle] = Stream.from_handle(handle)
+    return stream
+
+
+_LOADED: dict[tuple[int, str], _Loaded] = {}
+
+
+def _loaded(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> _Loaded:
+    v = variant_for(kind, cell_name, head_dim, dtype, device)
+    if isinstance(v, str):  # the backend's supports() refused this call; reaching here is a bug
+        raise ValueError(f"backend 'cuda' cannot run this call: {v}")
+    key = (device.index or 0, v.name)
+    found = _LOADED.get(key)
+    if found is None:
+        found = _LOADED[key] = _Loaded(v, device)
+    return found
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous with a 16-byte aligned start, as the kernels' 16-byte asynchronous copies need."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def forward(cell_name: str, x, R, b, state, lengths, save: bool):
+    """y, final (input dtype) and, when saving, pre and states (float32). lengths: int32 [B] or None."""
+    B, T, _, NH, D = x.shape
+    cell = get_cell(cell_name)
+    GB, S = cell.num_gates_b, cell.num_states
+    loaded = _loaded("forward", cell_name, D, x.dtype, x.device)
+    x, R, b, state = (_aligned(t) for t in (x, R, b, state))
+    y = _empty(B, T, NH, D, dtype=x.dtype, device=x.device)
+    final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
+    pre = _empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device) if save else None
+    states = _empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device) if save else None
+    grid = (NH, -(-B // _TILE))
+    loaded.launch(grid, x.device, _ptr(x), _ptr(R), _ptr(b), _ptr(state), _ptr(lengths), _ptr(y), _ptr(final),
+                  _ptr(pre), _ptr(states), B, T, NH, int(save), loaded.variant.shape.smem)
+    return y, final, pre, states
+
+
+def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
+    """Slot gradients dgate [B, T, Gb, NH, D] (input dtype), db (input dtype), d state0 (float32)."""
+    S, NH, T1, B, D = states.shape
+    T = T1 - 1
+    cell = get_cell(cell_name)
+    GB = cell.num_gates_b
+    loaded = _loaded("backward", cell_name, D, R.dtype, R.device)
+    R, dy, dfinal = (_aligned(t) for t in (R, dy, dfinal))
+    tiles = -(-B // _TILE)
+    dgate = _empty(B, T, GB, NH, D, dtype=R.dtype, device=R.device)
+    db_part = _empty(tiles * 8, GB, NH, D, dtype=torch.float32, device=R.device)
+    dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
+    loaded.launch((NH, tiles), R.device, _ptr(R), _ptr(pre), _ptr(states), _ptr(lengths), _ptr(dy), _ptr(dfinal),
+                  _ptr(dgate), _ptr(db_part), _ptr(dstate0), B, T, NH, loaded.variant.shape.smem)
+    return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
+
+
+def weight_gradient(cell_name: str, dgate, states):
+    """dR [Gr, NH, D, D] = Σ_(b,t) dgate[b, t, r_slot(g)]ᵀ h_{t-1}[b]: per gate one batched GEMM over heads,
+    operands in the input dtype (the rounded values the recurrent MMAs used), float32 accumulation (float32
+    inputs follow torch's TF32 setting)."""
+    B, T, GB, NH, D = dgate.shape
+    # h_{t-1} rounded to the input dtype, rows in dgate's (b, t) order: [NH, B·T, D]
+    h = torch.empty(NH, B, T, D, dtype=dgate.dtype, device=dgate.device)
+    h.copy_(states[0, :, :T].transpose(1, 2))
+    h = h.view(NH, B * T, D)
+    rows = dgate.view(B * T, GB, NH, D)
+    slots = get_cell(cell_name).r_slots
+    dR = torch.empty(len(slots), NH, D, D, dtype=dgate.dtype, device=dgate.device)
+    for g, slot in enumerate(slots):
+        torch.bmm(rows[:, slot].permute(1, 2, 0), h, out=dR[g])  # [NH, D, B·T] @ [NH, B·T, D], no copies
+    return dR
+
+
+def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
+    """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
+    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal)
+    return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
+
+
+CudaRNN = make_function("CudaRNN", forward, backward)

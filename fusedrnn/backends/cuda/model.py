@@ -1,0 +1,155 @@
+"""The resource model of the CUDA kernels, solved with ``fusedrnn.tune`` from the device's limits.
+
+Both kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, 16 batch rows); warp w owns NT tiles of
+8 hidden units of every gate. The choices are NT (units per warp, which trades warps for registers) and STAGES
+(how many steps of inputs are in flight in the shared-memory ring). The model:
+
+* registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward, ``2·NT·GR·D/KSTEP`` backward, KSTEP = 16
+  for 16-bit inputs, 8 for float32), the accumulators, the states / state gradients and biases / bias sums
+  held per element, and a fixed overhead (addresses, loop state, temporaries of the cell's math; float32
+  adds the TF32 splitting). The overheads were read from ptxas' reports of every variant (sm_90a, NVRTC
+  13): with them, a variant the model accepts does not spill — ``python -m fusedrnn info --compile-all``
+  checks exactly that in CI.
+* registers per thread <= min(255, registers per SM / (32 · warps rounded up to a multiple of 4)): one CTA per
+  SM (``__launch_bounds__(.., 1)``).
+* shared memory (the same formulas as ``Layout`` in rnn.cu) <= the device's opt-in limit per block.
+* objective: most warps (smallest NT) first, then the deepest prefetch.
+
+The architecture limits come from the device at run time (``torch.cuda.get_device_properties``). Without a GPU
+(compile-all, CI) they are the documented limits of the compute capability the arch names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from ...cells import get_cell
+from ...tune import Model
+
+# Registers every thread needs beyond what the model counts per element, calibrated on ptxas' reports of every
+# variant (NVRTC 13.5, sm_80 and sm_90a): the smallest values that reject every variant that spilled.
+FW_OVERHEAD = 16
+BW_OVERHEAD = 56
+# per cell, backward: GRU's D = 128 variant used all 255 registers and spilled 4 bytes with NVRTC 13.0 where the
+# model said 212
+BW_CELL_OVERHEAD = {"gru": 44}
+# per input dtype: float32 splits operands for TF32 and runs IEEE σ / tanh / exp; float16 converts per element
+DTYPE_OVERHEAD = {"float32": {"forward": 124, "backward": 84}, "float16": {"forward": 28, "backward": 0}}
+MAX_STAGES = 4
+NT_CHOICES = (1, 2, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What the model needs of a device: registers per SM and per thread, shared memory per block (opt-in)."""
+
+    regs_per_sm: int = 65536
+    max_regs_per_thread: int = 255
+    smem_per_block: int = 232448  # H100: 227 KB
+
+
+# Documented per compute capability (CUDA programming guide, "Technical specifications"), used only when
+# compiling without a GPU; at run time the device's properties are read instead.
+ARCH_LIMITS = {
+    "sm_80": Limits(smem_per_block=166912),  # 163 KB
+    "sm_86": Limits(smem_per_block=101376),  # 99 KB
+    "sm_89": Limits(smem_per_block=101376),
+    "sm_90": Limits(smem_per_block=232448),  # 227 KB
+    "sm_90a": Limits(smem_per_block=232448),
+}
+
+
+def device_limits(device_index: int) -> Limits:
+    import torch
+
+    props = torch.cuda.get_device_properties(device_index)
+    return Limits(
+        regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
+        smem_per_block=getattr(props, "shared_memory_per_block_optin", 49152),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A kernel's launch shape: NT units tiles per warp, STAGES prefetch depth, and what they cost."""
+
+    nt: int
+    stages: int
+    warps: int
+    smem: int  # bytes of dynamic shared memory
+    registers: int  # the model's estimate per thread
+
+
+def _elt_bytes(dtype_name: str) -> int:
+    return 4 if dtype_name == "float32" else 2
+
+
+def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages):
+    """Dynamic shared memory of a kernel: the same formulas as ``Layout`` in rnn.cu (``stages`` may be a solver
+    variable)."""
+    cell = get_cell(cell_name)
+    e = _elt_bytes(dtype_name)
+    pad = 16 // e
+    h = 16 * (D + pad) * e
+    if kind == "forward":
+        return 2 * h + stages * (16 * (cell.num_gates_x * D + pad) * e)
+    p = 16 * (cell.num_gates_r * D + pad) * e
+    return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * 16 * (D + 4) * 4 + h)
+
+
+def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, overhead: bool = True):
+    """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
+    overheads (for calibrating them against ptxas)."""
+    cell = get_cell(cell_name)
+    GR, GB, S = cell.num_gates_r, cell.num_gates_b, cell.num_states
+    e = _elt_bytes(dtype_name)
+    kstep = 8 if e == 4 else 16
+    fixed = 0
+    if overhead:
+        fixed = DTYPE_OVERHEAD.get(dtype_name, {}).get(kind, 0) + (
+            FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + BW_CELL_OVERHEAD.get(cell.name, 0))
+    per_tile = 4 * S + 2 * GB  # states (or their gradients) per element, biases (or their sums) per unit
+    # a step's inputs are copied in 16-byte chunks (TileCopy: an offset, a destination, a first row and the two
+    # strides per copied tensor, whatever the tile's size): 8 registers per tensor
+    if kind == "forward":  # R fragments, 4 accumulators per gate; y / slot / state pointers of both row halves
+        return (2 * GR * (D // kstep) + 4 * GR + per_tile) * nt + 12 + 8 + fixed
+    kt = GR * D // kstep  # R fragments; accumulators of 4: 4 (all K steps' when fewer) with NT = 1, else NT
+    accumulators = 4 * nt + (4 * min(kt, 4) - 4) * (1 // nt)  # 1 // nt: 1 for NT = 1, else 0
+    return (2 * kt + per_tile) * nt + accumulators + 4 + 3 * 8 + fixed
+
+
+def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits) -> Model:
+    m = Model()
+    nt = m.var("nt", values=list(NT_CHOICES))
+    stages = m.var("stages", 2, MAX_STAGES)
+    warps = m.var("warps", 1, 32)
+    m.add(warps * 8 * nt == D)
+    regs = registers(kind, cell_name, D, dtype_name, nt)
+    # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
+    # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
+    groups = m.var("warp_groups", 1, 8)
+    m.add(4 * groups >= warps, 4 * groups <= warps + 3)
+    # ptxas allocates registers in multiples of 8 per thread
+    eighths = m.var("register_eighths", 1, 32)
+    m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
+    m.add(regs <= limits.max_regs_per_thread)
+    m.add(eighths * 8 * 128 * groups <= limits.regs_per_sm)
+    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages) <= limits.smem_per_block)
+    m.maximize(-MAX_STAGES * 10 * nt + stages)  # most warps first, then the deepest prefetch
+    return m
+
+
+@functools.cache
+def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits) -> Shape | str:
+    """The launch shape of kernel ``kind`` ("forward" / "backward"), or why none fits."""
+    if D % 16 or D < 16:
+        return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
+    result = _problem(kind, cell_name, D, dtype_name, limits).solve()
+    if result.solution is None:
+        return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in registers "
+                f"({limits.max_regs_per_thread} registers per thread, {limits.regs_per_sm} per SM, "
+                f"{limits.smem_per_block // 1024} KB shared memory)")
+    nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
+    return Shape(nt=nt, stages=stages, warps=warps, smem=smem_bytes(kind, cell_name, D, dtype_name, stages),
+                 registers=registers(kind, cell_name, D, dtype_name, nt))

@@ -1,0 +1,90 @@
+"""What every fused backend (``triton``, ``alternating``, ``cuda``) shares and that does not depend on how its
+kernels are written: the layouts saved for backward, and the dispatch between training (autograd) and
+inference."""
+
+from __future__ import annotations
+
+import torch
+
+from ..cells import Cell, get_cell
+
+
+def saved_shapes(cell: Cell, B: int, T: int, NH: int, D: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """What the fused backends save for backward (both use these layouts): the float32 pre-activation slots
+    [T, B, Gb, NH, D] and the states before every step [S, NH, T + 1, B, D]."""
+    return [((T, B, cell.num_gates_b, NH, D), torch.float32), ((cell.num_states, NH, T + 1, B, D), torch.float32)]
+
+
+def dx_of(cell_name: str, dgate: torch.Tensor) -> torch.Tensor:
+    """dx [B, T, Gx, NH, D] from the slot gradients dgate [B, T, Gb, NH, D]: a view where x's gates feed the first
+    slots in order (every cell so far), else a gather."""
+    x_slots = list(get_cell(cell_name).x_slots)
+    if x_slots == list(range(len(x_slots))):
+        return dgate[:, :, : len(x_slots)]
+    return dgate[:, :, x_slots]
+
+
+def make_run(function: type[torch.autograd.Function], forward):
+    """A backend's run: the autograd Function when a gradient is needed, else ``forward`` without saving."""
+
+    def run(cell: Cell, x, R, b, state, lengths=None):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, R, b, state)):
+            return function.apply(cell.name, x, R, b, state, lengths)
+        y, final, _, _ = forward(cell.name, *(t.contiguous() for t in (x, R, b, state)), lengths, save=False)
+        return y, final
+
+    return run
+
+
+def make_function(name: str, forward, backward) -> type[torch.autograd.Function]:
+    """The autograd Function of a backend whose ``forward(cell, x, R, b, state, lengths, save)`` returns
+    (y, final, pre, states) and whose ``backward(cell, R, pre, states, lengths, dy, dfinal)`` returns
+    (dx, dR, db, dstate0): it saves R, pre, states and lengths only, and restores nothing else."""
+
+    def fw(ctx, cell_name, x, R, b, state, lengths):
+        x, R, b, state = (t.contiguous() for t in (x, R, b, state))
+        save = any(ctx.needs_input_grad[1:5])
+        y, final, pre, states = forward(cell_name, x, R, b, state, lengths, save)
+        if save:
+            ctx.save_for_backward(R, pre, states, lengths)
+        ctx.cell_name = cell_name
+        ctx.dtype = x.dtype
+        return y, final
+
+    def bw(ctx, dy, dfinal):
+        R, pre, states, lengths = ctx.saved_tensors
+        dx, dR, db, dstate0 = fused_backward(backward, ctx.cell_name, ctx.dtype, R, pre, states, lengths, dy, dfinal)
+        needs = ctx.needs_input_grad
+        return (None, dx if needs[1] else None, dR if needs[2] else None, db if needs[3] else None,
+                dstate0 if needs[4] else None, None)
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(fw), "backward": staticmethod(bw)})
+
+
+def fused_backward(backward, cell_name: str, dtype: torch.dtype, R, pre, states, lengths, dy, dfinal):
+    """``backward`` with missing output gradients as zeros, gradients in ``dtype``."""
+    S, NH, T1, B, D = states.shape  # states [S, NH, T + 1, B, D]
+    if dy is None:
+        dy = torch.zeros(B, T1 - 1, NH, D, dtype=dtype, device=R.device)
+    if dfinal is None:
+        dfinal = torch.zeros(S, B, NH, D, dtype=dtype, device=R.device)
+    dx, dR, db, dstate0 = backward(
+        cell_name, R, pre, states, lengths, dy.to(dtype).contiguous(), dfinal.to(dtype).contiguous()
+    )
+    return dx, dR, db, dstate0.to(dtype)
+
+
+def make_op_functions(forward, backward):
+    """A fused backend's ``op_forward`` and ``op_backward`` (see ``Backend``) from its launch functions."""
+
+    def op_forward(cell: Cell, x, R, b, state, lengths, save: bool):
+        y, final, pre, states = forward(cell.name, *(t.contiguous() for t in (x, R, b, state)), lengths, save)
+        if not save:  # custom-op outputs are distinct tensors
+            pre, states = x.new_empty(0, dtype=torch.float32), x.new_empty(0, dtype=torch.float32)
+        return y, final, pre, states
+
+    def op_backward(cell: Cell, inputs, lengths, saved, dy, dfinal):
+        R = inputs[1].contiguous()
+        return fused_backward(backward, cell.name, R.dtype, R, *saved, lengths, dy, dfinal)
+
+    return op_forward, op_backward

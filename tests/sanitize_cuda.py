@@ -1,0 +1,20 @@
+"""Run every cell once forward and backward on backend ``cuda`` at a small shape (B = 3: a partial batch tile,
+T = 5, two heads; D = 64 in bf16 and D = 16 in float32, with and without lengths). Run under compute-sanitizer by
+tests/test_cuda.py (``compute-sanitizer --tool memcheck|racecheck python tests/sanitize_cuda.py``)."""
+
+import torch
+
+from fusedrnn import get_cell, rnn
+
+for cell in ("lstm", "gru", "elman", "slstm"):
+    spec = get_cell(cell)
+    for D, dtype in ((64, torch.bfloat16), (16, torch.float32)):
+        for lengths in (None, torch.tensor([5, 0, 3])):
+            B, T, NH = 3, 5, 2
+            x = torch.randn(B, T, spec.num_gates_x, NH, D, device="cuda", dtype=dtype, requires_grad=True)
+            R = (torch.randn(spec.num_gates_r, NH, D, D, device="cuda") / D**0.5).to(dtype).requires_grad_()
+            b = torch.randn(spec.num_gates_b, NH, D, device="cuda", dtype=dtype, requires_grad=True)
+            y, final = rnn(x, R, b, cell=cell, backend="cuda", lengths=lengths)
+            (y.float().sum() + final.float().sum()).backward()
+            torch.cuda.synchronize()
+            print(cell, D, dtype, "lengths" if lengths is not None else "", "ok", flush=True)

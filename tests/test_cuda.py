@@ -1,0 +1,298 @@
+"""Backend ``cuda``: the resource model and the compilation of every shipped variant (CI, no GPU), and on the
+device the kernels against the reference (forward, final state, every gradient), dispatch and fallback,
+CUDA graphs, first-call and host-overhead bars, compute-sanitizer."""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusedrnn import get_cell, rnn
+from fusedrnn.backends import Call, get_backend, select_backend
+from fusedrnn.backends.cuda import cuda_core_available, launch
+from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
+from fusedrnn.backends.cuda.model import ARCH_LIMITS, kernel_shape, smem_bytes
+
+from .helpers import check_backend, random_problem, run_with_grads
+
+CELLS = ["lstm", "gru", "elman", "slstm"]
+ROOT = Path(__file__).resolve().parent.parent
+needs_cuda_core = pytest.mark.skipif(cuda_core_available() is not None, reason=str(cuda_core_available()))
+
+
+@pytest.fixture(autouse=True)
+def _poison_outputs(monkeypatch):
+    monkeypatch.setattr(launch, "POISON_OUTPUTS", True)
+
+
+# --- resource model and compilation (CI) ---------------------------------------------------------------
+
+
+def test_model_picks_most_warps_then_deepest_prefetch():
+    h100 = ARCH_LIMITS["sm_90a"]
+    shape = kernel_shape("forward", "lstm", 64, "bfloat16", h100)
+    assert (shape.nt, shape.warps, shape.stages) == (1, 8, 4)
+    # D = 128 LSTM: 16 warps would leave 128 registers per thread, too few for R's 64 plus the rest
+    shape = kernel_shape("forward", "lstm", 128, "bfloat16", h100)
+    assert (shape.nt, shape.warps) == (2, 8)
+    for kind in ("forward", "backward"):
+        for cell in CELLS:
+            for dtype in ("bfloat16", "float16", "float32"):
+                for D in HEAD_DIMS:
+                    s = kernel_shape(kind, cell, D, dtype, h100)
+                    if not isinstance(s, str):
+                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages) <= h100.smem_per_block
+                        assert s.warps * 8 * s.nt == D
+
+
+def test_model_refuses_with_reasons():
+    h100 = ARCH_LIMITS["sm_90a"]
+    reason = kernel_shape("forward", "lstm", 128, "float32", h100)
+    assert isinstance(reason, str) and "registers" in reason and "float32" in reason
+    assert "multiple of 16" in kernel_shape("forward", "lstm", 40, "bfloat16", h100)
+    assert "head_dim 256" in variant("forward", "lstm", "bfloat16", 256, h100)
+    assert "float64" in variant("forward", "lstm", "float64", 64, h100)
+
+
+def test_backend_on_cpu_says_why():
+    call = Call(get_cell("lstm"), 16, 8, 2, 64, torch.bfloat16, torch.device("cpu"), True)
+    assert "CUDA GPU" in get_backend("cuda").supports(call)
+    with pytest.raises(ValueError, match="backend 'cuda' cannot run this call: needs a CUDA GPU"):
+        x, R, b, state = random_problem("lstm", 2, 3, 1, 16, dtype=torch.float32)
+        rnn(x, R, b, state, cell="lstm", backend="cuda")
+
+
+def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
+    found, refused = shipped_variants("sm_90a")
+    names = [v.name for v in found]
+    assert len(names) == len(set(names))
+    have = {(v.kind, v.cell, v.dtype, v.head_dim) for v in found}
+    for cell in CELLS:
+        for D in (16, 32, 64, 128):
+            assert ("forward", cell, "bfloat16", D) in have
+            if D < 128 or cell == "elman":
+                assert ("forward", cell, "float16", D) in have and ("backward", cell, "bfloat16", D) in have
+    assert all("keeps R in registers" in line for line in refused)
+
+
+@needs_cuda_core
+def test_compile_all_compiles_every_variant_without_spills(tmp_path):
+    """What CI promises: every shipped variant compiles for sm_80 and sm_90a with NVRTC, and none spills."""
+    env = {**os.environ, "FUSEDRNN_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "fusedrnn", "info", "--compile-all", "--arch", "sm_80", "--arch",
+                          "sm_90a"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    expected = sum(len(shipped_variants(arch)[0]) for arch in ("sm_80", "sm_90a"))
+    ok = [line for line in run.stdout.splitlines() if "  ok  " in line]
+    assert len(ok) == expected, run.stdout[-4000:]
+    assert f"{expected} of {expected} variants compiled without spills" in run.stdout
+    # the second run reads the cache
+    again = subprocess.run([sys.executable, "-m", "fusedrnn", "info", "--compile-all", "--arch", "sm_90a"],
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("  cached") == len(shipped_variants("sm_90a")[0])
+
+
+@needs_cuda_core
+def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
+    from fusedrnn.backends.cuda import kernels
+    from fusedrnn.cli import info
+
+    kernels.source.cache_clear()
+    monkeypatch.setattr(kernels, "source", lambda: "this is not CUDA")
+    found, _ = shipped_variants("sm_90a")
+    monkeypatch.setattr(info, "shipped_variants", lambda arch: (found[:2], ["a refused line"]))
+    assert info.compile_all(["sm_90a"], 1) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 2 and "0 of 2 variants" in out
+
+
+# --- GPU ------------------------------------------------------------------------------------------------
+
+GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
+# What the resource model refuses on an H100 among the sizes tested here (forward or backward does not fit in
+# registers; compile-all lists them as "not shipped"): float32 LSTM / GRU / sLSTM at D >= 64 (GRU from 32),
+# GRU and sLSTM 16-bit backward and LSTM / sLSTM float16 forward at D = 128.
+REFUSED = {(torch.float32, c, 64) for c in ("lstm", "gru", "slstm")} | {(torch.float32, c, 128) for c in
+                                                                          ("lstm", "gru", "slstm")} | {
+    (torch.float32, "gru", 32), (torch.bfloat16, "slstm", 128), (torch.float16, "slstm", 128),
+    (torch.float16, "lstm", 128), (torch.bfloat16, "gru", 128), (torch.float16, "gru", 128)}
+
+
+def _supported(cell, B, T, NH, D, dtype, requires_grad=True):
+    call = Call(get_cell(cell), B, T, NH, D, dtype, torch.device("cuda"), requires_grad)
+    return get_backend("cuda").supports(call)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("D", [16, 32, 64, 128])
+@pytest.mark.parametrize("B,T", GPU_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_gpu_matches_reference(cell, B, T, D, dtype):
+    NH = 2 if B * T <= 64 * 7 else 1
+    reason = _supported(cell, B, T, NH, D, dtype)
+    if reason is not None:  # the resource model refuses it (R does not fit in registers): auto runs it elsewhere
+        assert (dtype, cell, D) in REFUSED, reason
+        assert "registers" in reason and "use 'triton' or 'alternating'" in reason
+        if B * T <= 64 * 7:  # sLSTM 16-bit gradients: branch flips (helpers), seen 0.023 for float16 at 64 x 7
+            check_backend("auto", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol={torch.float16: 0.05})
+        return
+    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B,T,NH,D", [(64, 1024, 3, 64), (5, 33, 2, 48), (16, 256, 6, 128), (17, 40, 2, 96)],
+                         ids=str)
+def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
+    if _supported(cell, B, T, NH, D, torch.bfloat16) is not None:
+        pytest.skip(_supported(cell, B, T, NH, D, torch.bfloat16))
+    check_backend("cuda", cell, B, T, NH, D, torch.bfloat16, "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_gpu_fresh_state(cell):
+    check_backend("cuda", cell, 17, 30, 2, 16, torch.float32, "cuda", with_state=False)
+
+
+@pytest.mark.gpu
+def test_cuda_gpu_is_deterministic():
+    x, R, b, state = random_problem("lstm", 16, 64, 4, 64, dtype=torch.bfloat16, device="cuda")
+    dy = torch.randn(16, 64, 4, 64, device="cuda")
+    dfinal = torch.randn(state.shape, device="cuda")
+    fn = lambda *a: rnn(*a, cell="lstm", backend="cuda")  # noqa: E731
+    first = run_with_grads(fn, (x, R, b, state), dy, dfinal)
+    second = run_with_grads(fn, (x, R, b, state), dy, dfinal)
+    assert torch.equal(first[0], second[0])
+    for a, c in zip(first[2], second[2]):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.gpu
+def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog):
+    fits = Call(get_cell("lstm"), 16, 1024, 12, 64, torch.bfloat16, torch.device("cuda"), True)
+    assert select_backend("auto", fits).name == "cuda"
+    caplog.set_level("INFO", logger="fusedrnn")
+    large = Call(get_cell("lstm"), 16, 1024, 1, 768, torch.bfloat16, torch.device("cuda"), True)
+    assert select_backend("auto", large).name == "alternating"
+    assert any("falls back from backend 'cuda'" in r.getMessage() for r in caplog.records)
+    # and the numbers of a large head through auto are right (it runs on alternating)
+    check_backend("auto", "lstm", 2, 5, 1, 256, torch.float32, "cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_gpu_graph_capture():
+    """A forward + backward captured in a CUDA graph and replayed on new inputs equals eager calls."""
+    shapes = random_problem("gru", 16, 50, 3, 64, dtype=torch.bfloat16, device="cuda")
+    static = [t.clone().requires_grad_() for t in shapes]
+    dy = torch.randn(16, 50, 3, 64, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        y, final = rnn(*static, cell="gru", backend="cuda")
+        return (y, final, *torch.autograd.grad(y, static, dy))
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up: compile and load outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    fresh = random_problem("gru", 16, 50, 3, 64, dtype=torch.bfloat16, device="cuda")
+    with torch.no_grad():
+        for s, f in zip(static, fresh):
+            s.copy_(f)
+    graph.replay()
+    torch.cuda.synchronize()
+    leaves = [t.clone().requires_grad_() for t in fresh]
+    y, final = rnn(*leaves, cell="gru", backend="cuda")
+    expected = (y, final, *torch.autograd.grad(y, leaves, dy))
+    for a, c in zip(out, expected):
+        assert torch.equal(a, c)
+
+
+FIRST_CALL = """
+import json, sys, time, torch
+from fusedrnn import rnn
+from fusedrnn.backends.cuda import launch
+x = torch.randn(16, 64, 4, 12, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+R = (torch.randn(4, 12, 64, 64, device="cuda") / 8).to(torch.bfloat16).requires_grad_()
+b = torch.zeros(4, 12, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+torch.cuda.synchronize()
+start = time.perf_counter()
+y, _ = rnn(x, R, b, cell="lstm", backend="cuda")
+torch.cuda.synchronize()
+forward = time.perf_counter() - start
+start = time.perf_counter()
+y.float().sum().backward()
+torch.cuda.synchronize()
+backward = time.perf_counter() - start
+# host time of later calls: the backend's forward on a tiny problem, launches only
+xs, Rs, bs = (t.detach()[:1, :1] if t is x else t.detach() for t in (x, R, b))
+state = torch.zeros(2, 1, 12, 64, device="cuda", dtype=torch.bfloat16)
+for _ in range(20):
+    launch.forward("lstm", xs, Rs, bs, state, None, False)
+torch.cuda.synchronize()
+host = []
+for _ in range(30):
+    start = time.perf_counter()
+    for _ in range(20):
+        launch.forward("lstm", xs, Rs, bs, state, None, False)
+    host.append((time.perf_counter() - start) / 20)
+    torch.cuda.synchronize()
+json.dump({"forward_s": forward, "backward_s": backward, "host_us": sorted(host)[len(host) // 2] * 1e6}, sys.stdout)
+"""
+
+
+@pytest.mark.gpu
+def test_cuda_first_call_and_host_overhead(tmp_path):
+    """Bars: a new variant's first call (NVRTC compile + load + run) <= 3 s; later calls <= 50 us of host time."""
+    env = {**os.environ, "FUSEDRNN_CACHE_DIR": str(tmp_path)}  # an empty cache: everything compiles
+    run = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    print("first call:", got)
+    assert got["forward_s"] <= 3.0 and got["backward_s"] <= 3.0, got
+    assert got["host_us"] <= 50.0, got
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tool", ["memcheck", "racecheck"])
+def test_cuda_compute_sanitizer(tool):
+    sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
+    if not os.path.exists(sanitizer):
+        pytest.skip("compute-sanitizer is not installed")
+    run = subprocess.run([sanitizer, "--tool", tool, "--error-exitcode", "1",
+                          sys.executable, str(ROOT / "tests" / "sanitize_cuda.py")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = run.stdout + run.stderr
+    print(out[-3000:])
+    assert run.returncode == 0, out[-6000:]
+    assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
+    assert out.count(" ok") == 16  # 4 cells x 2 (D, dtype) x with / without lengths
+
+
+@pytest.mark.gpu
+def test_cuda_gpu_timing_smoke():
+    """The kernels run at a plausible speed (the bars are measured by benchmarks/cuda_bench.py): LSTM 12 x 64,
+    B = 16, T = 1024, bf16 forward well under the Triton backend's 1.05 ms."""
+    x, R, b, state = random_problem("lstm", 16, 1024, 12, 64, dtype=torch.bfloat16, device="cuda")
+    times = []
+    for _ in range(15):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        rnn(x, R, b, state, cell="lstm", backend="cuda")
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    assert statistics.median(times[5:]) < 1.5, times
