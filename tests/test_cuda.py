@@ -176,7 +176,10 @@ def test_cuda_gpu_is_deterministic():
 
 
 @pytest.mark.gpu
-def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog):
+def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog, monkeypatch):
+    from fusedrnn import backends
+
+    monkeypatch.setattr(backends, "_SKIPS_LOGGED", set())  # the line is logged once per process and reason
     fits = Call(get_cell("lstm"), 16, 1024, 12, 64, torch.bfloat16, torch.device("cuda"), True)
     assert select_backend("auto", fits).name == "cuda"
     caplog.set_level("INFO", logger="fusedrnn")
@@ -271,11 +274,13 @@ def test_cuda_compute_sanitizer(tool):
     sanitizer = shutil.which("compute-sanitizer") or "/usr/local/cuda/bin/compute-sanitizer"
     if not os.path.exists(sanitizer):
         pytest.skip("compute-sanitizer is not installed")
-    run = subprocess.run([sanitizer, "--tool", tool, "--error-exitcode", "1",
+    # --report-api-errors no: the driver-symbol probes of torch / cuda-bindings (cuGetProcAddress returning
+    # "invalid argument" by design) are host API results, not errors of the kernels under test
+    run = subprocess.run([sanitizer, "--tool", tool, "--report-api-errors", "no", "--error-exitcode", "1",
                           sys.executable, str(ROOT / "tests" / "sanitize_cuda.py")],
                          capture_output=True, text=True, cwd=ROOT, timeout=900,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    out = run.stdout + run.stderr
+    out = "\n".join(line for line in (run.stdout + run.stderr).splitlines() if "Host Frame" not in line)
     print(out[-3000:])
     assert run.returncode == 0, out[-6000:]
     assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
