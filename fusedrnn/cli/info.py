@@ -248,9 +248,10 @@ def cuda_report(call: Call) -> dict[str, object]:
     report: dict[str, object] = {"arch": cuda_launch.arch_of(call.device)}
     kinds = ("forward", "backward") if call.requires_grad else ("forward",)
     for kind in kinds:
-        v = cuda_launch.variant_for(kind, call.cell.name, call.head_dim, call.dtype, call.device)
+        v = cuda_launch.pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch,
+                                     call.num_heads)
         report[kind] = v if isinstance(v, str) else {
-            "kernel": v.name, "grid": [call.num_heads, -(-call.batch // 16)], "threads": v.threads,
+            "kernel": v.name, "grid": [call.num_heads, -(-call.batch // v.shape.rows)], "threads": v.threads,
             **dataclasses.asdict(v.shape)}
     return report
 

@@ -1,6 +1,6 @@
 """Backend ``cuda``: persistent fused CUDA kernels compiled at run time with NVRTC (issue 5).
 
-One CTA per (head, 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
+One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
 comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
 and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
 compute capability >= 8.0. Heads of D <= 128 (multiples of 16) whose R fits in registers; larger heads and
@@ -58,7 +58,7 @@ CUDA = register_backend(
         priority=30,
         supports=_supports,
         run=make_run(CudaRNN, forward),
-        description="persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 16 rows); D <= 128",
+        description="persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows); D <= 128",
         auto_devices=frozenset({"cuda"}),
         op_forward=_OP_FORWARD,
         op_backward=_OP_BACKWARD,

@@ -37,16 +37,21 @@ class Variant:
 
     @property
     def name(self) -> str:
-        """The name expression NVRTC instantiates, e.g. ``rnn_forward<0, frnn::BF16, 64, 1, 4>``."""
+        """The name expression NVRTC instantiates, e.g. ``rnn_forward<0, frnn::BF16, 64, 1, 4, 16>``."""
         return (f"rnn_{self.kind}<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
-                f"{self.shape.nt}, {self.shape.stages}>")
+                f"{self.shape.nt}, {self.shape.stages}, {self.shape.rows}>")
 
     @property
     def threads(self) -> int:
         return 32 * self.shape.warps
 
 
-def variant(kind: str, cell: str, dtype: str, head_dim: int, limits: Limits) -> Variant | str:
+# Batch rows per CTA: 16 (the MMA's M) or 8 (rows 8..15 of the MMA zero: half the loads, the cell math and the
+# stores per thread, same MMAs) — the launch picks 8 where the extra CTAs still fit on the SMs.
+ROWS = (8, 16)
+
+
+def variant(kind: str, cell: str, dtype: str, head_dim: int, limits: Limits, rows: int = 16) -> Variant | str:
     """The variant a call needs on a device with ``limits``, or why there is none."""
     if cell not in CELL_IDS:
         return f"cell {cell!r} has no CUDA kernel"
@@ -54,7 +59,7 @@ def variant(kind: str, cell: str, dtype: str, head_dim: int, limits: Limits) -> 
         return f"dtype {dtype} is not supported (bfloat16, float16, float32)"
     if head_dim > HEAD_DIMS[-1] or head_dim % 16:
         return f"head_dim {head_dim} is not one of {list(HEAD_DIMS)}"
-    shape = kernel_shape(kind, cell, head_dim, dtype, limits)
+    shape = kernel_shape(kind, cell, head_dim, dtype, limits, rows)
     if isinstance(shape, str):
         return shape
     return Variant(kind, cell, dtype, head_dim, shape)
@@ -71,11 +76,12 @@ def shipped_variants(arch: str) -> tuple[list[Variant], list[str]]:
         for dtype in ELEMENT_TYPES:
             for head_dim in HEAD_DIMS:
                 for kind in KINDS:
-                    v = variant(kind, cell, dtype, head_dim, limits)
-                    if isinstance(v, str):
-                        refused.append(f"{kind} {cell} {dtype} D={head_dim}: {v}")
-                    else:
-                        found.append(v)
+                    for rows in ROWS:
+                        v = variant(kind, cell, dtype, head_dim, limits, rows)
+                        if isinstance(v, str):
+                            refused.append(f"{kind} {cell} {dtype} D={head_dim} rows={rows}: {v}")
+                        else:
+                            found.append(v)
     return found, refused
 
 

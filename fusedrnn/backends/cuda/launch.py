@@ -25,7 +25,6 @@ from .model import Limits, device_limits
 
 LOGGER = logging.getLogger("fusedrnn")
 
-_TILE = 16  # batch rows per CTA (the MMA's M)
 _DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a kernel may use without opting in
 
 # Tests set this to fill every output buffer with NaN before a kernel writes it.
@@ -52,8 +51,25 @@ def limits_of(device_index: int) -> Limits:
     return device_limits(device_index)
 
 
-def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> Variant | str:
-    return variant(kind, cell_name, dtype_name(dtype), head_dim, limits_of(device.index or 0))
+@functools.cache
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device,
+                rows: int = 16) -> Variant | str:
+    return variant(kind, cell_name, dtype_name(dtype), head_dim, limits_of(device.index or 0), rows)
+
+
+def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
+                 num_heads: int) -> Variant | str:
+    """8 batch rows per CTA where (heads x batch tiles of 8) still fit on the SMs in one wave (a step's work per
+    thread halves; the MMAs stay), else 16; the 16-row variant when the model refuses the 8-row one."""
+    if num_heads * -(-batch // 8) <= sm_count(device.index or 0):
+        found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
+        if not isinstance(found, str):
+            return found
+    return variant_for(kind, cell_name, head_dim, dtype, device, 16)
 
 
 class _Loaded:
@@ -112,8 +128,9 @@ def _stream(handle: int):
 _LOADED: dict[tuple[int, str], _Loaded] = {}
 
 
-def _loaded(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device) -> _Loaded:
-    v = variant_for(kind, cell_name, head_dim, dtype, device)
+def _loaded(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
+            num_heads: int) -> _Loaded:
+    v = pick_variant(kind, cell_name, head_dim, dtype, device, batch, num_heads)
     if isinstance(v, str):  # the backend's supports() refused this call; reaching here is a bug
         raise ValueError(f"backend 'cuda' cannot run this call: {v}")
     key = (device.index or 0, v.name)
@@ -138,13 +155,13 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
     B, T, _, NH, D = x.shape
     cell = get_cell(cell_name)
     GB, S = cell.num_gates_b, cell.num_states
-    loaded = _loaded("forward", cell_name, D, x.dtype, x.device)
+    loaded = _loaded("forward", cell_name, D, x.dtype, x.device, B, NH)
     x, R, b, state = (_aligned(t) for t in (x, R, b, state))
     y = _empty(B, T, NH, D, dtype=x.dtype, device=x.device)
     final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
     pre = _empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device) if save else None
     states = _empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device) if save else None
-    grid = (NH, -(-B // _TILE))
+    grid = (NH, -(-B // loaded.variant.shape.rows))
     loaded.launch(grid, x.device, _ptr(x), _ptr(R), _ptr(b), _ptr(state), _ptr(lengths), _ptr(y), _ptr(final),
                   _ptr(pre), _ptr(states), B, T, NH, int(save), loaded.variant.shape.smem)
     return y, final, pre, states
@@ -156,9 +173,9 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     T = T1 - 1
     cell = get_cell(cell_name)
     GB = cell.num_gates_b
-    loaded = _loaded("backward", cell_name, D, R.dtype, R.device)
+    loaded = _loaded("backward", cell_name, D, R.dtype, R.device, B, NH)
     R, dy, dfinal = (_aligned(t) for t in (R, dy, dfinal))
-    tiles = -(-B // _TILE)
+    tiles = -(-B // loaded.variant.shape.rows)
     dgate = _empty(B, T, GB, NH, D, dtype=R.dtype, device=R.device)
     db_part = _empty(tiles * 8, GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)

@@ -1,7 +1,7 @@
 """The resource model of the CUDA kernels, solved with ``fusedrnn.tune`` from the device's limits.
 
-Both kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, 16 batch rows); warp w owns NT tiles of
-8 hidden units of every gate. The choices are NT (units per warp, which trades warps for registers) and STAGES
+Both kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, ROWS = 8 or 16 batch rows); warp w
+owns NT tiles of 8 hidden units of every gate. The choices are NT (units per warp, which trades warps for registers) and STAGES
 (how many steps of inputs are in flight in the shared-memory ring). The model:
 
 * registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward, ``2·NT·GR·D/KSTEP`` backward, KSTEP = 16
@@ -72,11 +72,13 @@ def device_limits(device_index: int) -> Limits:
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    """A kernel's launch shape: NT units tiles per warp, STAGES prefetch depth, and what they cost."""
+    """A kernel's launch shape: NT unit tiles per warp, STAGES prefetch depth, ROWS batch rows per CTA, and what
+    they cost."""
 
     nt: int
     stages: int
     warps: int
+    rows: int
     smem: int  # bytes of dynamic shared memory
     registers: int  # the model's estimate per thread
 
@@ -85,22 +87,24 @@ def _elt_bytes(dtype_name: str) -> int:
     return 4 if dtype_name == "float32" else 2
 
 
-def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages):
-    """Dynamic shared memory of a kernel: the same formulas as ``Layout`` in rnn.cu (``stages`` may be a solver
-    variable)."""
+def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16):
+    """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA: the same formulas as ``Layout`` in
+    rnn.cu (``stages`` may be a solver variable)."""
     cell = get_cell(cell_name)
     e = _elt_bytes(dtype_name)
     pad = 16 // e
-    h = 16 * (D + pad) * e
+    h = rows * (D + pad) * e
     if kind == "forward":
-        return 2 * h + stages * (16 * (cell.num_gates_x * D + pad) * e)
-    p = 16 * (cell.num_gates_r * D + pad) * e
-    return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * 16 * (D + 4) * 4 + h)
+        return 2 * h + stages * (rows * (cell.num_gates_x * D + pad) * e)
+    p = rows * (cell.num_gates_r * D + pad) * e
+    return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (D + 4) * 4 + h)
 
 
 def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, overhead: bool = True):
     """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
-    overheads (for calibrating them against ptxas)."""
+    overheads (for calibrating them against ptxas). Counted for 16 batch rows per CTA (2 rows per thread) and
+    used for 8 as well: fewer elements, but ptxas then hoists more (seen: 154 registers with 8 rows, 142 with 16,
+    LSTM 64 backward); compile-all checks both."""
     cell = get_cell(cell_name)
     GR, GB, S = cell.num_gates_r, cell.num_gates_b, cell.num_states
     e = _elt_bytes(dtype_name)
@@ -119,7 +123,7 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, overhead: 
     return (2 * kt + per_tile) * nt + accumulators + 4 + 3 * 8 + fixed
 
 
-def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits) -> Model:
+def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Model:
     m = Model()
     nt = m.var("nt", values=list(NT_CHOICES))
     stages = m.var("stages", 2, MAX_STAGES)
@@ -135,21 +139,23 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits)
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread)
     m.add(eighths * 8 * 128 * groups <= limits.regs_per_sm)
-    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages) <= limits.smem_per_block)
+    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows) <= limits.smem_per_block)
     m.maximize(-MAX_STAGES * 10 * nt + stages)  # most warps first, then the deepest prefetch
     return m
 
 
 @functools.cache
-def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits) -> Shape | str:
-    """The launch shape of kernel ``kind`` ("forward" / "backward"), or why none fits."""
+def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int = 16) -> Shape | str:
+    """The launch shape of kernel ``kind`` ("forward" / "backward") with ``rows`` batch rows per CTA, or why none
+    fits."""
     if D % 16 or D < 16:
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
-    result = _problem(kind, cell_name, D, dtype_name, limits).solve()
+    result = _problem(kind, cell_name, D, dtype_name, limits, rows).solve()
     if result.solution is None:
         return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in registers "
                 f"({limits.max_regs_per_thread} registers per thread, {limits.regs_per_sm} per SM, "
                 f"{limits.smem_per_block // 1024} KB shared memory)")
     nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
-    return Shape(nt=nt, stages=stages, warps=warps, smem=smem_bytes(kind, cell_name, D, dtype_name, stages),
+    return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
+                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows),
                  registers=registers(kind, cell_name, D, dtype_name, nt))

@@ -1,6 +1,6 @@
 // fusedrnn persistent fused RNN kernels, compiled at run time by NVRTC (no headers, no host compiler).
 //
-// One CTA per (head, tile of 16 batch rows) runs the whole sequence. Warp w owns hidden units
+// One CTA per (head, tile of ROWS = 8 or 16 batch rows) runs the whole sequence. Warp w owns hidden units
 // [8·NT·w, 8·NT·(w+1)) of every gate, so each thread holds all gates of its (row, unit) elements in the
 // accumulator layout of mma.sync m16n8kK (rows gq and gq + 8, units 2·tq and 2·tq + 1 of each 8-unit tile,
 // gq = lane / 4, tq = lane % 4) and runs the cell's pointwise math without any exchange. That head's R
@@ -159,12 +159,14 @@ __device__ __forceinline__ void mma<F32>(float* c, const u32* a, const u32* b) {
   mma_tf32(c, ab, bb);
 }
 
-// A fragment of a row-major 16 × K tile in shared memory (LD elements per row), columns k0 ...
-template <class E>
+// A fragment of a row-major ROWS × K tile in shared memory (LD elements per row), columns k0 ...; with ROWS = 8
+// the MMA's rows 8..15 are zeros (not loaded).
+template <class E, int ROWS>
 __device__ __forceinline__ void load_a(const typename E::T* s, int LD, int k0, int gq, int tq, u32* a) {
 #pragma unroll
   for (int i = 0; i < 4; ++i)
-    a[i] = *(const u32*)(s + (gq + 8 * (i & 1)) * LD + k0 + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2));
+    a[i] = (i & 1) && ROWS == 8 ? 0u
+                                : *(const u32*)(s + (gq + 8 * (i & 1)) * LD + k0 + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -186,16 +188,16 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
-// One step's tile of SETS x 16 rows x ROW_BYTES, copied each step from global memory (rows and sets at fixed
+// One step's tile of SETS x ROWS rows x ROW_BYTES, copied each step from global memory (rows and sets at fixed
 // strides from a base that moves by a fixed amount per step) into a stage of the shared-memory ring (sets
 // DST_SET and rows DST_ROW bytes apart), in 16-byte chunks. Thread i takes chunk column i % CH of row
 // i / CH, then the rows RS = NTH / CH further on (NTH is a multiple of CH: 4·D/NT threads, D·b/16 chunks a
 // row): pass j's chunk is the first one's plus compile-time multiples of the two strides, so a thread keeps
 // one offset, one destination and its first row, whatever the tile's size.
-template <int SETS, int ROW_BYTES, int DST_SET, int DST_ROW, int NTH>
+template <int SETS, int ROWS, int ROW_BYTES, int DST_SET, int DST_ROW, int NTH>
 struct TileCopy {
-  static constexpr int CH = ROW_BYTES / 16, RS = NTH / CH, PASSES = (SETS * 16 + RS - 1) / RS;
-  static_assert(NTH % CH == 0 && (RS % 16 == 0 || 16 % RS == 0), "the tile does not split evenly over the threads");
+  static constexpr int CH = ROW_BYTES / 16, RS = NTH / CH, PASSES = (SETS * ROWS + RS - 1) / RS;
+  static_assert(NTH % CH == 0 && (RS % ROWS == 0 || ROWS % RS == 0), "the tile does not split evenly over the threads");
   i64 off0, set_stride, row_stride;
   u32 dst0;
   int set0, row0, valid_rows;
@@ -204,17 +206,17 @@ struct TileCopy {
     row_stride = row_stride_;
     valid_rows = valid_rows_;
     int k = threadIdx.x % CH, q = threadIdx.x / CH;  // q < RS
-    set0 = q / 16;
-    row0 = q % 16;
+    set0 = q / ROWS;
+    row0 = q % ROWS;
     off0 = set0 * set_stride + row0 * row_stride + 16 * k;
     dst0 = set0 * DST_SET + row0 * DST_ROW + 16 * k;
   }
   __device__ __forceinline__ void issue(const unsigned char* base, u32 stage) const {
 #pragma unroll
     for (int j = 0; j < PASSES; ++j) {
-      // pass j: RS·j rows further: whole sets when RS >= 16, else within one set (RS divides 16, row0 < RS)
-      const int dset = RS >= 16 ? j * (RS / 16) : (j * RS) / 16, drow = RS >= 16 ? 0 : (j * RS) % 16;
-      if (SETS * 16 % RS == 0 || set0 + dset < SETS) {
+      // pass j: RS·j rows further: whole sets when RS >= ROWS, else within one set (RS divides ROWS, row0 < RS)
+      const int dset = RS >= ROWS ? j * (RS / ROWS) : (j * RS) / ROWS, drow = RS >= ROWS ? 0 : (j * RS) % ROWS;
+      if (SETS * ROWS % RS == 0 || set0 + dset < SETS) {
         bool ok = row0 + drow < valid_rows;
         cp_async16(stage + dst0 + dset * DST_SET + drow * DST_ROW,
                    ok ? base + off0 + dset * set_stride + drow * row_stride : base, ok);
@@ -393,26 +395,26 @@ using namespace frnn;
 
 // Shared-memory layout of both kernels, in bytes; the host computes the same (launch.py: smem_bytes) and
 // passes it, and a kernel given less than it needs traps instead of corrupting memory.
-template <int CELL, class E, int D, int STAGES>
+template <int CELL, class E, int D, int STAGES, int ROWS>
 struct Layout {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T T;
   static constexpr int PAD = 16 / (int)sizeof(T);  // one 16-byte chunk per row: rows start on distinct banks
   // forward: two h buffers [16][LDH] and STAGES x tiles [16][LDX]
   static constexpr int LDH = D + PAD, LDX = C::GX * D + PAD;
-  static constexpr int FW_H = 16 * LDH * (int)sizeof(T), FW_X = 16 * LDX * (int)sizeof(T);
+  static constexpr int FW_H = ROWS * LDH * (int)sizeof(T), FW_X = ROWS * LDX * (int)sizeof(T);
   static constexpr int FW_BYTES = 2 * FW_H + STAGES * FW_X;
   // backward: two dp buffers [16][LDP] (input dtype) and STAGES of (slots [GB][16][LDF], states [S][16][LDF]
   // f32, dy [16][LDH] input dtype)
   static constexpr int LDP = C::GR * D + PAD, LDF = D + 4;
-  static constexpr int BW_P = 16 * LDP * (int)sizeof(T);
-  static constexpr int BW_SLOTS = C::GB * 16 * LDF * 4, BW_STATES = C::S * 16 * LDF * 4, BW_DY = FW_H;
+  static constexpr int BW_P = ROWS * LDP * (int)sizeof(T);
+  static constexpr int BW_SLOTS = C::GB * ROWS * LDF * 4, BW_STATES = C::S * ROWS * LDF * 4, BW_DY = FW_H;
   static constexpr int BW_STAGE = BW_SLOTS + BW_STATES + BW_DY;
   static constexpr int BW_BYTES = 2 * BW_P + STAGES * BW_STAGE;
 };
 
 
-template <int CELL, class E, int D, int NT, int STAGES>
+template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     rnn_forward(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                 const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
@@ -421,10 +423,11 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
                 i64 smem_bytes) {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T ET;
-  typedef Layout<CELL, E, D, STAGES> L;
+  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  constexpr int HR = ROWS / 8;  // row halves per thread: rows gq (and gq + 8 when ROWS = 16)
   constexpr bool FAST = Fast<E>::value;
   constexpr int W = D / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
-  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2, "bad tiling");
+  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
   if (smem_bytes < L::FW_BYTES) __trap();
@@ -433,8 +436,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   const u32 xring_addr = smem_addr(xring);
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * 16, HD = NH * D;
-  const int valid_rows = (int)(B - b0 < 16 ? B - b0 : 16);
+  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
+  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
 
   // R as B fragments: B[k = j][unit] = R[g, n, unit, j]
@@ -453,7 +456,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
         }
 
   // x_t: GX sets (gates, HD apart) of 16 rows (T·GX·HD apart) of D elements; the base moves GX·HD per step
-  TileCopy<C::GX, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
+  TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
   xcopy.init(HD * SZ, T * C::GX * HD * SZ, valid_rows);
   const i64 xstep = C::GX * HD * SZ;
   const unsigned char* xnext = (const unsigned char*)(x + b0 * T * C::GX * HD + n * D);
@@ -475,7 +478,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   float* sp[2];
   const i64 pstep = B * C::GB * HD, sstep = B * D, sset = NH * (T + 1) * B * D;
 #pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
+  for (int hr = 0; hr < HR; ++hr) {
     i64 row = b0 + gq + 8 * hr;
     row_ok[hr] = row < B;
     len[hr] = has_lengths && row_ok[hr] ? lengths[row] : (int)T;
@@ -490,7 +493,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
       bv[k][nt][1] = v.y;
     }
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
+    for (int hr = 0; hr < HR; ++hr) {
       int r = gq + 8 * hr;
       i64 row = b0 + r;
       if (nt == 0) {
@@ -518,8 +521,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     xnext += xstep;
     fill = fill + 1 == STAGES ? 0 : fill + 1;
 
-    const ET* hc = hbuf + (t & 1) * 16 * L::LDH;
-    ET* hn = hbuf + ((t + 1) & 1) * 16 * L::LDH;
+    const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
+    ET* hn = hbuf + ((t + 1) & 1) * ROWS * L::LDH;
     float acc[C::GR][NT][4];
 #pragma unroll
     for (int g = 0; g < C::GR; ++g)
@@ -530,7 +533,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
     for (int kt = 0; kt < KT; ++kt) {
       u32 a[4];
-      load_a<E>(hc, L::LDH, kt * E::KSTEP, gq, tq, a);
+      load_a<E, ROWS>(hc, L::LDH, kt * E::KSTEP, gq, tq, a);
 #pragma unroll
       for (int g = 0; g < C::GR; ++g)
 #pragma unroll
@@ -542,7 +545,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     for (int nt = 0; nt < NT; ++nt) {
       int col = (warp * NT + nt) * 8 + 2 * tq;
 #pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
+      for (int hr = 0; hr < HR; ++hr) {
         int r = gq + 8 * hr;
         bool live = !has_lengths || t < len[hr];
         float p[4][2];  // slots = b + x + R·h, in that order
@@ -587,7 +590,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
       }
     }
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
+    for (int hr = 0; hr < HR; ++hr) {
       yp[hr] += HD;
       pp[hr] += pstep;
       sp[hr] += sstep;
@@ -601,7 +604,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   for (int nt = 0; nt < NT; ++nt) {
     int col = (warp * NT + nt) * 8 + 2 * tq;
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
+    for (int hr = 0; hr < HR; ++hr) {
       i64 row = b0 + gq + 8 * hr;
       if (row_ok[hr]) {
 #pragma unroll
@@ -612,7 +615,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   }
 }
 
-template <int CELL, class E, int D, int NT, int STAGES>
+template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     rnn_backward(const typename E::T* __restrict__ R, const float* __restrict__ pre,
                  const float* __restrict__ states, const int* __restrict__ lengths,
@@ -621,13 +624,14 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
                  i64 T, i64 NH, i64 smem_bytes) {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T ET;
-  typedef Layout<CELL, E, D, STAGES> L;
+  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  constexpr int HR = ROWS / 8;  // row halves per thread: rows gq (and gq + 8 when ROWS = 16)
   constexpr bool FAST = Fast<E>::value;
   constexpr int W = D / (8 * NT), NTH = 32 * W, KT = C::GR * D / E::KSTEP, SZ = (int)sizeof(ET);
   // independent accumulators (a shorter dependent MMA chain): 4 with one tile per warp; with NT >= 2 the tiles
   // interleave and registers are short, so one each
   constexpr int ACCS = NT > 1 ? 1 : KT >= 4 ? 4 : KT;
-  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2, "bad tiling");
+  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
   if (smem_bytes < L::BW_BYTES) __trap();
@@ -636,8 +640,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   const u32 ring_addr = smem_addr(ring);
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * 16, HD = NH * D;
-  const int valid_rows = (int)(B - b0 < 16 ? B - b0 : 16);
+  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
+  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
 
   // R as B fragments of dp · R: B[k = (g, i)][j] = R[g, n, i, j]
@@ -657,9 +661,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   // Step t's inputs, t descending: slots pre[t, b0 + r, k, n, :] (sets k HD apart, rows GB·HD apart), states
   // before it states[s, n, t, b0 + r, :] (sets s NH·(T+1)·B·D apart, rows D apart), dy[b0 + r, t, n, :] (rows
   // T·HD apart); their bases move back by B·GB·HD, B·D and HD elements per step.
-  TileCopy<C::GB, D * 4, 16 * L::LDF * 4, L::LDF * 4, NTH> pcopy;
-  TileCopy<C::S, D * 4, 16 * L::LDF * 4, L::LDF * 4, NTH> scopy;
-  TileCopy<1, D * SZ, 0, L::LDH * SZ, NTH> ycopy;
+  TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
+  TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
+  TileCopy<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ycopy;
   pcopy.init(HD * 4, C::GB * HD * 4, valid_rows);
   scopy.init(NH * (T + 1) * B * D * 4, D * 4, valid_rows);
   ycopy.init(0, T * HD * SZ, valid_rows);
@@ -692,7 +696,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   ET* gp[2];  // row half hr's unit 0 of tile 0; tile nt is 8·nt elements further
   const i64 gstep = C::GB * HD;
 #pragma unroll
-  for (int hr = 0; hr < 2; ++hr) {
+  for (int hr = 0; hr < HR; ++hr) {
     i64 row = b0 + gq + 8 * hr;
     row_ok[hr] = row < B;
     len[hr] = has_lengths && row_ok[hr] ? lengths[row] : (int)T;
@@ -703,7 +707,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
     for (int k = 0; k < C::GB; ++k) db[k][nt][0] = db[k][nt][1] = 0.0f;
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
+    for (int hr = 0; hr < HR; ++hr) {
       i64 row = b0 + gq + 8 * hr;
       if (nt == 0) gp[hr] = dgate + (row * T + T - 1) * C::GB * HD + n * D + col;
 #pragma unroll
@@ -729,21 +733,21 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     const float* sslot = (const float*)at;
     const float* sstate = (const float*)(at + L::BW_SLOTS);
     const ET* sdy = (const ET*)(at + L::BW_SLOTS + L::BW_STATES);
-    ET* pw = pbuf + (it & 1) * 16 * L::LDP;
+    ET* pw = pbuf + (it & 1) * ROWS * L::LDP;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       int col = (warp * NT + nt) * 8 + 2 * tq;
 #pragma unroll
-      for (int hr = 0; hr < 2; ++hr) {
+      for (int hr = 0; hr < HR; ++hr) {
         int r = gq + 8 * hr;
         bool live = (!has_lengths || t < len[hr]) && row_ok[hr];
         f2 gy = load2<E>(sdy + r * L::LDH + col);
         float dp[4][2];
         f2 slot2[4], state2[4];  // both units' saved slots and states: one 8-byte shared load each
 #pragma unroll
-        for (int k = 0; k < 4; ++k) slot2[k] = k < C::GB ? load2f(sslot + (k * 16 + r) * L::LDF + col) : f2{0.0f, 0.0f};
+        for (int k = 0; k < 4; ++k) slot2[k] = k < C::GB ? load2f(sslot + (k * ROWS + r) * L::LDF + col) : f2{0.0f, 0.0f};
 #pragma unroll
-        for (int k = 0; k < 4; ++k) state2[k] = k < C::S ? load2f(sstate + (k * 16 + r) * L::LDF + col) : f2{0.0f, 0.0f};
+        for (int k = 0; k < 4; ++k) state2[k] = k < C::S ? load2f(sstate + (k * ROWS + r) * L::LDF + col) : f2{0.0f, 0.0f};
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           float pe[4], se[4], de[4];
@@ -773,8 +777,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
         for (int g = 0; g < C::GR; ++g) store2<E>(pw + r * L::LDP + g * D + col, dp[C::rs(g)][0], dp[C::rs(g)][1]);
       }
     }
-    gp[0] -= gstep;
-    gp[1] -= gstep;
+#pragma unroll
+    for (int hr = 0; hr < HR; ++hr) gp[hr] -= gstep;
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
@@ -789,14 +793,14 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
     for (int kt = 0; kt < KT; ++kt) {
       u32 a[4];
-      load_a<E>(pw, L::LDP, kt * E::KSTEP, gq, tq, a);
+      load_a<E, ROWS>(pw, L::LDP, kt * E::KSTEP, gq, tq, a);
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) mma<E>(acc[kt % ACCS][nt], a, rf[kt][nt]);
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
+      for (int e = 0; e < 2 * HR; ++e) {
         float sum = 0.0f;
 #pragma unroll
         for (int q = 0; q < ACCS; ++q) sum += acc[q][nt][e];
@@ -808,7 +812,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   for (int nt = 0; nt < NT; ++nt) {
     int col = (warp * NT + nt) * 8 + 2 * tq;
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
+    for (int hr = 0; hr < HR; ++hr) {
       i64 row = b0 + gq + 8 * hr;
       if (row_ok[hr]) {
 #pragma unroll
