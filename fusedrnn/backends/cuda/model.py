@@ -1,8 +1,9 @@
 """The resource model of the CUDA kernels, solved with ``fusedrnn.tune`` from the device's limits.
 
 Both kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, ROWS = 8 or 16 batch rows); warp w
-owns NT tiles of 8 hidden units of every gate. The choices are NT (units per warp, which trades warps for registers) and STAGES
-(how many steps of inputs are in flight in the shared-memory ring). The model:
+owns NT tiles of 8 hidden units of every gate. The choices are NT (units per warp, which trades warps for
+registers) and STAGES (how many steps of inputs are in flight in the shared-memory ring); the launch picks ROWS.
+The model:
 
 * registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward, ``2·NT·GR·D/KSTEP`` backward, KSTEP = 16
   for 16-bit inputs, 8 for float32), the accumulators, the states / state gradients and biases / bias sums
