@@ -314,6 +314,18 @@ def format_report(data: dict[str, object]) -> str:
     else:
         lines.append(f"  auto picks nothing: {b['auto_reason']}")
     launch = data["launch"]
+    cu = launch.get("cuda", {})
+    if "error" in cu:
+        lines.append(f"cuda launch: {cu['error']}")
+    for kind in ("forward", "backward"):
+        entry = cu.get(kind)
+        if isinstance(entry, str):
+            lines.append(f"cuda {kind}: refused: {entry}")
+        elif entry:
+            lines.append(f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['grid'][0]} heads x "
+                         f"{entry['grid'][1]} tiles of {entry['rows']} rows, {entry['threads']} threads, "
+                         f"{entry['stages']}-stage prefetch, {entry['smem'] // 1024} KB shared memory, "
+                         f"~{entry['registers']} registers per thread (model)")
     if "error" in launch:
         lines.append(f"launch configuration: {launch['error']}")
     else:
