@@ -1,16 +1,19 @@
 """What every fused backend (``triton``, ``alternating``, ``cuda``) shares and that does not depend on how its
-kernels are written: the layouts saved for backward, and the dispatch between training (autograd) and
-inference."""
+kernels are written: the layouts saved for backward, the dispatch between training (autograd) and inference,
+and the Backend built from a pair of launch functions (``fused_backend``)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from ..cells import Cell, get_cell
+from . import Backend, Call
 
 
 def saved_shapes(cell: Cell, B: int, T: int, NH: int, D: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
-    """What the fused backends save for backward (both use these layouts): the float32 pre-activation slots
+    """What the fused backends save for backward (all use these layouts): the float32 pre-activation slots
     [T, B, Gb, NH, D] and the states before every step [S, NH, T + 1, B, D]."""
     return [((T, B, cell.num_gates_b, NH, D), torch.float32), ((cell.num_states, NH, T + 1, B, D), torch.float32)]
 
@@ -88,3 +91,15 @@ def make_op_functions(forward, backward):
         return fused_backward(backward, cell.name, R.dtype, R, *saved, lengths, dy, dfinal)
 
     return op_forward, op_backward
+
+
+def fused_backend(name: str, priority: int, supports: Callable[[Call], str | None], forward, backward,
+                  description: str) -> Backend:
+    """The Backend of launch functions ``forward`` / ``backward`` (see ``make_function``): the autograd Function,
+    inference without saving, the custom-op pair and the saved layouts. ``auto`` uses it on CUDA devices only
+    (the Triton interpreter on CPU tensors is for tests, never a fast path)."""
+    function = make_function(f"{name.capitalize()}RNN", forward, backward)
+    op_forward, op_backward = make_op_functions(forward, backward)
+    return Backend(name=name, priority=priority, supports=supports, run=make_run(function, forward),
+                   description=description, auto_devices=frozenset({"cuda"}), op_forward=op_forward,
+                   op_backward=op_backward, op_saved_shapes=saved_shapes)

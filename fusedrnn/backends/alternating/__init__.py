@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import torch
 
-from .. import Backend, Call, register_backend
-from ..fused import make_op_functions, make_run, saved_shapes
+from .. import Call, register_backend
+from ..fused import fused_backend
 from ..triton.common import call_reason
-from .launch import AlternatingRNN, backward, clear_cache, forward
+from .launch import backward, clear_cache, forward
 
 __all__ = ["ALTERNATING", "clear_cache"]
 
 # the pointwise kernels index the B·NH·D elements of one step (times up to 4 states) in int32
 _MAX_STEP_ELEMENTS = (2**31 - 1) // 4
-
-_OP_FORWARD, _OP_BACKWARD = make_op_functions(forward, backward)
-
 
 def _supports(call: Call) -> str | None:
     if call.batch * call.num_heads * call.head_dim > _MAX_STEP_ELEMENTS:
@@ -47,15 +44,6 @@ def _supports(call: Call) -> str | None:
 
 
 ALTERNATING = register_backend(
-    Backend(
-        name="alternating",
-        priority=10,
-        supports=_supports,
-        run=make_run(AlternatingRNN, forward),
-        description="per step a cuBLAS GEMM over heads and a fused Triton pointwise kernel, in a CUDA graph; any D",
-        auto_devices=frozenset({"cuda"}),  # the CPU interpreter is for tests, never a fast path
-        op_forward=_OP_FORWARD,
-        op_backward=_OP_BACKWARD,
-        op_saved_shapes=saved_shapes,
-    )
+    fused_backend("alternating", 10, _supports, forward, backward,
+                  "per step a cuBLAS GEMM over heads and a fused Triton pointwise kernel, in a CUDA graph; any D")
 )

@@ -1,4 +1,4 @@
-"""Host side of the alternating backend: per-step GEMM + pointwise kernel, CUDA graphs, the autograd Function.
+"""Host side of the alternating backend: per-step GEMM + pointwise kernel, CUDA graphs.
 
 Per step t of the forward, one of two paths (``forward_tile`` decides; both compute the same function from
 the same operands, only the summation order of R·h differs):
@@ -74,12 +74,11 @@ import torch
 import triton
 
 from ...cells import get_cell
-from ..fused import make_function
 from ..triton.launch import cell_constants, dot_precision, fast_math, sm_count
 from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
 
 __all__ = [
-    "AlternatingRNN", "forward", "backward", "backward_steps", "weight_gradient", "clear_cache", "cached_plans",
+    "forward", "backward", "backward_steps", "weight_gradient", "clear_cache", "cached_plans",
     "float32_gemm_output", "gemm_mode", "FusedTile", "forward_tile",
 ]
 
@@ -607,5 +606,3 @@ def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
         dR = weight_gradient(dr, states)
     return dx, dR, db, dstate0
 
-
-AlternatingRNN = make_function("AlternatingRNN", forward, backward)

@@ -13,9 +13,9 @@ import importlib.util
 
 import torch
 
-from .. import Backend, Call, register_backend
-from ..fused import make_op_functions, make_run, saved_shapes
-from .launch import CudaRNN, backward, forward, variant_for
+from .. import Call, register_backend
+from ..fused import fused_backend
+from .launch import backward, forward, variant_for
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -49,19 +49,7 @@ def _supports(call: Call) -> str | None:
     return None
 
 
-_OP_FORWARD, _OP_BACKWARD = make_op_functions(forward, backward)
-
-
 CUDA = register_backend(
-    Backend(
-        name="cuda",
-        priority=30,
-        supports=_supports,
-        run=make_run(CudaRNN, forward),
-        description="persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows); D <= 128",
-        auto_devices=frozenset({"cuda"}),
-        op_forward=_OP_FORWARD,
-        op_backward=_OP_BACKWARD,
-        op_saved_shapes=saved_shapes,
-    )
+    fused_backend("cuda", 30, _supports, forward, backward,
+                  "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows); D <= 128")
 )

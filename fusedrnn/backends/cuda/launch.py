@@ -19,7 +19,7 @@ import logging
 import torch
 
 from ...cells import get_cell
-from ..fused import dx_of, make_function
+from ..fused import dx_of
 from .kernels import Variant, compile_variant, variant
 from .model import Limits, device_limits
 
@@ -206,5 +206,3 @@ def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
     dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal)
     return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
 
-
-CudaRNN = make_function("CudaRNN", forward, backward)

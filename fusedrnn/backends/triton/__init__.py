@@ -6,12 +6,10 @@ Runs on CUDA GPUs of compute capability >= 8.0 and, under ``TRITON_INTERPRET=1``
 
 from __future__ import annotations
 
-from .. import Backend, Call, register_backend
-from ..fused import make_op_functions, make_run, saved_shapes
+from .. import Call, register_backend
+from ..fused import fused_backend
 from .common import DTYPES, call_reason
-from .launch import MAX_HEAD_DIM, MAX_R_BYTES, TritonRNN, backward, forward, r_bytes
-
-_OP_FORWARD, _OP_BACKWARD = make_op_functions(forward, backward)
+from .launch import MAX_HEAD_DIM, MAX_R_BYTES, backward, forward, r_bytes
 
 
 def _supports(call: Call) -> str | None:
@@ -26,15 +24,6 @@ def _supports(call: Call) -> str | None:
 
 
 TRITON = register_backend(
-    Backend(
-        name="triton",
-        priority=20,
-        supports=_supports,
-        run=make_run(TritonRNN, forward),
-        description="fused Triton kernels, R on chip, one program per (head, batch tile); D <= 128",
-        auto_devices=frozenset({"cuda"}),  # the CPU interpreter is for tests, never a fast path
-        op_forward=_OP_FORWARD,
-        op_backward=_OP_BACKWARD,
-        op_saved_shapes=saved_shapes,
-    )
+    fused_backend("triton", 20, _supports, forward, backward,
+                  "fused Triton kernels, R on chip, one program per (head, batch tile); D <= 128")
 )

@@ -1,4 +1,4 @@
-"""Host side of the Triton backend: tiling, launches and the autograd Function.
+"""Host side of the Triton backend: tiling and launches (the autograd Function: ..fused.fused_backend).
 
 Saved for backward (float32): the pre-activation slots [T, B, Gb, NH, D] and the states before every
 step [S, NH, T + 1, B, D] — (Gb + S) * 4 bytes per (batch, step, hidden unit), e.g. 24 B for LSTM:
@@ -17,7 +17,7 @@ import torch
 import triton
 
 from ...cells import get_cell
-from ..fused import dx_of, make_function
+from ..fused import dx_of
 from .cells import CELL_IDS
 from .kernels import rnn_backward_kernel, rnn_forward_kernel, weight_grad_kernel
 
@@ -169,5 +169,3 @@ def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int
     dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, num_warps)
     return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
 
-
-TritonRNN = make_function("TritonRNN", forward, backward)
