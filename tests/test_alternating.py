@@ -9,6 +9,7 @@ import torch
 
 import fusedrnn.backends.alternating  # noqa: F401  (registers the backend; fusedrnn.backends imports it too)
 from fusedrnn import get_cell, rnn
+from fusedrnn.backends import fused
 from fusedrnn.backends.alternating import launch
 
 from .helpers import (
@@ -31,7 +32,7 @@ interpreter_only = pytest.mark.skipif(ON_GPU, reason="the interpreter cases run 
 
 @pytest.fixture(autouse=True)
 def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(launch, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
 
 
 _problem = problem_with_grads

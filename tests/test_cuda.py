@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from fusedrnn import get_cell, rnn
-from fusedrnn.backends import Call, get_backend, select_backend
-from fusedrnn.backends.cuda import cuda_core_available, launch
+from fusedrnn.backends import Call, fused, get_backend, select_backend
+from fusedrnn.backends.cuda import cuda_core_available
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
 from fusedrnn.backends.cuda.model import ARCH_LIMITS, kernel_shape, smem_bytes
 
@@ -28,7 +28,7 @@ needs_cuda_core = pytest.mark.skipif(cuda_core_available() is not None, reason=s
 
 @pytest.fixture(autouse=True)
 def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(launch, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
 
 
 # --- resource model and compilation (CI) ---------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fusedrnn import rnn
-from fusedrnn.backends.triton import launch
+from fusedrnn.backends import fused
 
 from .helpers import check_backend, random_problem, run_with_grads
 
@@ -17,7 +17,7 @@ CELLS = ["lstm", "gru", "elman", "slstm"]
 
 @pytest.fixture(autouse=True)
 def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(launch, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
 
 
 def check_against_reference(cell, B, T, NH, D, dtype, device, with_state=True):

@@ -4,12 +4,28 @@ and the Backend built from a pair of launch functions (``fused_backend``)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
 from ..cells import Cell, get_cell
 from . import Backend, Call
+
+# Tests set this to fill every fresh output (and the alternating backend's static buffers) with NaN before kernels
+# write them, so an element a kernel forgets to write cannot pass as a plausible number.
+POISON_OUTPUTS = False
+
+
+def empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """torch.empty, NaN-filled (floating dtypes) when POISON_OUTPUTS is set."""
+    out = torch.empty(*shape, dtype=dtype, device=device)
+    return out.fill_(float("nan")) if POISON_OUTPUTS and dtype.is_floating_point else out
+
+
+@functools.cache
+def sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def saved_shapes(cell: Cell, B: int, T: int, NH: int, D: int) -> list[tuple[tuple[int, ...], torch.dtype]]:

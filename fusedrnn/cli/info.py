@@ -29,6 +29,7 @@ from ..backends import BACKEND_ENV, Call, availability, backend_names, get_backe
 from ..backends.cuda import cuda_core_available, nvrtc
 from ..backends.cuda.kernels import Variant, compile_variant, shipped_variants
 from ..backends.cuda.model import ARCH_LIMITS
+from ..backends.fused import sm_count
 from ..cells import cell_names, get_cell
 
 __all__ = ["versions", "devices", "triton_cache", "backend_report", "launch_report", "collect", "main"]
@@ -167,7 +168,7 @@ def launch_report(call: Call) -> dict[str, object]:
         return {"error": f"triton is not importable: {error}"}
     tile = triton_launch.tiling(B, NH, D, call.device)
     tiles = -(-B // tile["BLOCK_B"])
-    sms = triton_launch.sm_count(call.device.index or 0) if call.device.type == "cuda" else None
+    sms = sm_count(call.device.index or 0) if call.device.type == "cuda" else None
     report["triton"] = {
         **tile,
         "grid": [NH, tiles],

@@ -74,7 +74,8 @@ import torch
 import triton
 
 from ...cells import get_cell
-from ..triton.launch import cell_constants, dot_precision, fast_math, sm_count
+from ..fused import empty, sm_count
+from ..triton.launch import cell_constants, dot_precision, fast_math
 from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
 
 __all__ = [
@@ -89,16 +90,6 @@ FUSED_ENV = "FUSEDRNN_ALTERNATING_FUSED"  # "0": the forward runs the GEMM path 
 MAX_PLANS = 64  # cached plans (each holds its buffers and, on CUDA, one graph); least recently used go first
 BLOCK = 256  # elements per program of the pointwise kernels
 NUM_WARPS = 4
-
-# Tests set this to fill every fresh output and static buffer with NaN before kernels write it, so an
-# element a kernel forgets to write cannot pass as a plausible number.
-POISON_OUTPUTS = False
-
-
-def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    out = torch.empty(*shape, dtype=dtype, device=device)
-    return out.fill_(float("nan")) if POISON_OUTPUTS and dtype.is_floating_point else out
-
 
 def _use_graphs(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get(GRAPHS_ENV, "1") != "0"
@@ -314,7 +305,7 @@ def _weights(num_gates_r: int, NH: int, D: int, dtype: torch.dtype, device: torc
     key = (num_gates_r, NH, D, dtype, device)
     W = _WEIGHTS.get(key)
     if W is None:
-        W = _empty(NH, num_gates_r * D, D, dtype=dtype, device=device)
+        W = empty(NH, num_gates_r * D, D, dtype=dtype, device=device)
         _WEIGHTS[key] = W
     return W
 
@@ -381,13 +372,13 @@ class _ForwardPlan(_Plan):
         self.dtype, self.tile = dtype, tile
         self.W = _weights(GR, NH, D, dtype, device)  # [NH, GR·D, D]
         self.Wt = self.W.transpose(1, 2)  # [NH, D, GR·D], a view: cuBLAS reads it transposed
-        self.hbuf = _empty(1 if tile is None else 2, NH, B, D, dtype=dtype, device=device)
+        self.hbuf = empty(1 if tile is None else 2, NH, B, D, dtype=dtype, device=device)
         self.h0 = self.hbuf[0]  # [NH, B, D]: the GEMM's operand; the initial h
-        self.bias = _empty(GB, NH, D, dtype=dtype, device=device)
-        self.carry = _empty(S, B, NH, D, dtype=torch.float32, device=device)
+        self.bias = empty(GB, NH, D, dtype=dtype, device=device)
+        self.carry = empty(S, B, NH, D, dtype=torch.float32, device=device)
         self.table = torch.zeros(4, dtype=torch.int64, device=device)
         if tile is None:
-            self.gates = _empty(NH, B, GR * D, dtype=_gemm_out_dtype(mode, dtype), device=device)
+            self.gates = empty(NH, B, GR * D, dtype=_gemm_out_dtype(mode, dtype), device=device)
             self.grid = (triton.cdiv(B * NH * D, BLOCK),)
         else:
             self.gates = None
@@ -437,10 +428,10 @@ class _BackwardPlan(_Plan):
         self.fast, self.mode, self.prefetch = _fast(dtype, device), mode, _prefetch(device)
         self.W = _weights(GR, NH, D, dtype, device)
         self.Wg = self.W.view(NH * GR, D, D)  # [n·GR + g] = R[g, n] as [D_out, D_in]
-        self.dpg = _empty(NH, GR, B, D, dtype=dtype, device=device)
-        self.dh_part = _empty(NH, GR, B, D, dtype=_gemm_out_dtype(mode, dtype), device=device)
-        self.dcarry = _empty(S, B, NH, D, dtype=torch.float32, device=device)
-        self.db_acc = _empty(GB, B, NH, D, dtype=torch.float32, device=device)
+        self.dpg = empty(NH, GR, B, D, dtype=dtype, device=device)
+        self.dh_part = empty(NH, GR, B, D, dtype=_gemm_out_dtype(mode, dtype), device=device)
+        self.dcarry = empty(S, B, NH, D, dtype=torch.float32, device=device)
+        self.db_acc = empty(GB, B, NH, D, dtype=torch.float32, device=device)
         self.table = torch.zeros(5, dtype=torch.int64, device=device)
         self.grid = (triton.cdiv(B * NH * D, BLOCK),)
 
@@ -531,10 +522,10 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | N
     with _Guard(device), _LOCK:  # the lock: one call at a time fills and replays the shared buffers
         plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save, path)
         plan.set_lengths(lengths)
-        y = _empty(B, T, NH, D, dtype=dtype, device=device)
+        y = empty(B, T, NH, D, dtype=dtype, device=device)
         if save:
-            pre = _empty(T, B, cell.num_gates_b, NH, D, dtype=torch.float32, device=device)
-            states = _empty(cell.num_states, NH, T + 1, B, D, dtype=torch.float32, device=device)
+            pre = empty(T, B, cell.num_gates_b, NH, D, dtype=torch.float32, device=device)
+            states = empty(cell.num_states, NH, T + 1, B, D, dtype=torch.float32, device=device)
             states[:, :, 0].copy_(state.transpose(1, 2))
         else:
             pre = states = None
@@ -558,8 +549,8 @@ def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal):
     with _Guard(device), _LOCK:
         plan = _plan("bw", cell_name, B, T, NH, D, dtype, device, lengths is not None)
         plan.set_lengths(lengths)
-        dx = _empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
-        dr = _empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
+        dx = empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
+        dr = empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
         plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
         plan.dcarry.copy_(dfinal)
         plan.dh_part.zero_()

@@ -19,22 +19,13 @@ import logging
 import torch
 
 from ...cells import get_cell
-from ..fused import dx_of
+from ..fused import dx_of, empty, sm_count
 from .kernels import Variant, compile_variant, variant
 from .model import Limits, device_limits
 
 LOGGER = logging.getLogger("fusedrnn")
 
 _DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a kernel may use without opting in
-
-# Tests set this to fill every output buffer with NaN before a kernel writes it.
-POISON_OUTPUTS = False
-
-
-def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    out = torch.empty(*shape, dtype=dtype, device=device)
-    return out.fill_(float("nan")) if POISON_OUTPUTS else out
-
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
@@ -49,11 +40,6 @@ def arch_of(device: torch.device) -> str:
 @functools.cache
 def limits_of(device_index: int) -> Limits:
     return device_limits(device_index)
-
-
-@functools.cache
-def sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device,
@@ -157,10 +143,10 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
     GB, S = cell.num_gates_b, cell.num_states
     loaded = _loaded("forward", cell_name, D, x.dtype, x.device, B, NH)
     x, R, b, state = (_aligned(t) for t in (x, R, b, state))
-    y = _empty(B, T, NH, D, dtype=x.dtype, device=x.device)
-    final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
-    pre = _empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device) if save else None
-    states = _empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device) if save else None
+    y = empty(B, T, NH, D, dtype=x.dtype, device=x.device)
+    final = empty(S, B, NH, D, dtype=x.dtype, device=x.device)
+    pre = empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device) if save else None
+    states = empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device) if save else None
     grid = (NH, -(-B // loaded.variant.shape.rows))
     loaded.launch(grid, x.device, _ptr(x), _ptr(R), _ptr(b), _ptr(state), _ptr(lengths), _ptr(y), _ptr(final),
                   _ptr(pre), _ptr(states), B, T, NH, int(save), loaded.variant.shape.smem)
@@ -176,9 +162,9 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     loaded = _loaded("backward", cell_name, D, R.dtype, R.device, B, NH)
     R, dy, dfinal = (_aligned(t) for t in (R, dy, dfinal))
     tiles = -(-B // loaded.variant.shape.rows)
-    dgate = _empty(B, T, GB, NH, D, dtype=R.dtype, device=R.device)
-    db_part = _empty(tiles * 8, GB, NH, D, dtype=torch.float32, device=R.device)
-    dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
+    dgate = empty(B, T, GB, NH, D, dtype=R.dtype, device=R.device)
+    db_part = empty(tiles * 8, GB, NH, D, dtype=torch.float32, device=R.device)
+    dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     loaded.launch((NH, tiles), R.device, _ptr(R), _ptr(pre), _ptr(states), _ptr(lengths), _ptr(dy), _ptr(dfinal),
                   _ptr(dgate), _ptr(db_part), _ptr(dstate0), B, T, NH, loaded.variant.shape.smem)
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0

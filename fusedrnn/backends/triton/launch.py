@@ -11,13 +11,11 @@ rounded gate gradients that the recurrent MMA uses. Deterministic: no atomics, f
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 
 from ...cells import get_cell
-from ..fused import dx_of
+from ..fused import dx_of, empty, sm_count
 from .cells import CELL_IDS
 from .kernels import rnn_backward_kernel, rnn_forward_kernel, weight_grad_kernel
 
@@ -27,21 +25,6 @@ MAX_HEAD_DIM = 128
 # asked Triton for 264 KB of shared memory and failed to launch.
 MAX_R_BYTES = 192 * 1024
 _MIN_TILE = 16  # tl.dot needs every dimension >= 16
-
-# Tests set this to fill every output buffer with NaN before a kernel writes it, so an element a kernel
-# forgets to write cannot pass as a plausible number.
-POISON_OUTPUTS = False
-
-
-def _empty(*shape: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    out = torch.empty(*shape, dtype=dtype, device=device)
-    return out.fill_(float("nan")) if POISON_OUTPUTS else out
-
-
-@functools.cache
-def sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
 
 def r_bytes(num_gates_r: int, head_dim: int, dtype: torch.dtype) -> int:
     """Bytes of one head's R as the kernels hold it (padded to a power-of-two head size)."""
@@ -98,11 +81,11 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int 
     B, T, _, NH, D = x.shape
     consts = cell_constants(cell_name, with_x=True)
     GB, S = consts["GB"], consts["S"]
-    y = _empty(B, T, NH, D, dtype=x.dtype, device=x.device)
-    final = _empty(S, B, NH, D, dtype=x.dtype, device=x.device)
+    y = empty(B, T, NH, D, dtype=x.dtype, device=x.device)
+    final = empty(S, B, NH, D, dtype=x.dtype, device=x.device)
     if save:
-        pre = _empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device)
-        states = _empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device)
+        pre = empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device)
+        states = empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device)
     else:
         pre = states = None
     tile = tiling(B, NH, D, x.device)
@@ -124,9 +107,9 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_war
     consts = cell_constants(cell_name, with_x=False)
     tile = tiling(B, NH, D, R.device)
     grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
-    dgate = _empty(B, T, consts["GB"], NH, D, dtype=R.dtype, device=R.device)
-    db_part = _empty(grid[1], consts["GB"], NH, D, dtype=torch.float32, device=R.device)
-    dstate0 = _empty(S, B, NH, D, dtype=torch.float32, device=R.device)
+    dgate = empty(B, T, consts["GB"], NH, D, dtype=R.dtype, device=R.device)
+    db_part = empty(grid[1], consts["GB"], NH, D, dtype=torch.float32, device=R.device)
+    dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     rnn_backward_kernel[grid](
         R, pre, states, dy if lengths is None else lengths, dy, dfinal, dgate, db_part, dstate0, B, T, NH, D,
         **consts, BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
@@ -153,7 +136,7 @@ def weight_gradient(cell_name: str, dgate, states):
     chunks = max(1, min(triton.cdiv(2 * sms, GR * NH), triton.cdiv(rows, _WEIGHT_GRAD_ROWS)))
     rows_per_chunk = triton.cdiv(triton.cdiv(rows, chunks), _WEIGHT_GRAD_ROWS) * _WEIGHT_GRAD_ROWS
     chunks = triton.cdiv(rows, rows_per_chunk)
-    part = _empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dgate.device)
+    part = empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dgate.device)
     dtype = dgate.dtype
     weight_grad_kernel[(GR, NH, chunks)](
         dgate, states, part, NH, T, B, GB, states.stride(1), rows_per_chunk, D,
