@@ -57,6 +57,7 @@ def test_model_refuses_with_reasons():
     assert isinstance(reason, str) and "registers" in reason and "float32" in reason
     assert "multiple of 16" in kernel_shape("forward", "lstm", 40, "bfloat16", h100)
     assert "head_dim 256" in variant("forward", "lstm", "bfloat16", 256, h100)
+    assert "head_dim 96 is not one of" in variant("forward", "lstm", "bfloat16", 96, h100)  # not compile-all's
     assert "float64" in variant("forward", "lstm", "float64", 64, h100)
 
 
@@ -148,7 +149,7 @@ def test_cuda_gpu_matches_reference(cell, B, T, D, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B,T,NH,D", [(64, 1024, 3, 64), (5, 33, 2, 48), (16, 256, 6, 128), (17, 40, 2, 96)],
+@pytest.mark.parametrize("B,T,NH,D", [(64, 1024, 3, 64), (5, 33, 2, 48), (16, 256, 6, 128), (17, 40, 2, 32)],
                          ids=str)
 def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
     if _supported(cell, B, T, NH, D, torch.bfloat16) is not None:

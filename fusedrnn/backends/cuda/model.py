@@ -8,8 +8,8 @@ The model:
 * registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward, ``2·NT·GR·D/KSTEP`` backward, KSTEP = 16
   for 16-bit inputs, 8 for float32), the accumulators, the states / state gradients and biases / bias sums
   held per element, and a fixed overhead (addresses, loop state, temporaries of the cell's math; float32
-  adds the TF32 splitting). The overheads were read from ptxas' reports of every variant (sm_90a, NVRTC
-  13): with them, a variant the model accepts does not spill — ``python -m fusedrnn info --compile-all``
+  adds the TF32 splitting). The overheads were read from ptxas' reports of every variant (sm_80 and sm_90a,
+  NVRTC 13.5): with them, a variant the model accepts does not spill — ``python -m fusedrnn info --compile-all``
   checks exactly that in CI.
 * registers per thread <= min(255, registers per SM / (32 · warps rounded up to a multiple of 4)): one CTA per
   SM (``__launch_bounds__(.., 1)``).
