@@ -3,12 +3,13 @@
 One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
 comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
 and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
-compute capability >= 8.0. Heads of D <= 128 (multiples of 16) whose R fits in registers; larger heads and
-other head sizes go to ``triton`` or ``alternating``.
+compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` (16, 32, 48, 64, 128) whose R fits in registers;
+larger heads and other head sizes go to ``triton`` or ``alternating``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import torch
@@ -20,6 +21,7 @@ from .launch import backward, forward, variant_for
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
+@functools.cache  # asked on every dispatch; what is installed does not change within a process
 def cuda_core_available() -> str | None:
     """None when cuda-core and NVRTC can be imported, else why not."""
     for module in ("cuda.core", "cuda.bindings"):
