@@ -53,6 +53,33 @@ def _load(ptr, mask):
 
 
 @triton.jit
+def _load_sets(ptr, stride, mask, K: tl.constexpr):
+    """The first K (1..4) of the sets at ptr, ptr + stride, ptr + 2·stride, ... as float32; zeros for the rest."""
+    zero = tl.zeros(mask.shape, dtype=tl.float32)
+    v0 = _load(ptr, mask)
+    v1, v2, v3 = zero, zero, zero
+    if K > 1:
+        v1 = _load(ptr + stride, mask)
+    if K > 2:
+        v2 = _load(ptr + 2 * stride, mask)
+    if K > 3:
+        v3 = _load(ptr + 3 * stride, mask)
+    return v0, v1, v2, v3
+
+
+@triton.jit
+def _store_sets(ptr, stride, mask, v0, v1, v2, v3, K: tl.constexpr):
+    """v0 .. v(K-1) into the sets at ptr, ptr + stride, ...; the rest is not written."""
+    tl.store(ptr, v0, mask=mask)
+    if K > 1:
+        tl.store(ptr + stride, v1, mask=mask)
+    if K > 2:
+        tl.store(ptr + 2 * stride, v2, mask=mask)
+    if K > 3:
+        tl.store(ptr + 3 * stride, v3, mask=mask)
+
+
+@triton.jit
 def _prefetch(ptr, PREFETCH: tl.constexpr):
     """A hint: bring the lines at ``ptr`` (a block of valid addresses) into L2, without waiting for them.
 
@@ -98,33 +125,10 @@ def _step_inputs(
     e = bi * HD + hd  # [B, NH, D] flat index of carry
     bi64 = bi.to(tl.int64)
     t64 = t.to(tl.int64)
-    zero = tl.zeros(mask.shape, dtype=tl.float32)
 
-    s0 = _load(carry + e, mask)
-    s1, s2, s3 = zero, zero, zero
-    if S > 1:
-        s1 = _load(carry + N + e, mask)
-    if S > 2:
-        s2 = _load(carry + 2 * N + e, mask)
-    if S > 3:
-        s3 = _load(carry + 3 * N + e, mask)
-    p0 = _load(bias + hd, mask)
-    p1, p2, p3 = zero, zero, zero
-    if GB > 1:
-        p1 = _load(bias + HD + hd, mask)
-    if GB > 2:
-        p2 = _load(bias + 2 * HD + hd, mask)
-    if GB > 3:
-        p3 = _load(bias + 3 * HD + hd, mask)
-    x_off = (bi64 * T + t64) * (GX * HD) + hd  # x[b, t, 0, n, d]
-    x0 = _load(x + x_off, mask)
-    x1, x2, x3 = zero, zero, zero
-    if GX > 1:
-        x1 = _load(x + x_off + HD, mask)
-    if GX > 2:
-        x2 = _load(x + x_off + 2 * HD, mask)
-    if GX > 3:
-        x3 = _load(x + x_off + 3 * HD, mask)
+    s0, s1, s2, s3 = _load_sets(carry + e, N, mask, S)
+    p0, p1, p2, p3 = _load_sets(bias + hd, HD, mask, GB)
+    x0, x1, x2, x3 = _load_sets(x + (bi64 * T + t64) * (GX * HD) + hd, HD, mask, GX)  # x[b, t, 0, n, d]
     p0, p1, p2, p3 = route_gates(p0, p1, p2, p3, x0, x1, x2, x3, GX, XS0, XS1, XS2, XS3)
 
     if PREFETCH:  # x of step t + 1 (clamped to the last step); masked lanes point at element 0
@@ -170,34 +174,15 @@ def _step_outputs(
         s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
         h_out = s0.to(dt)
 
-    tl.store(carry + e, s0, mask=mask)
-    if S > 1:
-        tl.store(carry + N + e, s1, mask=mask)
-    if S > 2:
-        tl.store(carry + 2 * N + e, s2, mask=mask)
-    if S > 3:
-        tl.store(carry + 3 * N + e, s3, mask=mask)
+    _store_sets(carry + e, N, mask, s0, s1, s2, s3, S)
     tl.store(h_next + (n64 * B + bi) * D + d, s0.to(dt), mask=mask)
     tl.store(y + (bi64 * T + t64) * HD + hd, h_out, mask=mask)
     if SAVE:
-        # states[s, n, t + 1, b, d]
+        # states[s, n, t + 1, b, d] (sets NH·(T+1)·B·D apart, in int64 through n64); pre[t, b, k, :, :]
         T1 = T + 1
-        tl.store(states + ((n64 * T1 + t64 + 1) * B + bi64) * D + d, s0, mask=mask)
-        if S > 1:
-            tl.store(states + (((NH + n64) * T1 + t64 + 1) * B + bi64) * D + d, s1, mask=mask)
-        if S > 2:
-            tl.store(states + (((2 * NH + n64) * T1 + t64 + 1) * B + bi64) * D + d, s2, mask=mask)
-        if S > 3:
-            tl.store(states + (((3 * NH + n64) * T1 + t64 + 1) * B + bi64) * D + d, s3, mask=mask)
-        # pre[t, b, k, :, :]
-        pre_off = (t64 * B + bi64) * (GB * HD) + hd
-        tl.store(pre + pre_off, p0, mask=mask)
-        if GB > 1:
-            tl.store(pre + pre_off + HD, p1, mask=mask)
-        if GB > 2:
-            tl.store(pre + pre_off + 2 * HD, p2, mask=mask)
-        if GB > 3:
-            tl.store(pre + pre_off + 3 * HD, p3, mask=mask)
+        s_set = (n64 * 0 + NH * T1) * B * D
+        _store_sets(states + ((n64 * T1 + t64 + 1) * B + bi64) * D + d, s_set, mask, s0, s1, s2, s3, S)
+        _store_sets(pre + (t64 * B + bi64) * (GB * HD) + hd, HD, mask, p0, p1, p2, p3, GB)
 
 
 @triton.jit(do_not_specialize=["t"])
@@ -222,14 +207,7 @@ def forward_step_kernel(
     d = hd - n * D
     g_off = (n.to(tl.int64) * B + bi) * (GR * D) + d  # gates[n, b, 0 * D + d]
     # the GEMM's gates first: their loads are in flight with those of _step_inputs
-    r0 = _load(gates + g_off, mask)
-    r1, r2, r3 = r0, r0, r0  # placeholders for gates the cell does not have (never routed)
-    if GR > 1:
-        r1 = _load(gates + g_off + D, mask)
-    if GR > 2:
-        r2 = _load(gates + g_off + 2 * D, mask)
-    if GR > 3:
-        r3 = _load(gates + g_off + 3 * D, mask)
+    r0, r1, r2, r3 = _load_sets(gates + g_off, D, mask, GR)
     p0, p1, p2, p3, s0, s1, s2, s3 = _step_inputs(
         x, bias, carry, t, bi, n, d, mask, N, B, T, NH, D, GX, GB, S, XS0, XS1, XS2, XS3, PREFETCH)
     _step_outputs(
@@ -366,7 +344,6 @@ def backward_step_kernel(
     t64 = t.to(tl.int64)
     bt = bi64 * T + t64  # row (b, t) of dy and dx
     hg = n64 * GR * B + bi  # row (n, 0, b) of dh_part and dpg; gate g is g * B rows further
-    zero = tl.zeros([BLOCK], dtype=tl.float32)
 
     # Every load is independent of the others: all are in flight at once. The per-call tensors (pre, states,
     # dy) wait for the table load (their address), so they come last: the GEMM's partials and the carries
@@ -379,41 +356,13 @@ def backward_step_kernel(
         dh += _load(dh_part + (hg + 2 * B) * D + d, mask)
     if GR > 3:
         dh += _load(dh_part + (hg + 3 * B) * D + d, mask)
-    d0 = _load(dcarry + e, mask)
-    d1, d2, d3 = zero, zero, zero
-    if S > 1:
-        d1 = _load(dcarry + N + e, mask)
-    if S > 2:
-        d2 = _load(dcarry + 2 * N + e, mask)
-    if S > 3:
-        d3 = _load(dcarry + 3 * N + e, mask)
-    a0 = _load(db_acc + e, mask)
-    a1, a2, a3 = zero, zero, zero
-    if GB > 1:
-        a1 = _load(db_acc + N + e, mask)
-    if GB > 2:
-        a2 = _load(db_acc + 2 * N + e, mask)
-    if GB > 3:
-        a3 = _load(db_acc + 3 * N + e, mask)
+    d0, d1, d2, d3 = _load_sets(dcarry + e, N, mask, S)
+    a0, a1, a2, a3 = _load_sets(db_acc + e, N, mask, GB)
 
-    pre_off = (t64 * B + bi64) * (GB * HD) + hd
-    p0 = _load(pre + pre_off, mask)
-    p1, p2, p3 = zero, zero, zero
-    if GB > 1:
-        p1 = _load(pre + pre_off + HD, mask)
-    if GB > 2:
-        p2 = _load(pre + pre_off + 2 * HD, mask)
-    if GB > 3:
-        p3 = _load(pre + pre_off + 3 * HD, mask)
+    p0, p1, p2, p3 = _load_sets(pre + (t64 * B + bi64) * (GB * HD) + hd, HD, mask, GB)
     T1 = T + 1
-    s0 = _load(states + ((n64 * T1 + t64) * B + bi64) * D + d, mask)
-    s1, s2, s3 = zero, zero, zero
-    if S > 1:
-        s1 = _load(states + (((NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
-    if S > 2:
-        s2 = _load(states + (((2 * NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
-    if S > 3:
-        s3 = _load(states + (((3 * NH + n64) * T1 + t64) * B + bi64) * D + d, mask)
+    s_set = (n64 * 0 + NH * T1) * B * D  # states' sets NH·(T+1)·B·D apart, in int64 through n64
+    s0, s1, s2, s3 = _load_sets(states + ((n64 * T1 + t64) * B + bi64) * D + d, s_set, mask, S)
     if HAS_LENGTHS:
         # past a row's length y = 0 (dy unused) and dh_part = 0 (the later step's dp was 0)
         live = t < tl.load(lens + bi, mask=mask, other=0)
@@ -438,29 +387,12 @@ def backward_step_kernel(
         p0, p1 = tl.where(live, p0, 0.0), tl.where(live, p1, 0.0)
         p2, p3 = tl.where(live, p2, 0.0), tl.where(live, p3, 0.0)
 
-    tl.store(dcarry + e, d0, mask=mask)
-    if S > 1:
-        tl.store(dcarry + N + e, d1, mask=mask)
-    if S > 2:
-        tl.store(dcarry + 2 * N + e, d2, mask=mask)
-    if S > 3:
-        tl.store(dcarry + 3 * N + e, d3, mask=mask)
-    tl.store(db_acc + e, a0 + p0, mask=mask)
-    if GB > 1:
-        tl.store(db_acc + N + e, a1 + p1, mask=mask)
-    if GB > 2:
-        tl.store(db_acc + 2 * N + e, a2 + p2, mask=mask)
-    if GB > 3:
-        tl.store(db_acc + 3 * N + e, a3 + p3, mask=mask)
+    _store_sets(dcarry + e, N, mask, d0, d1, d2, d3, S)
+    _store_sets(db_acc + e, N, mask, a0 + p0, a1 + p1, a2 + p2, a3 + p3, GB)
     # dx of each x gate is the gradient of the slot it feeds
-    x_off = bt * (GX * HD) + hd
-    tl.store(dx + x_off, pick_slot(p0, p1, p2, p3, XS0).to(dt), mask=mask)
-    if GX > 1:
-        tl.store(dx + x_off + HD, pick_slot(p0, p1, p2, p3, XS1).to(dt), mask=mask)
-    if GX > 2:
-        tl.store(dx + x_off + 2 * HD, pick_slot(p0, p1, p2, p3, XS2).to(dt), mask=mask)
-    if GX > 3:
-        tl.store(dx + x_off + 3 * HD, pick_slot(p0, p1, p2, p3, XS3).to(dt), mask=mask)
+    _store_sets(dx + bt * (GX * HD) + hd, HD, mask, pick_slot(p0, p1, p2, p3, XS0).to(dt),
+                pick_slot(p0, p1, p2, p3, XS1).to(dt), pick_slot(p0, p1, p2, p3, XS2).to(dt),
+                pick_slot(p0, p1, p2, p3, XS3).to(dt), GX)
     # each R gate's slot gradient, rounded to the input dtype once: into dr[n, t, b, g, :] (per call, for dR)
     # and into the backward GEMM's operand dpg[n, g, b, :]; dR and Rᵀ·dp use the same rounded values
     r_off = ((n64 * T + t64) * B + bi64) * (GR * D) + d  # dr[n, t, b, 0, d]

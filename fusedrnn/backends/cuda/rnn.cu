@@ -242,19 +242,35 @@ template <bool FAST>
 __device__ __forceinline__ float tanh_(float v) {
   return FAST ? tanh_approx(v) : 2.0f * sigm<false>(2.0f * v) - 1.0f;
 }
-template <bool FAST>
-__device__ __forceinline__ float div_(float a, float b) {
-  return FAST ? __fdividef(a, b) : a / b;
+// ex2 / lg2 / rcp .approx.ftz (relative error ~2^-22, far below 16-bit rounding): one MUFU instruction each;
+// without .ftz, ptxas wraps each in denormal scaling, three more dependent instructions on the step's path.
+__device__ __forceinline__ float ex2_approx(float v) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
 }
-// exp and log σ: FAST uses ex2.approx / lg2.approx (__expf, __logf: relative error ~2^-21, far below 16-bit
-// rounding); otherwise the accurate library functions.
+__device__ __forceinline__ float lg2_approx(float v) {
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
+}
+__device__ __forceinline__ float rcp_approx(float v) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(v));
+  return r;
+}
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
+template <bool FAST>
+__device__ __forceinline__ float rcp_(float v) {
+  return FAST ? rcp_approx(v) : 1.0f / v;
+}
 template <bool FAST>
 __device__ __forceinline__ float exp_(float v) {
-  return FAST ? __expf(v) : expf(v);
+  return FAST ? ex2_approx(v * LOG2E) : expf(v);
 }
 template <bool FAST>
 __device__ __forceinline__ float log_sigmoid(float v) {
-  return fminf(v, 0.0f) - (FAST ? __logf(1.0f + __expf(-fabsf(v))) : log1pf(expf(-fabsf(v))));
+  return fminf(v, 0.0f) - (FAST ? LN2 * lg2_approx(1.0f + ex2_approx(-fabsf(v) * LOG2E)) : log1pf(expf(-fabsf(v))));
 }
 
 // Each cell: its gate / slot / state counts and slot routing, forward (slots p, states s -> new s in place)
@@ -331,39 +347,57 @@ struct Slstm {  // slots (i, f, z, o), states (h, c, n, m)
   static constexpr int GX = 4, GR = 4, GB = 4, S = 4;
   static __device__ constexpr int xs(int g) { return g; }
   static __device__ constexpr int rs(int g) { return g; }
+  // The stabilised gates: m' = ĩ on a fresh state (n == 0) or where ĩ >= lfm = log σ(f̃) + m, else lfm; then
+  // one of i = exp(ĩ - m'), f = exp(lfm - m') is exp(0) = 1 and the other exp(∓(ĩ - lfm)): one exp, not two.
+  // Computed in log2 units (·log2 e), where ex2 / lg2 need no scaling on the path from the MMA to h; d (the
+  // sign of ĩ - lfm is all the backward needs of it) stays in those units, m' is natural.
+  template <bool FAST>
+  static __device__ __forceinline__ void gates(const float* p, const float* s, float& i, float& f, float& m,
+                                               float& d, bool& to_i) {
+    float i2 = p[0] * LOG2E, f2 = p[1] * LOG2E;
+    float k = fminf(f2, 0.0f) + s[3] * LOG2E;  // lfm in log2 units: k - lg2(1 + 2^-|f2|)
+    float lg = FAST ? lg2_approx(1.0f + ex2_approx(-fabsf(f2))) : log1pf(exp2f(-fabsf(f2))) * LOG2E;
+    d = (i2 - k) + lg;
+    bool fresh = s[2] == 0.0f;
+    to_i = fresh || d >= 0.0f;
+    float a = to_i ? -d : d;  // -|d|, or -d on a fresh state
+    float e = FAST ? ex2_approx(a) : exp2f(a);
+    i = to_i ? 1.0f : e;
+    f = to_i ? e : 1.0f;
+    m = (to_i ? i2 : k - lg) * LN2;
+  }
   template <bool FAST>
   static __device__ __forceinline__ void forward(const float* p, float* s) {
-    float lfm = log_sigmoid<FAST>(p[1]) + s[3];
-    float m = s[2] == 0.0f ? p[0] : fmaxf(p[0], lfm);
-    float i = exp_<FAST>(p[0] - m), f = exp_<FAST>(lfm - m);
+    float i, f, m, d;
+    bool to_i;
+    gates<FAST>(p, s, i, f, m, d, to_i);
     float c = f * s[1] + i * tanh_<FAST>(p[2]);
     float n = fmaxf(f * s[2] + i, 1.0f);
-    s[0] = sigm<FAST>(p[3]) * div_<FAST>(c, n);
+    s[0] = sigm<FAST>(p[3]) * c * rcp_<FAST>(n);
     s[1] = c;
     s[2] = n;
     s[3] = m;
   }
   template <bool FAST>
   static __device__ __forceinline__ void backward(float* p, const float* s, float* d) {
-    float lfm = log_sigmoid<FAST>(p[1]) + s[3];
-    float m = s[2] == 0.0f ? p[0] : fmaxf(p[0], lfm);
-    float i = exp_<FAST>(p[0] - m), f = exp_<FAST>(lfm - m);
+    float i, f, m, dl;
+    bool to_i;
+    gates<FAST>(p, s, i, f, m, dl, to_i);
     float z = tanh_<FAST>(p[2]), o = sigm<FAST>(p[3]);
     float c = f * s[1] + i * z;
     float q = f * s[2] + i;
-    float n = fmaxf(q, 1.0f);
-    float inv_n = div_<FAST>(1.0f, n);
+    float inv_n = rcp_<FAST>(fmaxf(q, 1.0f));
     float dh = d[0];
     float dc = d[1] + dh * o * inv_n;
     // n' = max(q, 1): the gradient passes where q >= 1, as torch.clamp(q, min=1) defines it
     float dq = q >= 1.0f ? d[2] - dh * o * c * inv_n * inv_n : 0.0f;
     float di = dc * z + dq, df = dc * s[1] + dq * s[2];
     float dm = d[3] - di * i - df * f;
-    // m' = ĩ on fresh states (n == 0), else max(ĩ, log σ(f̃) + m), ties split evenly as torch.maximum does
-    float to_i = s[2] == 0.0f ? 1.0f : (p[0] > lfm ? 1.0f : (p[0] == lfm ? 0.5f : 0.0f));
-    float dlfm = df * f + dm * (1.0f - to_i);
+    // m' = ĩ on fresh states, else max(ĩ, lfm): ties (ĩ - lfm == 0) split evenly, as torch.maximum does
+    float wi = s[2] == 0.0f || dl > 0.0f ? 1.0f : (dl == 0.0f ? 0.5f : 0.0f);
+    float dlfm = df * f + dm * (1.0f - wi);
     float p1 = p[1];
-    p[0] = di * i + dm * to_i;
+    p[0] = di * i + dm * wi;
     p[1] = dlfm * (1.0f - sigm<FAST>(p1));
     p[2] = dc * i * (1.0f - z * z);
     p[3] = dh * (c * inv_n) * o * (1.0f - o);
@@ -718,6 +752,36 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
       }
     }
   }
+  // The previous step's dh MMA runs at the top of each step, in one basic block with this step's cell math, so
+  // the compiler overlaps the MMAs with the loads and the dh-independent math of the saved slots and states; the
+  // first step's "previous" dp buffer is zeros.
+  for (int i = threadIdx.x; i < ROWS * L::LDP; i += NTH) pbuf[ROWS * L::LDP + i] = ET(0);
+  // dv[0] += dp · R for the dp in shared buffer pr
+  auto mma_step = [&](const ET* pr) {
+    float acc[ACCS][NT][4];
+#pragma unroll
+    for (int q = 0; q < ACCS; ++q)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[q][nt][e] = 0.0f;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      u32 a[4];
+      load_a<E, ROWS>(pr, L::LDP, kt * E::KSTEP, gq, tq, a);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) mma<E>(acc[kt % ACCS][nt], a, rf[kt][nt]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2 * HR; ++e) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int q = 0; q < ACCS; ++q) sum += acc[q][nt][e];
+        dv[0][nt][e >> 1][e & 1] += sum;
+      }
+  };
   cp_async_wait<STAGES - 2>();
   __syncthreads();
 
@@ -728,6 +792,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     cp_async_commit();
     advance();
     fill = fill + 1 == STAGES ? 0 : fill + 1;
+    mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDP);
 
     const unsigned char* at = ring + stage * L::BW_STAGE;
     const float* sslot = (const float*)at;
@@ -782,31 +847,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
-
-    float acc[ACCS][NT][4];
-#pragma unroll
-    for (int q = 0; q < ACCS; ++q)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[q][nt][e] = 0.0f;
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-      u32 a[4];
-      load_a<E, ROWS>(pw, L::LDP, kt * E::KSTEP, gq, tq, a);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) mma<E>(acc[kt % ACCS][nt], a, rf[kt][nt]);
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 2 * HR; ++e) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int q = 0; q < ACCS; ++q) sum += acc[q][nt][e];
-        dv[0][nt][e >> 1][e & 1] += sum;
-      }
   }
+  mma_step(pbuf + ((T - 1) & 1) * ROWS * L::LDP);
 
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {

@@ -6,8 +6,9 @@ states. Backward: the same slots, the previous states and the gradients of the n
 slot gradients and the direct gradients of the previous states (the kernel adds Rᵀ·dp to dh). Slots and
 states a cell does not have are passed through untouched and removed by the compiler.
 
-FAST (16-bit inputs on a GPU) computes σ and tanh with the hardware's tanh.approx.f32: one instruction
-instead of an exponential and an IEEE division, with an error below the inputs' own rounding.
+FAST (16-bit inputs on a GPU) computes σ and tanh with the hardware's tanh.approx.f32 (one instruction
+instead of an exponential and an IEEE division) and exp2 / log2 / division with ex2 / lg2 / div .approx.ftz,
+with errors below the inputs' own rounding.
 
 Adding a cell: write its two helpers here, give it an id in ``CELL_IDS``, add a branch to
 ``cell_forward`` and ``cell_backward``.
@@ -28,8 +29,9 @@ def _tanh_approx(v):
 @triton.jit
 def _div(a, b, FAST: tl.constexpr):
     if FAST:
-        # div.approx.f32: max 2 ulp error for |b| in [2^-126, 2^126] (here b = n' >= 1)
-        return tl.inline_asm_elementwise("div.approx.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
+        # div.approx.ftz.f32: max 2 ulp error for |b| in [2^-126, 2^126] (here b = n' >= 1); .ftz spares the
+        # denormal scaling ptxas wraps around the non-ftz form
+        return tl.inline_asm_elementwise("div.approx.ftz.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
                                          is_pure=True, pack=1)
     return a / b
 
@@ -50,8 +52,20 @@ def _tanh(v, FAST: tl.constexpr):
 
 
 @triton.jit
-def _log_sigmoid(v):
-    return tl.minimum(v, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(v)))
+def _exp2(v, FAST: tl.constexpr):
+    if FAST:
+        # ex2.approx.ftz.f32: one MUFU instruction, relative error ~2^-22
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    return tl.exp2(v)
+
+
+@triton.jit
+def _log2(v, FAST: tl.constexpr):
+    if FAST:
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    return tl.log2(v)
 
 
 # --- LSTM: slots (i, f, z, o), states (h, c) ---------------------------------------------------------
@@ -112,11 +126,26 @@ def elman_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, ds1, ds2, ds3, FAST: tl.c
 # --- sLSTM: slots (i, f, z, o), states (h, c, n, m) ------------------------------------------------------
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
 @triton.jit
 def _slstm_gates(p0, p1, s2, s3, FAST: tl.constexpr):
-    log_f_plus_m = _log_sigmoid(p1) + s3
-    m_new = tl.where(s2 == 0.0, p0, tl.maximum(p0, log_f_plus_m))
-    return log_f_plus_m, m_new, tl.exp(p0 - m_new), tl.exp(log_f_plus_m - m_new)
+    # m' = i~ on a fresh state (n == 0) or where i~ >= lfm = log σ(f~) + m, else lfm. Then one of
+    # i = exp(i~ - m'), f = exp(lfm - m') is exp(0) = 1 and the other exp(∓(i~ - lfm)): one exp, not two.
+    # In log2 units (·log2 e) exp2 / log2 need no scaling on the path to h; d (only its sign matters to the
+    # backward) stays in them, m' is natural.
+    i2 = p0 * LOG2E
+    f2 = p1 * LOG2E
+    k = tl.minimum(f2, 0.0) + s3 * LOG2E  # lfm in log2 units: k - log2(1 + 2^-|f2|)
+    lg = _log2(1.0 + _exp2(-tl.abs(f2), FAST), FAST)
+    d = (i2 - k) + lg
+    fresh = s2 == 0.0
+    to_i = fresh | (d >= 0.0)
+    e = _exp2(tl.where(fresh, -d, -tl.abs(d)), FAST)
+    m_new = tl.where(to_i, p0, (k - lg) * LN2)
+    return d, m_new, tl.where(to_i, 1.0, e), tl.where(to_i, e, 1.0)
 
 
 @triton.jit
@@ -129,7 +158,7 @@ def slstm_forward(p0, p1, p2, p3, s0, s1, s2, s3, FAST: tl.constexpr):
 
 @triton.jit
 def slstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, dc, dn, dm, FAST: tl.constexpr):
-    log_f_plus_m, m_new, i, f = _slstm_gates(p0, p1, s2, s3, FAST)
+    d, m_new, i, f = _slstm_gates(p0, p1, s2, s3, FAST)
     z = _tanh(p2, FAST)
     o = _sigmoid(p3, FAST)
     c_new = f * s1 + i * z
@@ -144,8 +173,8 @@ def slstm_backward(p0, p1, p2, p3, s0, s1, s2, s3, dh, dc, dn, dm, FAST: tl.cons
     dp2 = dc_total * i * (1.0 - z * z)
     dp3 = dh * (c_new * inv_n) * o * (1.0 - o)
     dm_new = dm - di * i - df * f
-    # m' = i~ on fresh states (n == 0), else max(i~, log σ(f~) + m), ties split evenly as torch.maximum does.
-    to_i = tl.where(s2 == 0.0, 1.0, tl.where(p0 > log_f_plus_m, 1.0, tl.where(p0 == log_f_plus_m, 0.5, 0.0)))
+    # m' = i~ on fresh states (n == 0), else max(i~, lfm): ties (d == 0) split evenly, as torch.maximum does.
+    to_i = tl.where((s2 == 0.0) | (d > 0.0), 1.0, tl.where(d == 0.0, 0.5, 0.0))
     dp0 = di * i + dm_new * to_i
     d_log_f_plus_m = df * f + dm_new * (1.0 - to_i)
     dp1 = d_log_f_plus_m * (1.0 - _sigmoid(p1, FAST))

@@ -194,6 +194,20 @@ def rnn_forward_kernel(
 
 
 @triton.jit
+def _dp_dot_r(p0, p1, p2, p3, r0, r1, r2, r3, dt: tl.constexpr, GR: tl.constexpr, RS0: tl.constexpr, RS1: tl.constexpr,
+              RS2: tl.constexpr, RS3: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Σ_g dp_{RS_g} @ R[g]: what the slot gradients add to dh_{t-1}."""
+    acc = tl.dot(pick_slot(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
+    if GR > 1:
+        acc += tl.dot(pick_slot(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
+    if GR > 2:
+        acc += tl.dot(pick_slot(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
+    if GR > 3:
+        acc += tl.dot(pick_slot(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
+    return acc
+
+
+@triton.jit
 def rnn_backward_kernel(
     R, pre, states, lengths, dy, dfinal, dgate, db_part, dstate0,
     B, T, NH, D,
@@ -231,8 +245,12 @@ def rnn_backward_kernel(
     u0, u1, u2, u3 = _load4(p_st, t * B + o_b64, ST, D, o_d, m_bd, S)
     g_dy = tl.load(p_dy + (o_b64 * T + t)[:, None] * HD + o_d[None, :], mask=m_bd, other=0.0).to(tl.float32)
 
+    # the previous step's dp (zeros before the first): its dot with R comes at the top of the next step, so the
+    # MMAs and this step's cell math, much of which does not depend on dh, can overlap
+    dp0, dp1, dp2, dp3 = d0 * 0.0, d0 * 0.0, d0 * 0.0, d0 * 0.0
     for k in range(T):
         t = T - 1 - k
+        d0 += _dp_dot_r(dp0, dp1, dp2, dp3, r0, r1, r2, r3, dt, GR, RS0, RS1, RS2, RS3, DOT_PRECISION)
         p0, p1, p2, p3 = q0, q1, q2, q3
         s0, s1, s2, s3 = u0, u1, u2, u3
         if HAS_LENGTHS:
@@ -265,14 +283,9 @@ def rnn_backward_kernel(
         # dgate [B, T, GB, NH, D], like x
         _store4(dgate + i_n * D, (o_b64 * T + t) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)
 
-        d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
-        if GR > 1:
-            d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS1).to(dt), r1, input_precision=DOT_PRECISION)
-        if GR > 2:
-            d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS2).to(dt), r2, input_precision=DOT_PRECISION)
-        if GR > 3:
-            d0 += tl.dot(pick_slot(p0, p1, p2, p3, RS3).to(dt), r3, input_precision=DOT_PRECISION)
+        dp0, dp1, dp2, dp3 = p0, p1, p2, p3
 
+    d0 += _dp_dot_r(dp0, dp1, dp2, dp3, r0, r1, r2, r3, dt, GR, RS0, RS1, RS2, RS3, DOT_PRECISION)
     _store4(dstate0 + i_n * D, o_b64, B, HD, o_d, m_bd, d0, d1, d2, d3, S)
 
     # db_part[i_b, k, i_n, :] = Σ over this tile's rows of dp_k (summed over tiles on the host, in order)
