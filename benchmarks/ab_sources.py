@@ -1,0 +1,94 @@
+"""A/B timing of kernel sources: each version in its own process, the versions interleaved over rounds.
+
+A version is NAME=PATH: a .cu file replaces the cuda backend's rnn.cu (fusedrnn.backends.cuda.kernels.source),
+optionally with :STAGES to cap the model's prefetch depth; a directory holding a copy of the package
+(DIR/fusedrnn) is imported instead of this checkout (Triton kernels). Configs are [BACKEND/]CELL:NHxD (backend
+cuda unless named), B = 16, T = 1024, bf16, fw (no autograd) and fwbw, timed as ``fusedrnn bench`` times them
+(fusedrnn.cli.bench.measure: CUDA events, median). Each process first runs 2 s of GEMMs so that the clocks
+are up. Rows go to OUT (JSON lines); the table shows each version's fastest round.
+
+    python benchmarks/ab_sources.py ab.jsonl base=old_rnn.cu new=fusedrnn/backends/cuda/rnn.cu --rounds 3
+    python benchmarks/ab_sources.py ab.jsonl old=/tmp/old_tree new=. --configs triton/slstm:12x64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+DEFAULT_CONFIGS = "lstm:12x64,slstm:12x64,lstm:6x128"
+
+
+def _child(name: str, path: str, configs: list[str], out: str) -> None:
+    path, _, stages = path.partition(":")
+    if os.path.isdir(path):
+        sys.path.insert(0, os.path.abspath(path))
+        path = os.path.join(path, "fusedrnn", "backends", "cuda", "rnn.cu")
+    import torch
+
+    from fusedrnn.backends.cuda import kernels, model
+    from fusedrnn.cli.bench import Shape, fusedrnn_case, measure
+
+    source = open(path).read()
+    kernels.source = lambda: source
+    if stages:
+        model.MAX_STAGES = int(stages)
+    device = torch.device("cuda")
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    start = time.time()
+    while time.time() - start < 2.0:
+        a @ a
+    torch.cuda.synchronize()
+    for config in configs:
+        backend, _, spec = config.rpartition("/")
+        cell, heads = spec.split(":")
+        num_heads, head_dim = map(int, heads.split("x"))
+        torch.manual_seed(0)
+        case = fusedrnn_case(backend or "cuda", Shape(cell, num_heads, head_dim, 16, 1024), torch.bfloat16, device)
+        for mode in ("fw", "fwbw"):
+            row = {"version": name, "config": config, "mode": mode}
+            try:
+                row["ms"] = measure(case[mode], device, min_reps=20, max_reps=200, target_ms=300)["ms"]
+            except Exception as error:  # a version that does not compile or run: recorded, the others go on
+                row["error"] = str(error)[:300]
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:2] == ["--child"]:
+        name, path, out, configs = sys.argv[2:6]
+        _child(name, path, configs.split(","), out)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="JSON-lines file the rows are appended to")
+    parser.add_argument("versions", nargs="+", help="NAME=PATH[:STAGES]")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"comma-separated (default {DEFAULT_CONFIGS})")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    versions = []
+    for spec in args.versions:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            parser.error(f"versions: expected NAME=PATH, got {spec!r}")
+        versions.append((name, path))
+    for _ in range(args.rounds):
+        for name, path in versions:
+            subprocess.run([sys.executable, __file__, "--child", name, path, args.out, args.configs], check=False)
+    rows = [json.loads(line) for line in open(args.out)]
+    print("config mode " + " ".join(name for name, _ in versions))
+    for key in sorted({(r["config"], r["mode"]) for r in rows}):
+        cells = []
+        for name, _ in versions:
+            times = [r["ms"] for r in rows if (r["config"], r["mode"]) == key and r["version"] == name and "ms" in r]
+            cells.append(f"{min(times):.3f}" if times else "error")
+        print(*key, *cells)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
