@@ -264,14 +264,6 @@ template <bool FAST>
 __device__ __forceinline__ float rcp_(float v) {
   return FAST ? rcp_approx(v) : 1.0f / v;
 }
-template <bool FAST>
-__device__ __forceinline__ float exp_(float v) {
-  return FAST ? ex2_approx(v * LOG2E) : expf(v);
-}
-template <bool FAST>
-__device__ __forceinline__ float log_sigmoid(float v) {
-  return fminf(v, 0.0f) - (FAST ? LN2 * lg2_approx(1.0f + ex2_approx(-fabsf(v) * LOG2E)) : log1pf(expf(-fabsf(v))));
-}
 
 // Each cell: its gate / slot / state counts and slot routing, forward (slots p, states s -> new s in place)
 // and backward (p: slots in, slot gradients out; s: states before the step; d: gradients of the new states
