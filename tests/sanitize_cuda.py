@@ -1,6 +1,7 @@
 """Run every cell once forward and backward on backend ``cuda`` at a small shape (B = 3: a partial batch tile,
-T = 5, two heads; D = 64 in bf16 and D = 16 in float32, with and without lengths). Run under compute-sanitizer by
-tests/test_cuda.py (``compute-sanitizer --tool memcheck|racecheck python tests/sanitize_cuda.py``)."""
+T = 5, two heads; D = 64 and 128 (the transposed kernels) in bf16 and D = 16 in float32, with and without
+lengths). Run under compute-sanitizer by tests/test_cuda.py (``compute-sanitizer --tool memcheck|racecheck python
+tests/sanitize_cuda.py``)."""
 
 import torch
 
@@ -8,7 +9,7 @@ from fusedrnn import get_cell, rnn
 
 for cell in ("lstm", "gru", "elman", "slstm"):
     spec = get_cell(cell)
-    for D, dtype in ((64, torch.bfloat16), (16, torch.float32)):
+    for D, dtype in ((64, torch.bfloat16), (128, torch.bfloat16), (16, torch.float32)):
         for lengths in (None, torch.tensor([5, 0, 3])):
             B, T, NH = 3, 5, 2
             x = torch.randn(B, T, spec.num_gates_x, NH, D, device="cuda", dtype=dtype, requires_grad=True)

@@ -17,7 +17,7 @@ from fusedrnn import get_cell, rnn
 from fusedrnn.backends import Call, fused, get_backend, select_backend
 from fusedrnn.backends.cuda import cuda_core_available
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
-from fusedrnn.backends.cuda.model import ARCH_LIMITS, kernel_shape, smem_bytes
+from fusedrnn.backends.cuda.model import ARCH_LIMITS, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
 
 from .helpers import check_backend, random_problem, run_with_grads
 
@@ -45,10 +45,13 @@ def test_model_picks_most_warps_then_deepest_prefetch():
         for cell in CELLS:
             for dtype in ("bfloat16", "float16", "float32"):
                 for D in HEAD_DIMS:
-                    s = kernel_shape(kind, cell, D, dtype, h100)
-                    if not isinstance(s, str):
-                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages) <= h100.smem_per_block
-                        assert s.warps * 8 * s.nt == D
+                    for rows in (8, 16):
+                        s = kernel_shape(kind, cell, D, dtype, h100, rows)
+                        if not isinstance(s, str):
+                            assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans)
+                            assert s.smem <= h100.smem_per_block
+                            assert s.warps * (16 if s.trans and kind == "backward" else 8) * s.nt == D
+                            assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
 
 
 def test_model_refuses_with_reasons():
@@ -122,7 +125,8 @@ GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
 REFUSED = {(torch.float32, c, 64) for c in ("lstm", "gru", "slstm")} | {(torch.float32, c, 128) for c in
                                                                           ("lstm", "gru", "slstm")} | {
     (torch.float32, "gru", 32), (torch.bfloat16, "slstm", 128), (torch.float16, "slstm", 128),
-    (torch.float16, "lstm", 128), (torch.bfloat16, "gru", 128), (torch.float16, "gru", 128)}
+    (torch.float16, "lstm", 128), (torch.bfloat16, "gru", 128), (torch.float16, "gru", 128),
+    (torch.float32, "elman", 128)}
 
 
 def _supported(cell, B, T, NH, D, dtype, requires_grad=True):
@@ -289,7 +293,7 @@ def test_cuda_compute_sanitizer(tool):
     print(out[-3000:])
     assert run.returncode == 0, out[-6000:]
     assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
-    assert out.count(" ok") == 16  # 4 cells x 2 (D, dtype) x with / without lengths
+    assert out.count(" ok") == 24  # 4 cells x 3 (D, dtype) x with / without lengths
 
 
 @pytest.mark.gpu

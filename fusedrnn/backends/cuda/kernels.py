@@ -38,7 +38,8 @@ class Variant:
     @property
     def name(self) -> str:
         """The name expression NVRTC instantiates, e.g. ``rnn_forward<0, frnn::BF16, 64, 1, 4, 16>``."""
-        return (f"rnn_{self.kind}<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
+        kernel = f"rnn_{self.kind}_t" if self.shape.trans else f"rnn_{self.kind}"
+        return (f"{kernel}<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
                 f"{self.shape.nt}, {self.shape.stages}, {self.shape.rows}>")
 
     @property

@@ -1,12 +1,15 @@
 """The resource model of the CUDA kernels, solved with ``fusedrnn.tune`` from the device's limits.
 
-Both kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, ROWS = 8 or 16 batch rows); warp w
-owns NT tiles of 8 hidden units of every gate. The choices are NT (units per warp, which trades warps for
-registers) and STAGES (how many steps of inputs are in flight in the shared-memory ring); the launch picks ROWS.
+The kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, ROWS = 8 or 16 batch rows); warp w
+owns NT tiles of 8 hidden units of every gate (rnn_backward_t: 16 units, ``W = D / (16·NT)``). The choices are NT
+(units per warp, which trades warps for registers) and STAGES (how many steps of inputs are in flight in the
+shared-memory ring); the launch picks ROWS, the model the kernel: rnn_forward_t from FW_T_MIN_HEAD_DIM on,
+rnn_backward_t where rnn_backward would need NT >= 2.
 The model:
 
-* registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward, ``2·NT·GR·D/KSTEP`` backward, KSTEP = 16
-  for 16-bit inputs, 8 for float32), the accumulators, the states / state gradients and biases / bias sums
+* registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward and backward; rnn_forward_t: A fragments
+  of two gates per 16-row tile, ``4·ceil(GR/2)·NT·D/KSTEP``; rnn_backward_t: ``4·GR·NT·D/KSTEP`` for 16 units;
+  KSTEP = 16 for 16-bit inputs, 8 for float32), the accumulators, the states / state gradients and biases / bias sums
   held per element, and a fixed overhead (addresses, loop state, temporaries of the cell's math; float32
   adds the TF32 splitting). The overheads were read from ptxas' reports of every variant (sm_80 and sm_90a,
   NVRTC 13.5): with them, a variant the model accepts does not spill — ``python -m fusedrnn info --compile-all``
@@ -31,12 +34,22 @@ from ...tune import Model
 # Registers every thread needs beyond what the model counts per element, calibrated on ptxas' reports of every
 # variant (NVRTC 13.5, sm_80 and sm_90a): the smallest values that reject every variant that spilled.
 FW_OVERHEAD = 16
+FW_T_OVERHEAD = 24  # rnn_forward_t
 BW_OVERHEAD = 56
 # per cell, backward: GRU's D = 128 variant used all 255 registers and spilled 4 bytes with NVRTC 13.0 where the
 # model said 212
 BW_CELL_OVERHEAD = {"gru": 44}
+# per cell, rnn_forward_t: GRU's D = 128 8-row variant (16 warps, 128 registers) spilled 4 bytes on sm_80 where
+# the model said 122
+FW_T_CELL_OVERHEAD = {"gru": 8}
+BW_T_OVERHEAD = 0  # rnn_backward_t beyond the backward's overheads
 # per input dtype: float32 splits operands for TF32 and runs IEEE σ / tanh / exp; float16 converts per element
 DTYPE_OVERHEAD = {"float32": {"forward": 124, "backward": 84}, "float16": {"forward": 28, "backward": 0}}
+DTYPE_T_OVERHEAD = {"float32": 128, "float16": 0}  # rnn_forward_t
+# rnn_forward_t where the head is at least this wide: it does half the MMA work of rnn_forward at 8 batch rows and
+# none of the zero rows; measured (H100, bf16, B = 16) 6 x 128 LSTM forward 1.06 -> 0.81 ms, but 12 x 64 GRU and
+# Elman 10-20 % slower than rnn_forward, whose cell math and stores are cheaper per element
+FW_T_MIN_HEAD_DIM = 128
 MAX_STAGES = 4
 NT_CHOICES = (1, 2, 4)
 
@@ -82,26 +95,29 @@ class Shape:
     rows: int
     smem: int  # bytes of dynamic shared memory
     registers: int  # the model's estimate per thread
+    trans: bool = False  # rnn_forward_t / rnn_backward_t (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
 
 
 def _elt_bytes(dtype_name: str) -> int:
     return 4 if dtype_name == "float32" else 2
 
 
-def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16):
-    """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA: the same formulas as ``Layout`` in
-    rnn.cu (``stages`` may be a solver variable)."""
+def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False):
+    """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA (``trans``: the transposed kernel): the
+    same formulas as ``Layout`` in rnn.cu (``stages`` may be a solver variable)."""
     cell = get_cell(cell_name)
     e = _elt_bytes(dtype_name)
     pad = 16 // e
     h = rows * (D + pad) * e
+    out = (cell.num_gates_b + cell.num_states) * rows * (D + 4) * 4  # rnn_forward_t's output stage (f32)
     if kind == "forward":
-        return 2 * h + stages * (rows * (cell.num_gates_x * D + pad) * e)
-    p = rows * (cell.num_gates_r * D + pad) * e
+        return 2 * h + stages * (rows * (cell.num_gates_x * D + pad) * e) + (2 * out if trans else 0)
+    p = rows * ((cell.num_gates_b if trans else cell.num_gates_r) * D + pad) * e  # dp: every slot / R's gates
     return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (D + 4) * 4 + h)
 
 
-def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, overhead: bool = True):
+def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int = 16, overhead: bool = True,
+              trans: bool = False, trans_nt: int | None = None):
     """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
     overheads (for calibrating them against ptxas). Counted for 16 batch rows per CTA (2 rows per thread) and
     used for 8 as well: fewer elements, but ptxas then hoists more (seen: 154 registers with 8 rows, 142 with 16,
@@ -112,25 +128,43 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, overhead: 
     kstep = 8 if e == 4 else 16
     fixed = 0
     if overhead:
-        fixed = DTYPE_OVERHEAD.get(dtype_name, {}).get(kind, 0) + (
-            FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + BW_CELL_OVERHEAD.get(cell.name, 0))
+        if kind == "forward" and trans:
+            fixed = FW_T_OVERHEAD + FW_T_CELL_OVERHEAD.get(cell.name, 0) + DTYPE_T_OVERHEAD.get(dtype_name, 0)
+        else:
+            fixed = DTYPE_OVERHEAD.get(dtype_name, {}).get(kind, 0) + (
+                FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + BW_CELL_OVERHEAD.get(cell.name, 0))
     per_tile = 4 * S + 2 * GB  # states (or their gradients) per element, biases (or their sums) per unit
     # a step's inputs are copied in 16-byte chunks (TileCopy: an offset, a destination, a first row and the two
     # strides per copied tensor, whatever the tile's size): 8 registers per tensor
+    if kind == "forward" and trans:
+        # R as A fragments, two gates per 16-row tile (4 registers per tile and K step), accumulators of 4 per tile
+        # and batch tile of 8, the states of 2 rows per batch tile, one unit's biases; the output copies' offsets
+        pairs, batch_tiles = (GR + 1) // 2, rows // 8
+        per_unit_tile = 4 * pairs * (D // kstep) + 4 * pairs * batch_tiles + 2 * batch_tiles * S + GB
+        return per_unit_tile * nt + 12 * batch_tiles + 8 + fixed
     if kind == "forward":  # R fragments, 4 accumulators per gate; y / slot / state pointers of both row halves
         return (2 * GR * (D // kstep) + 4 * GR + per_tile) * nt + 12 + 8 + fixed
     kt = GR * D // kstep  # R fragments; accumulators of 4: 4 (all K steps' when fewer) with NT = 1, else NT
+    if trans:  # rnn_backward_t: A fragments of 16 units (4 per K step), 2 units x 2 rows per batch tile
+        batch_tiles = rows // 8
+        chains = min(kt, 4) if trans_nt == 1 else 1  # rnn_backward_t's ACCS (trans_nt: NT when fixed)
+        per_unit_tile = 4 * kt + 4 * chains * batch_tiles + 4 * batch_tiles * S + 2 * GB
+        return per_unit_tile * nt + 4 * batch_tiles + 3 * 8 + fixed + BW_T_OVERHEAD
     accumulators = 4 * nt + (4 * min(kt, 4) - 4) * (1 // nt)  # 1 // nt: 1 for NT = 1, else 0
     return (2 * kt + per_tile) * nt + accumulators + 4 + 3 * 8 + fixed
 
 
-def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Model:
+def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
+             nt_value: int | None = None) -> Model:
     m = Model()
-    nt = m.var("nt", values=list(NT_CHOICES))
+    if nt_value is not None:
+        nt = m.var("nt", values=[nt_value])
+    else:  # the transposed backward's NT = 1 was tried alone (its accumulator chains differ)
+        nt = m.var("nt", values=[v for v in NT_CHOICES if not (trans and kind == "backward") or v > 1])
     stages = m.var("stages", 2, MAX_STAGES)
     warps = m.var("warps", 1, 32)
-    m.add(warps * 8 * nt == D)
-    regs = registers(kind, cell_name, D, dtype_name, nt)
+    m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
+    regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, trans_nt=nt_value)
     # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
     # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
     groups = m.var("warp_groups", 1, 8)
@@ -140,7 +174,7 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread)
     m.add(eighths * 8 * 128 * groups <= limits.regs_per_sm)
-    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows) <= limits.smem_per_block)
+    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans) <= limits.smem_per_block)
     m.maximize(-MAX_STAGES * 10 * nt + stages)  # most warps first, then the deepest prefetch
     return m
 
@@ -151,12 +185,34 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
     fits."""
     if D % 16 or D < 16:
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
-    result = _problem(kind, cell_name, D, dtype_name, limits, rows).solve()
-    if result.solution is None:
+    shape = None
+    if kind == "forward" and D >= FW_T_MIN_HEAD_DIM:
+        shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
+    if shape is None:
+        shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=False)
+    if kind == "backward" and (shape is None or shape.nt > 1):
+        # rnn_backward_t: 16 units per warp tile, so the same warps at half the MMAs where rnn_backward needs
+        # NT >= 2 (D = 128); taken when it has at least as many warps
+        alt = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
+        if alt is not None and (shape is None or alt.warps >= shape.warps):
+            shape = alt
+    if shape is None:
         return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in registers "
                 f"({limits.max_regs_per_thread} registers per thread, {limits.regs_per_sm} per SM, "
                 f"{limits.smem_per_block // 1024} KB shared memory)")
-    nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
+    return shape
+
+
+def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool) -> Shape | None:
+    # NT = 1 first for the transposed backward: its accumulator chains (registers) depend on NT
+    for nt_value in ((1, None) if trans and kind == "backward" else (None,)):
+        result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, nt_value).solve()
+        if result.solution is not None:
+            break
+    if result.solution is None:
+        return None
+    nt = nt_value if nt_value is not None else result.solution["nt"]
+    stages, warps = (result.solution[k] for k in ("stages", "warps"))
     return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
-                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows),
-                 registers=registers(kind, cell_name, D, dtype_name, nt))
+                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans),
+                 registers=registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, trans_nt=nt), trans=trans)

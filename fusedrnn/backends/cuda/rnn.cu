@@ -14,6 +14,13 @@
 // dtype, double-buffered); one __syncthreads; dh_{t-1} += dp · R (K = GR·D) with R in registers again,
 // in the same accumulator layout as the forward's units.
 //
+// The transposed kernels (taken at D = 128, where a CTA's MMAs dominate its step): rnn_forward_t computes
+// gates x batch = R · h_{t-1}ᵀ with A = R (a 16-row tile holds gates 2q and 2q + 1 of 8 units; a thread's
+// accumulators are both gates of unit gq at batch rows 2·tq, 2·tq + 1) and B = h_{t-1}ᵀ (N = 8 batch rows, so
+// 8-row tiles waste no MMA work), x read with ldmatrix .trans into the same layout; rnn_backward_t computes
+// dh_{t-1}ᵀ = Rᵀ · dpᵀ with 16 units per warp tile. Both write their per-step outputs (y, the saved slots and
+// states, dgate) through shared memory in 16-byte chunks during the next step (TileStore).
+//
 // Element types: bf16 / f16 with mma m16n8k16 (fp32 accumulation); f32 with three TF32 mma m16n8k8 per
 // product (a = a_big + a_small: a_small·b_big + a_big·b_small + a_big·b_big), about fp32's accuracy.
 //
@@ -95,6 +102,24 @@ __device__ __forceinline__ u32 pair_bits(const typename E::T* p, i64 step) {
 template <>
 __device__ __forceinline__ u32 pair_bits<F32>(const float* p, i64) {
   return __float_as_uint(p[0]);
+}
+
+// One element as a float, and back (rounded to nearest even).
+template <class E>
+__device__ __forceinline__ float to_float1(typename E::T v) {
+  return E::to_float(v);
+}
+template <>
+__device__ __forceinline__ float to_float1<F32>(float v) {
+  return v;
+}
+template <class E>
+__device__ __forceinline__ typename E::T from_float1(float v) {
+  return (typename E::T)(E::pack(v, 0.0f) & 0xffffu);
+}
+template <>
+__device__ __forceinline__ float from_float1<F32>(float v) {
+  return v;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -188,18 +213,62 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
-// One step's tile of SETS x ROWS rows x ROW_BYTES, copied each step from global memory (rows and sets at fixed
-// strides from a base that moves by a fixed amount per step) into a stage of the shared-memory ring (sets
-// DST_SET and rows DST_ROW bytes apart), in 16-byte chunks. Thread i takes chunk column i % CH of row
-// i / CH, then the rows RS = NTH / CH further on (NTH is a multiple of CH: 4·D/NT threads, D·b/16 chunks a
-// row): pass j's chunk is the first one's plus compile-time multiples of the two strides, so a thread keeps
-// one offset, one destination and its first row, whatever the tile's size.
-template <int SETS, int ROWS, int ROW_BYTES, int DST_SET, int DST_ROW, int NTH>
-struct TileCopy {
+// x of GX gates at the accumulator's elements of an 8-row tile (rows: batch; columns: units, gates D elements
+// apart; LDX elements per row) at tile / shared address tile_addr, raw: x_at(raw, g, c) = tile[2·tq + c][g·D + gq].
+// 16-bit: one ldmatrix .trans into 4 registers (lane l gives the address of row l % 8 of gate l / 8; each thread
+// receives column gq of rows 2·tq and 2·tq + 1 of every gate); f32: 8 plain loads. Issued before the step's
+// MMAs: asm volatile statements keep their order, so an ldmatrix after them would wait for them.
+template <class E>
+struct XRaw {
+  static constexpr int N = sizeof(typename E::T) == 2 ? 4 : 8;
+  u32 r[N];
+};
+template <class E, int GX, int LDX, int D>
+__device__ __forceinline__ void load_x(const typename E::T* tile, u32 tile_addr, int lane, XRaw<E>& raw) {
+  const int gq = lane >> 2, tq = lane & 3;
+  if constexpr (sizeof(typename E::T) == 2) {
+    const int m = lane >> 3;
+    const u32 addr = tile_addr + (u32)(((lane & 7) * LDX + (m < GX ? m : GX - 1) * D) * 2);
+    if constexpr (GX == 1) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];" : "=r"(raw.r[0]) : "r"(addr));
+    } else if constexpr (GX == 2) {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                   : "=r"(raw.r[0]), "=r"(raw.r[1])
+                   : "r"(addr));
+    } else {
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(raw.r[0]), "=r"(raw.r[1]), "=r"(raw.r[2]), "=r"(raw.r[3])
+                   : "r"(addr));
+    }
+  } else {
+#pragma unroll
+    for (int g = 0; g < GX; ++g)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) raw.r[2 * g + c] = __float_as_uint(tile[(2 * tq + c) * LDX + g * D + gq]);
+  }
+}
+template <class E>
+__device__ __forceinline__ float x_at(const XRaw<E>& raw, int g, int c) {
+  if constexpr (sizeof(typename E::T) == 2) {
+    return E::to_float((u16)(c ? raw.r[g] >> 16 : raw.r[g] & 0xffffu));
+  } else {
+    return __uint_as_float(raw.r[2 * g + c]);
+  }
+}
+
+// One step's tile of SETS x ROWS rows x ROW_BYTES between global memory (rows and sets at fixed strides from a
+// base that moves by a fixed amount per step) and shared memory (sets SH_SET and rows SH_ROW bytes apart), in
+// 16-byte chunks. Thread i takes chunk column i % CH of row i / CH, then the rows RS = NTH / CH further on (NTH
+// is a multiple of CH: 4·D/NT threads, D·b/16 chunks a row): pass j's chunk is the first one's plus
+// compile-time multiples of the two strides, so a thread keeps one offset, one shared offset and its first
+// row, whatever the tile's size. TileCopy loads a tile into a stage of the ring; TileStore writes a step's
+// outputs from shared memory, so that every global store is 16 coalesced bytes.
+template <int SETS, int ROWS, int ROW_BYTES, int SH_SET, int SH_ROW, int NTH>
+struct TileMap {
   static constexpr int CH = ROW_BYTES / 16, RS = NTH / CH, PASSES = (SETS * ROWS + RS - 1) / RS;
   static_assert(NTH % CH == 0 && (RS % ROWS == 0 || ROWS % RS == 0), "the tile does not split evenly over the threads");
   i64 off0, set_stride, row_stride;
-  u32 dst0;
+  u32 sh0;
   int set0, row0, valid_rows;
   __device__ __forceinline__ void init(i64 set_stride_, i64 row_stride_, int valid_rows_) {
     set_stride = set_stride_;
@@ -209,19 +278,49 @@ struct TileCopy {
     set0 = q / ROWS;
     row0 = q % ROWS;
     off0 = set0 * set_stride + row0 * row_stride + 16 * k;
-    dst0 = set0 * DST_SET + row0 * DST_ROW + 16 * k;
+    sh0 = set0 * SH_SET + row0 * SH_ROW + 16 * k;
   }
+  // pass j: RS·j rows further: whole sets when RS >= ROWS, else within one set (RS divides ROWS, row0 < RS)
+  __device__ static constexpr int dset(int j) { return RS >= ROWS ? j * (RS / ROWS) : (j * RS) / ROWS; }
+  __device__ static constexpr int drow(int j) { return RS >= ROWS ? 0 : (j * RS) % ROWS; }
+  __device__ __forceinline__ bool in_tile(int j) const { return SETS * ROWS % RS == 0 || set0 + dset(j) < SETS; }
+  __device__ __forceinline__ bool row_ok(int j) const { return row0 + drow(j) < valid_rows; }
+  __device__ __forceinline__ i64 off(int j) const { return off0 + dset(j) * set_stride + drow(j) * row_stride; }
+  __device__ __forceinline__ u32 sh(int j) const { return sh0 + dset(j) * SH_SET + drow(j) * SH_ROW; }
+};
+
+template <int SETS, int ROWS, int ROW_BYTES, int SH_SET, int SH_ROW, int NTH>
+struct TileCopy : TileMap<SETS, ROWS, ROW_BYTES, SH_SET, SH_ROW, NTH> {
+  // into the stage at shared address stage; rows outside the batch are zero-filled
   __device__ __forceinline__ void issue(const unsigned char* base, u32 stage) const {
 #pragma unroll
-    for (int j = 0; j < PASSES; ++j) {
-      // pass j: RS·j rows further: whole sets when RS >= ROWS, else within one set (RS divides ROWS, row0 < RS)
-      const int dset = RS >= ROWS ? j * (RS / ROWS) : (j * RS) / ROWS, drow = RS >= ROWS ? 0 : (j * RS) % ROWS;
-      if (SETS * ROWS % RS == 0 || set0 + dset < SETS) {
-        bool ok = row0 + drow < valid_rows;
-        cp_async16(stage + dst0 + dset * DST_SET + drow * DST_ROW,
-                   ok ? base + off0 + dset * set_stride + drow * row_stride : base, ok);
+    for (int j = 0; j < this->PASSES; ++j)
+      if (this->in_tile(j)) {
+        bool ok = this->row_ok(j);
+        cp_async16(stage + this->sh(j), ok ? base + this->off(j) : base, ok);
       }
-    }
+  }
+};
+
+template <int SETS, int ROWS, int ROW_BYTES, int SH_SET, int SH_ROW, int NTH>
+struct TileStore : TileMap<SETS, ROWS, ROW_BYTES, SH_SET, SH_ROW, NTH> {
+  typedef TileMap<SETS, ROWS, ROW_BYTES, SH_SET, SH_ROW, NTH> M;
+  int end[M::PASSES];  // pass j's row is written as zeros from step end[j] on (y past a sequence's length)
+  __device__ __forceinline__ void init_ends(const int* lengths, i64 b0, i64 T) {
+#pragma unroll
+    for (int j = 0; j < M::PASSES; ++j)
+      end[j] = lengths != nullptr && this->in_tile(j) && this->row_ok(j) ? lengths[b0 + this->row0 + M::drow(j)] : (int)T;
+  }
+  // from the tile at src (generic pointer to shared memory) to base; MASK: rows past their end as zeros
+  template <bool MASK>
+  __device__ __forceinline__ void store(const unsigned char* src, unsigned char* base, i64 t) const {
+#pragma unroll
+    for (int j = 0; j < M::PASSES; ++j)
+      if (this->in_tile(j) && this->row_ok(j)) {
+        uint4 v = *(const uint4*)(src + this->sh(j));
+        if (MASK && t >= end[j]) v = make_uint4(0u, 0u, 0u, 0u);
+        *(uint4*)(base + this->off(j)) = v;
+      }
   }
 };
 
@@ -426,17 +525,22 @@ struct Layout {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T T;
   static constexpr int PAD = 16 / (int)sizeof(T);  // one 16-byte chunk per row: rows start on distinct banks
-  // forward: two h buffers [16][LDH] and STAGES x tiles [16][LDX]
-  static constexpr int LDH = D + PAD, LDX = C::GX * D + PAD;
+  // forward: two h buffers [ROWS][LDH] and STAGES x tiles [ROWS][LDX]; rnn_forward_t adds two output stages
+  // (slots [GB][ROWS][LDF] and states [S][ROWS][LDF], f32) for the saved tensors
+  static constexpr int LDH = D + PAD, LDX = C::GX * D + PAD, LDF = D + 4;
   static constexpr int FW_H = ROWS * LDH * (int)sizeof(T), FW_X = ROWS * LDX * (int)sizeof(T);
-  static constexpr int FW_BYTES = 2 * FW_H + STAGES * FW_X;
-  // backward: two dp buffers [16][LDP] (input dtype) and STAGES of (slots [GB][16][LDF], states [S][16][LDF]
-  // f32, dy [16][LDH] input dtype)
-  static constexpr int LDP = C::GR * D + PAD, LDF = D + 4;
-  static constexpr int BW_P = ROWS * LDP * (int)sizeof(T);
+  static constexpr int FW_OUT = (C::GB + C::S) * ROWS * LDF * 4;
+  static constexpr int FW_BYTES = 2 * FW_H + STAGES * FW_X, FW_T_BYTES = FW_BYTES + 2 * FW_OUT;
+  // backward: two dp buffers [ROWS][LDP] (input dtype; rnn_backward: R's GR gates; rnn_backward_t: every slot
+  // in order, [ROWS][LDPT]) and STAGES of (slots [GB][ROWS][LDF], states [S][ROWS][LDF] f32, dy [ROWS][LDH]
+  // input dtype)
+  static constexpr int LDP = C::GR * D + PAD, LDPT = C::GB * D + PAD;
+  // rnn_backward_t's dp column of K index k = g·D + i (R's gate g meets slot rs(g))
+  static __device__ constexpr int pcol(int k) { return C::rs(k / D) * D + k % D; }
+  static constexpr int BW_P = ROWS * LDP * (int)sizeof(T), BW_T_P = ROWS * LDPT * (int)sizeof(T);
   static constexpr int BW_SLOTS = C::GB * ROWS * LDF * 4, BW_STATES = C::S * ROWS * LDF * 4, BW_DY = FW_H;
   static constexpr int BW_STAGE = BW_SLOTS + BW_STATES + BW_DY;
-  static constexpr int BW_BYTES = 2 * BW_P + STAGES * BW_STAGE;
+  static constexpr int BW_BYTES = 2 * BW_P + STAGES * BW_STAGE, BW_T_BYTES = 2 * BW_T_P + STAGES * BW_STAGE;
 };
 
 
@@ -639,6 +743,233 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
       }
     }
   }
+}
+
+// Forward as gates x batch = R · hᵀ (see the top of this file): same arguments, saved tensors and outputs as
+// rnn_forward; shared memory adds the two output stages (Layout::FW_T_BYTES).
+template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
+__global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
+    rnn_forward_t(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
+                const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
+                const int* __restrict__ lengths, typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
+                float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
+                i64 smem_bytes) {
+  typedef typename CellOf<CELL>::type C;
+  typedef typename E::T ET;
+  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  constexpr int NB = ROWS / 8;           // batch tiles of 8 (the MMA's N) per CTA
+  constexpr int P = (C::GR + 1) / 2;     // MMA row tiles per unit tile: gates 2q (rows 0-7) and 2q + 1 (rows 8-15)
+  constexpr bool FAST = Fast<E>::value;
+  constexpr int W = D / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
+  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  if (smem_bytes < L::FW_T_BYTES) __trap();
+  ET* hbuf = (ET*)smem;
+  const unsigned char* xring = smem + 2 * L::FW_H;
+  const u32 xring_addr = smem_addr(xring);
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
+  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
+  const bool has_lengths = lengths != nullptr;
+
+  // R as A fragments (the MMA computes gates x batch = R · hᵀ): row tile q of unit tile nt holds gate 2q (rows
+  // 0-7) and gate 2q + 1 (rows 8-15, zeros past GR) of units unit(nt) = 8·(warp·NT + nt) + row; A[row][k = j] =
+  // R[g, n, unit, j]. This thread's unit in tile nt: 8·(warp·NT + nt) + gq.
+  u32 rf[P][NT][KT][4];
+#pragma unroll
+  for (int q = 0; q < P; ++q)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int g = 2 * q + (i & 1);
+          int unit = (warp * NT + nt) * 8 + gq;
+          int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
+          rf[q][nt][kt][i] = g < C::GR ? pair_bits<E>(R + ((g * NH + n) * D + unit) * D + k, 1) : 0u;
+        }
+
+  // x_t: GX sets (gates, HD apart) of ROWS rows (T·GX·HD apart) of D elements; the base moves GX·HD per step
+  TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
+  xcopy.init(HD * SZ, T * C::GX * HD * SZ, valid_rows);
+  const i64 xstep = C::GX * HD * SZ;
+  const unsigned char* xnext = (const unsigned char*)(x + b0 * T * C::GX * HD + n * D);
+#pragma unroll
+  for (int p = 0; p < STAGES - 1; ++p) {
+    if (p < T) xcopy.issue(xnext, xring_addr + p * L::FW_X);
+    cp_async_commit();
+    xnext += xstep;
+  }
+
+  // Step t's outputs go through shared memory (y: the h buffer; saved slots and states: the output stages) and
+  // leave in 16-byte chunks during step t + 1: y[b0 + r, t, n, :] (rows T·HD apart), pre[t, b0 + r, k, n, :] (sets
+  // HD, rows GB·HD apart), states[s, n, t + 1, b0 + r, :] (sets NH·(T+1)·B·D, rows D apart); their bases move by
+  // HD, B·GB·HD and B·D elements per step.
+  const i64 sset = NH * (T + 1) * B * D;
+  TileStore<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ystore;
+  TileStore<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pstore;
+  TileStore<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> sstore;
+  ystore.init(0, T * HD * SZ, valid_rows);
+  ystore.init_ends(lengths, b0, T);
+  pstore.init(HD * 4, C::GB * HD * 4, valid_rows);
+  sstore.init(sset * 4, D * 4, valid_rows);
+  unsigned char* ybase = (unsigned char*)(y + b0 * T * HD + n * D);
+  unsigned char* pbase = (unsigned char*)(pre + b0 * C::GB * HD + n * D);
+  unsigned char* sbase = (unsigned char*)(states + (n * (T + 1) + 1) * B * D + b0 * D);
+  unsigned char* outs = smem + 2 * L::FW_H + STAGES * L::FW_X;  // two output stages of FW_OUT bytes
+  // step t - 1's outputs (read from its h buffer hp and its output stage), then the bases move one step on
+  auto flush = [&](const ET* hp, i64 tp) {
+    ystore.template store<true>((const unsigned char*)hp, ybase, tp);
+    ybase += HD * SZ;
+    if (save) {
+      const unsigned char* o = outs + (tp & 1) * L::FW_OUT;
+      pstore.template store<false>(o, pbase, tp);
+      sstore.template store<false>(o + C::GB * ROWS * L::LDF * 4, sbase, tp);
+      pbase += B * C::GB * HD * 4;
+      sbase += B * D * 4;
+    }
+  };
+
+  // this thread's elements: unit tile nt (unit u(nt)), batch tile j, rows 8·j + 2·tq + c (c = 0, 1) — the
+  // accumulator's columns
+  float bv[C::GB][NT];
+  float st[C::S][NT][NB][2];
+  int len[NB][2];
+  bool row_ok[NB][2];
+  const int unit0 = warp * NT * 8 + gq;
+#pragma unroll
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      i64 row = b0 + 8 * j + 2 * tq + c;
+      row_ok[j][c] = row < B;
+      len[j][c] = has_lengths && row_ok[j][c] ? lengths[row] : (int)T;
+    }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int unit = unit0 + 8 * nt;
+#pragma unroll
+    for (int k = 0; k < C::GB; ++k) bv[k][nt] = to_float1<E>(bias[k * HD + n * D + unit]);
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        const int r = 8 * j + 2 * tq + c;
+        i64 row = b0 + r;
+#pragma unroll
+        for (int s = 0; s < C::S; ++s) {
+          float v = row_ok[j][c] ? to_float1<E>(state0[(s * B + row) * HD + n * D + unit]) : 0.0f;
+          st[s][nt][j][c] = v;
+          if (save && row_ok[j][c]) states[(n * (T + 1) * B + row) * D + unit + s * sset] = v;
+        }
+        hbuf[r * L::LDH + unit] = from_float1<E>(st[0][nt][j][c]);
+      }
+  }
+  cp_async_wait<STAGES - 2>();
+  __syncthreads();
+
+  int stage = 0, fill = STAGES - 1;  // t % STAGES and (t + STAGES - 1) % STAGES
+  for (i64 t = 0; t < T; ++t) {
+    if (t + STAGES - 1 < T) xcopy.issue(xnext, xring_addr + fill * L::FW_X);
+    cp_async_commit();
+    xnext += xstep;
+    fill = fill + 1 == STAGES ? 0 : fill + 1;
+
+    const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
+    ET* hn = hbuf + ((t + 1) & 1) * ROWS * L::LDH;
+    const ET* xs = (const ET*)(xring + stage * L::FW_X);
+    const u32 xs_addr = xring_addr + stage * L::FW_X;
+    XRaw<E> xr[NT][NB];  // x of this step, before the MMAs (see load_x)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int j = 0; j < NB; ++j) {
+        const int at = 8 * j * L::LDX + 8 * (warp * NT + nt);  // row 8·j, the unit tile's first unit
+        load_x<E, C::GX, L::LDX, D>(xs + at, xs_addr + at * SZ, lane, xr[nt][j]);
+      }
+    float acc[P][NT][NB][4];
+#pragma unroll
+    for (int q = 0; q < P; ++q)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[q][nt][j][e] = 0.0f;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      u32 bf[NB][2];  // B[k][col = batch row 8·j + gq] = h[8·j + gq][k]
+#pragma unroll
+      for (int j = 0; j < NB; ++j)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+          bf[j][i] = *(const u32*)(hc + (8 * j + gq) * L::LDH + kt * E::KSTEP + E::PAIR * tq + i * (E::KSTEP / 2));
+#pragma unroll
+      for (int q = 0; q < P; ++q)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], rf[q][nt][kt], bf[j]);
+    }
+    if (t > 0) flush(hc, t - 1);  // while the MMAs run
+
+    float* o = (float*)(outs + (t & 1) * L::FW_OUT);  // this step's output stage
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int unit = unit0 + 8 * nt;
+#pragma unroll
+      for (int j = 0; j < NB; ++j) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int r = 8 * j + 2 * tq + c;
+          bool live = !has_lengths || t < len[j][c];
+          float pe[4];  // slots = b + x + R·h, in that order
+#pragma unroll
+          for (int k = 0; k < 4; ++k) pe[k] = k < C::GB ? bv[k][nt] : 0.0f;
+#pragma unroll
+          for (int g = 0; g < C::GX; ++g) pe[C::xs(g)] += x_at<E>(xr[nt][j], g, c);
+#pragma unroll
+          for (int g = 0; g < C::GR; ++g) pe[C::rs(g)] += acc[g >> 1][nt][j][2 * (g & 1) + c];
+          float se[4];
+#pragma unroll
+          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? st[s][nt][j][c] : 0.0f;
+          C::template forward<FAST>(pe, se);
+          if (live) {
+#pragma unroll
+            for (int s = 0; s < C::S; ++s) st[s][nt][j][c] = se[s];
+          }
+          hn[r * L::LDH + unit] = from_float1<E>(st[0][nt][j][c]);
+          if (save) {
+#pragma unroll
+            for (int k = 0; k < C::GB; ++k) o[(k * ROWS + r) * L::LDF + unit] = pe[k];
+#pragma unroll
+            for (int s = 0; s < C::S; ++s) o[((C::GB + s) * ROWS + r) * L::LDF + unit] = st[s][nt][j][c];
+          }
+        }
+      }
+    }
+    stage = stage + 1 == STAGES ? 0 : stage + 1;
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+  }
+  flush(hbuf + (T & 1) * ROWS * L::LDH, T - 1);
+
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        i64 row = b0 + 8 * j + 2 * tq + c;
+        if (row_ok[j][c]) {
+#pragma unroll
+          for (int s = 0; s < C::S; ++s)
+            final_[(s * B + row) * HD + n * D + unit0 + 8 * nt] = from_float1<E>(st[s][nt][j][c]);
+        }
+      }
 }
 
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
@@ -859,4 +1190,240 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     for (int k = 0; k < C::GB; ++k)
       store2f(db_part + ((blockIdx.y * 8 + gq) * C::GB + k) * HD + n * D + col, db[k][nt][0], db[k][nt][1]);
   }
+}
+
+// Backward as dhᵀ = Rᵀ · dpᵀ (the launch picks it where the kernel above would need NT >= 2, i.e. D = 128): A =
+// R fragments with M = 16 hidden units j per tile (A[j][k = (g, i)] = R[g, n, i, j]), B = dp from the same
+// [ROWS][LDPT] shared buffer (every slot, in order) with N = 8 batch rows, so 8-row tiles waste no MMA work. Warp
+// w owns NT tiles of 16 units; a thread's elements are units j0 + gq and j0 + gq + 8 (h) at batch rows
+// 8·jb + 2·tq + c (c = 0, 1). dgate leaves from the dp buffer during the next step. Same arguments, saved
+// tensors and outputs as rnn_backward.
+template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
+__global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
+    rnn_backward_t(const typename E::T* __restrict__ R, const float* __restrict__ pre,
+                   const float* __restrict__ states, const int* __restrict__ lengths,
+                   const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
+                   typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
+                   i64 T, i64 NH, i64 smem_bytes) {
+  typedef typename CellOf<CELL>::type C;
+  typedef typename E::T ET;
+  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  constexpr int NB = ROWS / 8;  // batch tiles of 8 (the MMA's N)
+  constexpr bool FAST = Fast<E>::value;
+  constexpr int W = D / (16 * NT), NTH = 32 * W, KT = C::GR * D / E::KSTEP, SZ = (int)sizeof(ET);
+  constexpr int ACCS = NT > 1 ? 1 : KT >= 4 ? 4 : KT;  // independent accumulator chains per tile
+  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  if (smem_bytes < L::BW_T_BYTES) __trap();
+  ET* pbuf = (ET*)smem;
+  const unsigned char* ring = smem + 2 * L::BW_T_P;
+  const u32 ring_addr = smem_addr(ring);
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
+  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
+  const bool has_lengths = lengths != nullptr;
+
+  // R as A fragments: row m of tile nt is unit 16·(warp·NT + nt) + m; k = g·D + i
+  u32 rf[NT][KT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int j = (warp * NT + nt) * 16 + gq + 8 * (i & 1);
+        int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
+        int g = k / D, ii = k % D;
+        rf[nt][kt][i] = pair_bits<E>(R + ((g * NH + n) * D + ii) * D + j, D);
+      }
+
+  // step inputs, as rnn_backward
+  TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
+  TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
+  TileCopy<1, ROWS, D * (int)sizeof(ET), 0, L::LDH * (int)sizeof(ET), NTH> ycopy;
+  pcopy.init(HD * 4, C::GB * HD * 4, valid_rows);
+  scopy.init(NH * (T + 1) * B * D * 4, D * 4, valid_rows);
+  ycopy.init(0, T * HD * (int)sizeof(ET), valid_rows);
+  const i64 pstep = B * C::GB * HD * 4, sstep = B * D * 4, ystep = HD * (int)sizeof(ET);
+  const unsigned char* pnext = (const unsigned char*)(pre + ((T - 1) * B + b0) * C::GB * HD + n * D);
+  const unsigned char* snext = (const unsigned char*)(states + (n * (T + 1) + T - 1) * B * D + b0 * D);
+  const unsigned char* ynext = (const unsigned char*)(dy + (b0 * T + T - 1) * HD + n * D);
+  auto issue = [&](int stage) {
+    u32 at = ring_addr + stage * L::BW_STAGE;
+    pcopy.issue(pnext, at);
+    scopy.issue(snext, at + L::BW_SLOTS);
+    ycopy.issue(ynext, at + L::BW_SLOTS + L::BW_STATES);
+  };
+  auto advance = [&]() {
+    pnext -= pstep;
+    snext -= sstep;
+    ynext -= ystep;
+  };
+#pragma unroll
+  for (int p = 0; p < STAGES - 1; ++p) {
+    if (p < T) issue(p);
+    cp_async_commit();
+    advance();
+  }
+
+  float dv[C::S][NT][2][NB][2];  // [state][tile][unit half h][batch tile][c]
+  float db[C::GB][NT][2];
+  int len[NB][2];
+  bool row_ok[NB][2];
+  const int unit0 = warp * NT * 16 + gq;
+#pragma unroll
+  for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      i64 row = b0 + 8 * jb + 2 * tq + c;
+      row_ok[jb][c] = row < B;
+      len[jb][c] = has_lengths && row_ok[jb][c] ? lengths[row] : (int)T;
+    }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int unit = unit0 + 16 * nt + 8 * h;
+#pragma unroll
+      for (int k = 0; k < C::GB; ++k) db[k][nt][h] = 0.0f;
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          i64 row = b0 + 8 * jb + 2 * tq + c;
+#pragma unroll
+          for (int s = 0; s < C::S; ++s)
+            dv[s][nt][h][jb][c] = row_ok[jb][c] ? to_float1<E>(dfinal[(s * B + row) * HD + n * D + unit]) : 0.0f;
+        }
+    }
+  for (int i = threadIdx.x; i < ROWS * L::LDPT; i += NTH) pbuf[ROWS * L::LDPT + i] = ET(0);
+  // dgate[b0 + r, t, k, n, :] (sets HD, rows T·GB·HD apart) of the previous step (t + 1) from its dp buffer, in
+  // 16-byte chunks; the base moves back by GB·HD elements per step
+  TileStore<C::GB, ROWS, D * SZ, D * SZ, L::LDPT * SZ, NTH> gstore;
+  gstore.init(HD * SZ, T * C::GB * HD * SZ, valid_rows);
+  unsigned char* gbase = (unsigned char*)(dgate + (b0 * T + T - 1) * C::GB * HD + n * D);
+  auto flush = [&](const ET* pp) {
+    gstore.template store<false>((const unsigned char*)pp, gbase, 0);
+    gbase -= C::GB * HD * SZ;
+  };
+  // dv[0] += (dp · R)ᵀ for the dp in shared buffer pr
+  auto mma_step = [&](const ET* pr) {
+    float acc[ACCS][NT][NB][4];
+#pragma unroll
+    for (int q = 0; q < ACCS; ++q)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[q][nt][jb][e] = 0.0f;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      u32 bf[NB][2];  // B[k][col = batch row 8·jb + gq] = dp[8·jb + gq][k]
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+          bf[jb][i] = *(const u32*)(pr + (8 * jb + gq) * L::LDPT + L::pcol(kt * E::KSTEP) + E::PAIR * tq + i * (E::KSTEP / 2));
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int jb = 0; jb < NB; ++jb) mma<E>(acc[kt % ACCS][nt][jb], rf[nt][kt], bf[jb]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float sum = 0.0f;
+#pragma unroll
+          for (int q = 0; q < ACCS; ++q) sum += acc[q][nt][jb][e];
+          dv[0][nt][e >> 1][jb][e & 1] += sum;  // rows gq (h = 0) and gq + 8 (h = 1), columns 2·tq + c
+        }
+  };
+  cp_async_wait<STAGES - 2>();
+  __syncthreads();
+
+  int stage = 0, fill = STAGES - 1;
+  for (i64 it = 0; it < T; ++it) {
+    const i64 t = T - 1 - it;
+    if (it + STAGES - 1 < T) issue(fill);
+    cp_async_commit();
+    advance();
+    fill = fill + 1 == STAGES ? 0 : fill + 1;
+    mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
+    if (it > 0) flush(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
+
+    const unsigned char* at = ring + stage * L::BW_STAGE;
+    const float* sslot = (const float*)at;
+    const float* sstate = (const float*)(at + L::BW_SLOTS);
+    const ET* sdy = (const ET*)(at + L::BW_SLOTS + L::BW_STATES);
+    ET* pw = pbuf + (it & 1) * ROWS * L::LDPT;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int unit = unit0 + 16 * nt + 8 * h;
+#pragma unroll
+        for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int r = 8 * jb + 2 * tq + c;
+            bool live = (!has_lengths || t < len[jb][c]) && row_ok[jb][c];
+            float pe[4], se[4], de[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) pe[k] = k < C::GB ? sslot[(k * ROWS + r) * L::LDF + unit] : 0.0f;
+#pragma unroll
+            for (int s = 0; s < 4; ++s) {
+              se[s] = s < C::S ? sstate[(s * ROWS + r) * L::LDF + unit] : 0.0f;
+              de[s] = s < C::S ? dv[s][nt][h][jb][c] : 0.0f;
+            }
+            de[0] += to_float1<E>(sdy[r * L::LDH + unit]);
+            C::template backward<FAST>(pe, se, de);
+            float dp[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) dp[k] = live ? pe[k] : 0.0f;
+            if (live) {
+#pragma unroll
+              for (int s = 0; s < C::S; ++s) dv[s][nt][h][jb][c] = de[s];
+            }
+#pragma unroll
+            for (int k = 0; k < C::GB; ++k) {
+              db[k][nt][h] += dp[k];
+              pw[r * L::LDPT + k * D + unit] = from_float1<E>(dp[k]);
+            }
+          }
+      }
+    stage = stage + 1 == STAGES ? 0 : stage + 1;
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+  }
+  mma_step(pbuf + ((T - 1) & 1) * ROWS * L::LDPT);
+  flush(pbuf + ((T - 1) & 1) * ROWS * L::LDPT);
+
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int unit = unit0 + 16 * nt + 8 * h;
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          i64 row = b0 + 8 * jb + 2 * tq + c;
+          if (row_ok[jb][c]) {
+#pragma unroll
+            for (int s = 0; s < C::S; ++s) dstate0[(s * B + row) * HD + n * D + unit] = dv[s][nt][h][jb][c];
+          }
+        }
+      // db_part[tile · 8 + 2·tq (+ 1: zeros), k, n, unit]: this thread's rows summed; the host sums all 8 in order
+#pragma unroll
+      for (int k = 0; k < C::GB; ++k) {
+        db_part[((blockIdx.y * 8 + 2 * tq) * C::GB + k) * HD + n * D + unit] = db[k][nt][h];
+        db_part[((blockIdx.y * 8 + 2 * tq + 1) * C::GB + k) * HD + n * D + unit] = 0.0f;
+      }
+    }
 }
