@@ -16,7 +16,7 @@ import torch
 
 from .. import Call, register_backend
 from ..fused import fused_backend
-from .launch import backward, forward, variant_for
+from .launch import backward, forward, pick_variant
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -45,7 +45,8 @@ def _supports(call: Call) -> str | None:
         return f"dtype {call.dtype} is not supported (bfloat16, float16, float32; float64 runs on 'reference')"
     kinds = ("forward", "backward") if call.requires_grad else ("forward",)
     for kind in kinds:
-        found = variant_for(kind, call.cell.name, call.head_dim, call.dtype, call.device)
+        # the variant the launch would take (8 or 16 batch rows), so that what is supported is what runs
+        found = pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch, call.num_heads)
         if isinstance(found, str):
             return f"{found}; use 'triton' or 'alternating'"
     return None

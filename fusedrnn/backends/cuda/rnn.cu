@@ -213,6 +213,15 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// The MMA B fragments of a K-step pair for an 8-row batch tile of a 16-bit [row][k] shared buffer (row = batch row,
+// the pair's 32 k contiguous): one ldmatrix.x4 where lane l gives the address of row l % 8 at k offset 8·(l / 8),
+// so b[0], b[1] are the first step's fragments and b[2], b[3] the second's (thread: row gq, k 2·tq, 2·tq + 1).
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32* b) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+               : "r"(addr));
+}
+
 // x of GX gates at the accumulator's elements of an 8-row tile (rows: batch; columns: units, gates D elements
 // apart; LDX elements per row) at tile / shared address tile_addr, raw: x_at(raw, g, c) = tile[2·tq + c][g·D + gq].
 // 16-bit: one ldmatrix .trans into 4 registers (lane l gives the address of row l % 8 of gate l / 8; each thread
@@ -770,6 +779,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   const u32 xring_addr = smem_addr(xring);
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  // 16-bit h with an even number of K steps: B fragments by ldmatrix (this lane's row / k offset, see ldsm_x4)
+  constexpr bool LDSM = SZ == 2 && KT % 2 == 0;
+  const u32 hbuf_addr = smem_addr(hbuf), lane_b = (u32)(((lane & 7) * L::LDH + (lane >> 3) * 8) * SZ);
   const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
   const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
@@ -899,20 +911,41 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
         for (int j = 0; j < NB; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[q][nt][j][e] = 0.0f;
+    if constexpr (LDSM) {  // B = hᵀ by ldmatrix, one K-step pair ahead of the MMAs
+      const u32 hb = hbuf_addr + (u32)((t & 1) * L::FW_H) + lane_b;
+      u32 bq[KT / 2][NB][4];
 #pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-      u32 bf[NB][2];  // B[k][col = batch row 8·j + gq] = h[8·j + gq][k]
+      for (int j = 0; j < NB; ++j) ldsm_x4(hb + 16 * j * L::LDH, bq[0][j]);
 #pragma unroll
-      for (int j = 0; j < NB; ++j)
+      for (int kp = 0; kp < KT / 2; ++kp) {
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-          bf[j][i] = *(const u32*)(hc + (8 * j + gq) * L::LDH + kt * E::KSTEP + E::PAIR * tq + i * (E::KSTEP / 2));
+        for (int j = 0; j < NB; ++j)
+          if (kp + 1 < KT / 2) ldsm_x4(hb + 16 * j * L::LDH + 64 * (kp + 1), bq[kp + 1][j]);
 #pragma unroll
-      for (int q = 0; q < P; ++q)
+        for (int i2 = 0; i2 < 2; ++i2)
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
+          for (int q = 0; q < P; ++q)
 #pragma unroll
-          for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], rf[q][nt][kt], bf[j]);
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+              for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], rf[q][nt][2 * kp + i2], &bq[kp][j][2 * i2]);
+      }
+    } else {
+#pragma unroll
+      for (int kt = 0; kt < KT; ++kt) {
+        u32 bf[NB][2];  // B[k][col = batch row 8·j + gq] = h[8·j + gq][k]
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+#pragma unroll
+          for (int i = 0; i < 2; ++i)
+            bf[j][i] = *(const u32*)(hc + (8 * j + gq) * L::LDH + kt * E::KSTEP + E::PAIR * tq + i * (E::KSTEP / 2));
+#pragma unroll
+        for (int q = 0; q < P; ++q)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], rf[q][nt][kt], bf[j]);
+      }
     }
     if (t > 0) flush(hc, t - 1);  // while the MMAs run
 
@@ -1221,6 +1254,9 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   const u32 ring_addr = smem_addr(ring);
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  // 16-bit dp with D >= 32 (a K-step pair never straddles two slots): B fragments by ldmatrix (see ldsm_x4)
+  constexpr bool LDSM = SZ == 2 && D >= 32;
+  const u32 pbuf_addr = smem_addr(pbuf), lane_b = (u32)(((lane & 7) * L::LDPT + (lane >> 3) * 8) * SZ);
   const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
   const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
@@ -1319,18 +1355,39 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
         for (int jb = 0; jb < NB; ++jb)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[q][nt][jb][e] = 0.0f;
+    if constexpr (LDSM) {  // B = dpᵀ by ldmatrix, one K-step pair ahead of the MMAs
+      const u32 pb = pbuf_addr + (u32)((const unsigned char*)pr - (const unsigned char*)pbuf) + lane_b;
+      u32 bq[KT / 2][NB][4];
 #pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-      u32 bf[NB][2];  // B[k][col = batch row 8·jb + gq] = dp[8·jb + gq][k]
+      for (int jb = 0; jb < NB; ++jb) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(0)) * SZ, bq[0][jb]);
 #pragma unroll
-      for (int jb = 0; jb < NB; ++jb)
+      for (int kp = 0; kp < KT / 2; ++kp) {
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-          bf[jb][i] = *(const u32*)(pr + (8 * jb + gq) * L::LDPT + L::pcol(kt * E::KSTEP) + E::PAIR * tq + i * (E::KSTEP / 2));
+        for (int jb = 0; jb < NB; ++jb)
+          if (kp + 1 < KT / 2) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(32 * (kp + 1))) * SZ, bq[kp + 1][jb]);
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+        for (int i2 = 0; i2 < 2; ++i2)
 #pragma unroll
-        for (int jb = 0; jb < NB; ++jb) mma<E>(acc[kt % ACCS][nt][jb], rf[nt][kt], bf[jb]);
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int jb = 0; jb < NB; ++jb)
+              mma<E>(acc[(2 * kp + i2) % ACCS][nt][jb], rf[nt][2 * kp + i2], &bq[kp][jb][2 * i2]);
+      }
+    } else {
+#pragma unroll
+      for (int kt = 0; kt < KT; ++kt) {
+        u32 bf[NB][2];  // B[k][col = batch row 8·jb + gq] = dp[8·jb + gq][k]
+#pragma unroll
+        for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+          for (int i = 0; i < 2; ++i)
+            bf[jb][i] = *(const u32*)(pr + (8 * jb + gq) * L::LDPT + L::pcol(kt * E::KSTEP) + E::PAIR * tq +
+                                      i * (E::KSTEP / 2));
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int jb = 0; jb < NB; ++jb) mma<E>(acc[kt % ACCS][nt][jb], rf[nt][kt], bf[jb]);
+      }
     }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
