@@ -120,13 +120,10 @@ def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
 
 GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
 # What the resource model refuses on an H100 among the sizes tested here (forward or backward does not fit in
-# registers; compile-all lists them as "not shipped"): float32 LSTM / GRU / sLSTM at D >= 64 (GRU from 32),
-# GRU and sLSTM 16-bit backward and LSTM / sLSTM float16 forward at D = 128.
-REFUSED = {(torch.float32, c, 64) for c in ("lstm", "gru", "slstm")} | {(torch.float32, c, 128) for c in
-                                                                          ("lstm", "gru", "slstm")} | {
-    (torch.float32, "gru", 32), (torch.bfloat16, "slstm", 128), (torch.float16, "slstm", 128),
-    (torch.float16, "lstm", 128), (torch.bfloat16, "gru", 128), (torch.float16, "gru", 128),
-    (torch.float32, "elman", 128)}
+# registers; compile-all lists them as "not shipped"): float32 LSTM / GRU / sLSTM at D >= 64 (GRU from 32). These
+# shapes take 8 batch rows per CTA, where every 16-bit cell fits at D = 128 (with 16 rows the GRU / sLSTM backward
+# does not: the launch takes 16 rows only when the 8-row tiles would not fit on the SMs in one wave).
+REFUSED = {(torch.float32, c, D) for c in ("lstm", "gru", "slstm") for D in (64, 128)} | {(torch.float32, "gru", 32)}
 
 
 def _supported(cell, B, T, NH, D, dtype, requires_grad=True):
@@ -141,14 +138,17 @@ def _supported(cell, B, T, NH, D, dtype, requires_grad=True):
 @pytest.mark.parametrize("cell", CELLS)
 def test_cuda_gpu_matches_reference(cell, B, T, D, dtype):
     NH = 2 if B * T <= 64 * 7 else 1
+    # sLSTM 16-bit gradients at D = 128: branch flips (helpers), seen 0.023 normwise for float16 at 64 x 7 on the
+    # triton and the cuda backends alike (y within 3e-4)
+    wide = {torch.float16: 0.05} if D == 128 and B * T <= 64 * 7 else None
     reason = _supported(cell, B, T, NH, D, dtype)
     if reason is not None:  # the resource model refuses it (R does not fit in registers): auto runs it elsewhere
         assert (dtype, cell, D) in REFUSED, reason
         assert "registers" in reason and "use 'triton' or 'alternating'" in reason
-        if B * T <= 64 * 7:  # sLSTM 16-bit gradients: branch flips (helpers), seen 0.023 for float16 at 64 x 7
-            check_backend("auto", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol={torch.float16: 0.05})
+        if B * T <= 64 * 7:
+            check_backend("auto", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide)
         return
-    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda")
+    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide)
 
 
 @pytest.mark.gpu
