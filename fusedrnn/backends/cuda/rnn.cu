@@ -552,6 +552,93 @@ struct Layout {
   static constexpr int BW_BYTES = 2 * BW_P + STAGES * BW_STAGE, BW_T_BYTES = 2 * BW_T_P + STAGES * BW_STAGE;
 };
 
+// The transposed kernels' batch rows: a thread's accumulator columns are rows b0 + 8·j + 2·tq + c (c = 0, 1) of
+// batch tile j; whether each is in the batch and its length (T without lengths).
+template <int NB>
+__device__ __forceinline__ void column_rows(const int* lengths, bool has_lengths, i64 B, i64 T, i64 b0, int tq,
+                                            bool (&ok)[NB][2], int (&len)[NB][2]) {
+#pragma unroll
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      i64 row = b0 + 8 * j + 2 * tq + c;
+      ok[j][c] = row < B;
+      len[j][c] = has_lengths && ok[j][c] ? lengths[row] : (int)T;
+    }
+}
+
+// The backward's step inputs, t descending, copied into a stage of the ring: slots pre[t, b0 + r, k, n, :] (sets
+// k HD apart, rows GB·HD apart), the states before the step states[s, n, t, b0 + r, :] (sets s NH·(T+1)·B·D
+// apart, rows D apart) and dy[b0 + r, t, n, :] (rows T·HD apart); their bases move back by B·GB·HD, B·D and HD
+// elements per step. Both backward kernels take their inputs through it.
+template <int CELL, class E, int D, int STAGES, int ROWS, int NTH>
+struct BwInputs {
+  typedef typename CellOf<CELL>::type C;
+  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  static constexpr int SZ = (int)sizeof(typename E::T);
+  TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
+  TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
+  TileCopy<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ycopy;
+  const unsigned char *pnext, *snext, *ynext;
+  i64 pstep, sstep, ystep;
+  __device__ __forceinline__ void init(const float* pre, const float* states, const typename E::T* dy, i64 B, i64 T,
+                                       i64 NH, i64 n, i64 b0, int valid_rows) {
+    const i64 HD = NH * D;
+    pcopy.init(HD * 4, C::GB * HD * 4, valid_rows);
+    scopy.init(NH * (T + 1) * B * D * 4, D * 4, valid_rows);
+    ycopy.init(0, T * HD * SZ, valid_rows);
+    pstep = B * C::GB * HD * 4;
+    sstep = B * D * 4;
+    ystep = HD * SZ;
+    pnext = (const unsigned char*)(pre + ((T - 1) * B + b0) * C::GB * HD + n * D);
+    snext = (const unsigned char*)(states + (n * (T + 1) + T - 1) * B * D + b0 * D);
+    ynext = (const unsigned char*)(dy + (b0 * T + T - 1) * HD + n * D);
+  }
+  // the next step's inputs into the stage at shared address at
+  __device__ __forceinline__ void issue(u32 at) const {
+    pcopy.issue(pnext, at);
+    scopy.issue(snext, at + L::BW_SLOTS);
+    ycopy.issue(ynext, at + L::BW_SLOTS + L::BW_STATES);
+  }
+  __device__ __forceinline__ void advance() {
+    pnext -= pstep;
+    snext -= sstep;
+    ynext -= ystep;
+  }
+};
+
+// The forward's step input x_t, copied into a stage of the ring: GX sets (gates, HD apart) of ROWS rows (T·GX·HD
+// apart) of D elements; the base moves GX·HD elements per step. Both forward kernels take x through it.
+template <int CELL, class E, int D, int STAGES, int ROWS, int NTH>
+struct FwInputs {
+  typedef typename CellOf<CELL>::type C;
+  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  static constexpr int SZ = (int)sizeof(typename E::T);
+  TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
+  const unsigned char* xnext;
+  i64 xstep;
+  __device__ __forceinline__ void init(const typename E::T* x, i64 T, i64 NH, i64 n, i64 b0, int valid_rows) {
+    const i64 HD = NH * D;
+    xcopy.init(HD * SZ, T * C::GX * HD * SZ, valid_rows);
+    xstep = C::GX * HD * SZ;
+    xnext = (const unsigned char*)(x + b0 * T * C::GX * HD + n * D);
+  }
+  __device__ __forceinline__ void issue(u32 at) const { xcopy.issue(xnext, at); }
+  __device__ __forceinline__ void advance() { xnext += xstep; }
+};
+
+// The first STAGES - 1 steps of a kernel's inputs (FwInputs / BwInputs) into stages 0 .. STAGES - 2 of the ring
+// at shared address ring (STAGE_BYTES apart), one cp.async group each.
+template <int STAGES, int STAGE_BYTES, class In>
+__device__ __forceinline__ void prologue(In& in, u32 ring, i64 T) {
+#pragma unroll
+  for (int p = 0; p < STAGES - 1; ++p) {
+    if (p < T) in.issue(ring + p * STAGE_BYTES);
+    cp_async_commit();
+    in.advance();
+  }
+}
+
 
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
@@ -594,17 +681,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
           rf[g][nt][kt][i] = pair_bits<E>(R + ((g * NH + n) * D + unit) * D + k, 1);
         }
 
-  // x_t: GX sets (gates, HD apart) of 16 rows (T·GX·HD apart) of D elements; the base moves GX·HD per step
-  TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
-  xcopy.init(HD * SZ, T * C::GX * HD * SZ, valid_rows);
-  const i64 xstep = C::GX * HD * SZ;
-  const unsigned char* xnext = (const unsigned char*)(x + b0 * T * C::GX * HD + n * D);
-#pragma unroll
-  for (int p = 0; p < STAGES - 1; ++p) {
-    if (p < T) xcopy.issue(xnext, xring_addr + p * L::FW_X);
-    cp_async_commit();
-    xnext += xstep;
-  }
+  FwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // x_t, STAGES - 1 steps ahead
+  in.init(x, T, NH, n, b0, valid_rows);
+  prologue<STAGES, L::FW_X>(in, xring_addr, T);
 
   // this thread's elements: tile nt, row half hr (row gq + 8·hr), units col(nt) and col(nt) + 1. Their output
   // addresses move by a fixed amount per step.
@@ -655,9 +734,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   int stage = 0, fill = STAGES - 1;  // t % STAGES and (t + STAGES - 1) % STAGES
   for (i64 t = 0; t < T; ++t) {
-    if (t + STAGES - 1 < T) xcopy.issue(xnext, xring_addr + fill * L::FW_X);
+    if (t + STAGES - 1 < T) in.issue(xring_addr + fill * L::FW_X);
     cp_async_commit();
-    xnext += xstep;
+    in.advance();
     fill = fill + 1 == STAGES ? 0 : fill + 1;
 
     const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
@@ -804,17 +883,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
           rf[q][nt][kt][i] = g < C::GR ? pair_bits<E>(R + ((g * NH + n) * D + unit) * D + k, 1) : 0u;
         }
 
-  // x_t: GX sets (gates, HD apart) of ROWS rows (T·GX·HD apart) of D elements; the base moves GX·HD per step
-  TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
-  xcopy.init(HD * SZ, T * C::GX * HD * SZ, valid_rows);
-  const i64 xstep = C::GX * HD * SZ;
-  const unsigned char* xnext = (const unsigned char*)(x + b0 * T * C::GX * HD + n * D);
-#pragma unroll
-  for (int p = 0; p < STAGES - 1; ++p) {
-    if (p < T) xcopy.issue(xnext, xring_addr + p * L::FW_X);
-    cp_async_commit();
-    xnext += xstep;
-  }
+  FwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // x_t, STAGES - 1 steps ahead
+  in.init(x, T, NH, n, b0, valid_rows);
+  prologue<STAGES, L::FW_X>(in, xring_addr, T);
 
   // Step t's outputs go through shared memory (y: the h buffer; saved slots and states: the output stages) and
   // leave in 16-byte chunks during step t + 1: y[b0 + r, t, n, :] (rows T·HD apart), pre[t, b0 + r, k, n, :] (sets
@@ -851,15 +922,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   float st[C::S][NT][NB][2];
   int len[NB][2];
   bool row_ok[NB][2];
+  column_rows<NB>(lengths, has_lengths, B, T, b0, tq, row_ok, len);
   const int unit0 = warp * NT * 8 + gq;
-#pragma unroll
-  for (int j = 0; j < NB; ++j)
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      i64 row = b0 + 8 * j + 2 * tq + c;
-      row_ok[j][c] = row < B;
-      len[j][c] = has_lengths && row_ok[j][c] ? lengths[row] : (int)T;
-    }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int unit = unit0 + 8 * nt;
@@ -885,9 +949,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   int stage = 0, fill = STAGES - 1;  // t % STAGES and (t + STAGES - 1) % STAGES
   for (i64 t = 0; t < T; ++t) {
-    if (t + STAGES - 1 < T) xcopy.issue(xnext, xring_addr + fill * L::FW_X);
+    if (t + STAGES - 1 < T) in.issue(xring_addr + fill * L::FW_X);
     cp_async_commit();
-    xnext += xstep;
+    in.advance();
     fill = fill + 1 == STAGES ? 0 : fill + 1;
 
     const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
@@ -1048,36 +1112,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
         rf[kt][nt][i] = pair_bits<E>(R + ((g * NH + n) * D + ii) * D + j, D);
       }
 
-  // Step t's inputs, t descending: slots pre[t, b0 + r, k, n, :] (sets k HD apart, rows GB·HD apart), states
-  // before it states[s, n, t, b0 + r, :] (sets s NH·(T+1)·B·D apart, rows D apart), dy[b0 + r, t, n, :] (rows
-  // T·HD apart); their bases move back by B·GB·HD, B·D and HD elements per step.
-  TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
-  TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
-  TileCopy<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ycopy;
-  pcopy.init(HD * 4, C::GB * HD * 4, valid_rows);
-  scopy.init(NH * (T + 1) * B * D * 4, D * 4, valid_rows);
-  ycopy.init(0, T * HD * SZ, valid_rows);
-  const i64 pstep = B * C::GB * HD * 4, sstep = B * D * 4, ystep = HD * SZ;
-  const unsigned char* pnext = (const unsigned char*)(pre + ((T - 1) * B + b0) * C::GB * HD + n * D);
-  const unsigned char* snext = (const unsigned char*)(states + (n * (T + 1) + T - 1) * B * D + b0 * D);
-  const unsigned char* ynext = (const unsigned char*)(dy + (b0 * T + T - 1) * HD + n * D);
-  auto issue = [&](int stage) {
-    u32 at = ring_addr + stage * L::BW_STAGE;
-    pcopy.issue(pnext, at);
-    scopy.issue(snext, at + L::BW_SLOTS);
-    ycopy.issue(ynext, at + L::BW_SLOTS + L::BW_STATES);
-  };
-  auto advance = [&]() {
-    pnext -= pstep;
-    snext -= sstep;
-    ynext -= ystep;
-  };
-#pragma unroll
-  for (int p = 0; p < STAGES - 1; ++p) {
-    if (p < T) issue(p);
-    cp_async_commit();
-    advance();
-  }
+  BwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // step t's inputs, t descending, STAGES - 1 steps ahead
+  in.init(pre, states, dy, B, T, NH, n, b0, valid_rows);
+  prologue<STAGES, L::BW_STAGE>(in, ring_addr, T);
 
   float dv[C::S][NT][2][2];
   float db[C::GB][NT][2];
@@ -1144,9 +1181,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   int stage = 0, fill = STAGES - 1;
   for (i64 it = 0; it < T; ++it) {
     const i64 t = T - 1 - it;
-    if (it + STAGES - 1 < T) issue(fill);
+    if (it + STAGES - 1 < T) in.issue(ring_addr + fill * L::BW_STAGE);
     cp_async_commit();
-    advance();
+    in.advance();
     fill = fill + 1 == STAGES ? 0 : fill + 1;
     mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDP);
 
@@ -1275,48 +1312,16 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
         rf[nt][kt][i] = pair_bits<E>(R + ((g * NH + n) * D + ii) * D + j, D);
       }
 
-  // step inputs, as rnn_backward
-  TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
-  TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
-  TileCopy<1, ROWS, D * (int)sizeof(ET), 0, L::LDH * (int)sizeof(ET), NTH> ycopy;
-  pcopy.init(HD * 4, C::GB * HD * 4, valid_rows);
-  scopy.init(NH * (T + 1) * B * D * 4, D * 4, valid_rows);
-  ycopy.init(0, T * HD * (int)sizeof(ET), valid_rows);
-  const i64 pstep = B * C::GB * HD * 4, sstep = B * D * 4, ystep = HD * (int)sizeof(ET);
-  const unsigned char* pnext = (const unsigned char*)(pre + ((T - 1) * B + b0) * C::GB * HD + n * D);
-  const unsigned char* snext = (const unsigned char*)(states + (n * (T + 1) + T - 1) * B * D + b0 * D);
-  const unsigned char* ynext = (const unsigned char*)(dy + (b0 * T + T - 1) * HD + n * D);
-  auto issue = [&](int stage) {
-    u32 at = ring_addr + stage * L::BW_STAGE;
-    pcopy.issue(pnext, at);
-    scopy.issue(snext, at + L::BW_SLOTS);
-    ycopy.issue(ynext, at + L::BW_SLOTS + L::BW_STATES);
-  };
-  auto advance = [&]() {
-    pnext -= pstep;
-    snext -= sstep;
-    ynext -= ystep;
-  };
-#pragma unroll
-  for (int p = 0; p < STAGES - 1; ++p) {
-    if (p < T) issue(p);
-    cp_async_commit();
-    advance();
-  }
+  BwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // step t's inputs, t descending, STAGES - 1 steps ahead
+  in.init(pre, states, dy, B, T, NH, n, b0, valid_rows);
+  prologue<STAGES, L::BW_STAGE>(in, ring_addr, T);
 
   float dv[C::S][NT][2][NB][2];  // [state][tile][unit half h][batch tile][c]
   float db[C::GB][NT][2];
   int len[NB][2];
   bool row_ok[NB][2];
+  column_rows<NB>(lengths, has_lengths, B, T, b0, tq, row_ok, len);
   const int unit0 = warp * NT * 16 + gq;
-#pragma unroll
-  for (int jb = 0; jb < NB; ++jb)
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      i64 row = b0 + 8 * jb + 2 * tq + c;
-      row_ok[jb][c] = row < B;
-      len[jb][c] = has_lengths && row_ok[jb][c] ? lengths[row] : (int)T;
-    }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -1407,9 +1412,9 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   int stage = 0, fill = STAGES - 1;
   for (i64 it = 0; it < T; ++it) {
     const i64 t = T - 1 - it;
-    if (it + STAGES - 1 < T) issue(fill);
+    if (it + STAGES - 1 < T) in.issue(ring_addr + fill * L::BW_STAGE);
     cp_async_commit();
-    advance();
+    in.advance();
     fill = fill + 1 == STAGES ? 0 : fill + 1;
     mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
     if (it > 0) flush(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
