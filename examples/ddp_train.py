@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             json.dump({"world_size": world, "losses": losses}, f)
     if distributed:
+        # every rank past its last collective before the group goes: a gloo rank that tears down while the
+        # other still talks to it aborts ("terminate called without an active exception", seen once in CI)
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
