@@ -54,6 +54,33 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                             assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
 
 
+def test_launch_rows_and_supports_agree(monkeypatch):
+    """pick_variant takes 8 batch rows per CTA while heads x tiles of 8 fit on the SMs in one wave, else 16, and
+    supports() asks for that same variant: GRU bf16 D = 128 trains on cuda with 8 rows (its backward does not fit
+    with 16) and is refused, with the reason, where the launch would need 16. No GPU: an H100's limits."""
+    import fusedrnn.backends.cuda as cuda_backend
+    from fusedrnn.backends.cuda import launch
+
+    monkeypatch.setattr(launch, "sm_count", lambda index: 132)
+    monkeypatch.setattr(launch, "limits_of", lambda index: ARCH_LIMITS["sm_90a"])
+    device = torch.device("cuda", 0)
+    bw = launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, 16, 6)
+    assert bw.shape.rows == 8 and bw.shape.trans and bw.name.startswith("rnn_backward_t<1, frnn::BF16, 128,")
+    fw = launch.pick_variant("forward", "lstm", 128, torch.bfloat16, device, 16, 6)
+    assert fw.shape.rows == 8 and fw.name.startswith("rnn_forward_t<0, frnn::BF16, 128,")
+    assert not launch.pick_variant("forward", "lstm", 64, torch.bfloat16, device, 16, 12).shape.trans
+    big = 23 * 8  # 6 heads x 23 tiles of 8 rows > 132 SMs: 16 rows
+    assert "no backward tiling of gru" in launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, big, 6)
+    assert launch.pick_variant("forward", "gru", 128, torch.bfloat16, device, big, 6).shape.rows == 16
+
+    monkeypatch.setattr(cuda_backend, "cuda_core_available", lambda: None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert cuda_backend._supports(Call(get_cell("gru"), 16, 1024, 6, 128, torch.bfloat16, device, True)) is None
+    reason = cuda_backend._supports(Call(get_cell("gru"), big, 64, 6, 128, torch.bfloat16, device, True))
+    assert reason.startswith("no backward tiling of gru with head_dim 128") and "use 'triton'" in reason
+    assert cuda_backend._supports(Call(get_cell("gru"), big, 64, 6, 128, torch.bfloat16, device, False)) is None
+
+
 def test_model_refuses_with_reasons():
     h100 = ARCH_LIMITS["sm_90a"]
     reason = kernel_shape("forward", "lstm", 128, "float32", h100)
