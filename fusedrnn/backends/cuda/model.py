@@ -117,7 +117,7 @@ def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows:
 
 
 def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int = 16, overhead: bool = True,
-              trans: bool = False, trans_nt: int | None = None):
+              trans: bool = False):
     """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
     overheads (for calibrating them against ptxas). Counted for 16 batch rows per CTA (2 rows per thread) and
     used for 8 as well: fewer elements, but ptxas then hoists more (seen: 154 registers with 8 rows, 142 with 16,
@@ -147,24 +147,21 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
     kt = GR * D // kstep  # R fragments; accumulators of 4: 4 (all K steps' when fewer) with NT = 1, else NT
     if trans:  # rnn_backward_t: A fragments of 16 units (4 per K step), 2 units x 2 rows per batch tile
         batch_tiles = rows // 8
-        chains = min(kt, 4) if trans_nt == 1 else 1  # rnn_backward_t's ACCS (trans_nt: NT when fixed)
-        per_unit_tile = 4 * kt + 4 * chains * batch_tiles + 4 * batch_tiles * S + 2 * GB
-        return per_unit_tile * nt + 4 * batch_tiles + 3 * 8 + fixed + BW_T_OVERHEAD
+        per_unit_tile = 4 * kt + 4 * batch_tiles + 4 * batch_tiles * S + 2 * GB
+        # accumulator chains (its ACCS): min(KT, 4) with NT = 1, else one per tile
+        chains = 4 * batch_tiles * (min(kt, 4) - 1) * (1 // nt)
+        return per_unit_tile * nt + chains + 4 * batch_tiles + 3 * 8 + fixed + BW_T_OVERHEAD
     accumulators = 4 * nt + (4 * min(kt, 4) - 4) * (1 // nt)  # 1 // nt: 1 for NT = 1, else 0
     return (2 * kt + per_tile) * nt + accumulators + 4 + 3 * 8 + fixed
 
 
-def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-             nt_value: int | None = None) -> Model:
+def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool) -> Model:
     m = Model()
-    if nt_value is not None:
-        nt = m.var("nt", values=[nt_value])
-    else:  # the transposed backward's NT = 1 was tried alone (its accumulator chains differ)
-        nt = m.var("nt", values=[v for v in NT_CHOICES if not (trans and kind == "backward") or v > 1])
+    nt = m.var("nt", values=list(NT_CHOICES))
     stages = m.var("stages", 2, MAX_STAGES)
     warps = m.var("warps", 1, 32)
     m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
-    regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, trans_nt=nt_value)
+    regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans)
     # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
     # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
     groups = m.var("warp_groups", 1, 8)
@@ -204,15 +201,10 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool) -> Shape | None:
-    # NT = 1 first for the transposed backward: its accumulator chains (registers) depend on NT
-    for nt_value in ((1, None) if trans and kind == "backward" else (None,)):
-        result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, nt_value).solve()
-        if result.solution is not None:
-            break
+    result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans).solve()
     if result.solution is None:
         return None
-    nt = nt_value if nt_value is not None else result.solution["nt"]
-    stages, warps = (result.solution[k] for k in ("stages", "warps"))
+    nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
     return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
                  smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans),
-                 registers=registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, trans_nt=nt), trans=trans)
+                 registers=registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans), trans=trans)
