@@ -30,6 +30,7 @@ __all__ = ["ALTERNATING", "clear_cache"]
 # the pointwise kernels index the B·NH·D elements of one step (times up to 4 states) in int32
 _MAX_STEP_ELEMENTS = (2**31 - 1) // 4
 
+
 def _supports(call: Call) -> str | None:
     if call.batch * call.num_heads * call.head_dim > _MAX_STEP_ELEMENTS:
         return (

@@ -91,6 +91,7 @@ MAX_PLANS = 64  # cached plans (each holds its buffers and, on CUDA, one graph);
 BLOCK = 256  # elements per program of the pointwise kernels
 NUM_WARPS = 4
 
+
 def _use_graphs(device: torch.device) -> bool:
     return device.type == "cuda" and os.environ.get(GRAPHS_ENV, "1") != "0"
 
@@ -596,4 +597,3 @@ def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
     with _Guard(R.device):
         dR = weight_gradient(dr, states)
     return dx, dR, db, dstate0
-

@@ -27,6 +27,7 @@ LOGGER = logging.getLogger("fusedrnn")
 
 _DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a kernel may use without opting in
 
+
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -191,4 +192,3 @@ def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
     dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal)
     return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
-

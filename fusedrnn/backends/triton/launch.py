@@ -26,6 +26,7 @@ MAX_HEAD_DIM = 128
 MAX_R_BYTES = 192 * 1024
 _MIN_TILE = 16  # tl.dot needs every dimension >= 16
 
+
 def r_bytes(num_gates_r: int, head_dim: int, dtype: torch.dtype) -> int:
     """Bytes of one head's R as the kernels hold it (padded to a power-of-two head size)."""
     block_d = max(_MIN_TILE, triton.next_power_of_2(head_dim))
@@ -151,4 +152,3 @@ def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
     dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, num_warps)
     return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
-
