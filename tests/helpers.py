@@ -62,6 +62,8 @@ TOL = {
 # of the forward flips single elements' gradients by O(1) (seen on the H100: bf16 dx max_error 0.15-0.5
 # while y is within 2e-3). For sLSTM in 16-bit the gradients are compared normwise (norm_error) instead.
 SLSTM_16BIT_NORM_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
+# (B, T) of the fused backends' GPU tests against the reference: B in {1, 3, 16, 64}, T in {1, 7, 1024}
+FUSED_GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
 
 
 def problem_with_grads(cell, B, T, NH, D, dtype, device, with_state=True):

@@ -19,7 +19,7 @@ from fusedrnn.backends.cuda import cuda_core_available
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
 from fusedrnn.backends.cuda.model import ARCH_LIMITS, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
 
-from .helpers import check_backend, random_problem, run_with_grads
+from .helpers import FUSED_GPU_SHAPES, check_backend, random_problem, run_with_grads
 
 CELLS = ["lstm", "gru", "elman", "slstm"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,6 @@ def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
 
 # --- GPU ------------------------------------------------------------------------------------------------
 
-GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
 # What the resource model refuses on an H100 among the sizes tested here (forward or backward does not fit in
 # registers; compile-all lists them as "not shipped"): float32 LSTM / GRU / sLSTM at D >= 64 (GRU from 32). These
 # shapes take 8 batch rows per CTA, where every 16-bit cell fits at D = 128 (with 16 rows the GRU / sLSTM backward
@@ -161,7 +160,7 @@ def _supported(cell, B, T, NH, D, dtype, requires_grad=True):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("D", [16, 32, 64, 128])
-@pytest.mark.parametrize("B,T", GPU_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("B,T", FUSED_GPU_SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("cell", CELLS)
 def test_cuda_gpu_matches_reference(cell, B, T, D, dtype):
     NH = 2 if B * T <= 64 * 7 else 1

@@ -10,7 +10,7 @@ import torch
 from fusedrnn import rnn
 from fusedrnn.backends import fused
 
-from .helpers import check_backend, random_problem, run_with_grads
+from .helpers import FUSED_GPU_SHAPES, check_backend, random_problem, run_with_grads
 
 CELLS = ["lstm", "gru", "elman", "slstm"]
 
@@ -79,13 +79,11 @@ def test_inference_saves_nothing_and_matches_training():
 
 # --- GPU ----------------------------------------------------------------------------------------------
 
-GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
-
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("D", [16, 32, 64, 128])
-@pytest.mark.parametrize("B,T", GPU_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("B,T", FUSED_GPU_SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("cell", CELLS)
 def test_triton_gpu_matches_reference(cell, B, T, D, dtype):
     if dtype == torch.float32 and D == 128 and cell in ("lstm", "slstm"):
