@@ -317,3 +317,16 @@ def test_info_on_gpu(capsys):
     assert "compute capability" in text and " SMs" in text
     assert re.search(r"^\s+triton\s+can run it", text, flags=re.M) and re.search(r"auto picks: (cuda|triton)", text)
     assert "GEMM mode" in text and "CUDA graph" in text
+
+
+def test_kernel_breakdown_script_runs_on_cpu(capsys):
+    """benchmarks/kernel_breakdown.py (per-kernel time of bench's fwbw iteration; a GPU tool) on the CPU, tiny."""
+    spec = importlib.util.spec_from_file_location("kernel_breakdown", ROOT / "benchmarks" / "kernel_breakdown.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["lstm:2x16", "--backend", "reference", "--device", "cpu", "--batch", "2", "--steps", "3",
+                        "--iters", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "== lstm:2x16 on reference (cpu)" in out
+    total = float(re.search(r"^\s*([0-9.]+)\s+total$", out, re.M).group(1))
+    assert total > 0
