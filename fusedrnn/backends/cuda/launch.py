@@ -1,8 +1,10 @@
 """Host side of the CUDA backend: loading the compiled variants, launches on torch's stream, dR and db.
 
-Saved for backward (float32), as the Triton backend: the pre-activation slots [T, B, Gb, NH, D] and the states
-before every step [S, NH, T + 1, B, D] — (Gb + S) · 4 bytes per (batch, step, hidden unit), 24 B for LSTM
-(B = 16, T = 1024, H = 768: 302 MB). Backward recomputes only the cell's pointwise functions. The backward
+Saved for backward (float32), in the Triton backend's layouts: the slots [T, B, Gb, NH, D] as the cell's forward
+leaves them — LSTM its activated gates (i, f, z, o), GRU (r, z, n, and n's recurrent pre-activation), Elman and
+sLSTM their pre-activations — and the states before every step [S, NH, T + 1, B, D]: (Gb + S) · 4 bytes per
+(batch, step, hidden unit), 24 B for LSTM (B = 16, T = 1024, H = 768: 302 MB). Backward recomputes only
+tanh(c) (LSTM) and sLSTM's gate functions, not σ / tanh of saved gates. The backward
 kernel writes the slot gradients once in the input dtype (dx is a view of them) and per-row-group partial
 sums of db (float32, summed here in a fixed order); dR = Σ_(b,t) dgate_(b,t)ᵀ h_(b,t-1) is one batched cuBLAS
 GEMM per gate after the loop, on the same rounded operands the recurrent MMAs used. Deterministic: no atomics.

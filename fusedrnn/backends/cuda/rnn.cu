@@ -373,23 +373,31 @@ __device__ __forceinline__ float rcp_(float v) {
   return FAST ? rcp_approx(v) : 1.0f / v;
 }
 
-// Each cell: its gate / slot / state counts and slot routing, forward (slots p, states s -> new s in place)
-// and backward (p: slots in, slot gradients out; s: states before the step; d: gradients of the new states
-// in, direct gradients of the old states out; the kernel adds R·dp to d[0]).
+// Each cell: its gate / slot / state counts and slot routing, forward (p: slots in, the slots as saved for the
+// backward out; s: states, new s in place) and backward (p: saved slots in, slot gradients out; s: states
+// before the step; d: gradients of the new states in, direct gradients of the old states out; the kernel adds
+// R·dp to d[0]). LSTM and GRU save their activated gates (float32), so that their backward does not evaluate
+// σ / tanh of them again (the backward is issue-bound at D = 128); Elman and sLSTM save their pre-activations
+// (Elman's saved h made its float32 D = 128 backward spill).
 
 struct Lstm {  // slots (i, f, z, o), states (h, c)
   static constexpr int GX = 4, GR = 4, GB = 4, S = 2;
   static __device__ constexpr int xs(int g) { return g; }
   static __device__ constexpr int rs(int g) { return g; }
   template <bool FAST>
-  static __device__ __forceinline__ void forward(const float* p, float* s) {
-    float c = sigm<FAST>(p[1]) * s[1] + sigm<FAST>(p[0]) * tanh_<FAST>(p[2]);
-    s[0] = sigm<FAST>(p[3]) * tanh_<FAST>(c);
+  static __device__ __forceinline__ void forward(float* p, float* s) {  // saves (i, f, z, o) activated
+    float i = sigm<FAST>(p[0]), f = sigm<FAST>(p[1]), z = tanh_<FAST>(p[2]), o = sigm<FAST>(p[3]);
+    float c = f * s[1] + i * z;
+    s[0] = o * tanh_<FAST>(c);
     s[1] = c;
+    p[0] = i;
+    p[1] = f;
+    p[2] = z;
+    p[3] = o;
   }
   template <bool FAST>
   static __device__ __forceinline__ void backward(float* p, const float* s, float* d) {
-    float i = sigm<FAST>(p[0]), f = sigm<FAST>(p[1]), z = tanh_<FAST>(p[2]), o = sigm<FAST>(p[3]);
+    float i = p[0], f = p[1], z = p[2], o = p[3];
     float tc = tanh_<FAST>(f * s[1] + i * z);
     float dh = d[0];
     float dc = d[1] + dh * o * (1.0f - tc * tc);
@@ -407,15 +415,17 @@ struct Gru {  // slots (r, z, n_in, n_hidden), state h
   static __device__ constexpr int xs(int g) { return g; }
   static __device__ constexpr int rs(int g) { return g == 2 ? 3 : g; }
   template <bool FAST>
-  static __device__ __forceinline__ void forward(const float* p, float* s) {
+  static __device__ __forceinline__ void forward(float* p, float* s) {  // saves (r, z, n, n_hidden)
     float r = sigm<FAST>(p[0]), u = sigm<FAST>(p[1]);
     float n = tanh_<FAST>(p[2] + r * p[3]);
     s[0] = (1.0f - u) * n + u * s[0];
+    p[0] = r;
+    p[1] = u;
+    p[2] = n;
   }
   template <bool FAST>
   static __device__ __forceinline__ void backward(float* p, const float* s, float* d) {
-    float r = sigm<FAST>(p[0]), u = sigm<FAST>(p[1]);
-    float n = tanh_<FAST>(p[2] + r * p[3]);
+    float r = p[0], u = p[1], n = p[2];
     float dh = d[0];
     float dn = dh * (1.0f - u) * (1.0f - n * n);
     float p3 = p[3];
@@ -432,7 +442,7 @@ struct Elman {  // slot z, state h
   static __device__ constexpr int xs(int) { return 0; }
   static __device__ constexpr int rs(int) { return 0; }
   template <bool FAST>
-  static __device__ __forceinline__ void forward(const float* p, float* s) {
+  static __device__ __forceinline__ void forward(float* p, float* s) {  // saves the pre-activation
     s[0] = tanh_<FAST>(p[0]);
   }
   template <bool FAST>
@@ -467,7 +477,7 @@ struct Slstm {  // slots (i, f, z, o), states (h, c, n, m)
     m = (to_i ? i2 : k - lg) * LN2;
   }
   template <bool FAST>
-  static __device__ __forceinline__ void forward(const float* p, float* s) {
+  static __device__ __forceinline__ void forward(float* p, float* s) {  // saves the pre-activations
     float i, f, m, d;
     bool to_i;
     gates<FAST>(p, s, i, f, m, d, to_i);
@@ -789,6 +799,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
           for (int s = 0; s < 4; ++s) se[s] = s < C::S ? st[s][nt][hr][c] : 0.0f;
           C::template forward<FAST>(pe, se);
+#pragma unroll
+          for (int k = 0; k < C::GB; ++k) p[k][c] = pe[k];  // as saved
           if (live) {
 #pragma unroll
             for (int s = 0; s < C::S; ++s) st[s][nt][hr][c] = se[s];
@@ -1263,9 +1275,11 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 }
 
 // Backward as dhᵀ = Rᵀ · dpᵀ (the launch picks it where the kernel above would need NT >= 2, i.e. D = 128): A =
-// R fragments with M = 16 hidden units j per tile (A[j][k = (g, i)] = R[g, n, i, j]), B = dp from the same
-// [ROWS][LDPT] shared buffer (every slot, in order) with N = 8 batch rows, so 8-row tiles waste no MMA work. Warp
-// w owns NT tiles of 16 units; a thread's elements are units j0 + gq and j0 + gq + 8 (h) at batch rows
+// R fragments with M = 16 hidden units j per tile (A[m][k = (g, i)] = R[g, n, i, j0 + u(m)]), B = dp from the
+// same [ROWS][LDPT] shared buffer (every slot, in order) with N = 8 batch rows, so 8-row tiles waste no MMA
+// work. Warp w owns NT tiles of 16 units. The tile's rows are permuted, u(m) = 2·m for m < 8 and 2·(m - 8) + 1
+// above, so that a thread's two accumulator rows gq and gq + 8 (h = 0, 1) are the adjacent units j0 + 2·gq + h:
+// its saved slots, states and dy come in 8- / 4-byte pairs and its dp leaves in pairs. Its batch rows are
 // 8·jb + 2·tq + c (c = 0, 1). dgate leaves from the dp buffer during the next step. Same arguments, saved
 // tensors and outputs as rnn_backward.
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
@@ -1306,7 +1320,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        int j = (warp * NT + nt) * 16 + gq + 8 * (i & 1);
+        int j = (warp * NT + nt) * 16 + 2 * gq + (i & 1);  // the row permutation u(m) above
         int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
         int g = k / D, ii = k % D;
         rf[nt][kt][i] = pair_bits<E>(R + ((g * NH + n) * D + ii) * D + j, D);
@@ -1321,12 +1335,12 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   int len[NB][2];
   bool row_ok[NB][2];
   column_rows<NB>(lengths, has_lengths, B, T, b0, tq, row_ok, len);
-  const int unit0 = warp * NT * 16 + gq;
+  const int unit0 = warp * NT * 16 + 2 * gq;  // unit of (tile nt, h): unit0 + 16·nt + h
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int unit = unit0 + 16 * nt + 8 * h;
+      const int unit = unit0 + 16 * nt + h;
 #pragma unroll
       for (int k = 0; k < C::GB; ++k) db[k][nt][h] = 0.0f;
 #pragma unroll
@@ -1425,40 +1439,50 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     const ET* sdy = (const ET*)(at + L::BW_SLOTS + L::BW_STATES);
     ET* pw = pbuf + (it & 1) * ROWS * L::LDPT;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+    for (int nt = 0; nt < NT; ++nt) {
+      const int unit = unit0 + 16 * nt;  // h = 0; h = 1 is unit + 1
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int unit = unit0 + 16 * nt + 8 * h;
+      for (int jb = 0; jb < NB; ++jb)
 #pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
+        for (int c = 0; c < 2; ++c) {
+          const int r = 8 * jb + 2 * tq + c;
+          bool live = (!has_lengths || t < len[jb][c]) && row_ok[jb][c];
+          f2 slot2[4], state2[4];  // both units' saved slots and states: one 8-byte shared load each
 #pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int r = 8 * jb + 2 * tq + c;
-            bool live = (!has_lengths || t < len[jb][c]) && row_ok[jb][c];
+          for (int k = 0; k < 4; ++k)
+            slot2[k] = k < C::GB ? load2f(sslot + (k * ROWS + r) * L::LDF + unit) : f2{0.0f, 0.0f};
+#pragma unroll
+          for (int s = 0; s < 4; ++s)
+            state2[s] = s < C::S ? load2f(sstate + (s * ROWS + r) * L::LDF + unit) : f2{0.0f, 0.0f};
+          f2 gy = load2<E>(sdy + r * L::LDH + unit);
+          float dp[4][2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
             float pe[4], se[4], de[4];
 #pragma unroll
-            for (int k = 0; k < 4; ++k) pe[k] = k < C::GB ? sslot[(k * ROWS + r) * L::LDF + unit] : 0.0f;
+            for (int k = 0; k < 4; ++k) pe[k] = h == 0 ? slot2[k].x : slot2[k].y;
 #pragma unroll
             for (int s = 0; s < 4; ++s) {
-              se[s] = s < C::S ? sstate[(s * ROWS + r) * L::LDF + unit] : 0.0f;
+              se[s] = h == 0 ? state2[s].x : state2[s].y;
               de[s] = s < C::S ? dv[s][nt][h][jb][c] : 0.0f;
             }
-            de[0] += to_float1<E>(sdy[r * L::LDH + unit]);
+            de[0] += h == 0 ? gy.x : gy.y;
             C::template backward<FAST>(pe, se, de);
-            float dp[4];
 #pragma unroll
-            for (int k = 0; k < 4; ++k) dp[k] = live ? pe[k] : 0.0f;
+            for (int k = 0; k < 4; ++k) dp[k][h] = live ? pe[k] : 0.0f;
             if (live) {
 #pragma unroll
               for (int s = 0; s < C::S; ++s) dv[s][nt][h][jb][c] = de[s];
             }
-#pragma unroll
-            for (int k = 0; k < C::GB; ++k) {
-              db[k][nt][h] += dp[k];
-              pw[r * L::LDPT + k * D + unit] = from_float1<E>(dp[k]);
-            }
           }
-      }
+#pragma unroll
+          for (int k = 0; k < C::GB; ++k) {
+            db[k][nt][0] += dp[k][0];
+            db[k][nt][1] += dp[k][1];
+            store2<E>(pw + r * L::LDPT + k * D + unit, dp[k][0], dp[k][1]);
+          }
+        }
+    }
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
@@ -1470,7 +1494,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int unit = unit0 + 16 * nt + 8 * h;
+      const int unit = unit0 + 16 * nt + h;
 #pragma unroll
       for (int jb = 0; jb < NB; ++jb)
 #pragma unroll
