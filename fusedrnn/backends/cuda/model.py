@@ -37,8 +37,10 @@ FW_OVERHEAD = 16
 FW_T_OVERHEAD = 24  # rnn_forward_t
 BW_OVERHEAD = 56
 # per cell, backward: GRU's D = 128 variant used all 255 registers and spilled 4 bytes with NVRTC 13.0 where the
-# model said 212
-BW_CELL_OVERHEAD = {"gru": 44}
+# model said 212; Elman's float32 D = 128 16-row rnn_backward spilled 20 bytes at 255 where the model said 252
+# (since TileCopy holds a pointer per chunk). rnn_backward_t: BW_T_CELL_OVERHEAD instead.
+BW_CELL_OVERHEAD = {"gru": 44, "elman": 4}
+BW_T_CELL_OVERHEAD = {"gru": 44}
 # per cell, rnn_forward_t: GRU's D = 128 8-row variant (16 warps, 128 registers) spilled 4 bytes on sm_80 where
 # the model said 122
 FW_T_CELL_OVERHEAD = {"gru": 8}
@@ -131,11 +133,13 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
         if kind == "forward" and trans:
             fixed = FW_T_OVERHEAD + FW_T_CELL_OVERHEAD.get(cell.name, 0) + DTYPE_T_OVERHEAD.get(dtype_name, 0)
         else:
+            cell_overhead = (BW_T_CELL_OVERHEAD if trans else BW_CELL_OVERHEAD).get(cell.name, 0)
             fixed = DTYPE_OVERHEAD.get(dtype_name, {}).get(kind, 0) + (
-                FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + BW_CELL_OVERHEAD.get(cell.name, 0))
+                FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + cell_overhead)
     per_tile = 4 * S + 2 * GB  # states (or their gradients) per element, biases (or their sums) per unit
-    # a step's inputs are copied in 16-byte chunks (TileCopy: an offset, a destination, a first row and the two
-    # strides per copied tensor, whatever the tile's size): 8 registers per tensor
+    # a step's inputs are copied in 16-byte chunks (TileCopy: per tensor a source pointer for each chunk a thread
+    # copies and a row mask; at most 9 chunks over the backward's three tensors and 2 of the forward's x in the
+    # shipped tilings): 8 registers per tensor
     if kind == "forward" and trans:
         # R as A fragments, two gates per 16-row tile (4 registers per tile and K step), accumulators of 4 per tile
         # and batch tile of 8, the states of 2 rows per batch tile, one unit's biases; the output copies' offsets

@@ -298,16 +298,33 @@ struct TileMap {
   __device__ __forceinline__ u32 sh(int j) const { return sh0 + dset(j) * SH_SET + drow(j) * SH_ROW; }
 };
 
+// TileCopy keeps a source pointer per pass, moved by the same amount every step: a step's copies then cost an
+// add per pass, where offsets from the strides would be recomputed every step (ptxas rematerialises them rather
+// than hold them, in kernels with most registers taken by R).
 template <int SETS, int ROWS, int ROW_BYTES, int SH_SET, int SH_ROW, int NTH>
 struct TileCopy : TileMap<SETS, ROWS, ROW_BYTES, SH_SET, SH_ROW, NTH> {
-  // into the stage at shared address stage; rows outside the batch are zero-filled
-  __device__ __forceinline__ void issue(const unsigned char* base, u32 stage) const {
+  typedef TileMap<SETS, ROWS, ROW_BYTES, SH_SET, SH_ROW, NTH> M;
+  const unsigned char* src[M::PASSES];  // pass j's chunk of the next step (a row outside the batch: its set's row 0)
+  u32 ok;                               // bit j: pass j's row is in the batch
+  __device__ __forceinline__ void init(const unsigned char* base, i64 set_stride_, i64 row_stride_, int valid_rows_) {
+    M::init(set_stride_, row_stride_, valid_rows_);
+    ok = 0;
 #pragma unroll
-    for (int j = 0; j < this->PASSES; ++j)
-      if (this->in_tile(j)) {
-        bool ok = this->row_ok(j);
-        cp_async16(stage + this->sh(j), ok ? base + this->off(j) : base, ok);
-      }
+    for (int j = 0; j < M::PASSES; ++j) {
+      const bool in = this->row_ok(j);
+      src[j] = base + this->off(j) - (in ? 0 : (this->row0 + M::drow(j)) * this->row_stride);
+      ok |= (u32)in << j;
+    }
+  }
+  __device__ __forceinline__ void advance(i64 bytes) {
+#pragma unroll
+    for (int j = 0; j < M::PASSES; ++j) src[j] += bytes;
+  }
+  // into the stage at shared address stage; rows outside the batch are zero-filled
+  __device__ __forceinline__ void issue(u32 stage) const {
+#pragma unroll
+    for (int j = 0; j < M::PASSES; ++j)
+      if (this->in_tile(j)) cp_async16(stage + this->sh(j), src[j], (ok >> j) & 1u);
   }
 };
 
@@ -589,31 +606,29 @@ struct BwInputs {
   TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
   TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
   TileCopy<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ycopy;
-  const unsigned char *pnext, *snext, *ynext;
   i64 pstep, sstep, ystep;
   __device__ __forceinline__ void init(const float* pre, const float* states, const typename E::T* dy, i64 B, i64 T,
                                        i64 NH, i64 n, i64 b0, int valid_rows) {
     const i64 HD = NH * D;
-    pcopy.init(HD * 4, C::GB * HD * 4, valid_rows);
-    scopy.init(NH * (T + 1) * B * D * 4, D * 4, valid_rows);
-    ycopy.init(0, T * HD * SZ, valid_rows);
+    pcopy.init((const unsigned char*)(pre + ((T - 1) * B + b0) * C::GB * HD + n * D), HD * 4, C::GB * HD * 4,
+               valid_rows);
+    scopy.init((const unsigned char*)(states + (n * (T + 1) + T - 1) * B * D + b0 * D), NH * (T + 1) * B * D * 4,
+               D * 4, valid_rows);
+    ycopy.init((const unsigned char*)(dy + (b0 * T + T - 1) * HD + n * D), 0, T * HD * SZ, valid_rows);
     pstep = B * C::GB * HD * 4;
     sstep = B * D * 4;
     ystep = HD * SZ;
-    pnext = (const unsigned char*)(pre + ((T - 1) * B + b0) * C::GB * HD + n * D);
-    snext = (const unsigned char*)(states + (n * (T + 1) + T - 1) * B * D + b0 * D);
-    ynext = (const unsigned char*)(dy + (b0 * T + T - 1) * HD + n * D);
   }
   // the next step's inputs into the stage at shared address at
   __device__ __forceinline__ void issue(u32 at) const {
-    pcopy.issue(pnext, at);
-    scopy.issue(snext, at + L::BW_SLOTS);
-    ycopy.issue(ynext, at + L::BW_SLOTS + L::BW_STATES);
+    pcopy.issue(at);
+    scopy.issue(at + L::BW_SLOTS);
+    ycopy.issue(at + L::BW_SLOTS + L::BW_STATES);
   }
   __device__ __forceinline__ void advance() {
-    pnext -= pstep;
-    snext -= sstep;
-    ynext -= ystep;
+    pcopy.advance(-pstep);
+    scopy.advance(-sstep);
+    ycopy.advance(-ystep);
   }
 };
 
@@ -625,16 +640,14 @@ struct FwInputs {
   typedef Layout<CELL, E, D, STAGES, ROWS> L;
   static constexpr int SZ = (int)sizeof(typename E::T);
   TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
-  const unsigned char* xnext;
   i64 xstep;
   __device__ __forceinline__ void init(const typename E::T* x, i64 T, i64 NH, i64 n, i64 b0, int valid_rows) {
     const i64 HD = NH * D;
-    xcopy.init(HD * SZ, T * C::GX * HD * SZ, valid_rows);
+    xcopy.init((const unsigned char*)(x + b0 * T * C::GX * HD + n * D), HD * SZ, T * C::GX * HD * SZ, valid_rows);
     xstep = C::GX * HD * SZ;
-    xnext = (const unsigned char*)(x + b0 * T * C::GX * HD + n * D);
   }
-  __device__ __forceinline__ void issue(u32 at) const { xcopy.issue(xnext, at); }
-  __device__ __forceinline__ void advance() { xnext += xstep; }
+  __device__ __forceinline__ void issue(u32 at) const { xcopy.issue(at); }
+  __device__ __forceinline__ void advance() { xcopy.advance(xstep); }
 };
 
 // The first STAGES - 1 steps of a kernel's inputs (FwInputs / BwInputs) into stages 0 .. STAGES - 2 of the ring
