@@ -130,6 +130,21 @@ def test_compile_all_compiles_every_variant_without_spills(tmp_path):
 
 
 @needs_cuda_core
+def test_cluster_exchange_benchmark_compiles_for_sm_90a():
+    """benchmarks/cluster_exchange.py (issue 8's exchange measured alone; a GPU tool): both kernels compile."""
+    import importlib.util
+
+    from fusedrnn.backends.cuda.nvrtc import compile_kernel
+
+    spec = importlib.util.spec_from_file_location("cluster_exchange", ROOT / "benchmarks" / "cluster_exchange.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for mode in (0, 1):
+        compiled = compile_kernel(module.SOURCE, f"exchange<{mode}>", "sm_90a", cache=False)
+        assert compiled.registers > 0 and not compiled.spills
+
+
+@needs_cuda_core
 def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
     from fusedrnn.backends.cuda import kernels
     from fusedrnn.cli import info
