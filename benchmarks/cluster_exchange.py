@@ -8,7 +8,9 @@ ways, both through distributed shared memory, both double-buffered by step parit
   wait.acquire) — what ../shared/anchors measured as the cluster floors;
 - ``mbarrier``: asynchronous remote stores that complete on the receiving CTA's mbarrier (st.async ...
   mbarrier::complete_tx::bytes); a CTA waits only for the bytes it expects (one expect_tx arrival per step), no
-  cluster-wide barrier.
+  cluster-wide barrier;
+- ``grid`` (no cluster, ``--grids``): co-resident CTAs exchange through global memory and an arrival counter
+  (release add, acquire poll), every CTA reading every slice from L2 — the cooperative-grid variant's exchange.
 
 Every step each thread checks one received word against the value its sender stored (the count of wrong
 words is printed). Time per step = (time of ``--steps`` steps - time of 16 steps) / (steps - 16), CUDA events,
@@ -101,6 +103,41 @@ __global__ void exchange(int steps, int slice_bytes, unsigned int* errors) {
   cluster_sync();  // no CTA leaves while a peer may still write into its shared memory
   if (wrong) atomicAdd(errors, wrong);
 }
+
+// The same exchange in a grid of co-resident CTAs through global memory: slices [2][G][slice] in hbuf; a CTA
+// writes its slice, thread 0 adds 1 to counter (release) and waits for G·(t + 1) arrivals (acquire); then every
+// thread reads the whole h from L2 (ld.global.cg: not from a stale L1 line).
+__global__ void exchange_grid(int steps, int slice_bytes, u32* counter, unsigned char* hbuf, u32* errors) {
+  const int G = (int)gridDim.x, me = (int)blockIdx.x, chunks = slice_bytes / 16;
+  const long long buf_bytes = (long long)G * slice_bytes;
+  u32 wrong = 0;
+  for (int t = 0; t < steps; ++t) {
+    unsigned char* buf = hbuf + (t & 1) * buf_bytes;
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+      const u32 v = (u32)t * 2654435761u + (u32)c;
+      *(uint4*)(buf + (long long)me * slice_bytes + 16 * c) = make_uint4(v, v, v, v);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+      const u32 target = (u32)G * (u32)(t + 1);
+      u32 seen;
+      do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+      } while (seen < target);
+      __threadfence();
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * chunks; i += blockDim.x) {
+      const int k = i / chunks, c = i % chunks;
+      u32 w;
+      asm volatile("ld.global.cg.u32 %0, [%1];" : "=r"(w) : "l"(buf + (long long)k * slice_bytes + 16 * c) : "memory");
+      wrong += w != (u32)t * 2654435761u + (u32)c;
+    }
+  }
+  if (wrong) atomicAdd(errors, wrong);
+}
 """
 
 
@@ -110,7 +147,7 @@ def _kernel(mode: int, arch: str):
 
     from fusedrnn.backends.cuda.nvrtc import compile_kernel
 
-    compiled = compile_kernel(SOURCE, f"exchange<{mode}>", arch)
+    compiled = compile_kernel(SOURCE, f"exchange<{mode}>" if mode < 2 else "exchange_grid", arch)
     kernel = ObjectCode.from_cubin(compiled.cubin).get_kernel(compiled.symbol.encode())
     handle = kernel.handle
     for attr, value in ((driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1),
@@ -128,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clusters", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--slice", type=int, nargs="+", default=[192, 768, 1536], help="bytes per CTA and step")
+    parser.add_argument("--grids", type=int, nargs="*", default=[16, 32, 64, 128], help="CTAs of the grid exchange")
+    parser.add_argument("--grid-slice", type=int, nargs="+", default=[256, 768], help="bytes per CTA and step")
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=256)
     parser.add_argument("--reps", type=int, default=20)
@@ -163,6 +202,31 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:9s} cluster {n:2d}  {slice_bytes:5d} B/CTA to each peer  {median:8.1f} ns/step"
                       f"  {'data ok' if wrong == 0 else f'{wrong} WRONG WORDS'}")
                 errors.zero_()
+    # the grid exchange (no cluster; every CTA must be resident at once: at most one per SM here)
+    kernel = _kernel(2, arch)
+    counter = torch.zeros(1, dtype=torch.int32, device="cuda")
+    for g in [g for g in args.grids if g <= torch.cuda.get_device_properties(0).multi_processor_count]:
+        for slice_bytes in args.grid_slice:
+            hbuf = torch.empty(2 * g * slice_bytes, dtype=torch.uint8, device="cuda")
+            config = LaunchConfig(grid=(g, 1, 1), block=(args.threads, 1, 1), shmem_size=0)
+
+            def run_grid(steps: int) -> float:
+                counter.zero_()
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                launch(stream, config, kernel, steps, slice_bytes, counter.data_ptr(), hbuf.data_ptr(),
+                       errors.data_ptr())
+                end.record()
+                end.synchronize()
+                return start.elapsed_time(end)
+
+            for _ in range(3):
+                run_grid(args.steps)
+            times = [(run_grid(args.steps) - run_grid(16)) * 1e6 / (args.steps - 16) for _ in range(args.reps)]
+            median, wrong = statistics.median(times), int(errors.item())
+            print(f"grid      CTAs {g:4d}  {slice_bytes:5d} B/CTA, all read by every CTA  {median:8.1f} ns/step"
+                  f"  {'data ok' if wrong == 0 else f'{wrong} WRONG WORDS'}")
+            errors.zero_()
     return 0
 
 

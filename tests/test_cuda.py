@@ -139,8 +139,8 @@ def test_cluster_exchange_benchmark_compiles_for_sm_90a():
     spec = importlib.util.spec_from_file_location("cluster_exchange", ROOT / "benchmarks" / "cluster_exchange.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for mode in (0, 1):
-        compiled = compile_kernel(module.SOURCE, f"exchange<{mode}>", "sm_90a", cache=False)
+    for name, arch in (("exchange<0>", "sm_90a"), ("exchange<1>", "sm_90a"), ("exchange_grid", "sm_80")):
+        compiled = compile_kernel(module.SOURCE, name, arch, cache=False)
         assert compiled.registers > 0 and not compiled.spills
 
 
