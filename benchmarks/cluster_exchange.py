@@ -178,55 +178,45 @@ def main(argv: list[str] | None = None) -> int:
     arch = f"sm_{major}{minor}{'a' if major >= 9 else ''}"
     stream = Stream.from_handle(torch.cuda.current_stream().cuda_stream)
     errors = torch.zeros(1, dtype=torch.int32, device="cuda")
+    counter = torch.zeros(1, dtype=torch.int32, device="cuda")
+
+    def measure(label: str, config, kernel, *kernel_args) -> None:
+        """Print the ns per step of ``kernel`` (first argument: the step count) and its wrong received words."""
+
+        def elapsed_ms(steps: int) -> float:
+            counter.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            launch(stream, config, kernel, steps, *kernel_args)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+
+        for _ in range(3):
+            elapsed_ms(args.steps)
+        errors.zero_()
+        times = [(elapsed_ms(args.steps) - elapsed_ms(16)) * 1e6 / (args.steps - 16) for _ in range(args.reps)]
+        wrong = int(errors.item())
+        checked = "data ok" if wrong == 0 else f"{wrong} WRONG WORDS"
+        print(f"{label}  {statistics.median(times):8.1f} ns/step  {checked}")
+
     print(f"{torch.cuda.get_device_name()}, {args.threads} threads per CTA, ns per step (median of {args.reps})")
     for mode, name in ((0, "barrier"), (1, "mbarrier")):
         kernel = _kernel(mode, arch)
         for n in args.clusters:
             for slice_bytes in args.slice:
-                smem = 2 * n * slice_bytes + 16
                 config = LaunchConfig(grid=(1, 1, 1), cluster=(n, 1, 1),  # grid in clusters
-                                       block=(args.threads, 1, 1), shmem_size=smem)
-
-                def run(steps: int) -> float:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    launch(stream, config, kernel, steps, slice_bytes, errors.data_ptr())
-                    end.record()
-                    end.synchronize()
-                    return start.elapsed_time(end)
-
-                for _ in range(3):
-                    run(args.steps)
-                times = [(run(args.steps) - run(16)) * 1e6 / (args.steps - 16) for _ in range(args.reps)]
-                median, wrong = statistics.median(times), int(errors.item())
-                print(f"{name:9s} cluster {n:2d}  {slice_bytes:5d} B/CTA to each peer  {median:8.1f} ns/step"
-                      f"  {'data ok' if wrong == 0 else f'{wrong} WRONG WORDS'}")
-                errors.zero_()
+                                      block=(args.threads, 1, 1), shmem_size=2 * n * slice_bytes + 16)
+                measure(f"{name:9s} cluster {n:2d}  {slice_bytes:5d} B/CTA to each peer", config, kernel, slice_bytes,
+                        errors.data_ptr())
     # the grid exchange (no cluster; every CTA must be resident at once: at most one per SM here)
     kernel = _kernel(2, arch)
-    counter = torch.zeros(1, dtype=torch.int32, device="cuda")
     for g in [g for g in args.grids if g <= torch.cuda.get_device_properties(0).multi_processor_count]:
         for slice_bytes in args.grid_slice:
             hbuf = torch.empty(2 * g * slice_bytes, dtype=torch.uint8, device="cuda")
             config = LaunchConfig(grid=(g, 1, 1), block=(args.threads, 1, 1), shmem_size=0)
-
-            def run_grid(steps: int) -> float:
-                counter.zero_()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                launch(stream, config, kernel, steps, slice_bytes, counter.data_ptr(), hbuf.data_ptr(),
-                       errors.data_ptr())
-                end.record()
-                end.synchronize()
-                return start.elapsed_time(end)
-
-            for _ in range(3):
-                run_grid(args.steps)
-            times = [(run_grid(args.steps) - run_grid(16)) * 1e6 / (args.steps - 16) for _ in range(args.reps)]
-            median, wrong = statistics.median(times), int(errors.item())
-            print(f"grid      CTAs {g:4d}  {slice_bytes:5d} B/CTA, all read by every CTA  {median:8.1f} ns/step"
-                  f"  {'data ok' if wrong == 0 else f'{wrong} WRONG WORDS'}")
-            errors.zero_()
+            measure(f"grid      CTAs {g:4d}  {slice_bytes:5d} B/CTA, all read by every CTA", config, kernel,
+                    slice_bytes, counter.data_ptr(), hbuf.data_ptr(), errors.data_ptr())
     return 0
 
 
