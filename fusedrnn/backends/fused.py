@@ -29,8 +29,9 @@ def sm_count(device_index: int) -> int:
 
 
 def saved_shapes(cell: Cell, B: int, T: int, NH: int, D: int) -> list[tuple[tuple[int, ...], torch.dtype]]:
-    """What the fused backends save for backward (all use these layouts): the float32 pre-activation slots
-    [T, B, Gb, NH, D] and the states before every step [S, NH, T + 1, B, D]."""
+    """What the fused backends save for backward (all use these layouts): the float32 slots [T, B, Gb, NH, D]
+    (pre-activations; `cuda` saves LSTM's and GRU's gates activated) and the states before every step
+    [S, NH, T + 1, B, D]."""
     return [((T, B, cell.num_gates_b, NH, D), torch.float32), ((cell.num_states, NH, T + 1, B, D), torch.float32)]
 
 
