@@ -602,7 +602,7 @@ template <int CELL, class E, int D, int STAGES, int ROWS, int NTH>
 struct BwInputs {
   typedef typename CellOf<CELL>::type C;
   typedef Layout<CELL, E, D, STAGES, ROWS> L;
-  static constexpr int SZ = (int)sizeof(typename E::T);
+  static constexpr int SZ = (int)sizeof(typename E::T), STAGE_BYTES = L::BW_STAGE;
   TileCopy<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pcopy;
   TileCopy<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> scopy;
   TileCopy<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ycopy;
@@ -638,7 +638,7 @@ template <int CELL, class E, int D, int STAGES, int ROWS, int NTH>
 struct FwInputs {
   typedef typename CellOf<CELL>::type C;
   typedef Layout<CELL, E, D, STAGES, ROWS> L;
-  static constexpr int SZ = (int)sizeof(typename E::T);
+  static constexpr int SZ = (int)sizeof(typename E::T), STAGE_BYTES = L::FW_X;
   TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
   i64 xstep;
   __device__ __forceinline__ void init(const typename E::T* x, i64 T, i64 NH, i64 n, i64 b0, int valid_rows) {
@@ -650,16 +650,20 @@ struct FwInputs {
   __device__ __forceinline__ void advance() { xcopy.advance(xstep); }
 };
 
-// The first STAGES - 1 steps of a kernel's inputs (FwInputs / BwInputs) into stages 0 .. STAGES - 2 of the ring
-// at shared address ring (STAGE_BYTES apart), one cp.async group each.
-template <int STAGES, int STAGE_BYTES, class In>
+// The next step's inputs of a kernel (FwInputs / BwInputs) into stage `stage` of the ring at shared address ring
+// (In::STAGE_BYTES apart) where copy (the step exists), one cp.async group either way (the waits count groups).
+template <class In>
+__device__ __forceinline__ void fetch(In& in, u32 ring, int stage, bool copy) {
+  if (copy) in.issue(ring + stage * In::STAGE_BYTES);
+  cp_async_commit();
+  in.advance();
+}
+
+// The first STAGES - 1 steps into stages 0 .. STAGES - 2.
+template <int STAGES, class In>
 __device__ __forceinline__ void prologue(In& in, u32 ring, i64 T) {
 #pragma unroll
-  for (int p = 0; p < STAGES - 1; ++p) {
-    if (p < T) in.issue(ring + p * STAGE_BYTES);
-    cp_async_commit();
-    in.advance();
-  }
+  for (int p = 0; p < STAGES - 1; ++p) fetch(in, ring, p, p < T);
 }
 
 
@@ -706,7 +710,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   FwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // x_t, STAGES - 1 steps ahead
   in.init(x, T, NH, n, b0, valid_rows);
-  prologue<STAGES, L::FW_X>(in, xring_addr, T);
+  prologue<STAGES>(in, xring_addr, T);
 
   // this thread's elements: tile nt, row half hr (row gq + 8·hr), units col(nt) and col(nt) + 1. Their output
   // addresses move by a fixed amount per step.
@@ -757,9 +761,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   int stage = 0, fill = STAGES - 1;  // t % STAGES and (t + STAGES - 1) % STAGES
   for (i64 t = 0; t < T; ++t) {
-    if (t + STAGES - 1 < T) in.issue(xring_addr + fill * L::FW_X);
-    cp_async_commit();
-    in.advance();
+    fetch(in, xring_addr, fill, t + STAGES - 1 < T);
     fill = fill + 1 == STAGES ? 0 : fill + 1;
 
     const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
@@ -910,7 +912,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   FwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // x_t, STAGES - 1 steps ahead
   in.init(x, T, NH, n, b0, valid_rows);
-  prologue<STAGES, L::FW_X>(in, xring_addr, T);
+  prologue<STAGES>(in, xring_addr, T);
 
   // Step t's outputs go through shared memory (y: the h buffer; saved slots and states: the output stages) and
   // leave in 16-byte chunks during step t + 1: y[b0 + r, t, n, :] (rows T·HD apart), pre[t, b0 + r, k, n, :] (sets
@@ -974,9 +976,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   int stage = 0, fill = STAGES - 1;  // t % STAGES and (t + STAGES - 1) % STAGES
   for (i64 t = 0; t < T; ++t) {
-    if (t + STAGES - 1 < T) in.issue(xring_addr + fill * L::FW_X);
-    cp_async_commit();
-    in.advance();
+    fetch(in, xring_addr, fill, t + STAGES - 1 < T);
     fill = fill + 1 == STAGES ? 0 : fill + 1;
 
     const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
@@ -1139,7 +1139,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
   BwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // step t's inputs, t descending, STAGES - 1 steps ahead
   in.init(pre, states, dy, B, T, NH, n, b0, valid_rows);
-  prologue<STAGES, L::BW_STAGE>(in, ring_addr, T);
+  prologue<STAGES>(in, ring_addr, T);
 
   float dv[C::S][NT][2][2];
   float db[C::GB][NT][2];
@@ -1206,9 +1206,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   int stage = 0, fill = STAGES - 1;
   for (i64 it = 0; it < T; ++it) {
     const i64 t = T - 1 - it;
-    if (it + STAGES - 1 < T) in.issue(ring_addr + fill * L::BW_STAGE);
-    cp_async_commit();
-    in.advance();
+    fetch(in, ring_addr, fill, it + STAGES - 1 < T);
     fill = fill + 1 == STAGES ? 0 : fill + 1;
     mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDP);
 
@@ -1341,7 +1339,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
 
   BwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // step t's inputs, t descending, STAGES - 1 steps ahead
   in.init(pre, states, dy, B, T, NH, n, b0, valid_rows);
-  prologue<STAGES, L::BW_STAGE>(in, ring_addr, T);
+  prologue<STAGES>(in, ring_addr, T);
 
   float dv[C::S][NT][2][NB][2];  // [state][tile][unit half h][batch tile][c]
   float db[C::GB][NT][2];
@@ -1439,9 +1437,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   int stage = 0, fill = STAGES - 1;
   for (i64 it = 0; it < T; ++it) {
     const i64 t = T - 1 - it;
-    if (it + STAGES - 1 < T) in.issue(ring_addr + fill * L::BW_STAGE);
-    cp_async_commit();
-    in.advance();
+    fetch(in, ring_addr, fill, it + STAGES - 1 < T);
     fill = fill + 1 == STAGES ? 0 : fill + 1;
     mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
     if (it > 0) flush(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
