@@ -17,9 +17,9 @@ from fusedrnn import get_cell, rnn
 from fusedrnn.backends import Call, fused, get_backend, select_backend
 from fusedrnn.backends.cuda import cuda_core_available
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
-from fusedrnn.backends.cuda.model import ARCH_LIMITS, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
+from fusedrnn.backends.cuda.model import ARCH_LIMITS, CTA_MAX_HEAD_DIM, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
 
-from .helpers import FUSED_GPU_SHAPES, check_backend, random_problem, run_with_grads
+from .helpers import FUSED_GPU_SHAPES, TOL, check_backend, max_error, random_problem, run_with_grads
 
 CELLS = ["lstm", "gru", "elman", "slstm"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +48,12 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                     for rows in (8, 16):
                         s = kernel_shape(kind, cell, D, dtype, h100, rows)
                         if not isinstance(s, str):
-                            assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans)
+                            assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans,
+                                                        D // s.cluster, s.cluster > 1)
                             assert s.smem <= h100.smem_per_block
-                            assert s.warps * (16 if s.trans and kind == "backward" else 8) * s.nt == D
+                            assert s.warps * (16 if s.trans and kind == "backward" else 8) * s.nt * s.cluster == D
                             assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
+                            assert (s.cluster > 1) == (D > CTA_MAX_HEAD_DIM)
 
 
 def test_launch_rows_and_supports_agree(monkeypatch):
@@ -86,7 +88,9 @@ def test_model_refuses_with_reasons():
     reason = kernel_shape("forward", "lstm", 128, "float32", h100)
     assert isinstance(reason, str) and "registers" in reason and "float32" in reason
     assert "multiple of 16" in kernel_shape("forward", "lstm", 40, "bfloat16", h100)
-    assert "head_dim 256" in variant("forward", "lstm", "bfloat16", 256, h100)
+    assert "head_dim 768" in variant("forward", "lstm", "bfloat16", 768, h100)  # R beyond 16 CTAs' registers
+    assert "no backward kernel over a cluster" in variant("backward", "lstm", "bfloat16", 256, h100)
+    assert "needs a thread-block cluster" in variant("forward", "lstm", "bfloat16", 256, ARCH_LIMITS["sm_80"])
     assert "head_dim 96 is not one of" in variant("forward", "lstm", "bfloat16", 96, h100)  # not compile-all's
     assert "float64" in variant("forward", "lstm", "float64", 64, h100)
 
@@ -109,7 +113,23 @@ def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
             assert ("forward", cell, "bfloat16", D) in have
             if D < 128 or cell == "elman":
                 assert ("forward", cell, "float16", D) in have and ("backward", cell, "bfloat16", D) in have
-    assert all("keeps R in registers" in line for line in refused)
+    assert all(("keeps R in" in line or "over a cluster" in line) for line in refused)
+    clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster > 1}
+    for cell in CELLS:  # 3 x 256 (issue 8) in every cell, 16-bit
+        assert (cell, "bfloat16", 256) in clustered and (cell, "float16", 256) in clustered
+    assert not any(v.shape.cluster > 1 for v in shipped_variants("sm_80")[0])
+
+
+def test_model_splits_wide_heads_over_the_smallest_cluster():
+    """D > 128: the forward over a cluster, the smallest size whose CTAs hold R's rows in registers; its name
+    carries the cluster size; the launch counts its CTAs against the SMs when it picks the batch rows."""
+    h100 = ARCH_LIMITS["sm_90a"]
+    shape = kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8)
+    assert (shape.cluster, shape.warps, shape.nt, shape.trans) == (4, 8, 1, True)  # 2 CTAs: 16 warps, 188 regs
+    assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
+    assert "registers of a cluster of up to 16 CTAs" in kernel_shape("forward", "lstm", 384, "bfloat16", h100, 8)
+    v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
+    assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.ctas_per_head == 4
 
 
 @needs_cuda_core
@@ -200,6 +220,50 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
     if _supported(cell, B, T, NH, D, torch.bfloat16) is not None:
         pytest.skip(_supported(cell, B, T, NH, D, torch.bfloat16))
     check_backend("cuda", cell, B, T, NH, D, torch.bfloat16, "cuda")
+
+
+# Heads over a thread-block cluster (forward): (cell, D) the model ships in 16-bit, shapes with partial batch
+# tiles, lengths, one and many heads
+CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("B,T,NH", [(16, 1024, 1), (3, 7, 2), (21, 65, 3), (1, 1, 1)], ids=str)
+@pytest.mark.parametrize("cell,D", CLUSTER_CASES, ids=str)
+def test_cuda_gpu_cluster_forward_matches_reference(cell, D, B, T, NH, dtype):
+    """Inference (no gradient) of a head split over a cluster: y and the final state against the reference on the
+    same rounded inputs; with lengths, y past a row's length is zero and its final state is the one at its length."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("thread-block clusters: sm_90")
+    assert _supported(cell, B, T, NH, D, dtype, requires_grad=False) is None
+    found = pick_cluster_variant(cell, D, dtype, B, NH)
+    assert found.shape.cluster > 1, found
+    x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device="cuda")
+    lengths = torch.randint(0, T + 1, (B,), dtype=torch.int32) if B > 1 else None
+    with torch.no_grad():
+        y, final = rnn(x, R, b, state, cell=cell, backend="cuda", lengths=lengths)
+        y_ref, final_ref = rnn(*(t.float() for t in (x, R, b, state)), cell=cell, backend="reference",
+                               lengths=lengths)
+    errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
+    assert all(e <= TOL[dtype]["fw"] for e in errors.values()), errors
+    if lengths is not None:
+        for row, length in enumerate(lengths.tolist()):
+            assert (y[row, length:] == 0).all()
+
+
+@pytest.mark.gpu
+def test_cuda_gpu_cluster_training_falls_back():
+    """A wide head that needs gradients: no backward over a cluster yet, so auto runs it elsewhere, right."""
+    reason = _supported("lstm", 4, 9, 1, 256, torch.bfloat16)
+    assert "no backward kernel over a cluster yet" in reason
+    check_backend("auto", "lstm", 4, 9, 1, 256, torch.bfloat16, "cuda")
+
+
+def pick_cluster_variant(cell, D, dtype, B, NH):
+    from fusedrnn.backends.cuda import launch
+
+    return launch.pick_variant("forward", cell, D, dtype, torch.device("cuda"), B, NH)
 
 
 @pytest.mark.gpu
@@ -334,7 +398,8 @@ def test_cuda_compute_sanitizer(tool):
     print(out[-3000:])
     assert run.returncode == 0, out[-6000:]
     assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
-    assert out.count(" ok") == 24  # 4 cells x 3 (D, dtype) x with / without lengths
+    # 4 cells x 3 (D, dtype) x with / without lengths; on sm_90 4 cells x with / without lengths over a cluster
+    assert out.count(" ok") == 24 + (8 if torch.cuda.get_device_capability() == (9, 0) else 0)
 
 
 @pytest.mark.gpu

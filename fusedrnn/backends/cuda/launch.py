@@ -52,12 +52,12 @@ def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, de
 
 def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
                  num_heads: int) -> Variant | str:
-    """8 batch rows per CTA where (heads x batch tiles of 8) still fit on the SMs in one wave (a step's work per
-    thread halves; the MMAs stay), else 16; the 16-row variant when the model refuses the 8-row one."""
-    if num_heads * -(-batch // 8) <= sm_count(device.index or 0):
-        found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
-        if not isinstance(found, str):
-            return found
+    """8 batch rows per CTA where (heads x batch tiles of 8 x CTAs per head) still fit on the SMs in one wave (a
+    step's work per thread halves; the MMAs stay), else 16; the 16-row variant when the model refuses the 8-row
+    one."""
+    found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
+    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.ctas_per_head <= sm_count(device.index or 0):
+        return found
     return variant_for(kind, cell_name, head_dim, dtype, device, 16)
 
 
@@ -75,31 +75,37 @@ class _Loaded:
         self.module = ObjectCode.from_cubin(compiled.cubin)
         self.kernel = self.module.get_kernel(compiled.symbol.encode())  # the mangled name, as bytes
         if v.shape.smem > _DEFAULT_SMEM:
-            _opt_in_smem(self.kernel, v.shape.smem, device.index or 0)
+            _set_attribute(self.kernel, "MAX_DYNAMIC_SHARED_SIZE_BYTES", v.shape.smem, device.index or 0)
+        if v.shape.cluster > 8:  # beyond the portable cluster size
+            _set_attribute(self.kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device.index or 0)
         self.variant = v
         self.configs: dict[tuple[int, int], object] = {}
 
     def launch(self, grid: tuple[int, int], device: torch.device, *args) -> None:
+        """``grid``: (heads, batch tiles); a head over a cluster takes ``cluster`` CTAs along x."""
         from cuda.core import LaunchConfig, launch
 
         config = self.configs.get(grid)
         if config is None:
+            cluster = self.variant.shape.cluster
+            extra = {"cluster": (cluster, 1, 1)} if cluster > 1 else {}  # grid then counts clusters
             config = self.configs[grid] = LaunchConfig(grid=grid, block=self.variant.threads,
-                                                       shmem_size=self.variant.shape.smem)
+                                                       shmem_size=self.variant.shape.smem, **extra)
         launch(_stream(torch.cuda.current_stream(device).cuda_stream), config, self.kernel, *args)
 
 
-def _opt_in_smem(kernel, nbytes: int, device_index: int) -> None:
+def _set_attribute(kernel, name: str, value: int, device_index: int) -> None:
+    """Set CU_FUNC_ATTRIBUTE_<name> of a loaded kernel."""
     from cuda.bindings import driver
 
-    attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    attr = getattr(driver.CUfunction_attribute, f"CU_FUNC_ATTRIBUTE_{name}")
     handle = kernel.handle
     if isinstance(handle, driver.CUkernel):
-        (err,) = driver.cuKernelSetAttribute(attr, nbytes, handle, driver.CUdevice(device_index))
+        (err,) = driver.cuKernelSetAttribute(attr, value, handle, driver.CUdevice(device_index))
     else:
-        (err,) = driver.cuFuncSetAttribute(handle, attr, nbytes)
+        (err,) = driver.cuFuncSetAttribute(handle, attr, value)
     if err != driver.CUresult.CUDA_SUCCESS:
-        raise RuntimeError(f"fusedrnn cuda: cannot give a kernel {nbytes} bytes of shared memory: {err}")
+        raise RuntimeError(f"fusedrnn cuda: cannot set a kernel's {name} to {value}: {err}")
 
 
 _STREAMS: dict[int, object] = {}

@@ -19,6 +19,12 @@ The model:
 * shared memory (the same formulas as ``Layout`` in rnn.cu) <= the device's opt-in limit per block.
 * objective: most warps (smallest NT) first, then the deepest prefetch.
 
+Heads whose R does not fit one CTA (D > 128) run rnn_forward_t over a thread-block cluster of CL CTAs (sm_90),
+each computing U = D / CL units with K = D: its registers per thread are those of the single-CTA kernel (they
+depend on D and NT, not on U), its warps U / (8·NT), its x ring and output stages U columns wide. The cluster size
+is a solver variable: the smallest that fits, since a larger one computes the same per thread and only adds
+exchange peers and SMs (benchmarks/cluster_exchange.py: the exchange's cost grows with the cluster).
+
 The architecture limits come from the device at run time (``torch.cuda.get_device_properties``). Without a GPU
 (compile-all, CI) they are the documented limits of the compute capability the arch names.
 """
@@ -35,6 +41,10 @@ from ...tune import Model
 # variant (NVRTC 13.5, sm_80 and sm_90a): the smallest values that reject every variant that spilled.
 FW_OVERHEAD = 16
 FW_T_OVERHEAD = 24  # rnn_forward_t
+# rnn_forward_t over a cluster, beyond FW_T_OVERHEAD (rank, mbarriers, the exchange's addresses): the first
+# compile-all of the cluster variants (NVRTC 13.5, sm_90a) spilled up to 22 registers past the model's count
+# (Elman D = 384, 12 warps: model 147, spilled at 168)
+FW_C_OVERHEAD = 24
 BW_OVERHEAD = 56
 # per cell, backward: GRU's D = 128 variant used all 255 registers and spilled 4 bytes with NVRTC 13.0 where the
 # model said 212; Elman's float32 D = 128 16-row rnn_backward spilled 20 bytes at 255 where the model said 252
@@ -53,16 +63,20 @@ DTYPE_T_OVERHEAD = {"float32": 128, "float16": 0}  # rnn_forward_t
 # Elman 10-20 % slower than rnn_forward, whose cell math and stores are cheaper per element
 FW_T_MIN_HEAD_DIM = 128
 MAX_STAGES = 4
+# wider heads run over a thread-block cluster (forward only so far)
+CTA_MAX_HEAD_DIM = 128
 NT_CHOICES = (1, 2, 4)
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What the model needs of a device: registers per SM and per thread, shared memory per block (opt-in)."""
+    """What the model needs of a device: registers per SM and per thread, shared memory per block (opt-in), the
+    largest thread-block cluster (1: none; 16 on sm_90 with the non-portable size)."""
 
     regs_per_sm: int = 65536
     max_regs_per_thread: int = 255
     smem_per_block: int = 232448  # H100: 227 KB
+    max_cluster: int = 1
 
 
 # Documented per compute capability (CUDA programming guide, "Technical specifications"), used only when
@@ -71,9 +85,10 @@ ARCH_LIMITS = {
     "sm_80": Limits(smem_per_block=166912),  # 163 KB
     "sm_86": Limits(smem_per_block=101376),  # 99 KB
     "sm_89": Limits(smem_per_block=101376),
-    "sm_90": Limits(smem_per_block=232448),  # 227 KB
-    "sm_90a": Limits(smem_per_block=232448),
+    "sm_90": Limits(smem_per_block=232448, max_cluster=16),  # 227 KB
+    "sm_90a": Limits(smem_per_block=232448, max_cluster=16),
 }
+CLUSTER_SIZES = (2, 4, 8, 16)
 
 
 def device_limits(device_index: int) -> Limits:
@@ -83,6 +98,8 @@ def device_limits(device_index: int) -> Limits:
     return Limits(
         regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
         smem_per_block=getattr(props, "shared_memory_per_block_optin", 49152),
+        # the cluster kernels are built for sm_90a only (st.async, mapa, mbarrier transaction counts)
+        max_cluster=16 if (props.major, props.minor) == (9, 0) else 1,
     )
 
 
@@ -98,28 +115,33 @@ class Shape:
     smem: int  # bytes of dynamic shared memory
     registers: int  # the model's estimate per thread
     trans: bool = False  # rnn_forward_t / rnn_backward_t (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
+    cluster: int = 1  # CTAs per head (rnn_forward_t over a thread-block cluster), each D / cluster units
 
 
 def _elt_bytes(dtype_name: str) -> int:
     return 4 if dtype_name == "float32" else 2
 
 
-def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False):
-    """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA (``trans``: the transposed kernel): the
-    same formulas as ``Layout`` in rnn.cu (``stages`` may be a solver variable)."""
+def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False,
+               units=None, cluster: bool = False):
+    """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA (``trans``: the transposed kernel; over a
+    ``cluster``, ``units`` of the head per CTA): the same formulas as ``Layout`` in rnn.cu (``stages`` and
+    ``units`` may be solver variables)."""
     cell = get_cell(cell_name)
     e = _elt_bytes(dtype_name)
     pad = 16 // e
+    U = D if units is None else units
     h = rows * (D + pad) * e
-    out = (cell.num_gates_b + cell.num_states) * rows * (D + 4) * 4  # rnn_forward_t's output stage (f32)
+    out = (cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4  # rnn_forward_t's output stage (f32)
     if kind == "forward":
-        return 2 * h + stages * (rows * (cell.num_gates_x * D + pad) * e) + (2 * out if trans else 0)
+        return (2 * h + stages * (rows * (cell.num_gates_x * U + pad) * e) + (2 * out if trans else 0)
+                + (16 if cluster else 0))  # the exchange's two mbarriers
     p = rows * ((cell.num_gates_b if trans else cell.num_gates_r) * D + pad) * e  # dp: every slot / R's gates
     return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (D + 4) * 4 + h)
 
 
 def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int = 16, overhead: bool = True,
-              trans: bool = False):
+              trans: bool = False, cluster: bool = False):
     """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
     overheads (for calibrating them against ptxas). Counted for 16 batch rows per CTA (2 rows per thread) and
     used for 8 as well: fewer elements, but ptxas then hoists more (seen: 154 registers with 8 rows, 142 with 16,
@@ -132,6 +154,7 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
     if overhead:
         if kind == "forward" and trans:
             fixed = FW_T_OVERHEAD + FW_T_CELL_OVERHEAD.get(cell.name, 0) + DTYPE_T_OVERHEAD.get(dtype_name, 0)
+            fixed += FW_C_OVERHEAD if cluster else 0
         else:
             cell_overhead = (BW_T_CELL_OVERHEAD if trans else BW_CELL_OVERHEAD).get(cell.name, 0)
             fixed = DTYPE_OVERHEAD.get(dtype_name, {}).get(kind, 0) + (
@@ -159,13 +182,22 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
     return (2 * kt + per_tile) * nt + accumulators + 4 + 3 * 8 + fixed
 
 
-def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool) -> Model:
+def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
+             clusters: tuple[int, ...] = ()) -> Model:
+    """``clusters``: the cluster sizes to choose from (rnn_forward_t over a cluster), none: one CTA per head."""
     m = Model()
     nt = m.var("nt", values=list(NT_CHOICES))
     stages = m.var("stages", 2, MAX_STAGES)
     warps = m.var("warps", 1, 32)
-    m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
-    regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans)
+    units = None
+    if clusters:
+        cluster = m.var("cluster", values=list(clusters))
+        units = m.var("units", 8, D)
+        m.add(units * cluster == D)
+        m.add(warps * 8 * nt == units)
+    else:
+        m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
+    regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=bool(clusters))
     # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
     # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
     groups = m.var("warp_groups", 1, 8)
@@ -175,8 +207,12 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread)
     m.add(eighths * 8 * 128 * groups <= limits.regs_per_sm)
-    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans) <= limits.smem_per_block)
-    m.maximize(-MAX_STAGES * 10 * nt + stages)  # most warps first, then the deepest prefetch
+    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, units, bool(clusters))
+          <= limits.smem_per_block)
+    objective = -MAX_STAGES * 10 * nt + stages  # most warps first, then the deepest prefetch
+    if clusters:  # before both: the smallest cluster (see the top of this file)
+        objective = objective - 1000 * cluster
+    m.maximize(objective)
     return m
 
 
@@ -186,6 +222,8 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
     fits."""
     if D % 16 or D < 16:
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
+    if D > CTA_MAX_HEAD_DIM:
+        return _cluster_shape(kind, cell_name, D, dtype_name, limits, rows)
     shape = None
     if kind == "forward" and D >= FW_T_MIN_HEAD_DIM:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
@@ -204,11 +242,29 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
     return shape
 
 
-def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool) -> Shape | None:
-    result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans).solve()
+def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
+    """A head wider than one CTA's: rnn_forward_t over a cluster (the solver picks its size), or why not."""
+    if kind != "forward":
+        return f"head_dim {D} > {CTA_MAX_HEAD_DIM} has no {kind} kernel over a cluster yet"
+    clusters = tuple(c for c in CLUSTER_SIZES if c <= limits.max_cluster and D % (8 * c) == 0)
+    if not clusters:
+        return f"head_dim {D} > {CTA_MAX_HEAD_DIM} needs a thread-block cluster (sm_90)"
+    shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
+    if shape is None:
+        return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in the registers of a "
+                f"cluster of up to {limits.max_cluster} CTAs ({limits.max_regs_per_thread} registers per thread, "
+                f"{limits.regs_per_sm} per SM, {limits.smem_per_block // 1024} KB shared memory)")
+    return shape
+
+
+def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
+           clusters: tuple[int, ...] = ()) -> Shape | None:
+    result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, clusters).solve()
     if result.solution is None:
         return None
     nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
+    cluster = result.solution["cluster"] if clusters else 1
     return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
-                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans),
-                 registers=registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans), trans=trans)
+                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster > 1),
+                 registers=registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=bool(clusters)),
+                 trans=trans, cluster=cluster)

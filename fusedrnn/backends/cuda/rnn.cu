@@ -213,6 +213,49 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Thread-block clusters (sm_90): a head split over CL CTAs exchanges h through distributed shared memory with
+// asynchronous remote stores that complete on the receiver's mbarrier (benchmarks/cluster_exchange.py measured
+// them at half the cost of a cluster barrier per step).
+
+__device__ __forceinline__ u32 cluster_rank() {
+  u32 r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+// shared address `local` of this CTA as the same address in CTA `rank` of the cluster
+__device__ __forceinline__ u32 map_rank(u32 local, u32 rank) {
+  u32 r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(local), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+// one arrival that also expects `bytes` of asynchronous stores in the current phase
+__device__ __forceinline__ void mbar_expect(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+  u32 done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;"
+                 " selp.u32 %0, 1, 0, p; }" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  } while (!done);
+}
+// 16 bytes from this CTA's shared address src to cluster shared address dst, completing on the mbarrier at
+// cluster address bar (in the receiving CTA)
+__device__ __forceinline__ void st_async16(u32 dst, u32 src, u32 bar) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(src));
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];"
+               ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(bar) : "memory");
+}
+
 // The MMA B fragments of a K-step pair for an 8-row batch tile of a 16-bit [row][k] shared buffer (row = batch row,
 // the pair's 32 k contiguous): one ldmatrix.x4 where lane l gives the address of row l % 8 at k offset 8·(l / 8),
 // so b[0], b[1] are the first step's fragments and b[2], b[3] the second's (thread: row gq, k 2·tq, 2·tq + 1).
@@ -556,17 +599,21 @@ using namespace frnn;
 
 // Shared-memory layout of both kernels, in bytes; the host computes the same (launch.py: smem_bytes) and
 // passes it, and a kernel given less than it needs traps instead of corrupting memory.
-template <int CELL, class E, int D, int STAGES, int ROWS>
+// U: the units of the head a CTA computes (rnn_forward_t over a cluster: D / CL; x, the output stages and the
+// backward's per-unit buffers hold U columns, the h buffers the whole head).
+template <int CELL, class E, int D, int STAGES, int ROWS, int U = D>
 struct Layout {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T T;
   static constexpr int PAD = 16 / (int)sizeof(T);  // one 16-byte chunk per row: rows start on distinct banks
   // forward: two h buffers [ROWS][LDH] and STAGES x tiles [ROWS][LDX]; rnn_forward_t adds two output stages
   // (slots [GB][ROWS][LDF] and states [S][ROWS][LDF], f32) for the saved tensors
-  static constexpr int LDH = D + PAD, LDX = C::GX * D + PAD, LDF = D + 4;
+  static constexpr int LDH = D + PAD, LDX = C::GX * U + PAD, LDF = U + 4;
   static constexpr int FW_H = ROWS * LDH * (int)sizeof(T), FW_X = ROWS * LDX * (int)sizeof(T);
   static constexpr int FW_OUT = (C::GB + C::S) * ROWS * LDF * 4;
   static constexpr int FW_BYTES = 2 * FW_H + STAGES * FW_X, FW_T_BYTES = FW_BYTES + 2 * FW_OUT;
+  // rnn_forward_t over a cluster (U < D) adds the exchange's two mbarriers
+  static constexpr int FW_C_BYTES = FW_T_BYTES + (U < D ? 16 : 0);
   // backward: two dp buffers [ROWS][LDP] (input dtype; rnn_backward: R's GR gates; rnn_backward_t: every slot
   // in order, [ROWS][LDPT]) and STAGES of (slots [GB][ROWS][LDF], states [S][ROWS][LDF] f32, dy [ROWS][LDH]
   // input dtype)
@@ -633,17 +680,20 @@ struct BwInputs {
 };
 
 // The forward's step input x_t, copied into a stage of the ring: GX sets (gates, HD apart) of ROWS rows (T·GX·HD
-// apart) of D elements; the base moves GX·HD elements per step. Both forward kernels take x through it.
-template <int CELL, class E, int D, int STAGES, int ROWS, int NTH>
+// apart) of the U elements from unit u0 on; the base moves GX·HD elements per step. Both forward kernels take x
+// through it.
+template <int CELL, class E, int D, int STAGES, int ROWS, int NTH, int U = D>
 struct FwInputs {
   typedef typename CellOf<CELL>::type C;
-  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  typedef Layout<CELL, E, D, STAGES, ROWS, U> L;
   static constexpr int SZ = (int)sizeof(typename E::T), STAGE_BYTES = L::FW_X;
-  TileCopy<C::GX, ROWS, D * SZ, D * SZ, L::LDX * SZ, NTH> xcopy;
+  TileCopy<C::GX, ROWS, U * SZ, U * SZ, L::LDX * SZ, NTH> xcopy;
   i64 xstep;
-  __device__ __forceinline__ void init(const typename E::T* x, i64 T, i64 NH, i64 n, i64 b0, int valid_rows) {
+  __device__ __forceinline__ void init(const typename E::T* x, i64 T, i64 NH, i64 n, i64 b0, int valid_rows,
+                                       int u0 = 0) {
     const i64 HD = NH * D;
-    xcopy.init((const unsigned char*)(x + b0 * T * C::GX * HD + n * D), HD * SZ, T * C::GX * HD * SZ, valid_rows);
+    xcopy.init((const unsigned char*)(x + b0 * T * C::GX * HD + n * D + u0), HD * SZ, T * C::GX * HD * SZ,
+               valid_rows);
     xstep = C::GX * HD * SZ;
   }
   __device__ __forceinline__ void issue(u32 at) const { xcopy.issue(at); }
@@ -862,8 +912,16 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
 // Forward as gates x batch = R · hᵀ (see the top of this file): same arguments, saved tensors and outputs as
 // rnn_forward; shared memory adds the two output stages (Layout::FW_T_BYTES).
-template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
-__global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
+//
+// CL > 1 (sm_90): the head is split over a cluster of CL CTAs (grid x = head · CL + rank); CTA `rank` computes
+// units [rank·U, (rank + 1)·U), U = D / CL, with the rows of R of those units in registers and K = D, the whole
+// head's h, in its h buffers. After the cell, its slice of h_t goes to every other CTA's next h buffer by
+// asynchronous remote stores that complete on that CTA's mbarrier of the buffer; each CTA then waits on its own
+// mbarrier for the (CL - 1) slices (one expect_tx arrival per step). Two buffers and two mbarriers (step parity)
+// suffice: a CTA sends step t + 1 only after it received every slice of step t, so after every CTA finished
+// reading the buffer step t + 1 overwrites. No cluster barrier inside the time loop.
+template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL = 1>
+__global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
     rnn_forward_t(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                 const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
                 const int* __restrict__ lengths, typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
@@ -871,15 +929,16 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
                 i64 smem_bytes) {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T ET;
-  typedef Layout<CELL, E, D, STAGES, ROWS> L;
+  constexpr int U = D / CL;  // this CTA's units
+  typedef Layout<CELL, E, D, STAGES, ROWS, U> L;
   constexpr int NB = ROWS / 8;           // batch tiles of 8 (the MMA's N) per CTA
   constexpr int P = (C::GR + 1) / 2;     // MMA row tiles per unit tile: gates 2q (rows 0-7) and 2q + 1 (rows 8-15)
   constexpr bool FAST = Fast<E>::value;
-  constexpr int W = D / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
-  static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
+  constexpr int W = U / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
+  static_assert(D % 16 == 0 && U % 8 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
-  if (smem_bytes < L::FW_T_BYTES) __trap();
+  if (smem_bytes < L::FW_C_BYTES) __trap();
   ET* hbuf = (ET*)smem;
   const unsigned char* xring = smem + 2 * L::FW_H;
   const u32 xring_addr = smem_addr(xring);
@@ -888,13 +947,25 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   // 16-bit h with an even number of K steps: B fragments by ldmatrix (this lane's row / k offset, see ldsm_x4)
   constexpr bool LDSM = SZ == 2 && KT % 2 == 0;
   const u32 hbuf_addr = smem_addr(hbuf), lane_b = (u32)(((lane & 7) * L::LDH + (lane >> 3) * 8) * SZ);
-  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
+  const i64 n = blockIdx.x / CL, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
   const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
+  // the cluster's rank of this CTA (its first unit rank·U) and its two mbarriers, after the output stages
+  u32 rank = 0, bars = 0;
+  if constexpr (CL > 1) {
+    rank = cluster_rank();
+    bars = smem_addr(smem + L::FW_T_BYTES);
+    if (threadIdx.x == 0) {
+      mbar_init(bars, 1);
+      mbar_init(bars + 8, 1);
+      mbar_init_fence();
+    }
+  }
+  const int u0 = (int)rank * U;
 
   // R as A fragments (the MMA computes gates x batch = R · hᵀ): row tile q of unit tile nt holds gate 2q (rows
-  // 0-7) and gate 2q + 1 (rows 8-15, zeros past GR) of units unit(nt) = 8·(warp·NT + nt) + row; A[row][k = j] =
-  // R[g, n, unit, j]. This thread's unit in tile nt: 8·(warp·NT + nt) + gq.
+  // 0-7) and gate 2q + 1 (rows 8-15, zeros past GR) of units unit(nt) = u0 + 8·(warp·NT + nt) + row; A[row][k = j]
+  // = R[g, n, unit, j]. This thread's unit in tile nt: u0 + 8·(warp·NT + nt) + gq.
   u32 rf[P][NT][KT][4];
 #pragma unroll
   for (int q = 0; q < P; ++q)
@@ -905,13 +976,13 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int g = 2 * q + (i & 1);
-          int unit = (warp * NT + nt) * 8 + gq;
+          int unit = u0 + (warp * NT + nt) * 8 + gq;
           int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
           rf[q][nt][kt][i] = g < C::GR ? pair_bits<E>(R + ((g * NH + n) * D + unit) * D + k, 1) : 0u;
         }
 
-  FwInputs<CELL, E, D, STAGES, ROWS, NTH> in;  // x_t, STAGES - 1 steps ahead
-  in.init(x, T, NH, n, b0, valid_rows);
+  FwInputs<CELL, E, D, STAGES, ROWS, NTH, U> in;  // x_t of this CTA's units, STAGES - 1 steps ahead
+  in.init(x, T, NH, n, b0, valid_rows, u0);
   prologue<STAGES>(in, xring_addr, T);
 
   // Step t's outputs go through shared memory (y: the h buffer; saved slots and states: the output stages) and
@@ -919,20 +990,20 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   // HD, rows GB·HD apart), states[s, n, t + 1, b0 + r, :] (sets NH·(T+1)·B·D, rows D apart); their bases move by
   // HD, B·GB·HD and B·D elements per step.
   const i64 sset = NH * (T + 1) * B * D;
-  TileStore<1, ROWS, D * SZ, 0, L::LDH * SZ, NTH> ystore;
-  TileStore<C::GB, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pstore;
-  TileStore<C::S, ROWS, D * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> sstore;
+  TileStore<1, ROWS, U * SZ, 0, L::LDH * SZ, NTH> ystore;
+  TileStore<C::GB, ROWS, U * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> pstore;
+  TileStore<C::S, ROWS, U * 4, ROWS * L::LDF * 4, L::LDF * 4, NTH> sstore;
   ystore.init(0, T * HD * SZ, valid_rows);
   ystore.init_ends(lengths, b0, T);
   pstore.init(HD * 4, C::GB * HD * 4, valid_rows);
   sstore.init(sset * 4, D * 4, valid_rows);
-  unsigned char* ybase = (unsigned char*)(y + b0 * T * HD + n * D);
-  unsigned char* pbase = (unsigned char*)(pre + b0 * C::GB * HD + n * D);
-  unsigned char* sbase = (unsigned char*)(states + (n * (T + 1) + 1) * B * D + b0 * D);
+  unsigned char* ybase = (unsigned char*)(y + b0 * T * HD + n * D + u0);
+  unsigned char* pbase = (unsigned char*)(pre + b0 * C::GB * HD + n * D + u0);
+  unsigned char* sbase = (unsigned char*)(states + (n * (T + 1) + 1) * B * D + b0 * D + u0);
   unsigned char* outs = smem + 2 * L::FW_H + STAGES * L::FW_X;  // two output stages of FW_OUT bytes
   // step t - 1's outputs (read from its h buffer hp and its output stage), then the bases move one step on
   auto flush = [&](const ET* hp, i64 tp) {
-    ystore.template store<true>((const unsigned char*)hp, ybase, tp);
+    ystore.template store<true>((const unsigned char*)(hp + u0), ybase, tp);
     ybase += HD * SZ;
     if (save) {
       const unsigned char* o = outs + (tp & 1) * L::FW_OUT;
@@ -950,10 +1021,17 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   int len[NB][2];
   bool row_ok[NB][2];
   column_rows<NB>(lengths, has_lengths, B, T, b0, tq, row_ok, len);
-  const int unit0 = warp * NT * 8 + gq;
+  const int unit0 = warp * NT * 8 + gq;  // in this CTA's units (u0 + unit0: in the head)
+  if constexpr (CL > 1) {  // h_0 of the other CTAs' units, from state0 (no exchange before step 0)
+    for (int i = threadIdx.x; i < ROWS * D; i += NTH) {
+      const int r = i / D, unit = i % D;
+      if (unit / U != (int)rank)
+        hbuf[r * L::LDH + unit] = b0 + r < B ? state0[(b0 + r) * HD + n * D + unit] : from_float1<E>(0.0f);
+    }
+  }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    const int unit = unit0 + 8 * nt;
+    const int unit = u0 + unit0 + 8 * nt;
 #pragma unroll
     for (int k = 0; k < C::GB; ++k) bv[k][nt] = to_float1<E>(bias[k * HD + n * D + unit]);
 #pragma unroll
@@ -972,7 +1050,8 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
       }
   }
   cp_async_wait<STAGES - 2>();
-  __syncthreads();
+  if constexpr (CL > 1) cluster_sync();  // the mbarriers are initialised before any CTA sends
+  else __syncthreads();
 
   int stage = 0, fill = STAGES - 1;  // t % STAGES and (t + STAGES - 1) % STAGES
   for (i64 t = 0; t < T; ++t) {
@@ -989,7 +1068,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
       for (int j = 0; j < NB; ++j) {
         const int at = 8 * j * L::LDX + 8 * (warp * NT + nt);  // row 8·j, the unit tile's first unit
-        load_x<E, C::GX, L::LDX, D>(xs + at, xs_addr + at * SZ, lane, xr[nt][j]);
+        load_x<E, C::GX, L::LDX, U>(xs + at, xs_addr + at * SZ, lane, xr[nt][j]);
       }
     float acc[P][NT][NB][4];
 #pragma unroll
@@ -1038,10 +1117,10 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     }
     if (t > 0) flush(hc, t - 1);  // while the MMAs run
 
-    float* o = (float*)(outs + (t & 1) * L::FW_OUT);  // this step's output stage
+    float* o = (float*)(outs + (t & 1) * L::FW_OUT);  // this step's output stage (this CTA's units)
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      const int unit = unit0 + 8 * nt;
+      const int unit = u0 + unit0 + 8 * nt, ounit = unit0 + 8 * nt;
 #pragma unroll
       for (int j = 0; j < NB; ++j) {
 #pragma unroll
@@ -1066,9 +1145,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
           hn[r * L::LDH + unit] = from_float1<E>(st[0][nt][j][c]);
           if (save) {
 #pragma unroll
-            for (int k = 0; k < C::GB; ++k) o[(k * ROWS + r) * L::LDF + unit] = pe[k];
+            for (int k = 0; k < C::GB; ++k) o[(k * ROWS + r) * L::LDF + ounit] = pe[k];
 #pragma unroll
-            for (int s = 0; s < C::S; ++s) o[((C::GB + s) * ROWS + r) * L::LDF + unit] = st[s][nt][j][c];
+            for (int s = 0; s < C::S; ++s) o[((C::GB + s) * ROWS + r) * L::LDF + ounit] = st[s][nt][j][c];
           }
         }
       }
@@ -1076,6 +1155,21 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
+    if constexpr (CL > 1) {
+      if (t + 1 < T) {  // this CTA's slice of h_t to the other CTAs' buffer (t + 1) & 1; wait for theirs
+        constexpr int CPR = U * SZ / 16, CHUNKS = ROWS * CPR;  // 16-byte chunks per row, per slice
+        const int b = (int)((t + 1) & 1);
+        const u32 slice = hbuf_addr + (u32)(b * L::FW_H + u0 * SZ), bar = bars + 8 * b;
+        for (int i = threadIdx.x; i < (CL - 1) * CHUNKS; i += NTH) {
+          const u32 peer = (rank + 1 + (u32)(i / CHUNKS)) % CL;
+          const int c = i % CHUNKS;
+          const u32 at = slice + (u32)((c / CPR) * L::LDH * SZ + 16 * (c % CPR));
+          st_async16(map_rank(at, peer), at, map_rank(bar, peer));
+        }
+        if (threadIdx.x == 0) mbar_expect(bar, (CL - 1) * CHUNKS * 16);
+        mbar_wait(bar, (u32)(t >> 1) & 1u);  // this buffer's (t / 2)-th phase
+      }
+    }
   }
   flush(hbuf + (T & 1) * ROWS * L::LDH, T - 1);
 
@@ -1089,9 +1183,10 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
         if (row_ok[j][c]) {
 #pragma unroll
           for (int s = 0; s < C::S; ++s)
-            final_[(s * B + row) * HD + n * D + unit0 + 8 * nt] = from_float1<E>(st[s][nt][j][c]);
+            final_[(s * B + row) * HD + n * D + u0 + unit0 + 8 * nt] = from_float1<E>(st[s][nt][j][c]);
         }
       }
+  if constexpr (CL > 1) cluster_sync();  // no CTA leaves while a peer may still access its shared memory
 }
 
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
