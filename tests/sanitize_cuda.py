@@ -1,6 +1,6 @@
 """Run every cell once forward and backward on backend ``cuda`` at a small shape (B = 3: a partial batch tile,
 T = 5, two heads; D = 64 and 128 (the transposed kernels) in bf16 and D = 16 in float32, with and without
-lengths; on sm_90 also the forward of a D = 256 head over a thread-block cluster, inference). Run under compute-sanitizer by tests/test_cuda.py (``compute-sanitizer --tool memcheck|racecheck python
+lengths; on sm_90 also a D = 256 head over a thread-block cluster). Run under compute-sanitizer by tests/test_cuda.py (``compute-sanitizer --tool memcheck|racecheck python
 tests/sanitize_cuda.py``)."""
 
 import torch
@@ -20,15 +20,15 @@ for cell in ("lstm", "gru", "elman", "slstm"):
             torch.cuda.synchronize()
             print(cell, D, dtype, "lengths" if lengths is not None else "", "ok", flush=True)
 
-if torch.cuda.get_device_capability() == (9, 0):  # heads over a thread-block cluster: forward (inference)
+if torch.cuda.get_device_capability() == (9, 0):  # heads over a thread-block cluster: forward and backward
     for cell in ("lstm", "gru", "elman", "slstm"):
         spec = get_cell(cell)
         for lengths in (None, torch.tensor([5, 0, 3])):
             B, T, NH, D = 3, 5, 2, 256
-            x = torch.randn(B, T, spec.num_gates_x, NH, D, device="cuda", dtype=torch.bfloat16)
-            R = (torch.randn(spec.num_gates_r, NH, D, D, device="cuda") / D**0.5).to(torch.bfloat16)
-            b = torch.randn(spec.num_gates_b, NH, D, device="cuda", dtype=torch.bfloat16)
-            with torch.no_grad():
-                y, final = rnn(x, R, b, cell=cell, backend="cuda", lengths=lengths)
+            x = torch.randn(B, T, spec.num_gates_x, NH, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            R = (torch.randn(spec.num_gates_r, NH, D, D, device="cuda") / D**0.5).to(torch.bfloat16).requires_grad_()
+            b = torch.randn(spec.num_gates_b, NH, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            y, final = rnn(x, R, b, cell=cell, backend="cuda", lengths=lengths)
+            (y.float().sum() + final.float().sum()).backward()
             torch.cuda.synchronize()
             print(cell, D, "cluster", "lengths" if lengths is not None else "", "ok", flush=True)

@@ -40,6 +40,8 @@ class Variant:
     def name(self) -> str:
         """The name expression NVRTC instantiates, e.g. ``rnn_forward<0, frnn::BF16, 64, 1, 4, 16>``."""
         kernel = f"rnn_{self.kind}_t" if self.shape.trans else f"rnn_{self.kind}"
+        if self.kind == "backward" and self.shape.cluster > 1:
+            kernel = "rnn_backward_c"
         cluster = f", {self.shape.cluster}" if self.shape.cluster > 1 else ""
         return (f"{kernel}<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
                 f"{self.shape.nt}, {self.shape.stages}, {self.shape.rows}{cluster}>")

@@ -172,7 +172,9 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     R, dy, dfinal = (_aligned(t) for t in (R, dy, dfinal))
     tiles = -(-B // loaded.variant.shape.rows)
     dgate = empty(B, T, GB, NH, D, dtype=R.dtype, device=R.device)
-    db_part = empty(tiles * 8, GB, NH, D, dtype=torch.float32, device=R.device)
+    # the kernels' per-tile partial sums of db: 8 rows (a thread's rows summed), over a cluster one per batch row
+    part_rows = loaded.variant.shape.rows if loaded.variant.shape.cluster > 1 else 8
+    db_part = empty(tiles * part_rows, GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     loaded.launch((NH, tiles), R.device, _ptr(R), _ptr(pre), _ptr(states), _ptr(lengths), _ptr(dy), _ptr(dfinal),
                   _ptr(dgate), _ptr(db_part), _ptr(dstate0), B, T, NH, loaded.variant.shape.smem)

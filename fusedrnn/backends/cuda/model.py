@@ -45,6 +45,9 @@ FW_T_OVERHEAD = 24  # rnn_forward_t
 # compile-all of the cluster variants (NVRTC 13.5, sm_90a) spilled up to 22 registers past the model's count
 # (Elman D = 384, 12 warps: model 147, spilled at 168)
 FW_C_OVERHEAD = 24
+# rnn_backward_c (the backward over a cluster) beyond its counted registers: BW_OVERHEAD's addresses and loop
+# state plus the exchange's
+BW_C_OVERHEAD = 72
 BW_OVERHEAD = 56
 # per cell, backward: GRU's D = 128 variant used all 255 registers and spilled 4 bytes with NVRTC 13.0 where the
 # model said 212; Elman's float32 D = 128 16-row rnn_backward spilled 20 bytes at 255 where the model said 252
@@ -136,8 +139,9 @@ def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows:
     if kind == "forward":
         return (2 * h + stages * (rows * (cell.num_gates_x * U + pad) * e) + (2 * out if trans else 0)
                 + (16 if cluster else 0))  # the exchange's two mbarriers
-    p = rows * ((cell.num_gates_b if trans else cell.num_gates_r) * D + pad) * e  # dp: every slot / R's gates
-    return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (D + 4) * 4 + h)
+    p = rows * ((cell.num_gates_b * U if trans else cell.num_gates_r * D) + pad) * e  # dp: every slot / R's gates
+    exchange = rows * (D + 4) * 4 + 2 * D * rows * 4 + 16 if cluster else 0  # partial dh, received partials, mbarriers
+    return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4 + h) + exchange
 
 
 def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int = 16, overhead: bool = True,
@@ -182,6 +186,19 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
     return (2 * kt + per_tile) * nt + accumulators + 4 + 3 * 8 + fixed
 
 
+def backward_cluster_registers(cell_name: str, dtype_name: str, nt, units_16, pairs, rows: int):
+    """rnn_backward_c's registers per thread (arguments may be solver variables): R's A fragments (NT tiles of 16
+    units, K = GR·16·units_16), the accumulators (4 chains with NT = 1, else one per tile), per unit pair of the
+    cell's backward its state gradients, bias sums and row / unit / length, and the fixed overheads."""
+    cell = get_cell(cell_name)
+    kstep = 8 if _elt_bytes(dtype_name) == 4 else 16
+    batch_tiles = rows // 8
+    accumulators = 4 * batch_tiles * nt + 12 * batch_tiles * (1 // nt)
+    return (4 * nt * cell.num_gates_r * units_16 * (16 // kstep) + accumulators
+            + pairs * (2 * (cell.num_states + cell.num_gates_b) + 4) + BW_C_OVERHEAD
+            + DTYPE_OVERHEAD.get(dtype_name, {}).get("backward", 0))
+
+
 def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
              clusters: tuple[int, ...] = ()) -> Model:
     """``clusters``: the cluster sizes to choose from (rnn_forward_t over a cluster), none: one CTA per head."""
@@ -194,10 +211,19 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
         cluster = m.var("cluster", values=list(clusters))
         units = m.var("units", 8, D)
         m.add(units * cluster == D)
+    if clusters and kind == "backward":  # rnn_backward_c: M = D in tiles of 16, K = GR·units; units pairs per row
+        per16 = m.var("units_16", 1, D // 16)
+        pairs = m.var("pairs_per_thread", 1, 8)
+        m.add(units == 16 * per16, warps * 16 * nt == D, pairs * 64 * warps == units * rows)
+        if _elt_bytes(dtype_name) == 2:  # dp by ldmatrix (a K-step pair within one slot); the scalar loads
+            m.add(per16 % 2 == 0)         # spilled (sLSTM D = 192, 48 units: 254 registers where the model said 196)
+        regs = backward_cluster_registers(cell_name, dtype_name, nt, per16, pairs, rows)
+    elif clusters:
         m.add(warps * 8 * nt == units)
+        regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=True)
     else:
         m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
-    regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=bool(clusters))
+        regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans)
     # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
     # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
     groups = m.var("warp_groups", 1, 8)
@@ -243,9 +269,12 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
 
 
 def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
-    """A head wider than one CTA's: rnn_forward_t over a cluster (the solver picks its size), or why not."""
-    if kind != "forward":
-        return f"head_dim {D} > {CTA_MAX_HEAD_DIM} has no {kind} kernel over a cluster yet"
+    """A head wider than one CTA's: rnn_forward_t / rnn_backward_c over a cluster (the solver picks its size), or
+    why not."""
+    if kind == "backward":  # only where the forward runs too (a call that trains needs both)
+        forward = _cluster_shape("forward", cell_name, D, dtype_name, limits, rows)
+        if isinstance(forward, str):
+            return forward
     clusters = tuple(c for c in CLUSTER_SIZES if c <= limits.max_cluster and D % (8 * c) == 0)
     if not clusters:
         return f"head_dim {D} > {CTA_MAX_HEAD_DIM} needs a thread-block cluster (sm_90)"
@@ -264,7 +293,11 @@ def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, r
         return None
     nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
     cluster = result.solution["cluster"] if clusters else 1
+    if clusters and kind == "backward":
+        regs = backward_cluster_registers(cell_name, dtype_name, nt, D // cluster // 16,
+                                          result.solution["pairs_per_thread"], rows)
+    else:
+        regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=bool(clusters))
     return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
                  smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster > 1),
-                 registers=registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=bool(clusters)),
-                 trans=trans, cluster=cluster)
+                 registers=regs, trans=trans, cluster=cluster)
