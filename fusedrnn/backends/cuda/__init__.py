@@ -3,8 +3,9 @@
 One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
 comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
 and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
-compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` (16, 32, 48, 64, 128) whose R fits in registers;
-larger heads and other head sizes go to ``triton`` or ``alternating``.
+compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` whose R fits in registers: up to 128 in one CTA, and
+on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); other heads go to
+``triton`` or ``alternating``.
 """
 
 from __future__ import annotations
@@ -54,5 +55,6 @@ def _supports(call: Call) -> str | None:
 
 CUDA = register_backend(
     fused_backend("cuda", 30, _supports, forward, backward,
-                  "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows); D <= 128")
+                  "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for D <= 128, "
+                  "a thread-block cluster per head beyond (sm_90)")
 )
