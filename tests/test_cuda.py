@@ -133,7 +133,7 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
     assert "registers of a cluster of up to 16 CTAs" in kernel_shape("forward", "lstm", 384, "bfloat16", h100, 8)
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
-    assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.ctas_per_head == 4
+    assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.shape.cluster == 4
 
 
 @needs_cuda_core
@@ -241,7 +241,7 @@ def test_cuda_gpu_cluster_forward_matches_reference(cell, D, B, T, NH, dtype):
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("thread-block clusters: sm_90")
     assert _supported(cell, B, T, NH, D, dtype, requires_grad=False) is None
-    found = pick_cluster_variant(cell, D, dtype, B, NH)
+    found = _picked("forward", cell, D, dtype, B, NH)
     assert found.shape.cluster > 1, found
     x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device="cuda")
     lengths = torch.randint(0, T + 1, (B,), dtype=torch.int32) if B > 1 else None
@@ -269,18 +269,17 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
     if reason is not None:  # the forward fits a cluster but the backward does not (e.g. Elman 512 in 16 rows)
         assert "registers" in reason, reason
         pytest.skip(reason)
-    from fusedrnn.backends.cuda import launch
-
-    assert launch.pick_variant("backward", cell, D, dtype, torch.device("cuda"), B, NH).shape.cluster > 1
+    assert _picked("backward", cell, D, dtype, B, NH).shape.cluster > 1
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     wide = {torch.float16: 0.05, torch.bfloat16: 0.1} if cell == "slstm" else None  # branch flips, see above
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide, lengths=lengths)
 
 
-def pick_cluster_variant(cell, D, dtype, B, NH):
+def _picked(kind, cell, D, dtype, B, NH):
+    """The variant the launch takes for this call on the current GPU."""
     from fusedrnn.backends.cuda import launch
 
-    return launch.pick_variant("forward", cell, D, dtype, torch.device("cuda"), B, NH)
+    return launch.pick_variant(kind, cell, D, dtype, torch.device("cuda"), B, NH)
 
 
 @pytest.mark.gpu

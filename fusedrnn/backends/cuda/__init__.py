@@ -55,6 +55,6 @@ def _supports(call: Call) -> str | None:
 
 CUDA = register_backend(
     fused_backend("cuda", 30, _supports, forward, backward,
-                  "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for D <= 128, "
-                  "a thread-block cluster per head beyond (sm_90)")
+                  "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for "
+                  "D <= 128, a thread-block cluster per head beyond (sm_90)")
 )

@@ -18,8 +18,8 @@ CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # CellOf<ID> in rnn.cu
 ELEMENT_TYPES = {"bfloat16": "frnn::BF16", "float16": "frnn::F16", "float32": "frnn::F32"}
 KINDS = ("forward", "backward")
 # Every head size the kernels are built for. 80, 96 and 112 are left out: with 10, 12 and 14 warps per CTA their
-# register budgets are odd, and builds spilled where the model said they fit. 192 and up: the forward over a
-# thread-block cluster (sm_90) where the model fits R in the cluster's registers; the rest goes elsewhere.
+# register budgets are odd, and builds spilled where the model said they fit. 192 and up: over a thread-block
+# cluster (sm_90) where the model fits R in the cluster's registers; the rest goes elsewhere.
 HEAD_DIMS = (16, 32, 48, 64, 128, 192, 256, 384, 512, 768)
 
 
@@ -49,10 +49,6 @@ class Variant:
     @property
     def threads(self) -> int:
         return 32 * self.shape.warps
-
-    @property
-    def ctas_per_head(self) -> int:
-        return self.shape.cluster
 
 
 # Batch rows per CTA: 16 (the MMA's M) or 8 (rows 8..15 of the MMA zero: half the loads, the cell math and the

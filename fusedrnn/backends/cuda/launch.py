@@ -56,7 +56,7 @@ def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, d
     step's work per thread halves; the MMAs stay), else 16; the 16-row variant when the model refuses the 8-row
     one."""
     found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
-    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.ctas_per_head <= sm_count(device.index or 0):
+    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sm_count(device.index or 0):
         return found
     return variant_for(kind, cell_name, head_dim, dtype, device, 16)
 

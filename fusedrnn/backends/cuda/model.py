@@ -19,11 +19,12 @@ The model:
 * shared memory (the same formulas as ``Layout`` in rnn.cu) <= the device's opt-in limit per block.
 * objective: most warps (smallest NT) first, then the deepest prefetch.
 
-Heads whose R does not fit one CTA (D > 128) run rnn_forward_t over a thread-block cluster of CL CTAs (sm_90),
-each computing U = D / CL units with K = D: its registers per thread are those of the single-CTA kernel (they
-depend on D and NT, not on U), its warps U / (8·NT), its x ring and output stages U columns wide. The cluster size
-is a solver variable: the smallest that fits, since a larger one computes the same per thread and only adds
-exchange peers and SMs (benchmarks/cluster_exchange.py: the exchange's cost grows with the cluster).
+Heads whose R does not fit one CTA (D > 128) run over a thread-block cluster of CL CTAs (sm_90), each computing
+U = D / CL units: rnn_forward_t with K = D, whose registers per thread are those of the single-CTA kernel (they
+depend on D and NT, not on U), its warps U / (8·NT), its x ring and output stages U columns wide; rnn_backward_c
+with M = D in tiles of 16 and K = GR·U (``backward_cluster_registers``). The cluster size is a solver variable:
+the smallest that fits, since a larger one computes the same per thread and only adds exchange peers and SMs
+(benchmarks/cluster_exchange.py: the exchange's cost grows with the cluster).
 
 The architecture limits come from the device at run time (``torch.cuda.get_device_properties``). Without a GPU
 (compile-all, CI) they are the documented limits of the compute capability the arch names.
@@ -66,7 +67,7 @@ DTYPE_T_OVERHEAD = {"float32": 128, "float16": 0}  # rnn_forward_t
 # Elman 10-20 % slower than rnn_forward, whose cell math and stores are cheaper per element
 FW_T_MIN_HEAD_DIM = 128
 MAX_STAGES = 4
-# wider heads run over a thread-block cluster (forward only so far)
+# wider heads run over a thread-block cluster
 CTA_MAX_HEAD_DIM = 128
 NT_CHOICES = (1, 2, 4)
 
@@ -118,7 +119,7 @@ class Shape:
     smem: int  # bytes of dynamic shared memory
     registers: int  # the model's estimate per thread
     trans: bool = False  # rnn_forward_t / rnn_backward_t (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
-    cluster: int = 1  # CTAs per head (rnn_forward_t over a thread-block cluster), each D / cluster units
+    cluster: int = 1  # CTAs per head (rnn_forward_t / rnn_backward_c over a cluster), D / cluster units each
 
 
 def _elt_bytes(dtype_name: str) -> int:
@@ -199,6 +200,14 @@ def backward_cluster_registers(cell_name: str, dtype_name: str, nt, units_16, pa
             + DTYPE_OVERHEAD.get(dtype_name, {}).get("backward", 0))
 
 
+def _registers_of(kind: str, cell_name: str, D: int, dtype_name: str, rows: int, trans: bool, clustered: bool, nt,
+                  units_16, pairs):
+    """The registers per thread of the kernel a problem describes (solver variables or their values)."""
+    if clustered and kind == "backward":
+        return backward_cluster_registers(cell_name, dtype_name, nt, units_16, pairs, rows)
+    return registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=clustered)
+
+
 def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
              clusters: tuple[int, ...] = ()) -> Model:
     """``clusters``: the cluster sizes to choose from (rnn_forward_t over a cluster), none: one CTA per head."""
@@ -206,7 +215,7 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
     nt = m.var("nt", values=list(NT_CHOICES))
     stages = m.var("stages", 2, MAX_STAGES)
     warps = m.var("warps", 1, 32)
-    units = None
+    units = per16 = pairs = None
     if clusters:
         cluster = m.var("cluster", values=list(clusters))
         units = m.var("units", 8, D)
@@ -217,13 +226,11 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
         m.add(units == 16 * per16, warps * 16 * nt == D, pairs * 64 * warps == units * rows)
         if _elt_bytes(dtype_name) == 2:  # dp by ldmatrix (a K-step pair within one slot); the scalar loads
             m.add(per16 % 2 == 0)         # spilled (sLSTM D = 192, 48 units: 254 registers where the model said 196)
-        regs = backward_cluster_registers(cell_name, dtype_name, nt, per16, pairs, rows)
     elif clusters:
         m.add(warps * 8 * nt == units)
-        regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=True)
     else:
         m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
-        regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans)
+    regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, per16, pairs)
     # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
     # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
     groups = m.var("warp_groups", 1, 8)
@@ -293,11 +300,8 @@ def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, r
         return None
     nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
     cluster = result.solution["cluster"] if clusters else 1
-    if clusters and kind == "backward":
-        regs = backward_cluster_registers(cell_name, dtype_name, nt, D // cluster // 16,
-                                          result.solution["pairs_per_thread"], rows)
-    else:
-        regs = registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=bool(clusters))
+    regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, D // cluster // 16,
+                         result.solution.get("pairs_per_thread"))
     return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
                  smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster > 1),
                  registers=regs, trans=trans, cluster=cluster)

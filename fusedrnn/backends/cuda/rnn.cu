@@ -721,6 +721,70 @@ __device__ __forceinline__ void prologue(In& in, u32 ring, i64 T) {
 }
 
 
+// Rᵀ · dpᵀ in the transposed backward kernels: out[nt][jb][e] = this thread's accumulator elements (rows gq and
+// gq + 8 of unit tile nt, batch columns 8·jb + 2·tq + (e & 1)) of A = rf (NT tiles of 16 units, KT K steps) times
+// B = dp from the [ROWS][L::LDPT] buffer pr (K index k in column L::pcol(k)), summed over ACCS independent
+// accumulator chains. LDSM: B by ldmatrix one K-step pair ahead of the MMAs, from shared address pb (pr plus this
+// lane's row and k offset, see ldsm_x4).
+template <class E, class L, int NT, int KT, int NB, int ACCS, bool LDSM>
+__device__ __forceinline__ void dp_times_r(const u32 (&rf)[NT][KT][4], const typename E::T* pr, u32 pb, int gq,
+                                           int tq, float (&out)[NT][NB][4]) {
+  constexpr int SZ = (int)sizeof(typename E::T);
+  float acc[ACCS][NT][NB][4];
+#pragma unroll
+  for (int q = 0; q < ACCS; ++q)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[q][nt][jb][e] = 0.0f;
+  if constexpr (LDSM) {
+    u32 bq[KT / 2][NB][4];
+#pragma unroll
+    for (int jb = 0; jb < NB; ++jb) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(0)) * SZ, bq[0][jb]);
+#pragma unroll
+    for (int kp = 0; kp < KT / 2; ++kp) {
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+        if (kp + 1 < KT / 2) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(32 * (kp + 1))) * SZ, bq[kp + 1][jb]);
+#pragma unroll
+      for (int i2 = 0; i2 < 2; ++i2)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int jb = 0; jb < NB; ++jb)
+            mma<E>(acc[(2 * kp + i2) % ACCS][nt][jb], rf[nt][2 * kp + i2], &bq[kp][jb][2 * i2]);
+    }
+  } else {
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      u32 bf[NB][2];  // B[k][col = batch row 8·jb + gq] = dp[8·jb + gq][k]
+#pragma unroll
+      for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+          bf[jb][i] = *(const u32*)(pr + (8 * jb + gq) * L::LDPT + L::pcol(kt * E::KSTEP) + E::PAIR * tq +
+                                    i * (E::KSTEP / 2));
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int jb = 0; jb < NB; ++jb) mma<E>(acc[kt % ACCS][nt][jb], rf[nt][kt], bf[jb]);
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int q = 0; q < ACCS; ++q) sum += acc[q][nt][jb][e];
+        out[nt][jb][e] = sum;
+      }
+}
+
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     rnn_forward(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
@@ -1475,60 +1539,16 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   };
   // dv[0] += (dp · R)ᵀ for the dp in shared buffer pr
   auto mma_step = [&](const ET* pr) {
-    float acc[ACCS][NT][NB][4];
-#pragma unroll
-    for (int q = 0; q < ACCS; ++q)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[q][nt][jb][e] = 0.0f;
-    if constexpr (LDSM) {  // B = dpᵀ by ldmatrix, one K-step pair ahead of the MMAs
-      const u32 pb = pbuf_addr + (u32)((const unsigned char*)pr - (const unsigned char*)pbuf) + lane_b;
-      u32 bq[KT / 2][NB][4];
-#pragma unroll
-      for (int jb = 0; jb < NB; ++jb) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(0)) * SZ, bq[0][jb]);
-#pragma unroll
-      for (int kp = 0; kp < KT / 2; ++kp) {
-#pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
-          if (kp + 1 < KT / 2) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(32 * (kp + 1))) * SZ, bq[kp + 1][jb]);
-#pragma unroll
-        for (int i2 = 0; i2 < 2; ++i2)
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int jb = 0; jb < NB; ++jb)
-              mma<E>(acc[(2 * kp + i2) % ACCS][nt][jb], rf[nt][2 * kp + i2], &bq[kp][jb][2 * i2]);
-      }
-    } else {
-#pragma unroll
-      for (int kt = 0; kt < KT; ++kt) {
-        u32 bf[NB][2];  // B[k][col = batch row 8·jb + gq] = dp[8·jb + gq][k]
-#pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
-#pragma unroll
-          for (int i = 0; i < 2; ++i)
-            bf[jb][i] = *(const u32*)(pr + (8 * jb + gq) * L::LDPT + L::pcol(kt * E::KSTEP) + E::PAIR * tq +
-                                      i * (E::KSTEP / 2));
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int jb = 0; jb < NB; ++jb) mma<E>(acc[kt % ACCS][nt][jb], rf[nt][kt], bf[jb]);
-      }
-    }
+    float sum[NT][NB][4];
+    dp_times_r<E, L, NT, KT, NB, ACCS, LDSM>(rf, pr, pbuf_addr + (u32)((const unsigned char*)pr -
+                                             (const unsigned char*)pbuf) + lane_b, gq, tq, sum);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int jb = 0; jb < NB; ++jb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float sum = 0.0f;
-#pragma unroll
-          for (int q = 0; q < ACCS; ++q) sum += acc[q][nt][jb][e];
-          dv[0][nt][e >> 1][jb][e & 1] += sum;  // rows gq (h = 0) and gq + 8 (h = 1), columns 2·tq + c
-        }
+        for (int e = 0; e < 4; ++e)
+          dv[0][nt][e >> 1][jb][e & 1] += sum[nt][jb][e];  // rows gq (h = 0) and gq + 8 (h = 1), columns 2·tq + c
   };
   cp_async_wait<STAGES - 2>();
   __syncthreads();
@@ -1725,64 +1745,17 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   // the partial dh of every unit from this CTA's dp in pr (into part), and its rows of the other CTAs' units to
   // them (receive buffer it & 1)
   auto reduce = [&](const ET* pr, i64 it) {
-    float acc[ACCS][NT][NB][4];
-#pragma unroll
-    for (int q = 0; q < ACCS; ++q)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[q][nt][jb][e] = 0.0f;
-    if constexpr (LDSM) {
-      const u32 pb = pbuf_addr + (u32)((const unsigned char*)pr - (const unsigned char*)pbuf) + lane_b;
-      u32 bq[KT / 2][NB][4];
-#pragma unroll
-      for (int jb = 0; jb < NB; ++jb) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(0)) * SZ, bq[0][jb]);
-#pragma unroll
-      for (int kp = 0; kp < KT / 2; ++kp) {
-#pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
-          if (kp + 1 < KT / 2) ldsm_x4(pb + (8 * jb * L::LDPT + L::pcol(32 * (kp + 1))) * SZ, bq[kp + 1][jb]);
-#pragma unroll
-        for (int i2 = 0; i2 < 2; ++i2)
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int jb = 0; jb < NB; ++jb)
-              mma<E>(acc[(2 * kp + i2) % ACCS][nt][jb], rf[nt][2 * kp + i2], &bq[kp][jb][2 * i2]);
-      }
-    } else {
-#pragma unroll
-      for (int kt = 0; kt < KT; ++kt) {
-        u32 bf[NB][2];
-#pragma unroll
-        for (int jb = 0; jb < NB; ++jb)
-#pragma unroll
-          for (int i = 0; i < 2; ++i)
-            bf[jb][i] = *(const u32*)(pr + (8 * jb + gq) * L::LDPT + L::pcol(kt * E::KSTEP) + E::PAIR * tq +
-                                      i * (E::KSTEP / 2));
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int jb = 0; jb < NB; ++jb) mma<E>(acc[kt % ACCS][nt][jb], rf[nt][kt], bf[jb]);
-      }
-    }
+    float sum[NT][NB][4];
+    dp_times_r<E, L, NT, KT, NB, ACCS, LDSM>(rf, pr, pbuf_addr + (u32)((const unsigned char*)pr -
+                                             (const unsigned char*)pbuf) + lane_b, gq, tq, sum);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int jb = 0; jb < NB; ++jb)
 #pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          float v[2];
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            v[h] = 0.0f;
-#pragma unroll
-            for (int q = 0; q < ACCS; ++q) v[h] += acc[q][nt][jb][2 * h + c];
-          }
-          store2f(part + (8 * jb + 2 * tq + c) * L::LDR + (warp * NT + nt) * 16 + 2 * gq, v[0], v[1]);
-        }
+        for (int c = 0; c < 2; ++c)
+          store2f(part + (8 * jb + 2 * tq + c) * L::LDR + (warp * NT + nt) * 16 + 2 * gq, sum[nt][jb][c],
+                  sum[nt][jb][2 + c]);
     __syncthreads();
     constexpr int CPR = U / 4, CH = ROWS * CPR;  // 16-byte chunks of a row of U floats, per peer
     const int b = (int)(it & 1);
