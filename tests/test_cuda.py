@@ -49,7 +49,7 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                         s = kernel_shape(kind, cell, D, dtype, h100, rows)
                         if not isinstance(s, str):
                             assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans,
-                                                        D // s.cluster, s.cluster > 1)
+                                                        D // s.cluster, s.cluster, s.ksm)
                             assert s.smem <= h100.smem_per_block
                             if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
                                 assert s.warps * 16 * s.nt == D
@@ -77,6 +77,8 @@ def test_launch_rows_and_supports_agree(monkeypatch):
     big = 23 * 8  # 6 heads x 23 tiles of 8 rows > 132 SMs: 16 rows
     assert "no backward tiling of gru" in launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, big, 6)
     assert launch.pick_variant("forward", "gru", 128, torch.bfloat16, device, big, 6).shape.rows == 16
+    # LSTM 768: 8 rows over a cluster of 16 or nothing; 9 clusters > 132 SMs run in waves
+    assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 9 * 8, 1).shape.rows == 8
 
     monkeypatch.setattr(cuda_backend, "cuda_core_available", lambda: None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
@@ -91,8 +93,8 @@ def test_model_refuses_with_reasons():
     reason = kernel_shape("forward", "lstm", 128, "float32", h100)
     assert isinstance(reason, str) and "registers" in reason and "float32" in reason
     assert "multiple of 16" in kernel_shape("forward", "lstm", 40, "bfloat16", h100)
-    assert "head_dim 768" in variant("forward", "lstm", "bfloat16", 768, h100)  # R beyond 16 CTAs' registers
-    assert "registers of a cluster" in variant("backward", "lstm", "bfloat16", 384, h100)  # no forward: none
+    assert "head_dim 768" in variant("forward", "lstm", "bfloat16", 768, h100, 16)  # 16 rows: no shared memory
+    assert "registers of a cluster" in variant("backward", "lstm", "bfloat16", 384, h100)  # R beyond registers
     assert "needs a thread-block cluster" in variant("forward", "lstm", "bfloat16", 256, ARCH_LIMITS["sm_80"])
     assert "head_dim 96 is not one of" in variant("forward", "lstm", "bfloat16", 96, h100)  # not compile-all's
     assert "float64" in variant("forward", "lstm", "float64", 64, h100)
@@ -131,9 +133,23 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     shape = kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8)
     assert (shape.cluster, shape.warps, shape.nt, shape.trans) == (4, 8, 1, True)  # 2 CTAs: 16 warps, 188 regs
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
-    assert "registers of a cluster of up to 16 CTAs" in kernel_shape("forward", "lstm", 384, "bfloat16", h100, 8)
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
     assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.shape.cluster == 4
+    # LSTM D = 384 and up: R's rows exceed the registers (per thread they depend on D, not on the cluster), so the
+    # last KSM K steps of each warp come from shared memory; the fewest that fit, in the smallest cluster
+    shape = kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8)
+    assert (shape.cluster, shape.warps, shape.stages) == (16, 6, 2) and 0 < shape.ksm < 768 // 16, shape
+    assert shape.smem == smem_bytes("forward", "lstm", 768, "bfloat16", 2, 8, True, 48, 16, shape.ksm)
+    assert shape.smem - smem_bytes("forward", "lstm", 768, "bfloat16", 2, 8, True, 48, 16) == shape.ksm * 4 * 48 * 32
+    fewer = kernel_shape("forward", "lstm", 384, "bfloat16", h100, 8)
+    assert fewer.cluster == 8 and 0 < fewer.ksm < shape.ksm
+    v = variant("forward", "lstm", "bfloat16", 768, h100, 8)
+    assert v.name == f"rnn_forward_t<0, frnn::BF16, 768, 1, 2, 8, 16, {shape.ksm}>"
+    # not in 16 rows (the h buffers and output stages double), not in float32 (no streamed variant), and the
+    # backward over a cluster keeps all of R in registers: refused there
+    assert "registers of a cluster of up to 16 CTAs" in kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16)
+    assert isinstance(kernel_shape("forward", "lstm", 768, "float32", h100, 8), str)
+    assert isinstance(kernel_shape("backward", "lstm", 768, "bfloat16", h100, 8), str)
 
 
 @needs_cuda_core
@@ -228,7 +244,9 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
 
 # Heads over a thread-block cluster (forward): (cell, D) the model ships in 16-bit, shapes with partial batch
 # tiles, lengths, one and many heads
-CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)]
+# the last five keep part of R in shared memory (KSM > 0; LSTM / GRU / sLSTM 768 also D = 768's only tiling): forward only
+CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)] + [
+    ("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
 
 
 @pytest.mark.gpu
@@ -414,8 +432,9 @@ def test_cuda_compute_sanitizer(tool):
     print(out[-3000:])
     assert run.returncode == 0, out[-6000:]
     assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
-    # 4 cells x 3 (D, dtype) x with / without lengths; on sm_90 4 cells x with / without lengths over a cluster
-    assert out.count(" ok") == 24 + (8 if torch.cuda.get_device_capability() == (9, 0) else 0)
+    # 4 cells x 3 (D, dtype) x with / without lengths; on sm_90 4 cells x with / without lengths over a cluster and
+    # the forward of LSTM / GRU D = 768 with / without lengths
+    assert out.count(" ok") == 24 + (12 if torch.cuda.get_device_capability() == (9, 0) else 0)
 
 
 @pytest.mark.gpu

@@ -4,8 +4,8 @@ One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's 
 comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
 and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
 compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` whose R fits in registers: up to 128 in one CTA, and
-on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); other heads go to
-``triton`` or ``alternating``.
+on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); the forward to 768 with part of
+R in shared memory (rnn_forward_t<..., CL, KSM>); other heads go to ``triton`` or ``alternating``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ ELEMENT_TYPES = {"bfloat16": "frnn::BF16", "float16": "frnn::F16", "float32": "f
 KINDS = ("forward", "backward")
 # Every head size the kernels are built for. 80, 96 and 112 are left out: with 10, 12 and 14 warps per CTA their
 # register budgets are odd, and builds spilled where the model said they fit. 192 and up: over a thread-block
-# cluster (sm_90) where the model fits R in the cluster's registers; the rest goes elsewhere.
+# cluster (sm_90) where the model fits R in the cluster's registers, or (forward, 16-bit) in its registers and
+# shared memory; the rest goes elsewhere.
 HEAD_DIMS = (16, 32, 48, 64, 128, 192, 256, 384, 512, 768)
 
 
@@ -43,6 +44,7 @@ class Variant:
         if self.kind == "backward" and self.shape.cluster > 1:
             kernel = "rnn_backward_c"
         cluster = f", {self.shape.cluster}" if self.shape.cluster > 1 else ""
+        cluster += f", {self.shape.ksm}" if self.shape.ksm else ""
         return (f"{kernel}<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
                 f"{self.shape.nt}, {self.shape.stages}, {self.shape.rows}{cluster}>")
 

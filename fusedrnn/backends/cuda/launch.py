@@ -53,12 +53,16 @@ def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, de
 def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
                  num_heads: int) -> Variant | str:
     """8 batch rows per CTA where (heads x batch tiles of 8 x CTAs per head) still fit on the SMs in one wave (a
-    step's work per thread halves; the MMAs stay), else 16; the 16-row variant when the model refuses the 8-row
-    one."""
+    step's work per thread halves; the MMAs stay), else 16. A head over a cluster whose 16-row variant the model
+    refuses (LSTM D = 768: the h buffers and output stages double) takes the 8-row one in several waves of
+    clusters: each runs on its own."""
     found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
     if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sm_count(device.index or 0):
         return found
-    return variant_for(kind, cell_name, head_dim, dtype, device, 16)
+    wide = variant_for(kind, cell_name, head_dim, dtype, device, 16)
+    if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster > 1:
+        return found  # 8 rows in several waves of clusters
+    return wide
 
 
 class _Loaded:

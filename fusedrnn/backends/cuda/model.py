@@ -24,7 +24,10 @@ U = D / CL units: rnn_forward_t with K = D, whose registers per thread are those
 depend on D and NT, not on U), its warps U / (8·NT), its x ring and output stages U columns wide; rnn_backward_c
 with M = D in tiles of 16 and K = GR·U (``backward_cluster_registers``). The cluster size is a solver variable:
 the smallest that fits, since a larger one computes the same per thread and only adds exchange peers and SMs
-(benchmarks/cluster_exchange.py: the exchange's cost grows with the cluster).
+(benchmarks/cluster_exchange.py: the exchange's cost grows with the cluster). Where no cluster holds R's rows in
+registers (LSTM D >= 384), the forward keeps the last ``ksm`` K steps of each warp's fragments in shared memory
+instead (``smem_bytes``: 256·GR bytes per 8 units and K step), the fewest that fit: a solver variable of a second
+problem, solved only when the first has no solution, so the variants that fit registers stay as they are.
 
 The architecture limits come from the device at run time (``torch.cuda.get_device_properties``). Without a GPU
 (compile-all, CI) they are the documented limits of the compute capability the arch names.
@@ -46,6 +49,11 @@ FW_T_OVERHEAD = 24  # rnn_forward_t
 # compile-all of the cluster variants (NVRTC 13.5, sm_90a) spilled up to 22 registers past the model's count
 # (Elman D = 384, 12 warps: model 147, spilled at 168)
 FW_C_OVERHEAD = 24
+# rnn_forward_t with K steps of R in shared memory (KSM > 0), per cell, added to the above: calibrated on the
+# smallest KSM that does not spill (NVRTC 13.5, sm_90a, bf16; every cell, D = 384 / 512 / 768, clusters of 8 and
+# 16, 8 and 16 rows), e.g. LSTM D = 512 8 rows: KSM = 12 fits (160 registers of R), 10 spills; GRU's zero half
+# fragments take registers too (an MMA operand is a register quad)
+FW_S_OVERHEAD = {"lstm": -21, "slstm": -21, "gru": 16, "elman": 26}
 # rnn_backward_c (the backward over a cluster) beyond its counted registers: BW_OVERHEAD's addresses and loop
 # state plus the exchange's
 BW_C_OVERHEAD = 72
@@ -120,6 +128,7 @@ class Shape:
     registers: int  # the model's estimate per thread
     trans: bool = False  # rnn_forward_t / rnn_backward_t (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
     cluster: int = 1  # CTAs per head (rnn_forward_t / rnn_backward_c over a cluster), D / cluster units each
+    ksm: int = 0  # K steps of R per warp read from shared memory each step (rnn_forward_t over a cluster)
 
 
 def _elt_bytes(dtype_name: str) -> int:
@@ -127,26 +136,30 @@ def _elt_bytes(dtype_name: str) -> int:
 
 
 def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False,
-               units=None, cluster: bool = False):
+               units=None, cluster=1, ksm=0):
     """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA (``trans``: the transposed kernel; over a
-    ``cluster``, ``units`` of the head per CTA): the same formulas as ``Layout`` in rnn.cu (``stages`` and
-    ``units`` may be solver variables)."""
+    ``cluster`` > 1 of CTAs, ``units`` of the head per CTA, ``ksm`` K steps of R per warp in shared memory): the
+    same formulas as ``Layout`` in rnn.cu (``stages``, ``units``, ``cluster`` and ``ksm`` may be solver
+    variables)."""
     cell = get_cell(cell_name)
     e = _elt_bytes(dtype_name)
     pad = 16 // e
     U = D if units is None else units
+    clustered = not isinstance(cluster, int) or cluster > 1
     h = rows * (D + pad) * e
     out = (cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4  # rnn_forward_t's output stage (f32)
     if kind == "forward":
+        r_part = ksm * cell.num_gates_r * U * 32 if clustered else 0  # 256 B per gate, 8 units and K step
         return (2 * h + stages * (rows * (cell.num_gates_x * U + pad) * e) + (2 * out if trans else 0)
-                + (16 if cluster else 0))  # the exchange's two mbarriers
+                + (16 * cluster if clustered else 0) + r_part)  # the mbarriers (2 per sender), R in shared memory
     p = rows * ((cell.num_gates_b * U if trans else cell.num_gates_r * D) + pad) * e  # dp: every slot / R's gates
-    exchange = rows * (D + 4) * 4 + 2 * D * rows * 4 + 16 if cluster else 0  # partial dh, received partials, mbarriers
+    # partial dh, received partials, mbarriers
+    exchange = rows * (D + 4) * 4 + 2 * D * rows * 4 + 16 if clustered else 0
     return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4 + h) + exchange
 
 
 def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int = 16, overhead: bool = True,
-              trans: bool = False, cluster: bool = False):
+              trans: bool = False, cluster: bool = False, ksm=0):
     """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
     overheads (for calibrating them against ptxas). Counted for 16 batch rows per CTA (2 rows per thread) and
     used for 8 as well: fewer elements, but ptxas then hoists more (seen: 154 registers with 8 rows, 142 with 16,
@@ -169,10 +182,14 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
     # copies and a row mask; at most 9 chunks over the backward's three tensors and 2 of the forward's x in the
     # shipped tilings): 8 registers per tensor
     if kind == "forward" and trans:
-        # R as A fragments, two gates per 16-row tile (4 registers per tile and K step), accumulators of 4 per tile
-        # and batch tile of 8, the states of 2 rows per batch tile, one unit's biases; the output copies' offsets
+        # R as A fragments, two gates per 16-row tile (4 registers per tile and K step; ksm of the K steps in shared
+        # memory instead, two K steps of those in flight), accumulators of 4 per tile and batch tile of 8, the
+        # states of 2 rows per batch tile, one unit's biases; the output copies' offsets
         pairs, batch_tiles = (GR + 1) // 2, rows // 8
-        per_unit_tile = 4 * pairs * (D // kstep) + 4 * pairs * batch_tiles + 2 * batch_tiles * S + GB
+        per_unit_tile = 4 * pairs * (D // kstep - ksm) + 4 * pairs * batch_tiles + 2 * batch_tiles * S + GB
+        if not isinstance(ksm, int) or ksm:
+            per_unit_tile = per_unit_tile + 8 * pairs
+            fixed += FW_S_OVERHEAD[cell.name] if overhead else 0
         return per_unit_tile * nt + 12 * batch_tiles + 8 + fixed
     if kind == "forward":  # R fragments, 4 accumulators per gate; y / slot / state pointers of both row halves
         return (2 * GR * (D // kstep) + 4 * GR + per_tile) * nt + 12 + 8 + fixed
@@ -201,21 +218,27 @@ def backward_cluster_registers(cell_name: str, dtype_name: str, nt, units_16, pa
 
 
 def _registers_of(kind: str, cell_name: str, D: int, dtype_name: str, rows: int, trans: bool, clustered: bool, nt,
-                  units_16, pairs):
+                  units_16, pairs, ksm=0):
     """The registers per thread of the kernel a problem describes (solver variables or their values)."""
     if clustered and kind == "backward":
         return backward_cluster_registers(cell_name, dtype_name, nt, units_16, pairs, rows)
-    return registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=clustered)
+    return registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=clustered, ksm=ksm)
 
 
 def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-             clusters: tuple[int, ...] = ()) -> Model:
-    """``clusters``: the cluster sizes to choose from (rnn_forward_t over a cluster), none: one CTA per head."""
+             clusters: tuple[int, ...] = (), streamed: bool = False) -> Model:
+    """``clusters``: the cluster sizes to choose from (rnn_forward_t over a cluster), none: one CTA per head;
+    ``streamed``: the forward over a cluster with some of R's K steps in shared memory (a solver variable)."""
     m = Model()
     nt = m.var("nt", values=list(NT_CHOICES))
     stages = m.var("stages", 2, MAX_STAGES)
     warps = m.var("warps", 1, 32)
     units = per16 = pairs = None
+    ksm = 0
+    if streamed:  # an even number of K steps on both sides (the MMA loop takes K steps in pairs)
+        ksm = m.var("ksm", 2, D // 16 - 2)
+        m.add(ksm % 2 == 0)
+        m.add(stages == 2)  # deeper x rings spilled (LSTM D = 768, KSM = 26: 32 bytes with 3 stages, none with 2)
     if clusters:
         cluster = m.var("cluster", values=list(clusters))
         units = m.var("units", 8, D)
@@ -226,11 +249,11 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
         m.add(units == 16 * per16, warps * 16 * nt == D, pairs * 64 * warps == units * rows)
         if _elt_bytes(dtype_name) == 2:  # dp by ldmatrix (a K-step pair within one slot); the scalar loads
             m.add(per16 % 2 == 0)         # spilled (sLSTM D = 192, 48 units: 254 registers where the model said 196)
-    elif clusters:
-        m.add(warps * 8 * nt == units)
+    elif clusters:  # a K step reads one CTA's slice of h (the forward waits for it just before)
+        m.add(warps * 8 * nt == units, units % 16 == 0)
     else:
         m.add(warps * (16 if trans and kind == "backward" else 8) * nt == D)
-    regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, per16, pairs)
+    regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, per16, pairs, ksm)
     # the register file is split over the SM's 4 schedulers: a CTA takes it in groups of 4 warps (seen in ptxas:
     # 10 warps get 168 registers = 65536 / (12 · 32) rounded down to a multiple of 8, 14 warps get 128)
     groups = m.var("warp_groups", 1, 8)
@@ -240,11 +263,13 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread)
     m.add(eighths * 8 * 128 * groups <= limits.regs_per_sm)
-    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, units, bool(clusters))
+    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, units, cluster if clusters else 1, ksm)
           <= limits.smem_per_block)
     objective = -MAX_STAGES * 10 * nt + stages  # most warps first, then the deepest prefetch
-    if clusters:  # before both: the smallest cluster (see the top of this file)
-        objective = objective - 1000 * cluster
+    if streamed:  # before both: the fewest K steps read from shared memory each step
+        objective = objective - 1000 * ksm
+    if clusters:  # before all: the smallest cluster (see the top of this file)
+        objective = objective - 100000 * cluster
     m.maximize(objective)
     return m
 
@@ -286,6 +311,9 @@ def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: L
     if not clusters:
         return f"head_dim {D} > {CTA_MAX_HEAD_DIM} needs a thread-block cluster (sm_90)"
     shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
+    if shape is None and kind == "forward" and dtype_name != "float32":
+        # R beyond the cluster's registers: the rest of its K steps from shared memory
+        shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters, streamed=True)
     if shape is None:
         return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in the registers of a "
                 f"cluster of up to {limits.max_cluster} CTAs ({limits.max_regs_per_thread} registers per thread, "
@@ -294,14 +322,15 @@ def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: L
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-           clusters: tuple[int, ...] = ()) -> Shape | None:
-    result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, clusters).solve()
+           clusters: tuple[int, ...] = (), streamed: bool = False) -> Shape | None:
+    result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, clusters, streamed).solve()
     if result.solution is None:
         return None
     nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
     cluster = result.solution["cluster"] if clusters else 1
+    ksm = result.solution.get("ksm", 0)
     regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, D // cluster // 16,
-                         result.solution.get("pairs_per_thread"))
+                         result.solution.get("pairs_per_thread"), ksm)
     return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
-                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster > 1),
-                 registers=regs, trans=trans, cluster=cluster)
+                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm),
+                 registers=regs, trans=trans, cluster=cluster, ksm=ksm)

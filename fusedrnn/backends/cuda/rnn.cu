@@ -612,8 +612,11 @@ struct Layout {
   static constexpr int FW_H = ROWS * LDH * (int)sizeof(T), FW_X = ROWS * LDX * (int)sizeof(T);
   static constexpr int FW_OUT = (C::GB + C::S) * ROWS * LDF * 4;
   static constexpr int FW_BYTES = 2 * FW_H + STAGES * FW_X, FW_T_BYTES = FW_BYTES + 2 * FW_OUT;
-  // rnn_forward_t over a cluster (U < D) adds the exchange's two mbarriers
-  static constexpr int FW_C_BYTES = FW_T_BYTES + (U < D ? 16 : 0);
+  // rnn_forward_t over a cluster (U < D) adds the exchange's mbarriers: per buffer one per sender
+  static constexpr int FW_C_BYTES = FW_T_BYTES + (U < D ? 16 * (D / U) : 0);
+  // and the K steps of R it keeps in shared memory (KSM per warp; per 8 units and K step GR / 2 16 x 16 A
+  // fragments of 512 bytes and, GR odd, one of 256 without its zero rows: 256·GR bytes)
+  static __device__ constexpr int fw_r_bytes(int ksm) { return ksm * C::GR * (U / 8) * 256; }
   // backward: two dp buffers [ROWS][LDP] (input dtype; rnn_backward: R's GR gates; rnn_backward_t: every slot
   // in order, [ROWS][LDPT]) and STAGES of (slots [GB][ROWS][LDF], states [S][ROWS][LDF] f32, dy [ROWS][LDH]
   // input dtype)
@@ -983,12 +986,23 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 //
 // CL > 1 (sm_90): the head is split over a cluster of CL CTAs (grid x = head · CL + rank); CTA `rank` computes
 // units [rank·U, (rank + 1)·U), U = D / CL, with the rows of R of those units in registers and K = D, the whole
-// head's h, in its h buffers. After the cell, its slice of h_t goes to every other CTA's next h buffer by
-// asynchronous remote stores that complete on that CTA's mbarrier of the buffer; each CTA then waits on its own
-// mbarrier for the (CL - 1) slices (one expect_tx arrival per step). Two buffers and two mbarriers (step parity)
-// suffice: a CTA sends step t + 1 only after it received every slice of step t, so after every CTA finished
-// reading the buffer step t + 1 overwrites. No cluster barrier inside the time loop.
-template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL = 1>
+// head's h, in its h buffers. After the cell, each warp sends its units of h_t to every other CTA's next h buffer
+// by asynchronous remote stores that complete on that CTA's mbarrier for (buffer, sender); the receiver arms its
+// CL - 1 mbarriers of the buffer (one expect_tx arrival each per step). Its next step waits for a sender's slice
+// just before the first K step that reads it (U % 16 == 0: a K step reads one slice), so the MMAs over the slices
+// that already arrived overlap the rest of the exchange. Two buffers (step parity) suffice: a CTA's warps send
+// step t + 1 only after its MMAs of step t + 1 received every slice of step t, and a sender's slice is complete
+// only once all its warps sent, each after its own MMAs of step t: so every CTA finished reading the buffer that
+// step t + 1 overwrites. No cluster barrier inside the time loop. With KSM > 0 (below) the CTA instead sends its
+// whole slice after the step's __syncthreads onto one mbarrier per buffer and waits for all before the next step
+// (measured faster there, H200: LSTM / GRU 1 x 768 forward 2.51 / 2.37 ms against 2.56-2.67 / 2.50-2.58 with
+// the per-sender exchange; its waits and pipelining cost registers that hold R).
+//
+// KSM > 0 (over a cluster, 16-bit; heads whose R is more than the cluster's registers hold, e.g. LSTM D = 768):
+// each warp keeps the first KT - KSM K steps of its A fragments in registers and the last KSM in shared memory
+// (after the mbarriers, Layout::fw_r_bytes), stored in fragment order — a thread's 4 registers of one fragment
+// are 16 contiguous bytes, a warp's fragment 512 — and read back each step one K step ahead of its MMAs.
+template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL = 1, int KSM = 0>
 __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
     rnn_forward_t(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                 const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
@@ -1003,10 +1017,14 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
   constexpr int P = (C::GR + 1) / 2;     // MMA row tiles per unit tile: gates 2q (rows 0-7) and 2q + 1 (rows 8-15)
   constexpr bool FAST = Fast<E>::value;
   constexpr int W = U / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
+  constexpr int KR = KT - KSM;  // K steps of R in registers
   static_assert(D % 16 == 0 && U % 8 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
+  static_assert(KSM == 0 || (CL > 1 && SZ == 2 && KSM % 2 == 0 && KR >= 2 && KR % 2 == 0), "bad R split");
+  // over a cluster: 16-bit elements (a warp sends 8 units of a row as one chunk), whole K steps per CTA's slice
+  static_assert(CL == 1 || (SZ == 2 && U % 16 == 0), "bad cluster split");
 
   extern __shared__ __align__(16) unsigned char smem[];
-  if (smem_bytes < L::FW_C_BYTES) __trap();
+  if (smem_bytes < L::FW_C_BYTES + L::fw_r_bytes(KSM)) __trap();
   ET* hbuf = (ET*)smem;
   const unsigned char* xring = smem + 2 * L::FW_H;
   const u32 xring_addr = smem_addr(xring);
@@ -1019,35 +1037,67 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
   const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
   // the cluster's rank of this CTA (its first unit rank·U) and its two mbarriers, after the output stages
+  // the mbarrier of (buffer b, sender p) at bars + 8·(b·CL + p)
   u32 rank = 0, bars = 0;
   if constexpr (CL > 1) {
     rank = cluster_rank();
     bars = smem_addr(smem + L::FW_T_BYTES);
     if (threadIdx.x == 0) {
-      mbar_init(bars, 1);
-      mbar_init(bars + 8, 1);
+      for (int i = 0; i < 2 * CL; ++i) mbar_init(bars + 8 * i, 1);
       mbar_init_fence();
     }
   }
   const int u0 = (int)rank * U;
+  // over a cluster: K steps [m·S16, (m + 1)·S16) read CTA m's slice of h; PEERS: the exchange per sender (below)
+  constexpr int S16 = U / 16;
+  constexpr bool PEERS = CL > 1 && KSM == 0;
 
   // R as A fragments (the MMA computes gates x batch = R · hᵀ): row tile q of unit tile nt holds gate 2q (rows
   // 0-7) and gate 2q + 1 (rows 8-15, zeros past GR) of units unit(nt) = u0 + 8·(warp·NT + nt) + row; A[row][k = j]
   // = R[g, n, unit, j]. This thread's unit in tile nt: u0 + 8·(warp·NT + nt) + gq.
-  u32 rf[P][NT][KT][4];
+  // K steps KR .. KT - 1 (KSM > 0): this thread's fragment f = ((kt - KR)·PF + q)·NT + nt of the PF = GR / 2 full
+  // row tiles at rs[f·NTH]; with GR odd, the last tile's (gate GR - 1; rows 8-15 zero) two registers a[0], a[2]
+  // after them, ((kt - KR)·NT + nt) at rh[.. · NTH]
+  constexpr int PF = C::GR / 2;
+  u32 rf[P][NT][KR][4];
+  // this thread's register i of the fragment (q, nt, kt) from global memory
+  auto r_at = [&](int q, int nt, int kt, int i) -> u32 {
+    const int g = 2 * q + (i & 1);
+    int unit = u0 + (warp * NT + nt) * 8 + gq;
+    int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
+    return g < C::GR ? pair_bits<E>(R + ((g * NH + n) * D + unit) * D + k, 1) : 0u;
+  };
+  if constexpr (KSM == 0) {
 #pragma unroll
-  for (int q = 0; q < P; ++q)
+    for (int q = 0; q < P; ++q)
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-      for (int kt = 0; kt < KT; ++kt)
+        for (int kt = 0; kt < KT; ++kt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int g = 2 * q + (i & 1);
-          int unit = u0 + (warp * NT + nt) * 8 + gq;
-          int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
-          rf[q][nt][kt][i] = g < C::GR ? pair_bits<E>(R + ((g * NH + n) * D + unit) * D + k, 1) : 0u;
+          for (int i = 0; i < 4; ++i) rf[q][nt][kt][i] = r_at(q, nt, kt, i);
+  } else {
+    uint4* rs = (uint4*)(smem + L::FW_C_BYTES) + threadIdx.x;
+    uint2* rh = (uint2*)(smem + L::FW_C_BYTES + KSM * PF * NT * NTH * 16) + threadIdx.x;
+#pragma unroll
+    for (int q = 0; q < P; ++q)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+          u32 a[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            a[i] = r_at(q, nt, kt, i);
+            if (kt < KR) rf[q][nt][kt < KR ? kt : 0][i] = a[i];
+          }
+          if (kt >= KR && q < PF) rs[(((kt - KR) * PF + q) * NT + nt) * NTH] = make_uint4(a[0], a[1], a[2], a[3]);
+          if (kt >= KR && q == PF) rh[((kt - KR) * NT + nt) * NTH] = make_uint2(a[0], a[2]);
         }
+  }
+  // the same K steps' fragments, read back in the time loop
+  const uint4* rs = (const uint4*)(smem + L::FW_C_BYTES) + threadIdx.x;
+  const uint2* rh = (const uint2*)(smem + L::FW_C_BYTES + KSM * PF * NT * NTH * 16) + threadIdx.x;
 
   FwInputs<CELL, E, D, STAGES, ROWS, NTH, U> in;  // x_t of this CTA's units, STAGES - 1 steps ahead
   in.init(x, T, NH, n, b0, valid_rows, u0);
@@ -1147,24 +1197,61 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
         for (int j = 0; j < NB; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[q][nt][j][e] = 0.0f;
+    // over a cluster: before K-step pair kp's B fragments, wait for the slices it starts reading (step t > 0; the
+    // buffer t & 1 received h_{t-1} in the mbarriers' ((t - 1) / 2)-th phase)
+    const u32 wbars = bars + 8 * (u32)((t & 1) * CL), wphase = (u32)((t - 1) >> 1) & 1u;
+    auto wait_pair = [&](int kp) {
+      if constexpr (PEERS) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const int kt = 2 * kp + i;
+          if (kt % S16 == 0 && t > 0 && kt / S16 != (int)rank) mbar_wait(wbars + 8 * (kt / S16), wphase);
+        }
+      }
+    };
     if constexpr (LDSM) {  // B = hᵀ by ldmatrix, one K-step pair ahead of the MMAs
       const u32 hb = hbuf_addr + (u32)((t & 1) * L::FW_H) + lane_b;
+      auto pair_at = [&](int kp) -> u32 { return hb + 64 * kp; };
       u32 bq[KT / 2][NB][4];
+      uint4 as[2][P][NT];  // A fragments from shared memory: K step kt in as[kt & 1]
+      wait_pair(0);
 #pragma unroll
-      for (int j = 0; j < NB; ++j) ldsm_x4(hb + 16 * j * L::LDH, bq[0][j]);
+      for (int j = 0; j < NB; ++j) ldsm_x4(pair_at(0) + 16 * j * L::LDH, bq[0][j]);
 #pragma unroll
       for (int kp = 0; kp < KT / 2; ++kp) {
+        if (kp + 1 < KT / 2) wait_pair(kp + 1);
 #pragma unroll
         for (int j = 0; j < NB; ++j)
-          if (kp + 1 < KT / 2) ldsm_x4(hb + 16 * j * L::LDH + 64 * (kp + 1), bq[kp + 1][j]);
+          if (kp + 1 < KT / 2) ldsm_x4(pair_at(kp + 1) + 16 * j * L::LDH, bq[kp + 1][j]);
 #pragma unroll
-        for (int i2 = 0; i2 < 2; ++i2)
+        for (int i2 = 0; i2 < 2; ++i2) {
+          const int kt = 2 * kp + i2;
+          if (KSM > 0 && kt + 1 >= KR && kt + 1 < KT)  // the next K step's fragments, one step ahead
+#pragma unroll
+            for (int q = 0; q < P; ++q)
+#pragma unroll
+              for (int nt = 0; nt < NT; ++nt) {
+                uint4& to = as[(kt + 1) & 1][q][nt];
+                if (q < PF) {
+                  to = rs[(((kt + 1 - KR) * PF + q) * NT + nt) * NTH];
+                } else {
+                  const uint2 v = rh[((kt + 1 - KR) * NT + nt) * NTH];
+                  to = make_uint4(v.x, 0u, v.y, 0u);
+                }
+              }
 #pragma unroll
           for (int q = 0; q < P; ++q)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt)
+            for (int nt = 0; nt < NT; ++nt) {
+              if (kt < KR) {
 #pragma unroll
-              for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], rf[q][nt][2 * kp + i2], &bq[kp][j][2 * i2]);
+                for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], rf[q][nt][kt < KR ? kt : 0], &bq[kp][j][2 * i2]);
+              } else {
+#pragma unroll
+                for (int j = 0; j < NB; ++j) mma<E>(acc[q][nt][j], (const u32*)&as[kt & 1][q][nt], &bq[kp][j][2 * i2]);
+              }
+            }
+        }
       }
     } else {
 #pragma unroll
@@ -1220,14 +1307,29 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
         }
       }
     }
+    if constexpr (PEERS) {
+      if (t + 1 < T) {  // this warp's units of h_t (8·NT per row: NT 16-byte chunks) to the other CTAs' buffer
+        __syncwarp();   // (t + 1) & 1 as soon as it wrote them; this CTA arms its mbarriers of that buffer
+        constexpr int CHUNKS = ROWS * NT, CW = CHUNKS * NTH / 32;  // per warp and peer; per CTA and peer
+        const int b = (int)((t + 1) & 1);
+        const u32 slice = hbuf_addr + (u32)(b * L::FW_H + (u0 + 8 * NT * warp) * SZ), bar = bars + 8 * (u32)(b * CL);
+        for (int i = lane; i < (CL - 1) * CHUNKS; i += 32) {
+          const u32 peer = (rank + 1 + (u32)(i / CHUNKS)) % CL;
+          const int c = i % CHUNKS;
+          const u32 at = slice + (u32)((c / NT) * L::LDH * SZ + 16 * (c % NT));
+          st_async16(map_rank(at, peer), at, map_rank(bar + 8 * rank, peer));
+        }
+        if (threadIdx.x < CL && threadIdx.x != rank) mbar_expect(bar + 8 * threadIdx.x, CW * 16);
+      }
+    }
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
-    if constexpr (CL > 1) {
-      if (t + 1 < T) {  // this CTA's slice of h_t to the other CTAs' buffer (t + 1) & 1; wait for theirs
-        constexpr int CPR = U * SZ / 16, CHUNKS = ROWS * CPR;  // 16-byte chunks per row, per slice
+    if constexpr (CL > 1 && !PEERS) {
+      if (t + 1 < T) {  // this CTA's slice of h_t to the other CTAs' buffer (t + 1) & 1 onto its first mbarrier;
+        constexpr int CPR = U * SZ / 16, CHUNKS = ROWS * CPR;  // wait for theirs
         const int b = (int)((t + 1) & 1);
-        const u32 slice = hbuf_addr + (u32)(b * L::FW_H + u0 * SZ), bar = bars + 8 * b;
+        const u32 slice = hbuf_addr + (u32)(b * L::FW_H + u0 * SZ), bar = bars + 8 * (u32)(b * CL);
         for (int i = threadIdx.x; i < (CL - 1) * CHUNKS; i += NTH) {
           const u32 peer = (rank + 1 + (u32)(i / CHUNKS)) % CL;
           const int c = i % CHUNKS;
