@@ -1036,8 +1036,8 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
   const i64 n = blockIdx.x / CL, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
   const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
-  // the cluster's rank of this CTA (its first unit rank·U) and its two mbarriers, after the output stages
-  // the mbarrier of (buffer b, sender p) at bars + 8·(b·CL + p)
+  // the cluster's rank of this CTA (its first unit rank·U) and its 2·CL mbarriers, after the output stages: the
+  // one of (buffer b, sender p) at bars + 8·(b·CL + p)
   u32 rank = 0, bars = 0;
   if constexpr (CL > 1) {
     rank = cluster_rank();
@@ -1060,6 +1060,8 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
   // after them, ((kt - KR)·NT + nt) at rh[.. · NTH]
   constexpr int PF = C::GR / 2;
   u32 rf[P][NT][KR][4];
+  uint4* rs = (uint4*)(smem + L::FW_C_BYTES) + threadIdx.x;
+  uint2* rh = (uint2*)(smem + L::FW_C_BYTES + KSM * PF * NT * NTH * 16) + threadIdx.x;
   // this thread's register i of the fragment (q, nt, kt) from global memory
   auto r_at = [&](int q, int nt, int kt, int i) -> u32 {
     const int g = 2 * q + (i & 1);
@@ -1077,8 +1079,6 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
 #pragma unroll
           for (int i = 0; i < 4; ++i) rf[q][nt][kt][i] = r_at(q, nt, kt, i);
   } else {
-    uint4* rs = (uint4*)(smem + L::FW_C_BYTES) + threadIdx.x;
-    uint2* rh = (uint2*)(smem + L::FW_C_BYTES + KSM * PF * NT * NTH * 16) + threadIdx.x;
 #pragma unroll
     for (int q = 0; q < P; ++q)
 #pragma unroll
@@ -1095,9 +1095,6 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
           if (kt >= KR && q == PF) rh[((kt - KR) * NT + nt) * NTH] = make_uint2(a[0], a[2]);
         }
   }
-  // the same K steps' fragments, read back in the time loop
-  const uint4* rs = (const uint4*)(smem + L::FW_C_BYTES) + threadIdx.x;
-  const uint2* rh = (const uint2*)(smem + L::FW_C_BYTES + KSM * PF * NT * NTH * 16) + threadIdx.x;
 
   FwInputs<CELL, E, D, STAGES, ROWS, NTH, U> in;  // x_t of this CTA's units, STAGES - 1 steps ahead
   in.init(x, T, NH, n, b0, valid_rows, u0);
@@ -1211,18 +1208,17 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
     };
     if constexpr (LDSM) {  // B = hᵀ by ldmatrix, one K-step pair ahead of the MMAs
       const u32 hb = hbuf_addr + (u32)((t & 1) * L::FW_H) + lane_b;
-      auto pair_at = [&](int kp) -> u32 { return hb + 64 * kp; };
       u32 bq[KT / 2][NB][4];
       uint4 as[2][P][NT];  // A fragments from shared memory: K step kt in as[kt & 1]
       wait_pair(0);
 #pragma unroll
-      for (int j = 0; j < NB; ++j) ldsm_x4(pair_at(0) + 16 * j * L::LDH, bq[0][j]);
+      for (int j = 0; j < NB; ++j) ldsm_x4(hb + 16 * j * L::LDH, bq[0][j]);
 #pragma unroll
       for (int kp = 0; kp < KT / 2; ++kp) {
         if (kp + 1 < KT / 2) wait_pair(kp + 1);
 #pragma unroll
         for (int j = 0; j < NB; ++j)
-          if (kp + 1 < KT / 2) ldsm_x4(pair_at(kp + 1) + 16 * j * L::LDH, bq[kp + 1][j]);
+          if (kp + 1 < KT / 2) ldsm_x4(hb + 16 * j * L::LDH + 64 * (kp + 1), bq[kp + 1][j]);
 #pragma unroll
         for (int i2 = 0; i2 < 2; ++i2) {
           const int kt = 2 * kp + i2;
