@@ -244,7 +244,7 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
 
 # Heads over a thread-block cluster (forward): (cell, D) the model ships in 16-bit, shapes with partial batch
 # tiles, lengths, one and many heads
-# the last five keep part of R in shared memory (KSM > 0; LSTM / GRU / sLSTM 768 also D = 768's only tiling): forward only
+# the last five keep part of R in shared memory (KSM > 0, forward only; LSTM / GRU / sLSTM 768 in 8-row tiles only)
 CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)] + [
     ("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
 
