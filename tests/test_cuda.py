@@ -17,7 +17,14 @@ from fusedrnn import get_cell, rnn
 from fusedrnn.backends import Call, fused, get_backend, select_backend
 from fusedrnn.backends.cuda import cuda_core_available
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
-from fusedrnn.backends.cuda.model import ARCH_LIMITS, CTA_MAX_HEAD_DIM, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
+from fusedrnn.backends.cuda.model import (
+    ARCH_LIMITS,
+    CTA_MAX_HEAD_DIM,
+    FW_T_MIN_HEAD_DIM,
+    grid_smem_bytes,
+    kernel_shape,
+    smem_bytes,
+)
 
 from .helpers import FUSED_GPU_SHAPES, TOL, check_backend, max_error, random_problem, run_with_grads
 
@@ -47,16 +54,21 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                 for D in HEAD_DIMS:
                     for rows in (8, 16):
                         s = kernel_shape(kind, cell, D, dtype, h100, rows)
-                        if not isinstance(s, str):
-                            assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans,
-                                                        D // s.cluster, s.cluster, s.ksm)
-                            assert s.smem <= h100.smem_per_block
-                            if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
-                                assert s.warps * 16 * s.nt == D
-                            else:
-                                assert s.warps * 8 * s.nt * s.cluster == D
-                            assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
-                            assert (s.cluster > 1) == (D > CTA_MAX_HEAD_DIM)
+                        if isinstance(s, str):
+                            continue
+                        assert s.smem <= h100.smem_per_block
+                        assert (s.cluster > 1 or s.grid > 1) == (D > CTA_MAX_HEAD_DIM)
+                        if s.grid > 1:  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
+                            assert dtype != "float32" and rows == 16 and s.cluster == 1 and s.grid <= h100.sms
+                            assert s.smem == grid_smem_bytes(kind, cell, D, D // s.grid, s.warps, s.kr, s.ck, s.stages)
+                            continue
+                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans, D // s.cluster,
+                                                    s.cluster, s.ksm)
+                        if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
+                            assert s.warps * 16 * s.nt == D
+                        else:
+                            assert s.warps * 8 * s.nt * s.cluster == D
+                        assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
 
 
 def test_launch_rows_and_supports_agree(monkeypatch):
@@ -93,9 +105,13 @@ def test_model_refuses_with_reasons():
     reason = kernel_shape("forward", "lstm", 128, "float32", h100)
     assert isinstance(reason, str) and "registers" in reason and "float32" in reason
     assert "multiple of 16" in kernel_shape("forward", "lstm", 40, "bfloat16", h100)
-    assert "head_dim 768" in variant("forward", "lstm", "bfloat16", 768, h100, 16)  # 16 rows: no shared memory
-    assert "registers of a cluster" in variant("backward", "lstm", "bfloat16", 384, h100)  # R beyond registers
-    assert "needs a thread-block cluster" in variant("forward", "lstm", "bfloat16", 256, ARCH_LIMITS["sm_80"])
+    # beyond a cluster's registers, 8 rows: no cluster, and the cooperative grid takes 16
+    reason = variant("backward", "lstm", "bfloat16", 384, h100, 8)
+    assert "no cluster of up to 16 CTAs holds R" in reason and "take 16 batch rows" in reason
+    reason = variant("forward", "lstm", "float32", 256, ARCH_LIMITS["sm_80"])  # sm_80: no cluster; grid: 16-bit
+    assert "no thread-block cluster (sm_90)" in reason and "16-bit only" in reason
+    reason = variant("forward", "gru", "bfloat16", 2048, ARCH_LIMITS["sm_80"])  # 24 MB of R over 108 SMs
+    assert "keeps R on chip over a grid of up to 108 CTAs" in reason
     assert "head_dim 96 is not one of" in variant("forward", "lstm", "bfloat16", 96, h100)  # not compile-all's
     assert "float64" in variant("forward", "lstm", "float64", 64, h100)
 
@@ -118,7 +134,7 @@ def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
             assert ("forward", cell, "bfloat16", D) in have
             if D < 128 or cell == "elman":
                 assert ("forward", cell, "float16", D) in have and ("backward", cell, "bfloat16", D) in have
-    assert all(("keeps R in" in line or "needs a thread-block cluster" in line) for line in refused)
+    assert all(("keeps R in" in line or "holds R" in line) for line in refused)
     clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster > 1}
     for cell in CELLS:  # 3 x 256 (issue 8) in every cell, 16-bit, forward and backward
         assert (cell, "bfloat16", 256) in clustered and (cell, "float16", 256) in clustered
@@ -147,9 +163,53 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     assert v.name == f"rnn_forward_t<0, frnn::BF16, 768, 1, 2, 8, 16, {shape.ksm}>"
     # not in 16 rows (the h buffers and output stages double), not in float32 (no streamed variant), and the
     # backward over a cluster keeps all of R in registers: refused there
-    assert "registers of a cluster of up to 16 CTAs" in kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16)
+    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).grid > 1  # 16 rows: the grid kernel
     assert isinstance(kernel_shape("forward", "lstm", 768, "float32", h100, 8), str)
     assert isinstance(kernel_shape("backward", "lstm", 768, "bfloat16", h100, 8), str)
+
+
+def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid():
+    """Where no cluster holds R (sm_90: LSTM's backward from D = 384 on, every cell at D = 1024 and 2048; sm_80: every
+    head beyond one CTA), the 16-bit kernels run over a cooperative grid of D / units CTAs: R's K steps in registers
+    first (kr of each warp's kw), the rest in shared memory; the solver prefers the least of R in shared memory,
+    then the fewest CTAs. The launch refuses a call whose CTAs would not all be resident (one per SM)."""
+    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda.model import grid_dims, grid_registers
+
+    h100, a100 = ARCH_LIMITS["sm_90a"], ARCH_LIMITS["sm_80"]
+    for kind, cell, D, limits in [("forward", "lstm", 2048, h100), ("backward", "lstm", 2048, h100),
+                                  ("backward", "lstm", 768, h100), ("forward", "gru", 1024, h100),
+                                  ("forward", "lstm", 256, a100), ("backward", "slstm", 768, a100)]:
+        s = kernel_shape(kind, cell, D, "bfloat16", limits)
+        assert s.grid > 1 and s.cluster == 1 and D % s.grid == 0 and s.grid <= limits.sms, (kind, cell, D, s)
+        ks, ntl = grid_dims(kind, cell, D, D // s.grid)
+        kw = ks // s.warps
+        assert ks % s.warps == 0 and 1 <= s.kr <= kw and kw % s.ck == 0 and 2 <= s.stages <= kw // s.ck
+        assert s.registers == grid_registers(kind, cell, D, D // s.grid, s.kr, -(-16 * D // s.grid //
+                                             (32 * s.warps))) <= 255
+        assert s.smem <= limits.smem_per_block
+        v = variant(kind, cell, "bfloat16", D, limits)
+        assert v.name == (f"rnn_{kind}_g<{['lstm', 'gru', 'elman', 'slstm'].index(cell)}, frnn::BF16, {D}, "
+                          f"{D // s.grid}, {s.warps}, {s.kr}, {s.ck}, {s.stages}>")
+    # LSTM 2048 (32 MB of R): 128 CTAs of 16 units, part of R in shared memory
+    s = kernel_shape("forward", "lstm", 2048, "bfloat16", h100)
+    assert (s.grid, s.warps) == (128, 8) and s.kr < 2048 // 16 // 8
+    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster == 16  # a cluster where one fits
+    assert "16-bit only" in kernel_shape("forward", "lstm", 2048, "float32", h100)
+
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        monkeypatch.setattr(launch, "sm_count", lambda index: 132)
+        monkeypatch.setattr(launch, "limits_of", lambda index: h100)
+        device = torch.device("cuda", 0)
+        assert launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 16, 1).shape.grid == 128
+        reason = launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 17, 1)  # 2 tiles x 128 CTAs
+        assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
+        # LSTM 768 trains: forward over a cluster (8 rows), backward over a grid (16 rows)
+        assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.cluster == 16
+        assert launch.pick_variant("backward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.grid > 1
+    finally:
+        monkeypatch.undo()
 
 
 @needs_cuda_core
@@ -261,8 +321,14 @@ def test_cuda_gpu_cluster_forward_matches_reference(cell, D, B, T, NH, dtype):
     assert _supported(cell, B, T, NH, D, dtype, requires_grad=False) is None
     found = _picked("forward", cell, D, dtype, B, NH)
     assert found.shape.cluster > 1, found
-    x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device="cuda")
     lengths = torch.randint(0, T + 1, (B,), dtype=torch.int32) if B > 1 else None
+    _inference_matches_reference(cell, B, T, NH, D, dtype, lengths)
+
+
+def _inference_matches_reference(cell, B, T, NH, D, dtype, lengths):
+    """Backend cuda without autograd (nothing saved) on a fresh problem: y and the final state against the
+    reference on the same rounded inputs; y past a row's length exactly zero."""
+    x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device="cuda")
     with torch.no_grad():
         y, final = rnn(x, R, b, state, cell=cell, backend="cuda", lengths=lengths)
         y_ref, final_ref = rnn(*(t.float() for t in (x, R, b, state)), cell=cell, backend="reference",
@@ -280,17 +346,51 @@ def test_cuda_gpu_cluster_forward_matches_reference(cell, D, B, T, NH, dtype):
 @pytest.mark.parametrize("cell,D", CLUSTER_CASES, ids=str)
 def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
     """Forward and backward of a head split over a cluster: y, the final state and every gradient against the
-    reference (the backward reduces partial dh over the cluster); with lengths where B > 1."""
+    reference (the backward reduces partial dh over the cluster, or where no cluster holds R, e.g. LSTM 192 in 16
+    rows and 384 / 768, runs over a cooperative grid); with lengths where B > 1."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("thread-block clusters: sm_90")
     reason = _supported(cell, B, T, NH, D, dtype)
-    if reason is not None:  # the forward fits a cluster but the backward does not (e.g. Elman 512 in 16 rows)
-        assert "registers" in reason, reason
+    if reason is not None:  # the backward's grid needs more CTAs than SMs (e.g. 3 heads x 2 tiles x 24 CTAs)
+        assert "registers" in reason or "SMs" in reason, reason
         pytest.skip(reason)
-    assert _picked("backward", cell, D, dtype, B, NH).shape.cluster > 1
+    picked = _picked("backward", cell, D, dtype, B, NH).shape
+    assert picked.cluster > 1 or picked.grid > 1, picked
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     wide = {torch.float16: 0.05, torch.bfloat16: 0.1} if cell == "slstm" else None  # branch flips, see above
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide, lengths=lengths)
+
+
+# Heads over a cooperative grid: LSTM / GRU 1024 and LSTM 2048 as shipped on sm_90, and smaller heads of every cell
+# with the device's clusters hidden (what sm_80 runs, the same kernels)
+GRID_CASES = [("lstm", 2048), ("lstm", 1024), ("gru", 1024)] + [(c, 256) for c in CELLS] + [("slstm", 768),
+                                                                                             ("elman", 512)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("B,T,NH", [(16, 1024, 1), (3, 7, 1), (1, 1, 1), (21, 65, 2)], ids=str)
+@pytest.mark.parametrize("cell,D", GRID_CASES, ids=str)
+def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monkeypatch):
+    """Forward and backward of a head over a cooperative grid: y, the final state and every gradient against the
+    reference, with lengths where B > 1; inference (no saved tensors) gives the same y."""
+    import dataclasses
+
+    from fusedrnn.backends.cuda import launch
+
+    if D <= 768:  # hide the clusters
+        limits = dataclasses.replace(launch.limits_of(torch.cuda.current_device()), max_cluster=1)
+        monkeypatch.setattr(launch, "limits_of", lambda index: limits)
+    reason = _supported(cell, B, T, NH, D, dtype)
+    if reason is not None:  # heads x batch tiles x CTAs beyond the SMs
+        assert "SMs" in reason, reason
+        pytest.skip(reason)
+    assert _picked("forward", cell, D, dtype, B, NH).shape.grid > 1
+    assert _picked("backward", cell, D, dtype, B, NH).shape.grid > 1
+    lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
+    wide = {torch.float16: 0.05, torch.bfloat16: 0.1} if cell == "slstm" else None  # branch flips, see above
+    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide, lengths=lengths)
+    _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
 
 
 def _picked(kind, cell, D, dtype, B, NH):
@@ -327,7 +427,11 @@ def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog, monkeypatch):
     fits = Call(get_cell("lstm"), 16, 1024, 12, 64, torch.bfloat16, torch.device("cuda"), True)
     assert select_backend("auto", fits).name == "cuda"
     caplog.set_level("INFO", logger="fusedrnn")
-    large = Call(get_cell("lstm"), 16, 1024, 1, 768, torch.bfloat16, torch.device("cuda"), True)
+    # LSTM 1 x 768 trains on cuda (forward over a cluster, backward over a grid); in float32 (the grid kernels are
+    # 16-bit) it does not
+    assert select_backend("auto", Call(get_cell("lstm"), 16, 1024, 1, 768, torch.bfloat16, torch.device("cuda"),
+                                       True)).name == "cuda"
+    large = Call(get_cell("lstm"), 16, 1024, 1, 768, torch.float32, torch.device("cuda"), True)
     assert select_backend("auto", large).name == "alternating"
     assert any("falls back from backend 'cuda'" in r.getMessage() for r in caplog.records)
     # and the numbers of a large head through auto are right (it runs on alternating)
@@ -433,8 +537,9 @@ def test_cuda_compute_sanitizer(tool):
     assert run.returncode == 0, out[-6000:]
     assert "ERROR SUMMARY: 0 errors" in out or "RACECHECK SUMMARY: 0 hazards" in out, out[-3000:]
     # 4 cells x 3 (D, dtype) x with / without lengths; on sm_90 4 cells x with / without lengths over a cluster and
-    # the forward of LSTM / GRU D = 768 with / without lengths
-    assert out.count(" ok") == 24 + (12 if torch.cuda.get_device_capability() == (9, 0) else 0)
+    # the forward of LSTM / GRU D = 768 with / without lengths; over a grid LSTM 2048 and 4 cells x D = 256, with /
+    # without lengths
+    assert out.count(" ok") == 24 + (12 if torch.cuda.get_device_capability() == (9, 0) else 0) + 10
 
 
 @pytest.mark.gpu

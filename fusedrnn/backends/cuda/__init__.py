@@ -5,7 +5,9 @@ comes from a resource model solved per device (model.py); kernels are compiled o
 and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
 compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` whose R fits in registers: up to 128 in one CTA, and
 on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); the forward to 768 with part of
-R in shared memory (rnn_forward_t<..., CL, KSM>); other heads go to ``triton`` or ``alternating``.
+R in shared memory (rnn_forward_t<..., CL, KSM>); what no cluster holds (16-bit: those backwards, D = 1024 / 2048,
+every D >= 192 on sm_80) over a cooperative grid (rnn_forward_g, rnn_backward_g); other heads go to ``triton`` or
+``alternating``.
 """
 
 from __future__ import annotations
@@ -56,5 +58,5 @@ def _supports(call: Call) -> str | None:
 CUDA = register_backend(
     fused_backend("cuda", 30, _supports, forward, backward,
                   "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for "
-                  "D <= 128, a thread-block cluster per head beyond (sm_90)")
+                  "D <= 128, a thread-block cluster per head beyond (sm_90), else a cooperative grid")
 )

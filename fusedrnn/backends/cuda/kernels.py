@@ -20,8 +20,8 @@ KINDS = ("forward", "backward")
 # Every head size the kernels are built for. 80, 96 and 112 are left out: with 10, 12 and 14 warps per CTA their
 # register budgets are odd, and builds spilled where the model said they fit. 192 and up: over a thread-block
 # cluster (sm_90) where the model fits R in the cluster's registers, or (forward, 16-bit) in its registers and
-# shared memory; the rest goes elsewhere.
-HEAD_DIMS = (16, 32, 48, 64, 128, 192, 256, 384, 512, 768)
+# shared memory; else (16-bit) over a cooperative grid of up to one CTA per SM; the rest goes elsewhere.
+HEAD_DIMS = (16, 32, 48, 64, 128, 192, 256, 384, 512, 768, 1024, 2048)
 
 
 @functools.cache
@@ -40,6 +40,10 @@ class Variant:
     @property
     def name(self) -> str:
         """The name expression NVRTC instantiates, e.g. ``rnn_forward<0, frnn::BF16, 64, 1, 4, 16>``."""
+        if self.shape.grid > 1:  # over a cooperative grid
+            return (f"rnn_{self.kind}_g<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
+                    f"{self.head_dim // self.shape.grid}, {self.shape.warps}, {self.shape.kr}, {self.shape.ck}, "
+                    f"{self.shape.stages}>")
         kernel = f"rnn_{self.kind}_t" if self.shape.trans else f"rnn_{self.kind}"
         if self.kind == "backward" and self.shape.cluster > 1:
             kernel = "rnn_backward_c"

@@ -7,10 +7,12 @@ sLSTM their pre-activations — and the states before every step [S, NH, T + 1, 
 tanh(c) (LSTM) and sLSTM's gate functions, not σ / tanh of saved gates. The backward
 kernel writes the slot gradients once in the input dtype (dx is a view of them) and per-row-group partial
 sums of db (float32, summed here in a fixed order); dR = Σ_(b,t) dgate_(b,t)ᵀ h_(b,t-1) is one batched cuBLAS
-GEMM per gate after the loop, on the same rounded operands the recurrent MMAs used. Deterministic: no atomics.
+GEMM per gate after the loop, on the same rounded operands the recurrent MMAs used. Deterministic: no atomics
+on results (the grid kernels' barrier counts with one).
 
 A call allocates its outputs and launches one kernel (backward: one kernel, one copy of h, GR GEMMs and a
-sum); nothing synchronises with the host, so calls can be captured in CUDA graphs.
+sum; a grid kernel after zeroing its barrier counters); nothing synchronises with the host, so calls can be
+captured in CUDA graphs.
 """
 
 from __future__ import annotations
@@ -55,11 +57,18 @@ def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, d
     """8 batch rows per CTA where (heads x batch tiles of 8 x CTAs per head) still fit on the SMs in one wave (a
     step's work per thread halves; the MMAs stay), else 16. A head over a cluster whose 16-row variant the model
     refuses (LSTM D = 768: the h buffers and output stages double) takes the 8-row one in several waves of
-    clusters: each runs on its own."""
+    clusters: each runs on its own. A head over a cooperative grid (16 rows only) is refused where its CTAs would
+    not all be resident at one per SM."""
+    sms = sm_count(device.index or 0)
     found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
-    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sm_count(device.index or 0):
+    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sms:
         return found
     wide = variant_for(kind, cell_name, head_dim, dtype, device, 16)
+    if not isinstance(wide, str) and wide.shape.grid > 1 and num_heads * -(-batch // 16) * wide.shape.grid > sms:
+        # a cooperative grid's CTAs must all be resident: one per SM
+        wide = (f"no {kind} variant of {cell_name} with head_dim {head_dim} fits this call: the cooperative grid "
+                f"needs every CTA resident, {num_heads} heads x {-(-batch // 16)} batch tiles of 16 x "
+                f"{wide.shape.grid} CTAs > {sms} SMs")
     if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster > 1:
         return found  # 8 rows in several waves of clusters
     return wide
@@ -86,16 +95,33 @@ class _Loaded:
         self.configs: dict[tuple[int, int], object] = {}
 
     def launch(self, grid: tuple[int, int], device: torch.device, *args) -> None:
-        """``grid``: (heads, batch tiles); a head over a cluster takes ``cluster`` CTAs along x."""
+        """``grid``: (heads, batch tiles); a head over a cluster takes ``cluster`` CTAs along x. A variant over a
+        cooperative grid runs (CTAs per head, heads, batch tiles) and takes two more arguments: the exchange
+        buffers and the zeroed barrier counters (``grid_buffers``)."""
         from cuda.core import LaunchConfig, launch
 
         config = self.configs.get(grid)
         if config is None:
-            cluster = self.variant.shape.cluster
-            extra = {"cluster": (cluster, 1, 1)} if cluster > 1 else {}  # grid then counts clusters
-            config = self.configs[grid] = LaunchConfig(grid=grid, block=self.variant.threads,
-                                                       shmem_size=self.variant.shape.smem, **extra)
+            shape = self.variant.shape
+            extra = {"cluster": (shape.cluster, 1, 1)} if shape.cluster > 1 else {}  # grid then counts clusters
+            dims = (shape.grid, *grid) if shape.grid > 1 else grid
+            if shape.grid > 1:
+                extra["is_cooperative"] = True
+            config = self.configs[grid] = LaunchConfig(grid=dims, block=self.variant.threads, shmem_size=shape.smem,
+                                                       **extra)
         launch(_stream(torch.cuda.current_stream(device).cuda_stream), config, self.kernel, *args)
+
+
+def grid_buffers(v: Variant, kind: str, cell_name: str, num_heads: int, tiles: int, device: torch.device):
+    """The arguments a grid kernel adds: per (head, batch tile) two exchange buffers of the step's A operand (16
+    rows x K, 16-bit, fragment order) and a barrier counter, zeroed (the kernel's barriers count up from 0); none
+    for other kernels."""
+    if v.shape.grid == 1:
+        return ()
+    K = v.head_dim if kind == "forward" else get_cell(cell_name).num_gates_r * v.head_dim
+    xchg = torch.empty(num_heads * tiles * 2 * 16 * K, dtype=torch.int16, device=device)
+    counters = torch.zeros(num_heads * tiles, dtype=torch.int32, device=device)
+    return xchg, counters
 
 
 def _set_attribute(kernel, name: str, value: int, device_index: int) -> None:
@@ -161,8 +187,9 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
     pre = empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device) if save else None
     states = empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device) if save else None
     grid = (NH, -(-B // loaded.variant.shape.rows))
+    extra = grid_buffers(loaded.variant, "forward", cell_name, *grid, x.device)
     loaded.launch(grid, x.device, _ptr(x), _ptr(R), _ptr(b), _ptr(state), _ptr(lengths), _ptr(y), _ptr(final),
-                  _ptr(pre), _ptr(states), B, T, NH, int(save), loaded.variant.shape.smem)
+                  _ptr(pre), _ptr(states), B, T, NH, int(save), loaded.variant.shape.smem, *(_ptr(t) for t in extra))
     return y, final, pre, states
 
 
@@ -176,12 +203,15 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     R, dy, dfinal = (_aligned(t) for t in (R, dy, dfinal))
     tiles = -(-B // loaded.variant.shape.rows)
     dgate = empty(B, T, GB, NH, D, dtype=R.dtype, device=R.device)
-    # the kernels' per-tile partial sums of db: 8 rows (a thread's rows summed), over a cluster one per batch row
-    part_rows = loaded.variant.shape.rows if loaded.variant.shape.cluster > 1 else 8
+    # the kernels' per-tile partial sums of db: 8 rows (a thread's rows summed), over a cluster or a grid one per
+    # batch row
+    shape = loaded.variant.shape
+    part_rows = shape.rows if shape.cluster > 1 or shape.grid > 1 else 8
     db_part = empty(tiles * part_rows, GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
+    extra = grid_buffers(loaded.variant, "backward", cell_name, NH, tiles, R.device)
     loaded.launch((NH, tiles), R.device, _ptr(R), _ptr(pre), _ptr(states), _ptr(lengths), _ptr(dy), _ptr(dfinal),
-                  _ptr(dgate), _ptr(db_part), _ptr(dstate0), B, T, NH, loaded.variant.shape.smem)
+                  _ptr(dgate), _ptr(db_part), _ptr(dstate0), B, T, NH, shape.smem, *(_ptr(t) for t in extra))
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
 
 

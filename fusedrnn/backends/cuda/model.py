@@ -29,6 +29,12 @@ registers (LSTM D >= 384), the forward keeps the last ``ksm`` K steps of each wa
 instead (``smem_bytes``: 256·GR bytes per 8 units and K step), the fewest that fit: a solver variable of a second
 problem, solved only when the first has no solution, so the variants that fit registers stay as they are.
 
+Where no cluster holds R (or there are none, sm_80), 16-bit heads run over a cooperative grid of D / units CTAs,
+one per SM (rnn_forward_g / rnn_backward_g, 16 batch rows per CTA): a third problem (``_grid_problem``) over the
+units per CTA, warps, the K steps of R each warp keeps in registers (the rest in shared memory) and the exchanged
+operand's chunks in flight; its objective is a predicted step time fitted on benchmarks/grid_sweep.py (see there and
+docs/large_heads.md).
+
 The architecture limits come from the device at run time (``torch.cuda.get_device_properties``). Without a GPU
 (compile-all, CI) they are the documented limits of the compute capability the arch names.
 """
@@ -89,15 +95,16 @@ class Limits:
     max_regs_per_thread: int = 255
     smem_per_block: int = 232448  # H100: 227 KB
     max_cluster: int = 1
+    sms: int = 132  # SMs: a cooperative grid's CTAs all resident, one per SM
 
 
 # Documented per compute capability (CUDA programming guide, "Technical specifications"), used only when
 # compiling without a GPU; at run time the device's properties are read instead.
 ARCH_LIMITS = {
-    "sm_80": Limits(smem_per_block=166912),  # 163 KB
-    "sm_86": Limits(smem_per_block=101376),  # 99 KB
-    "sm_89": Limits(smem_per_block=101376),
-    "sm_90": Limits(smem_per_block=232448, max_cluster=16),  # 227 KB
+    "sm_80": Limits(smem_per_block=166912, sms=108),  # 163 KB; A100
+    "sm_86": Limits(smem_per_block=101376, sms=84),  # 99 KB
+    "sm_89": Limits(smem_per_block=101376, sms=128),
+    "sm_90": Limits(smem_per_block=232448, max_cluster=16),  # 227 KB; H100 SXM
     "sm_90a": Limits(smem_per_block=232448, max_cluster=16),
 }
 CLUSTER_SIZES = (2, 4, 8, 16)
@@ -112,6 +119,7 @@ def device_limits(device_index: int) -> Limits:
         smem_per_block=getattr(props, "shared_memory_per_block_optin", 49152),
         # the cluster kernels are built for sm_90a only (st.async, mapa, mbarrier transaction counts)
         max_cluster=16 if (props.major, props.minor) == (9, 0) else 1,
+        sms=props.multi_processor_count,
     )
 
 
@@ -129,6 +137,9 @@ class Shape:
     trans: bool = False  # rnn_forward_t / rnn_backward_t (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
     cluster: int = 1  # CTAs per head (rnn_forward_t / rnn_backward_c over a cluster), D / cluster units each
     ksm: int = 0  # K steps of R per warp read from shared memory each step (rnn_forward_t over a cluster)
+    grid: int = 1  # CTAs per head of a cooperative grid (rnn_forward_g / rnn_backward_g), D / grid units each
+    kr: int = 0  # the grid kernels: K steps of R per warp in registers (the rest in shared memory)
+    ck: int = 0  # the grid kernels: K steps per chunk of the exchanged operand (``stages`` chunks in flight)
 
 
 def _elt_bytes(dtype_name: str) -> int:
@@ -301,24 +312,118 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
 
 
 def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
-    """A head wider than one CTA's: rnn_forward_t / rnn_backward_c over a cluster (the solver picks its size), or
-    why not."""
+    """A head wider than one CTA's: rnn_forward_t / rnn_backward_c over a cluster (the solver picks its size), else
+    rnn_forward_g / rnn_backward_g over a cooperative grid, or why neither."""
     if kind == "backward":  # only where the forward runs too (a call that trains needs both)
         forward = _cluster_shape("forward", cell_name, D, dtype_name, limits, rows)
         if isinstance(forward, str):
             return forward
     clusters = tuple(c for c in CLUSTER_SIZES if c <= limits.max_cluster and D % (8 * c) == 0)
-    if not clusters:
-        return f"head_dim {D} > {CTA_MAX_HEAD_DIM} needs a thread-block cluster (sm_90)"
-    shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
-    if shape is None and kind == "forward" and dtype_name != "float32":
+    shape = None
+    if clusters:
+        shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
+    if shape is None and clusters and kind == "forward" and dtype_name != "float32":
         # R beyond the cluster's registers: the rest of its K steps from shared memory
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters, streamed=True)
-    if shape is None:
-        return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in the registers of a "
-                f"cluster of up to {limits.max_cluster} CTAs ({limits.max_regs_per_thread} registers per thread, "
-                f"{limits.regs_per_sm} per SM, {limits.smem_per_block // 1024} KB shared memory)")
-    return shape
+    if shape is not None:
+        return shape
+    # no cluster holds R (or none exists, sm_80): a cooperative grid
+    grid = _grid_shape(kind, cell_name, D, dtype_name, limits, rows)
+    if not isinstance(grid, str):
+        return grid
+    cluster = ("no thread-block cluster (sm_90)" if not clusters else
+               f"no cluster of up to {limits.max_cluster} CTAs holds R ({limits.max_regs_per_thread} registers per "
+               f"thread, {limits.regs_per_sm} per SM, {limits.smem_per_block // 1024} KB shared memory)")
+    return f"{kind} {cell_name} head_dim {D} {dtype_name}: {cluster}; {grid}"
+
+
+# The cooperative-grid kernels (rnn_forward_g / rnn_backward_g, 16-bit, 16 batch rows per CTA): registers beyond the
+# counted ones (addresses, loop state, the cell's temporaries), calibrated on ptxas (NVRTC 13.5, sm_80 / sm_90a)
+# (the backward's is large: ptxas hoists the loads of R's register part in the prologue, and LSTM D = 1024 with 31
+# or 32 of its 32 K steps in registers spilled 8 bytes there on sm_80, 30 did not)
+GRID_OVERHEAD = {"forward": 48, "backward": 92}
+GRID_WARPS = (4, 8, 16)
+GRID_CHUNKS = (1, 2, 4, 8)
+GRID_MAX_RING = 8
+
+
+def grid_dims(kind: str, cell_name: str, D: int, units):
+    """(K steps of the step's MMA, N tiles of 8 per CTA) of a grid kernel (``units`` may be a solver variable)."""
+    GR = get_cell(cell_name).num_gates_r
+    return (D if kind == "forward" else GR * D) // 16, (GR * units if kind == "forward" else units) // 8
+
+
+def grid_smem_bytes(kind: str, cell_name: str, D: int, units, warps, kr, ck, ring):
+    """rnn_forward_g / rnn_backward_g's shared memory (``GridLayout`` in rnn.cu): R's K steps past ``kr`` of each
+    warp (256 bytes per fragment), the warps' rings of ``ring`` chunks of ``ck`` A fragments (512 bytes each), their
+    partial sums [warps][16][8·tiles + 8] (f32). Arguments may be solver variables."""
+    ks, ntl = grid_dims(kind, cell_name, D, units)
+    return (ks - kr * warps) * ntl * 256 + warps * ring * ck * 512 + warps * 16 * (8 * ntl + 8) * 4
+
+
+def grid_registers(kind: str, cell_name: str, D: int, units, kr, per_thread, overhead: bool = True):
+    """A grid kernel's registers per thread: R's ``kr`` K steps (2 per N tile), the accumulators (4 per tile), R's
+    shared-memory fragments one K step ahead (two buffers of 2 per tile), A one K step ahead (8), per cell element
+    (``per_thread`` of them) its states, biases and inputs (forward: S + GB + GX; backward: the state gradients, bias
+    sums, saved slots and states and dy: 2·S + 2·GB + 1) and its row bookkeeping (3), and GRID_OVERHEAD."""
+    cell = get_cell(cell_name)
+    S, GB, GX = cell.num_states, cell.num_gates_b, cell.num_gates_x
+    _, ntl = grid_dims(kind, cell_name, D, units)
+    element = (S + GB + GX if kind == "forward" else 2 * S + 2 * GB + 1) + 3
+    fixed = GRID_OVERHEAD[kind] if overhead else 0
+    return 2 * ntl * kr + 8 * ntl + 8 + element * per_thread + fixed
+
+
+def _grid_problem(kind: str, cell_name: str, D: int, limits: Limits) -> Model:
+    ks, _ = grid_dims(kind, cell_name, D, 0)
+    m = Model()
+    units = m.var("units", values=[u for u in range(8, D // 2 + 1, 8) if D % u == 0 and D // u <= limits.sms])
+    grid = m.var("grid", 2, limits.sms)
+    warps = m.var("warps", values=list(GRID_WARPS))
+    kw = m.var("kw", 1, ks)  # K steps per warp
+    kr = m.var("kr", 1, ks)
+    ck = m.var("ck", values=list(GRID_CHUNKS))
+    chunks = m.var("chunks", 1, ks)
+    ring = m.var("ring", 2, GRID_MAX_RING)  # chunks in flight
+    per_thread = m.var("elements_per_thread", 1, 16)  # the cell's elements: 16 rows x units over the threads
+    m.add(units * grid == D, kw * warps == ks, kr <= kw, ck * chunks == kw, ring <= chunks)
+    m.add(32 * warps * per_thread >= 16 * units, 32 * warps * (per_thread - 1) < 16 * units)
+    regs = grid_registers(kind, cell_name, D, units, kr, per_thread)
+    eighths = m.var("register_eighths", 1, 32)  # ptxas allocates registers in multiples of 8 per thread
+    m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
+    m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
+    smem = grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring)
+    m.add(smem <= limits.smem_per_block)
+    _, ntl = grid_dims(kind, cell_name, D, units)
+    # the predicted time of a step, in ns / 160 (benchmarks/grid_sweep.py, H200, B = 16: the exchange is read by
+    # every CTA, so its traffic is CTAs x K x 32 bytes; about 0.2 ns per KB, and 1 ns more per KB beyond 8 MB, where
+    # L2 saturates: LSTM 1024 backward over 128 CTAs 8.4 µs a step, over 64 3.9), 10 ns per KB of R read from
+    # shared memory, 10 ns per MMA of a warp, 300 ns per cell element of a thread, 40 ns per warp (16 warps measured
+    # slower than 8 where the MMAs per warp halve); then the most of A in flight
+    excess = m.var("exchange_kb_beyond_8mb", 1, 1 << 20)  # 1 + max(0, KB beyond 8 MB), exactly (a unique solution)
+    beyond = grid * ks * 16 - 8 * 1024 * 32  # (exchange bytes - 8 MB) / 32
+    m.add(32 * (excess - 1) >= beyond, (excess == 1) | (32 * (excess - 2) < beyond))
+    m.minimize(160 * excess + grid * ks * 16 + 400 * (ks - kr * warps) * ntl + 1600 * kw * ntl + 48000 * per_thread
+               + 6400 * warps - ring * ck)
+    return m
+
+
+def _grid_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
+    """A head over a cooperative grid (rnn_forward_g / rnn_backward_g), or why not."""
+    if dtype_name == "float32":
+        return "the cooperative-grid kernels are 16-bit only"
+    if rows != 16:
+        return "the cooperative-grid kernels take 16 batch rows per CTA"
+    result = _grid_problem(kind, cell_name, D, limits).solve()
+    if result.solution is None:
+        return (f"no {kind} tiling of {cell_name} with head_dim {D} keeps R on chip over a grid of up to "
+                f"{limits.sms} CTAs ({limits.regs_per_sm} registers and {limits.smem_per_block // 1024} KB shared "
+                f"memory per SM)")
+    v = result.solution
+    units, warps, kr, ck, ring = v["units"], v["warps"], v["kr"], v["ck"], v["ring"]
+    return Shape(nt=1, stages=ring, warps=warps, rows=rows, registers=grid_registers(kind, cell_name, D, units, kr,
+                 v["elements_per_thread"]), smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring),
+                 grid=D // units, kr=kr, ck=ck)
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
