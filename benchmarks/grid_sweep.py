@@ -16,26 +16,22 @@ import torch
 
 from fusedrnn.backends.cuda import launch
 from fusedrnn.backends.cuda.kernels import Variant, compile_variant
-from fusedrnn.backends.cuda.model import Shape, _grid_problem, _grid_shape, grid_registers, grid_smem_bytes
+from fusedrnn.backends.cuda.model import _grid_problem, _grid_shape, grid_shape_of
 from fusedrnn.timing import median_ms
 from tests.helpers import random_problem
 
 
 def candidates(kind: str, cell: str, D: int, limits) -> list[Variant]:
     solutions = _grid_problem(kind, cell, D, limits).solve(all_solutions=True).solutions
+    def rank(v: dict) -> tuple[int, int, int]:  # the most K steps of R in registers, then of A in flight
+        return v["kr"], v["ring"] * v["ck"], v["ck"]
+
     best: dict[tuple[int, int], dict] = {}
     for v in solutions:
         key = (v["units"], v["warps"])
-        rank = (v["kr"], v["ring"] * v["ck"], v["ck"])
-        if key not in best or rank > (best[key]["kr"], best[key]["ring"] * best[key]["ck"], best[key]["ck"]):
+        if key not in best or rank(v) > rank(best[key]):
             best[key] = v
-    out = []
-    for (units, warps), v in sorted(best.items()):
-        shape = Shape(nt=1, stages=v["ring"], warps=warps, rows=16, grid=D // units, kr=v["kr"], ck=v["ck"],
-                      smem=grid_smem_bytes(kind, cell, D, units, warps, v["kr"], v["ck"], v["ring"]),
-                      registers=grid_registers(kind, cell, D, units, v["kr"], v["elements_per_thread"]))
-        out.append(Variant(kind, cell, "bfloat16", D, shape))
-    return out
+    return [Variant(kind, cell, "bfloat16", D, grid_shape_of(kind, cell, D, v)) for _, v in sorted(best.items())]
 
 
 def main() -> None:

@@ -168,12 +168,13 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     assert isinstance(kernel_shape("backward", "lstm", 768, "bfloat16", h100, 8), str)
 
 
-def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid():
+def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
     """Where no cluster holds R (sm_90: LSTM's backward from D = 384 on, every cell at D = 1024 and 2048; sm_80: every
     head beyond one CTA), the 16-bit kernels run over a cooperative grid of D / units CTAs: R's K steps in registers
-    first (kr of each warp's kw), the rest in shared memory; the solver prefers the least of R in shared memory,
-    then the fewest CTAs. The launch refuses a call whose CTAs would not all be resident (one per SM)."""
+    first (kr of each warp's kw), the rest in shared memory; the solver minimises a predicted step time. The launch
+    refuses a call whose CTAs would not all be resident (one per SM)."""
     from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda.kernels import CELL_IDS
     from fusedrnn.backends.cuda.model import grid_dims, grid_registers
 
     h100, a100 = ARCH_LIMITS["sm_90a"], ARCH_LIMITS["sm_80"]
@@ -189,7 +190,7 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid():
                                              (32 * s.warps))) <= 255
         assert s.smem <= limits.smem_per_block
         v = variant(kind, cell, "bfloat16", D, limits)
-        assert v.name == (f"rnn_{kind}_g<{['lstm', 'gru', 'elman', 'slstm'].index(cell)}, frnn::BF16, {D}, "
+        assert v.name == (f"rnn_{kind}_g<{CELL_IDS[cell]}, frnn::BF16, {D}, "
                           f"{D // s.grid}, {s.warps}, {s.kr}, {s.ck}, {s.stages}>")
     # LSTM 2048 (32 MB of R): 128 CTAs of 16 units, part of R in shared memory
     s = kernel_shape("forward", "lstm", 2048, "bfloat16", h100)
@@ -197,19 +198,15 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid():
     assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster == 16  # a cluster where one fits
     assert "16-bit only" in kernel_shape("forward", "lstm", 2048, "float32", h100)
 
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        monkeypatch.setattr(launch, "sm_count", lambda index: 132)
-        monkeypatch.setattr(launch, "limits_of", lambda index: h100)
-        device = torch.device("cuda", 0)
-        assert launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 16, 1).shape.grid == 128
-        reason = launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 17, 1)  # 2 tiles x 128 CTAs
-        assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
-        # LSTM 768 trains: forward over a cluster (8 rows), backward over a grid (16 rows)
-        assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.cluster == 16
-        assert launch.pick_variant("backward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.grid > 1
-    finally:
-        monkeypatch.undo()
+    monkeypatch.setattr(launch, "sm_count", lambda index: 132)
+    monkeypatch.setattr(launch, "limits_of", lambda index: h100)
+    device = torch.device("cuda", 0)
+    assert launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 16, 1).shape.grid == 128
+    reason = launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 17, 1)  # 2 tiles x 128 CTAs
+    assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
+    # LSTM 768 trains: forward over a cluster (8 rows), backward over a grid (16 rows)
+    assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.cluster == 16
+    assert launch.pick_variant("backward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.grid > 1
 
 
 @needs_cuda_core

@@ -375,9 +375,9 @@ def grid_registers(kind: str, cell_name: str, D: int, units, kr, per_thread, ove
 
 
 def _grid_problem(kind: str, cell_name: str, D: int, limits: Limits) -> Model:
-    ks, _ = grid_dims(kind, cell_name, D, 0)
     m = Model()
     units = m.var("units", values=[u for u in range(8, D // 2 + 1, 8) if D % u == 0 and D // u <= limits.sms])
+    ks, ntl = grid_dims(kind, cell_name, D, units)
     grid = m.var("grid", 2, limits.sms)
     warps = m.var("warps", values=list(GRID_WARPS))
     kw = m.var("kw", 1, ks)  # K steps per warp
@@ -394,10 +394,9 @@ def _grid_problem(kind: str, cell_name: str, D: int, limits: Limits) -> Model:
     m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
     smem = grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring)
     m.add(smem <= limits.smem_per_block)
-    _, ntl = grid_dims(kind, cell_name, D, units)
     # the predicted time of a step, in ns / 160 (benchmarks/grid_sweep.py, H200, B = 16: the exchange is read by
     # every CTA, so its traffic is CTAs x K x 32 bytes; about 0.2 ns per KB, and 1 ns more per KB beyond 8 MB, where
-    # L2 saturates: LSTM 1024 backward over 128 CTAs 8.4 µs a step, over 64 3.9), 10 ns per KB of R read from
+    # L2 saturates: LSTM 1024 backward over 128 CTAs 7.8 µs a step, over 64 2.95), 10 ns per KB of R read from
     # shared memory, 10 ns per MMA of a warp, 300 ns per cell element of a thread, 40 ns per warp (16 warps measured
     # slower than 8 where the MMAs per warp halve); then the most of A in flight
     excess = m.var("exchange_kb_beyond_8mb", 1, 1 << 20)  # 1 + max(0, KB beyond 8 MB), exactly (a unique solution)
@@ -419,9 +418,13 @@ def _grid_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limi
         return (f"no {kind} tiling of {cell_name} with head_dim {D} keeps R on chip over a grid of up to "
                 f"{limits.sms} CTAs ({limits.regs_per_sm} registers and {limits.smem_per_block // 1024} KB shared "
                 f"memory per SM)")
-    v = result.solution
+    return grid_shape_of(kind, cell_name, D, result.solution)
+
+
+def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> Shape:
+    """The Shape of a solution ``v`` of the grid problem (16 rows; ``stages``: the chunks in flight)."""
     units, warps, kr, ck, ring = v["units"], v["warps"], v["kr"], v["ck"], v["ring"]
-    return Shape(nt=1, stages=ring, warps=warps, rows=rows, registers=grid_registers(kind, cell_name, D, units, kr,
+    return Shape(nt=1, stages=ring, warps=warps, rows=16, registers=grid_registers(kind, cell_name, D, units, kr,
                  v["elements_per_thread"]), smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring),
                  grid=D // units, kr=kr, ck=ck)
 
