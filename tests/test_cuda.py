@@ -24,6 +24,8 @@ from fusedrnn.backends.cuda.model import (
     grid_smem_bytes,
     kernel_shape,
     smem_bytes,
+    split_shape,
+    split_smem_bytes,
 )
 
 from .helpers import FUSED_GPU_SHAPES, TOL, check_backend, max_error, random_problem, run_with_grads
@@ -61,6 +63,11 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                         if s.grid > 1:  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
                             assert dtype != "float32" and rows == 16 and s.cluster == 1 and s.grid <= h100.sms
                             assert s.smem == grid_smem_bytes(kind, cell, D, D // s.grid, s.warps, s.kr, s.ck, s.stages)
+                            continue
+                        if s.ksplit:  # rnn_forward_s: 16-bit, 8 rows, over a cluster, K split over the warps
+                            assert kind == "forward" and dtype != "float32" and rows == 8 and s.cluster > 1
+                            assert s.warps % s.ksplit == 0 and (D // 16) % (2 * s.ksplit) == 0
+                            assert s == split_shape(cell, D, s.cluster, s.warps // s.ksplit, s.ksplit, s.kr)
                             continue
                         assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans, D // s.cluster,
                                                     s.cluster, s.ksm)
@@ -152,20 +159,27 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
     assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.shape.cluster == 4
     # LSTM D = 384 and up: R's rows exceed the registers (per thread they depend on D, not on the cluster), so the
-    # last KSM K steps of each warp come from shared memory; the fewest that fit, in the smallest cluster
+    # forward runs rnn_forward_s: K split over 4 x 2 warps, each warp's first kr K steps of R in registers and the
+    # rest in shared memory; the tiling by the predicted step time
     shape = kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8)
-    assert (shape.cluster, shape.warps, shape.stages) == (16, 6, 2) and 0 < shape.ksm < 768 // 16, shape
-    assert shape.smem == smem_bytes("forward", "lstm", 768, "bfloat16", 2, 8, True, 48, 16, shape.ksm)
-    assert shape.smem - smem_bytes("forward", "lstm", 768, "bfloat16", 2, 8, True, 48, 16) == shape.ksm * 4 * 48 * 32
-    fewer = kernel_shape("forward", "lstm", 384, "bfloat16", h100, 8)
-    assert fewer.cluster == 8 and 0 < fewer.ksm < shape.ksm
+    assert (shape.cluster, shape.warps, shape.ksplit, shape.rows) == (16, 8, 2, 8) and 0 < shape.kr < 24, shape
+    assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, shape.kr) <= h100.smem_per_block
+    assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - shape.kr) * 8 * 3 * 512
     v = variant("forward", "lstm", "bfloat16", 768, h100, 8)
-    assert v.name == f"rnn_forward_t<0, frnn::BF16, 768, 1, 2, 8, 16, {shape.ksm}>"
-    # not in 16 rows (the h buffers and output stages double), not in float32 (no streamed variant), and the
-    # backward over a cluster keeps all of R in registers: refused there
+    assert v.name == f"rnn_forward_s<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}>"
+    # Elman D = 512 fits the registers of 8 CTAs, but the split kernel measured faster there
+    assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).ksplit > 0
+    assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).ksplit == 0
+    # not in 16 rows (the grid kernel there, or the streamed rnn_forward_t), not in float32 (no streamed or split
+    # variant), and the backward over a cluster keeps all of R in registers: refused there
     assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).grid > 1  # 16 rows: the grid kernel
+    streamed = kernel_shape("forward", "lstm", 384, "bfloat16", h100, 16)
+    assert streamed.cluster == 8 and 0 < streamed.ksm < 384 // 16 and streamed.ksplit == 0
+    assert streamed.smem == smem_bytes("forward", "lstm", 384, "bfloat16", 2, 16, True, 48, 8, streamed.ksm)
     assert isinstance(kernel_shape("forward", "lstm", 768, "float32", h100, 8), str)
     assert isinstance(kernel_shape("backward", "lstm", 768, "bfloat16", h100, 8), str)
+    # beyond 768 (not measured) the split kernel is not used
+    assert kernel_shape("forward", "elman", 1024, "bfloat16", h100, 8).ksplit == 0
 
 
 def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
@@ -301,7 +315,8 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
 
 # Heads over a thread-block cluster (forward): (cell, D) the model ships in 16-bit, shapes with partial batch
 # tiles, lengths, one and many heads
-# the last five keep part of R in shared memory (KSM > 0, forward only; LSTM / GRU / sLSTM 768 in 8-row tiles only)
+# the last five and Elman 384 / 512 run rnn_forward_s (K split over the warps; 8-row tiles) in the forward, LSTM 384
+# in 16-row tiles rnn_forward_t with part of R in shared memory
 CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)] + [
     ("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
 
@@ -356,6 +371,37 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     wide = {torch.float16: 0.05, torch.bfloat16: 0.1} if cell == "slstm" else None  # branch flips, see above
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide, lengths=lengths)
+
+
+# rnn_forward_s (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
+# row groups, K groups, K steps of R in registers); the model's picks run in the cluster tests above
+SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7), ("lstm", 768, 16, 12, 1, 24), ("gru", 768, 16, 3, 4, 8),
+                 ("slstm", 768, 16, 4, 2, 13), ("elman", 768, 8, 1, 4, 7), ("lstm", 384, 8, 12, 1, 22),
+                 ("gru", 512, 8, 4, 2, 15)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("B,T,NH", [(16, 256, 1), (3, 7, 2), (21, 65, 1), (1, 1, 1)], ids=str)
+@pytest.mark.parametrize("tiling", SPLIT_TILINGS, ids=str)
+def test_cuda_gpu_split_forward_matches_reference(tiling, B, T, NH, dtype, monkeypatch):
+    """The forward over a cluster with K split over the warps, in a given tiling: training (y, the final state and
+    every gradient, the backward as picked) and inference against the reference, with lengths where B > 1."""
+    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda.kernels import Variant
+    from fusedrnn.backends.cuda.model import split_shape
+
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("thread-block clusters: sm_90")
+    cell, D = tiling[:2]
+    forced = Variant("forward", cell, str(dtype).removeprefix("torch."), D, split_shape(*tiling))
+    picked = launch.pick_variant
+    monkeypatch.setattr(launch, "pick_variant", lambda kind, *a: forced if kind == "forward" else picked(kind, *a))
+    assert launch.pick_variant("forward", cell, D, dtype, torch.device("cuda"), B, NH) is forced
+    lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
+    wide = {torch.float16: 0.05, torch.bfloat16: 0.1} if cell == "slstm" else None  # branch flips, see above
+    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", slstm_norm_tol=wide, lengths=lengths)
+    _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
 
 
 # Heads over a cooperative grid: LSTM / GRU 1024 and LSTM 2048 as shipped on sm_90, and smaller heads of every cell

@@ -44,6 +44,10 @@ class Variant:
             return (f"rnn_{self.kind}_g<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
                     f"{self.head_dim // self.shape.grid}, {self.shape.warps}, {self.shape.kr}, {self.shape.ck}, "
                     f"{self.shape.stages}>")
+        if self.shape.ksplit:  # over a cluster, K split over the warps
+            return (f"rnn_forward_s<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
+                    f"{self.shape.cluster}, {self.shape.warps // self.shape.ksplit}, {self.shape.ksplit}, "
+                    f"{self.shape.kr}>")
         kernel = f"rnn_{self.kind}_t" if self.shape.trans else f"rnn_{self.kind}"
         if self.kind == "backward" and self.shape.cluster > 1:
             kernel = "rnn_backward_c"

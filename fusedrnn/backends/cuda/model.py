@@ -140,6 +140,7 @@ class Shape:
     grid: int = 1  # CTAs per head of a cooperative grid (rnn_forward_g / rnn_backward_g), D / grid units each
     kr: int = 0  # the grid kernels: K steps of R per warp in registers (the rest in shared memory)
     ck: int = 0  # the grid kernels: K steps per chunk of the exchanged operand (``stages`` chunks in flight)
+    ksplit: int = 0  # rnn_forward_s (over a cluster): groups of warps K is split over (warps / ksplit row groups)
 
 
 def _elt_bytes(dtype_name: str) -> int:
@@ -322,6 +323,10 @@ def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: L
     shape = None
     if clusters:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
+    if clusters and kind == "forward" and (shape is None or shape.cluster >= 8):
+        # R beyond the cluster's registers, or in the registers of 8 CTAs or more (Elman D = 384 / 512, measured
+        # faster split): rnn_forward_s, K over the warps
+        shape = _split_shape(cell_name, D, dtype_name, limits, rows) or shape
     if shape is None and clusters and kind == "forward" and dtype_name != "float32":
         # R beyond the cluster's registers: the rest of its K steps from shared memory
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters, streamed=True)
@@ -427,6 +432,88 @@ def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> Shape:
     return Shape(nt=1, stages=ring, warps=warps, rows=16, registers=grid_registers(kind, cell_name, D, units, kr,
                  v["elements_per_thread"]), smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring),
                  grid=D // units, kr=kr, ck=ck)
+
+
+# rnn_forward_s: the forward over a cluster with K split over the warps (16-bit, 8 batch rows per CTA), for heads
+# whose R is more than the cluster's registers hold. 8 or 12 warps (a multiple of 4: each SM scheduler gets the
+# same MMAs; benchmarks/split_sweep.py measured 4 and 16 slower everywhere). SPLIT_OVERHEAD: registers beyond the
+# counted ones, the smallest value that rejects every tiling that spilled when compiled with one more K step of R
+# in registers than the most that did not (NVRTC 13.5, sm_90a, bf16; every cell at D = 384 / 512 / 768, clusters
+# of 8 and 16, 8 and 12 warps): LSTM D = 384 over 8 CTAs, 4 x 2 warps, spills with 12 of its 12 K steps.
+SPLIT_WARPS = (8, 12)
+SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
+SPLIT_OVERHEAD = 37
+SPLIT_MAX_HEAD_DIM = 768  # measured up to here; wider heads run over a cooperative grid
+
+
+def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_per_warp, kr):
+    """rnn_forward_s's shared memory (``SplitLayout`` in rnn.cu): two h buffers of 8 rows x (D + 8), two mbarriers,
+    the warps' partial sums [k_groups][8][GR·units + 4] (f32), R's K steps past ``kr`` of each warp (512 bytes per
+    fragment; all of R is GR·units·D / 256 fragments). Arguments may be solver variables."""
+    GR = get_cell(cell_name).num_gates_r
+    return (2 * 8 * (D + 8) * 2 + 16 + 32 * k_groups * (GR * units + 4)
+            + 512 * (GR * units * D // 256 - warps * kr * row_tiles_per_warp))
+
+
+def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, overhead: bool = True):
+    """rnn_forward_s's registers per thread: R's ``kr`` K steps (4 per row tile), the next K step's shared-memory
+    fragments (two buffers of 4 per tile), the accumulators (4 per tile), B of a K-step pair (two buffers of 4), per
+    unit pair of the cell (``per_thread`` of them) both units' states and biases, x (one register per gate) and the
+    row bookkeeping (3), and SPLIT_OVERHEAD."""
+    cell = get_cell(cell_name)
+    pair = 2 * cell.num_states + 2 * cell.num_gates_b + cell.num_gates_x + 3
+    return 16 * row_tiles_per_warp + 4 * row_tiles_per_warp * kr + 8 + pair * per_thread + (
+        SPLIT_OVERHEAD if overhead else 0)
+
+
+def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
+    GR = get_cell(cell_name).num_gates_r
+    m = Model()
+    cluster = m.var("cluster", values=[c for c in CLUSTER_SIZES if c <= limits.max_cluster and D % (8 * c) == 0
+                                       and GR * D // c % 16 == 0])
+    units = m.var("units", 8, D)
+    warps = m.var("warps", values=list(SPLIT_WARPS))
+    k_groups = m.var("k_groups", values=list(SPLIT_K_GROUPS))
+    row_groups = m.var("row_groups", 1, 16)
+    mpw = m.var("row_tiles_per_warp", 1, GR * D // 16)
+    k_pairs = m.var("k_pairs_per_warp", 1, D // 32)
+    kr = m.var("kr", 0, D // 16)
+    per_thread = m.var("pairs_per_thread", 1, 8)  # the cell's unit pairs: 8 rows x units / 2 over the threads
+    m.add(units * cluster == D, 16 * mpw * row_groups == GR * units, 2 * k_pairs * k_groups == D // 16)
+    m.add(warps == row_groups * k_groups, kr <= 2 * k_pairs)
+    m.add(32 * warps * per_thread >= 4 * units, 32 * warps * (per_thread - 1) < 4 * units)
+    regs = split_registers(cell_name, mpw, kr, per_thread)
+    eighths = m.var("register_eighths", 1, 32)  # ptxas allocates registers in multiples of 8 per thread
+    m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
+    m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
+    m.add(split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr) <= limits.smem_per_block)
+    # the predicted time of 1024 steps in ns, fitted (least squares, non-negative) on benchmarks/split_sweep.py (H200,
+    # B = 16, every cell at D = 384 / 512 / 768, 8 and 12 warps): 2.2 µs per fragment of R read from shared memory,
+    # 16 µs per K step of a warp (its chain of MMAs), 40 µs per CTA of the cluster (the exchange), 160 µs per unit
+    # pair of a thread's cell, 15 µs per warp, 8 µs per KB of partial sums, 4.4 ns per MAC of the CTA's MMAs / 100
+    m.minimize(2200 * (GR * units * D // 256 - warps * kr * mpw) + 32600 * k_pairs + 40300 * cluster
+               + 160300 * per_thread + 15200 * warps + 500 * k_groups * GR * units + 4 * GR * units * D)
+    return m
+
+
+def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int) -> Shape:
+    """rnn_forward_s's Shape (8 rows): ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr``
+    K steps of R per warp in registers."""
+    units, warps = D // cluster, row_groups * k_groups
+    mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
+    return Shape(nt=1, stages=2, warps=warps, rows=8, cluster=cluster, kr=kr, ksplit=k_groups,
+                 registers=split_registers(cell_name, mpw, kr, -(-4 * units // (32 * warps))),
+                 smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
+
+
+def _split_shape(cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | None:
+    """rnn_forward_s where the problem has a solution (16-bit, 8 rows, clusters), else None."""
+    if dtype_name == "float32" or rows != 8 or limits.max_cluster < 2 or D > SPLIT_MAX_HEAD_DIM:
+        return None
+    v = _split_problem(cell_name, D, limits).solve().solution
+    if v is None:
+        return None
+    return split_shape(cell_name, D, v["cluster"], v["warps"] // v["k_groups"], v["k_groups"], v["kr"])
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
