@@ -29,6 +29,11 @@ registers (LSTM D >= 384), the forward keeps the last ``ksm`` K steps of each wa
 instead (``smem_bytes``: 256·GR bytes per 8 units and K step), the fewest that fit: a solver variable of a second
 problem, solved only when the first has no solution, so the variants that fit registers stay as they are.
 
+Where no cluster holds R in registers (or only one of 8 CTAs or more), the 16-bit forward in 8-row tiles runs
+rnn_forward_s instead: K split over the warps as well as the gate rows, each warp's first ``kr`` K steps of R in
+registers and the rest in shared memory (``_split_problem``: cluster, warps, K groups and kr by a predicted step time
+fitted on benchmarks/split_sweep.py).
+
 Where no cluster holds R (or there are none, sm_80), 16-bit heads run over a cooperative grid of D / units CTAs,
 one per SM (rnn_forward_g / rnn_backward_g, 16 batch rows per CTA): a third problem (``_grid_problem``) over the
 units per CTA, warps, the K steps of R each warp keeps in registers (the rest in shared memory) and the exchanged
