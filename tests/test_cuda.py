@@ -376,8 +376,8 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
 # rnn_forward_s (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
 # row groups, K groups, K steps of R in registers); the model's picks run in the cluster tests above
 SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7), ("lstm", 768, 16, 12, 1, 24), ("gru", 768, 16, 3, 4, 8),
-                 ("slstm", 768, 16, 4, 2, 13), ("elman", 768, 8, 1, 4, 7), ("lstm", 384, 8, 12, 1, 22),
-                 ("gru", 512, 8, 4, 2, 15)]
+                 ("slstm", 768, 16, 4, 2, 11), ("elman", 768, 8, 1, 4, 7), ("lstm", 384, 8, 12, 1, 22),
+                 ("gru", 512, 8, 4, 2, 15), ("slstm", 384, 8, 4, 2, 10), ("lstm", 384, 16, 2, 4, 6)]
 
 
 @pytest.mark.gpu

@@ -441,13 +441,18 @@ def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> Shape:
 
 # rnn_forward_s: the forward over a cluster with K split over the warps (16-bit, 8 batch rows per CTA), for heads
 # whose R is more than the cluster's registers hold. 8 or 12 warps (a multiple of 4: each SM scheduler gets the
-# same MMAs; benchmarks/split_sweep.py measured 4 and 16 slower everywhere). SPLIT_OVERHEAD: registers beyond the
-# counted ones, the smallest value that rejects every tiling that spilled when compiled with one more K step of R
-# in registers than the most that did not (NVRTC 13.5, sm_90a, bf16; every cell at D = 384 / 512 / 768, clusters
-# of 8 and 16, 8 and 12 warps): LSTM D = 384 over 8 CTAs, 4 x 2 warps, spills with 12 of its 12 K steps.
+# same MMAs; benchmarks/split_sweep.py measured 4 and 16 slower everywhere). Registers beyond the counted ones,
+# calibrated on ptxas (NVRTC 13.5, sm_90a, bf16; every cell at D = 384 / 512 / 768, clusters of 8 and 16, 8 and 12
+# warps, each tiling with the most K steps of R in registers that compile without spilling): SPLIT_OVERHEAD, plus
+# SPLIT_NEAR_ALL where a warp keeps all or all but one of its K steps in registers (LSTM D = 384 over 8 CTAs, 4 x 2
+# warps: 11 of 12 fit, all 12 spill, though the fragments in flight go). These are the smallest values that reject
+# every tiling seen to spill: one K step more than its most (e.g. LSTM D = 768 over 16 CTAs, 12 x 1 warps, 25 of 48),
+# and LSTM D = 768 over 16 CTAs, 4 x 2 warps with 14 of 24 (15 compiles without spilling: ptxas is not monotonic).
 SPLIT_WARPS = (8, 12)
 SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
+SPLIT_CLUSTERS = (8, 16)  # the measured sizes
 SPLIT_OVERHEAD = 37
+SPLIT_NEAR_ALL = 32
 SPLIT_MAX_HEAD_DIM = 768  # measured up to here; wider heads run over a cooperative grid
 
 
@@ -460,21 +465,22 @@ def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_p
             + 512 * (GR * units * D // 256 - warps * kr * row_tiles_per_warp))
 
 
-def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, overhead: bool = True):
-    """rnn_forward_s's registers per thread: R's ``kr`` K steps (4 per row tile), the next K step's shared-memory
-    fragments (two buffers of 4 per tile), the accumulators (4 per tile), B of a K-step pair (two buffers of 4), per
-    unit pair of the cell (``per_thread`` of them) both units' states and biases, x (one register per gate) and the
-    row bookkeeping (3), and SPLIT_OVERHEAD."""
+def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, near_all, overhead: bool = True):
+    """rnn_forward_s's registers per thread: R's ``kr`` K steps (4 per row tile), 8 more per row tile (the
+    accumulators and the shared-memory fragments in flight), B of a K-step pair (two buffers of 4), per unit pair of
+    the cell (``per_thread`` of them) both units' states and biases, x (one register per gate) and the row
+    bookkeeping (3), and the overheads (``near_all``: 1 where kr is all or all but one of the warp's K steps).
+    Arguments may be solver variables."""
     cell = get_cell(cell_name)
     pair = 2 * cell.num_states + 2 * cell.num_gates_b + cell.num_gates_x + 3
-    return 16 * row_tiles_per_warp + 4 * row_tiles_per_warp * kr + 8 + pair * per_thread + (
-        SPLIT_OVERHEAD if overhead else 0)
+    return 8 * row_tiles_per_warp + 4 * row_tiles_per_warp * kr + 8 + pair * per_thread + (
+        SPLIT_OVERHEAD + SPLIT_NEAR_ALL * near_all if overhead else 0)
 
 
 def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
     GR = get_cell(cell_name).num_gates_r
     m = Model()
-    cluster = m.var("cluster", values=[c for c in CLUSTER_SIZES if c <= limits.max_cluster and D % (8 * c) == 0
+    cluster = m.var("cluster", values=[c for c in SPLIT_CLUSTERS if c <= limits.max_cluster and D % (8 * c) == 0
                                        and GR * D // c % 16 == 0])
     units = m.var("units", 8, D)
     warps = m.var("warps", values=list(SPLIT_WARPS))
@@ -484,20 +490,22 @@ def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
     k_pairs = m.var("k_pairs_per_warp", 1, D // 32)
     kr = m.var("kr", 0, D // 16)
     per_thread = m.var("pairs_per_thread", 1, 8)  # the cell's unit pairs: 8 rows x units / 2 over the threads
+    near_all = m.var("near_all", 0, 1)  # 1 where kr >= the warp's K steps - 1
     m.add(units * cluster == D, 16 * mpw * row_groups == GR * units, 2 * k_pairs * k_groups == D // 16)
-    m.add(warps == row_groups * k_groups, kr <= 2 * k_pairs)
+    m.add(warps == row_groups * k_groups, kr <= 2 * k_pairs, 2 * near_all >= kr - 2 * k_pairs + 2)
     m.add(32 * warps * per_thread >= 4 * units, 32 * warps * (per_thread - 1) < 4 * units)
-    regs = split_registers(cell_name, mpw, kr, per_thread)
+    regs = split_registers(cell_name, mpw, kr, per_thread, near_all)
     eighths = m.var("register_eighths", 1, 32)  # ptxas allocates registers in multiples of 8 per thread
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
     m.add(split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr) <= limits.smem_per_block)
     # the predicted time of 1024 steps in ns, fitted (least squares, non-negative) on benchmarks/split_sweep.py (H200,
-    # B = 16, every cell at D = 384 / 512 / 768, 8 and 12 warps): 2.2 µs per fragment of R read from shared memory,
-    # 16 µs per K step of a warp (its chain of MMAs), 40 µs per CTA of the cluster (the exchange), 160 µs per unit
-    # pair of a thread's cell, 15 µs per warp, 8 µs per KB of partial sums, 4.4 ns per MAC of the CTA's MMAs / 100
-    m.minimize(2200 * (GR * units * D // 256 - warps * kr * mpw) + 32600 * k_pairs + 40300 * cluster
-               + 160300 * per_thread + 15200 * warps + 500 * k_groups * GR * units + 4 * GR * units * D)
+    # B = 16, every cell at D = 384 / 512 / 768, 8 and 12 warps, four runs): 1.6 µs per fragment of R read from shared
+    # memory, 7.4 µs per K step of a warp (its chain of MMAs), 38 µs per CTA of the cluster (the exchange), 351 µs per
+    # unit pair of a thread's cell, 6.6 µs per warp, 0.28 µs per partial sum of a K group and 4.2 ns per MAC of the
+    # CTA's MMAs
+    m.minimize(1600 * (GR * units * D // 256 - warps * kr * mpw) + 14800 * k_pairs + 37600 * cluster
+               + 351000 * per_thread + 6600 * warps + 276 * k_groups * GR * units + 4 * GR * units * D)
     return m
 
 
@@ -506,8 +514,9 @@ def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups:
     K steps of R per warp in registers."""
     units, warps = D // cluster, row_groups * k_groups
     mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
+    near_all = int(kr >= D // 16 // k_groups - 1)
     return Shape(nt=1, stages=2, warps=warps, rows=8, cluster=cluster, kr=kr, ksplit=k_groups,
-                 registers=split_registers(cell_name, mpw, kr, -(-4 * units // (32 * warps))),
+                 registers=split_registers(cell_name, mpw, kr, -(-4 * units // (32 * warps)), near_all),
                  smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
 
 
