@@ -453,7 +453,7 @@ SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
 SPLIT_CLUSTERS = (8, 16)  # the measured sizes
 SPLIT_OVERHEAD = 37
 SPLIT_NEAR_ALL = 32
-SPLIT_MAX_HEAD_DIM = 768  # measured up to here; wider heads run over a cooperative grid
+SPLIT_MAX_HEAD_DIM = 768  # measured up to here; wider heads keep the other kernels
 
 
 def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_per_warp, kr):
@@ -502,8 +502,8 @@ def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
     # the predicted time of 1024 steps in ns, fitted (least squares, non-negative) on benchmarks/split_sweep.py (H200,
     # B = 16, every cell at D = 384 / 512 / 768, 8 and 12 warps, four runs): 1.6 µs per fragment of R read from shared
     # memory, 7.4 µs per K step of a warp (its chain of MMAs), 38 µs per CTA of the cluster (the exchange), 351 µs per
-    # unit pair of a thread's cell, 6.6 µs per warp, 0.28 µs per partial sum of a K group and 4.2 ns per MAC of the
-    # CTA's MMAs
+    # unit pair of a thread's cell, 6.6 µs per warp, 0.28 µs per gate row and K group (the partial sums) and 4.2 ns
+    # per element of the CTA's R (its MMAs)
     m.minimize(1600 * (GR * units * D // 256 - warps * kr * mpw) + 14800 * k_pairs + 37600 * cluster
                + 351000 * per_thread + 6600 * warps + 276 * k_groups * GR * units + 4 * GR * units * D)
     return m
