@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
 from fusedrnn.backends.cuda import launch
-from fusedrnn.backends.cuda.kernels import Variant, compile_variant
+from fusedrnn.backends.cuda.kernels import Variant
 from fusedrnn.backends.cuda.model import _grid_problem, _grid_shape, grid_shape_of
 from fusedrnn.timing import median_ms
 from tests.helpers import random_problem
@@ -49,26 +49,18 @@ def main() -> None:
         D = int(D)
         variants = candidates(kind, cell, D, limits)
         picked = _grid_shape(kind, cell, D, "bfloat16", limits, 16)
-        from cuda.core import ProgramOptions  # noqa: F401  (import before the threads)
-
-        with ThreadPoolExecutor(16) as pool:
-            compiled = list(pool.map(lambda v: compile_variant(v, launch.arch_of(device)), variants))
+        compiled = compile_variants(variants, device)
         x, R, b, state = random_problem(cell, B, T, 1, D, dtype=torch.bfloat16, device="cuda")
         _, _, pre, states = launch.forward(cell, x, R, b, state, None, True)
         dy = torch.randn(B, T, 1, D, device="cuda", dtype=torch.bfloat16)
         dfinal = torch.randn(state.shape, device="cuda", dtype=torch.bfloat16)
         for v, c in zip(variants, compiled):
-            launch._LOADED.pop((0, v.name), None)
-            original = launch.pick_variant
-            launch.pick_variant = lambda *a, v=v: v
-            try:
+            with forced(v):
                 if kind == "forward":
                     ms = median_ms(lambda: launch.forward(cell, x, R, b, state, None, False), 10, warmup=3)
                 else:
                     ms = median_ms(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfinal), 10,
                                    warmup=3)
-            finally:
-                launch.pick_variant = original
             row = {"config": config, "variant": v.name, "grid": v.shape.grid, "warps": v.shape.warps,
                    "kr": v.shape.kr, "ck": v.shape.ck, "ring": v.shape.stages, "smem_kb": v.shape.smem // 1024,
                    "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),

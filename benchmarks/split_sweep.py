@@ -3,23 +3,22 @@ forward the model ships without it (rnn_forward_t with R's last K steps in share
 kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16, T = 1024, bf16), inference and saving for
 backward; every tiling's y and final state checked against the float32 reference first.
 
-    python benchmarks/split_sweep.py lstm:768:16:4:2:15:8 ... [--steps 1024] [--out FILE]
+    python benchmarks/split_sweep.py lstm:768:16:4:2:13 ... [--steps 1024] [--out FILE]
 
-A tiling is cell:D:cluster:row_groups:k_groups:kr:rows (kr: K steps of R per warp in registers; rows: 8, or 16 in two
-halves that take turns).
+A tiling is cell:D:cluster:row_groups:k_groups:kr (kr: K steps of R per warp in registers; 8 batch rows per CTA).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
 from fusedrnn import rnn
 from fusedrnn.backends.cuda import launch, model
-from fusedrnn.backends.cuda.kernels import Variant, compile_variant
+from fusedrnn.backends.cuda.kernels import Variant
 from fusedrnn.timing import median_ms
 from tests.helpers import TOL, max_error, random_problem
 
@@ -38,7 +37,7 @@ def shipped_without_split(cell: str, D: int, limits) -> Variant:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tilings", nargs="+", help="cell:D:cluster:row_groups:k_groups:kr:rows")
+    parser.add_argument("tilings", nargs="+", help="cell:D:cluster:row_groups:k_groups:kr")
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -56,24 +55,16 @@ def main() -> None:
         by_head.setdefault((cell, D), []).append(Variant("forward", cell, "bfloat16", D, shape))
     for (cell, D), variants in by_head.items():
         variants = [shipped_without_split(cell, D, limits)] + variants
-        from cuda.core import ProgramOptions  # noqa: F401  (import before the threads)
-
-        with ThreadPoolExecutor(16) as pool:
-            compiled = list(pool.map(lambda v: compile_variant(v, launch.arch_of(device)), variants))
+        compiled = compile_variants(variants, device)
         x, R, b, state = random_problem(cell, B, T, 1, D, dtype=torch.bfloat16, device="cuda")
         with torch.no_grad():
             y_ref, final_ref = rnn(*(t.float() for t in (x, R, b, state)), cell=cell, backend="reference")
         for v, c in zip(variants, compiled):
-            launch._LOADED.pop((0, v.name), None)
-            original = launch.pick_variant
-            launch.pick_variant = lambda *a, v=v: v
-            try:
+            with forced(v):
                 y, final, _, _ = launch.forward(cell, x, R, b, state, None, False)
                 errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
                 ms = median_ms(lambda: launch.forward(cell, x, R, b, state, None, False), 10, warmup=3)
                 ms_save = median_ms(lambda: launch.forward(cell, x, R, b, state, None, True), 10, warmup=3)
-            finally:
-                launch.pick_variant = original
             row = {"head": f"{cell}:{D}", "variant": v.name, "cluster": v.shape.cluster, "warps": v.shape.warps,
                    "k_groups": v.shape.ksplit, "kr": v.shape.kr, "rows": v.shape.rows,
                    "smem_kb": round(v.shape.smem / 1024, 1),
