@@ -1,11 +1,13 @@
 """Time rnn_forward_s (the forward over a cluster with K split over the warps) over given tilings, against the
 forward the model ships without it (rnn_forward_t with R's last K steps in shared memory), in one process: each
-kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16, T = 1024, bf16), inference and saving for
-backward; every tiling's y and final state checked against the float32 reference first.
+kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16 unless given, T = 1024, bf16), inference and saving
+for backward; every tiling's y and final state checked against the float32 reference first.
 
-    python benchmarks/split_sweep.py lstm:768:16:4:2:13 ... [--steps 1024] [--out FILE]
+    python benchmarks/split_sweep.py lstm:768:16:4:2:13 lstm:768:16:4:2:13:4 ... [--batch 16] [--steps 1024]
+        [--out FILE]
 
-A tiling is cell:D:cluster:row_groups:k_groups:kr (kr: K steps of R per warp in registers; 8 batch rows per CTA).
+A tiling is cell:D:cluster:row_groups:k_groups:kr[:rows] (kr: K steps of R per warp in registers; rows: batch rows
+per CTA, 8 unless given).
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ def shipped_without_split(cell: str, D: int, limits) -> Variant:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tilings", nargs="+", help="cell:D:cluster:row_groups:k_groups:kr")
+    parser.add_argument("tilings", nargs="+", help="cell:D:cluster:row_groups:k_groups:kr[:rows]")
     parser.add_argument("--steps", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda", 0)
     limits = launch.limits_of(0)
-    B, T = 16, args.steps
+    B, T = args.batch, args.steps
     by_head: dict[tuple[str, int], list[Variant]] = {}
     for spec in args.tilings:
         cell, *numbers = spec.split(":")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .backends import Call, select_backend
@@ -30,7 +32,10 @@ def initial_state(
 ) -> torch.Tensor:
     """The state [S, B, NH, D] that ``rnn`` uses when ``state`` is None (each cell's initial values)."""
     spec = get_cell(cell)
-    state = torch.empty(spec.num_states, batch, num_heads, head_dim, dtype=dtype, device=device)
+    shape = (spec.num_states, batch, num_heads, head_dim)
+    if not any(spec.initial):  # every built-in cell: one fill, the host latency of one launch
+        return torch.zeros(shape, dtype=dtype, device=device)
+    state = torch.empty(shape, dtype=dtype, device=device)
     for s, value in enumerate(spec.initial):
         state[s].fill_(value)
     return state
@@ -90,7 +95,8 @@ def rnn(
         _check_shape(
             "state", state, (spec.num_states, B, NH, D), "[S, B, NH, D]", f"cell {spec.name!r}, B, NH and D of x"
         )
-    if torch.is_autocast_enabled(x.device.type):
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if autocast:
         x, R, b, state = _autocast(x.device.type, x, R, b, state)
     named = [("x", x), ("R", R), ("b", b)] + ([("state", state)] if state is not None else [])
     if x.dtype not in SUPPORTED_DTYPES:
@@ -111,7 +117,8 @@ def rnn(
         return x.new_zeros(B, T, NH, D), state.clone()
 
     requires_grad = torch.is_grad_enabled() and any(t.requires_grad for _, t in named)
-    with torch.autocast(x.device.type, enabled=False):  # backends compute in the dtypes they are given
+    # backends compute in the dtypes they are given (entering autocast costs host time: only where it is on)
+    with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
         if compiling:
             from . import ops
 

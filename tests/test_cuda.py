@@ -2,6 +2,7 @@
 device the kernels against the reference (forward, final state, every gradient), dispatch and fallback,
 CUDA graphs, first-call and host-overhead bars, compute-sanitizer."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ def test_model_picks_most_warps_then_deepest_prefetch():
         for cell in CELLS:
             for dtype in ("bfloat16", "float16", "float32"):
                 for D in HEAD_DIMS:
-                    for rows in (8, 16):
+                    for rows in (*range(1, 9), 16):
                         s = kernel_shape(kind, cell, D, dtype, h100, rows)
                         if isinstance(s, str):
                             continue
@@ -64,11 +65,16 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                             assert dtype != "float32" and rows == 16 and s.cluster == 1 and s.grid <= h100.sms
                             assert s.smem == grid_smem_bytes(kind, cell, D, D // s.grid, s.warps, s.kr, s.ck, s.stages)
                             continue
-                        if s.ksplit:  # rnn_forward_s: 16-bit, 8 rows, over a cluster, K split over the warps
-                            assert kind == "forward" and dtype != "float32" and rows == 8 and s.cluster > 1
+                        if s.ksplit:  # rnn_forward_s: 16-bit, 1 to 8 rows, over a cluster, K over the warps
+                            assert kind == "forward" and dtype != "float32" and rows <= 8 and s.cluster > 1
                             assert s.warps % s.ksplit == 0 and (D // 16) % (2 * s.ksplit) == 0
-                            assert s == split_shape(cell, D, s.cluster, s.warps // s.ksplit, s.ksplit, s.kr)
+                            assert s == split_shape(cell, D, s.cluster, s.warps // s.ksplit, s.ksplit, s.kr, rows)
+                            # fewer rows: the 8-row tiling where they are a power of two (others may cost registers)
+                            if rows & (rows - 1) == 0:
+                                eight = kernel_shape(kind, cell, D, dtype, h100, 8)
+                                assert s == dataclasses.replace(eight, rows=rows)
                             continue
+                        assert rows >= 8, s  # fewer rows only for rnn_forward_s
                         assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans, D // s.cluster,
                                                     s.cluster, s.ksm)
                         if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
@@ -87,6 +93,7 @@ def test_launch_rows_and_supports_agree(monkeypatch):
 
     monkeypatch.setattr(launch, "sm_count", lambda index: 132)
     monkeypatch.setattr(launch, "limits_of", lambda index: ARCH_LIMITS["sm_90a"])
+    monkeypatch.setattr(launch, "cluster_capacity", lambda index, cluster: 7 if cluster == 16 else 132 // cluster)
     device = torch.device("cuda", 0)
     bw = launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, 16, 6)
     assert bw.shape.rows == 8 and bw.shape.trans and bw.name.startswith("rnn_backward_t<1, frnn::BF16, 128,")
@@ -96,8 +103,13 @@ def test_launch_rows_and_supports_agree(monkeypatch):
     big = 23 * 8  # 6 heads x 23 tiles of 8 rows > 132 SMs: 16 rows
     assert "no backward tiling of gru" in launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, big, 6)
     assert launch.pick_variant("forward", "gru", 128, torch.bfloat16, device, big, 6).shape.rows == 16
-    # LSTM 768: 8 rows over a cluster of 16 or nothing; 9 clusters > 132 SMs run in waves
-    assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 9 * 8, 1).shape.rows == 8
+    # LSTM 768 forward (K split over the warps of a cluster of 16, of which 7 fit at once): the fewest waves of
+    # clusters, then the fewest rows: B = 16 in 6 clusters of 3 rows (2 rows: 8 clusters, 2 waves), B = 8 in 4 of 2
+    # (1 row: 2 waves), B = 72 in 12 of 6 (2 waves; 5 rows: 15 clusters, 3 waves), 3 heads x B = 4 in 6 of 2, 3 heads
+    # x B = 21 in 12 of 6
+    rows = {(B, NH): launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, B, NH).shape.rows
+            for B, NH in ((16, 1), (8, 1), (72, 1), (4, 3), (21, 3), (1, 1))}
+    assert rows == {(16, 1): 3, (8, 1): 2, (72, 1): 6, (4, 3): 2, (21, 3): 6, (1, 1): 1}
 
     monkeypatch.setattr(cuda_backend, "cuda_core_available", lambda: None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
@@ -166,7 +178,10 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, shape.kr) <= h100.smem_per_block
     assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - shape.kr) * 8 * 3 * 512
     v = variant("forward", "lstm", "bfloat16", 768, h100, 8)
-    assert v.name == f"rnn_forward_s<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}>"
+    assert v.name == f"rnn_forward_s<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}, 8>"
+    # and in 1 to 7 batch rows per CTA (the same tiling), not in fewer rows where the forward is another kernel
+    assert variant("forward", "lstm", "bfloat16", 768, h100, 4).name == v.name[:-2] + "4>"
+    assert "only the forward over a cluster with K split" in kernel_shape("forward", "lstm", 256, "bfloat16", h100, 4)
     # Elman D = 512 fits the registers of 8 CTAs, but the split kernel measured faster there
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).ksplit > 0
     assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).ksplit == 0
@@ -214,11 +229,12 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
 
     monkeypatch.setattr(launch, "sm_count", lambda index: 132)
     monkeypatch.setattr(launch, "limits_of", lambda index: h100)
+    monkeypatch.setattr(launch, "cluster_capacity", lambda index, cluster: 7 if cluster == 16 else 132 // cluster)
     device = torch.device("cuda", 0)
     assert launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 16, 1).shape.grid == 128
     reason = launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 17, 1)  # 2 tiles x 128 CTAs
     assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
-    # LSTM 768 trains: forward over a cluster (8 rows), backward over a grid (16 rows)
+    # LSTM 768 trains: forward over a cluster (3 rows), backward over a grid (16 rows)
     assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.cluster == 16
     assert launch.pick_variant("backward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.grid > 1
 
@@ -374,10 +390,11 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
 
 
 # rnn_forward_s (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
-# row groups, K groups, K steps of R in registers); the model's picks run in the cluster tests above
-SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7), ("lstm", 768, 16, 12, 1, 24), ("gru", 768, 16, 3, 4, 8),
-                 ("slstm", 768, 16, 4, 2, 11), ("elman", 768, 8, 1, 4, 7), ("lstm", 384, 8, 12, 1, 22),
-                 ("gru", 512, 8, 4, 2, 15), ("slstm", 384, 8, 4, 2, 10), ("lstm", 384, 16, 2, 4, 6)]
+# row groups, K groups, K steps of R in registers, batch rows per CTA); the model's picks run in the cluster tests
+# above (B = 16, 3 and 21 there take 3, 1 and 6 rows at D = 768 on an H100 or H200)
+SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7, 8), ("lstm", 768, 16, 12, 1, 24, 4), ("gru", 768, 16, 3, 4, 8, 2),
+                 ("slstm", 768, 16, 4, 2, 11, 5), ("elman", 768, 8, 1, 4, 7, 3), ("lstm", 384, 8, 12, 1, 22, 7),
+                 ("gru", 512, 8, 4, 2, 15, 4), ("slstm", 384, 8, 4, 2, 10, 8), ("lstm", 384, 16, 2, 4, 6, 6)]
 
 
 @pytest.mark.gpu
@@ -417,8 +434,6 @@ GRID_CASES = [("lstm", 2048), ("lstm", 1024), ("gru", 1024)] + [(c, 256) for c i
 def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monkeypatch):
     """Forward and backward of a head over a cooperative grid: y, the final state and every gradient against the
     reference, with lengths where B > 1; inference (no saved tensors) gives the same y."""
-    import dataclasses
-
     from fusedrnn.backends.cuda import launch
 
     if D <= 768:  # hide the clusters

@@ -47,7 +47,7 @@ class Variant:
         if self.shape.ksplit:  # over a cluster, K split over the warps
             return (f"rnn_forward_s<{CELL_IDS[self.cell]}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
                     f"{self.shape.cluster}, {self.shape.warps // self.shape.ksplit}, {self.shape.ksplit}, "
-                    f"{self.shape.kr}>")
+                    f"{self.shape.kr}, {self.shape.rows}>")
         kernel = f"rnn_{self.kind}_t" if self.shape.trans else f"rnn_{self.kind}"
         if self.kind == "backward" and self.shape.cluster > 1:
             kernel = "rnn_backward_c"
@@ -62,8 +62,9 @@ class Variant:
 
 
 # Batch rows per CTA: 16 (the MMA's M) or 8 (rows 8..15 of the MMA zero: half the loads, the cell math and the
-# stores per thread, same MMAs) — the launch picks 8 where the extra CTAs still fit on the SMs.
-ROWS = (8, 16)
+# stores per thread, same MMAs) — the launch picks 8 where the extra CTAs still fit on the SMs; rnn_forward_s also 1 to
+# 7 (less to exchange per step; the launch picks the fewest waves of clusters, then the fewest rows).
+ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
 
 
 def variant(kind: str, cell: str, dtype: str, head_dim: int, limits: Limits, rows: int = 16) -> Variant | str:
@@ -93,6 +94,8 @@ def shipped_variants(arch: str) -> tuple[list[Variant], list[str]]:
                 for kind in KINDS:
                     for rows in ROWS:
                         v = variant(kind, cell, dtype, head_dim, limits, rows)
+                        if isinstance(v, str) and rows < 8:
+                            continue  # fewer rows are an option of rnn_forward_s, not a gap
                         if isinstance(v, str):
                             refused.append(f"{kind} {cell} {dtype} D={head_dim} rows={rows}: {v}")
                         else:

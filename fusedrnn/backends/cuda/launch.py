@@ -25,7 +25,7 @@ import torch
 from ...cells import get_cell
 from ..fused import dx_of, empty, sm_count
 from .kernels import Variant, compile_variant, variant
-from .model import Limits, device_limits
+from .model import SPLIT_ROWS, Limits, device_limits
 
 LOGGER = logging.getLogger("fusedrnn")
 
@@ -52,15 +52,37 @@ def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, de
     return variant(kind, cell_name, dtype_name(dtype), head_dim, limits_of(device.index or 0), rows)
 
 
+_PICKS: dict[tuple, Variant | str] = {}
+_MAX_PICKS = 4096  # distinct calls remembered (then forgotten all at once)
+
+
 def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
                  num_heads: int) -> Variant | str:
+    """``_pick``'s answer, remembered: dispatch asks twice per call (supports(), then the launch), training four
+    times, and the answer depends only on the call and the device queries in the key."""
+    index = device.index or 0
+    key = (kind, cell_name, head_dim, dtype, index, batch, num_heads, limits_of(index), sm_count(index),
+           cluster_capacity)
+    found = _PICKS.get(key)
+    if found is None:
+        if len(_PICKS) >= _MAX_PICKS:
+            _PICKS.clear()
+        found = _PICKS[key] = _pick(kind, cell_name, head_dim, dtype, device, batch, num_heads)
+    return found
+
+
+def _pick(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
+          num_heads: int) -> Variant | str:
     """8 batch rows per CTA where (heads x batch tiles of 8 x CTAs per head) still fit on the SMs in one wave (a
     step's work per thread halves; the MMAs stay), else 16. A head over a cluster whose 16-row variant the model
     refuses (LSTM D = 768: the h buffers and output stages double) takes the 8-row one in several waves of
     clusters: each runs on its own. A head over a cooperative grid (16 rows only) is refused where its CTAs would
-    not all be resident at one per SM."""
+    not all be resident at one per SM. The forward over a cluster with K split over the warps (rnn_forward_s) takes
+    1 to 8 rows: the fewest waves of clusters, then the fewest rows (less to exchange per step)."""
     sms = sm_count(device.index or 0)
     found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
+    if not isinstance(found, str) and found.shape.ksplit:
+        return _fewest_waves(kind, cell_name, head_dim, dtype, device, batch, num_heads)
     if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sms:
         return found
     wide = variant_for(kind, cell_name, head_dim, dtype, device, 16)
@@ -72,6 +94,54 @@ def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, d
     if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster > 1:
         return found  # 8 rows in several waves of clusters
     return wide
+
+
+def _fewest_waves(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
+                  num_heads: int) -> Variant:
+    """rnn_forward_s's variant in SPLIT_ROWS rows per CTA with the fewest waves of clusters (clusters over the
+    clusters resident at once), then the fewest rows. Measured (H200, LSTM 1 x 768 forward, 1 CTA per SM, 7 clusters
+    of 16 resident): B = 16 in 2 clusters of 8 rows 2.22 ms, 4 of 4 rows 1.88 to 1.93 ms, 6 of 3 rows 1.74 ms, 8 of 2
+    rows (two waves) 3.12 to 3.18 ms; B = 8 in 4 clusters of 2 rows 1.58 ms, 8 of 1 row (two waves) 3.03 ms."""
+    options = []
+    for rows in SPLIT_ROWS:
+        v = variant_for(kind, cell_name, head_dim, dtype, device, rows)
+        if isinstance(v, str):
+            continue
+        clusters = num_heads * -(-batch // rows)
+        waves = -(-clusters // cluster_capacity(device.index or 0, v.shape.cluster))
+        options.append((waves, rows, v))
+    return min(options, key=lambda option: option[:2])[2]
+
+
+# A kernel that does nothing, launched never: only asked how many clusters of one CTA per SM the device holds at once
+_PROBE_SOURCE = 'extern "C" __global__ void cluster_probe() {}\n'
+
+
+@functools.cache
+def cluster_capacity(device_index: int, cluster: int) -> int:
+    """How many clusters of ``cluster`` CTAs, one CTA per SM, are resident at once (the driver's occupancy query on
+    a probe kernel asking for all of an SM's shared memory; H200: 7 of 16 CTAs). Where the query fails: SMs //
+    cluster, with a warning."""
+    from cuda.core import Device, LaunchConfig, ObjectCode
+
+    from .nvrtc import compile_kernel
+
+    try:
+        Device(device_index).set_current()
+        device = torch.device("cuda", device_index)
+        probe = compile_kernel(_PROBE_SOURCE, "cluster_probe", arch_of(device))
+        kernel = ObjectCode.from_cubin(probe.cubin).get_kernel(probe.symbol.encode())
+        smem = limits_of(device_index).smem_per_block
+        _set_attribute(kernel, "MAX_DYNAMIC_SHARED_SIZE_BYTES", smem, device_index)
+        if cluster > 8:
+            _set_attribute(kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device_index)
+        config = LaunchConfig(grid=(cluster, 1, 1), block=32, shmem_size=smem, cluster=(cluster, 1, 1))
+        stream = _stream(torch.cuda.current_stream(device).cuda_stream)
+        return max(1, kernel.occupancy.max_active_clusters(config, stream=stream))
+    except Exception as error:  # an old driver or cuda-core without the query: every SM counted
+        LOGGER.warning("fusedrnn cuda: cannot ask how many clusters of %d fit at once (%s); assuming SMs / %d",
+                       cluster, error, cluster)
+        return max(1, sm_count(device_index) // cluster)
 
 
 class _Loaded:
@@ -109,7 +179,7 @@ class _Loaded:
                 extra["is_cooperative"] = True
             config = self.configs[grid] = LaunchConfig(grid=dims, block=self.variant.threads, shmem_size=shape.smem,
                                                        **extra)
-        launch(_stream(torch.cuda.current_stream(device).cuda_stream), config, self.kernel, *args)
+        launch(_stream(_current_stream_handle(device)), config, self.kernel, *args)
 
 
 def grid_buffers(v: Variant, kind: str, cell_name: str, num_heads: int, tiles: int, device: torch.device):
@@ -136,6 +206,13 @@ def _set_attribute(kernel, name: str, value: int, device_index: int) -> None:
         (err,) = driver.cuFuncSetAttribute(handle, attr, value)
     if err != driver.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"fusedrnn cuda: cannot set a kernel's {name} to {value}: {err}")
+
+
+def _current_stream_handle(device: torch.device) -> int:
+    """torch's current stream on ``device`` as a CUstream handle; through torch's raw accessor where it has one (as
+    Triton's launcher does), which saves building a torch.cuda.Stream: about 5 µs of host time per launch."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return raw(device.index or 0) if raw is not None else torch.cuda.current_stream(device).cuda_stream
 
 
 _STREAMS: dict[int, object] = {}

@@ -297,6 +297,10 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
     fits."""
     if D % 16 or D < 16:
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
+    if rows < 8:  # only rnn_forward_s, where it is the 8-row forward
+        eight = kernel_shape(kind, cell_name, D, dtype_name, limits, 8)
+        split = _split_shape(cell_name, D, dtype_name, limits, rows) if getattr(eight, "ksplit", 0) else None
+        return split or f"{rows} batch rows per CTA: only the forward over a cluster with K split over the warps"
     if D > CTA_MAX_HEAD_DIM:
         return _cluster_shape(kind, cell_name, D, dtype_name, limits, rows)
     shape = None
@@ -453,7 +457,14 @@ SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
 SPLIT_CLUSTERS = (8, 16)  # the measured sizes
 SPLIT_OVERHEAD = 37
 SPLIT_NEAR_ALL = 32
+# batch rows per CTA that are not a power of two cost ptxas a register more where kr is near all of a warp's K steps
+# (the 8-row tilings of LSTM / sLSTM D = 384 / 512 spilled 4 bytes at 3, 5, 6 and 7 rows, none at 1, 2, 4 and 8; LSTM
+# D = 768 with kr 13 of 24 did not): the smallest value that rejects those (LSTM D = 512 with all 16 K steps in
+# registers counts 240)
+SPLIT_ODD_ROWS = 16
 SPLIT_MAX_HEAD_DIM = 768  # measured up to here; wider heads keep the other kernels
+# batch rows per CTA: fewer than the MMA's 8 exchange less per step (the exchange is bandwidth-bound) in more clusters
+SPLIT_ROWS = (8, 7, 6, 5, 4, 3, 2, 1)
 
 
 def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_per_warp, kr):
@@ -465,19 +476,20 @@ def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_p
             + 512 * (GR * units * D // 256 - warps * kr * row_tiles_per_warp))
 
 
-def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, near_all, overhead: bool = True):
+def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, near_all, odd_rows=0, overhead: bool = True):
     """rnn_forward_s's registers per thread: R's ``kr`` K steps (4 per row tile), 8 more per row tile (the
     accumulators and the shared-memory fragments in flight), B of a K-step pair (two buffers of 4), per unit pair of
     the cell (``per_thread`` of them) both units' states and biases, x (one register per gate) and the row
-    bookkeeping (3), and the overheads (``near_all``: 1 where kr is all or all but one of the warp's K steps).
-    Arguments may be solver variables."""
+    bookkeeping (3), and the overheads (``near_all``: 1 where kr is all or all but one of the warp's K steps;
+    ``odd_rows``: 1 where the batch rows per CTA are not a power of two, counted with near_all). Arguments may be
+    solver variables."""
     cell = get_cell(cell_name)
     pair = 2 * cell.num_states + 2 * cell.num_gates_b + cell.num_gates_x + 3
     return 8 * row_tiles_per_warp + 4 * row_tiles_per_warp * kr + 8 + pair * per_thread + (
-        SPLIT_OVERHEAD + SPLIT_NEAR_ALL * near_all if overhead else 0)
+        SPLIT_OVERHEAD + (SPLIT_NEAR_ALL + SPLIT_ODD_ROWS * odd_rows) * near_all if overhead else 0)
 
 
-def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
+def _split_problem(cell_name: str, D: int, limits: Limits, odd_rows: int = 0) -> Model:
     GR = get_cell(cell_name).num_gates_r
     m = Model()
     cluster = m.var("cluster", values=[c for c in SPLIT_CLUSTERS if c <= limits.max_cluster and D % (8 * c) == 0
@@ -494,7 +506,7 @@ def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
     m.add(units * cluster == D, 16 * mpw * row_groups == GR * units, 2 * k_pairs * k_groups == D // 16)
     m.add(warps == row_groups * k_groups, kr <= 2 * k_pairs, 2 * near_all >= kr - 2 * k_pairs + 2)
     m.add(32 * warps * per_thread >= 4 * units, 32 * warps * (per_thread - 1) < 4 * units)
-    regs = split_registers(cell_name, mpw, kr, per_thread, near_all)
+    regs = split_registers(cell_name, mpw, kr, per_thread, near_all, odd_rows)
     eighths = m.var("register_eighths", 1, 32)  # ptxas allocates registers in multiples of 8 per thread
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
@@ -509,25 +521,31 @@ def _split_problem(cell_name: str, D: int, limits: Limits) -> Model:
     return m
 
 
-def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int) -> Shape:
-    """rnn_forward_s's Shape (8 rows): ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr``
-    K steps of R per warp in registers."""
+def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int, rows: int = 8) -> Shape:
+    """rnn_forward_s's Shape: ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr`` K steps
+    of R per warp in registers, ``rows`` (8, 4 or 2) batch rows per CTA."""
     units, warps = D // cluster, row_groups * k_groups
     mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
     near_all = int(kr >= D // 16 // k_groups - 1)
-    return Shape(nt=1, stages=2, warps=warps, rows=8, cluster=cluster, kr=kr, ksplit=k_groups,
-                 registers=split_registers(cell_name, mpw, kr, -(-4 * units // (32 * warps)), near_all),
+    per_thread = -(-rows * units // (64 * warps))
+    return Shape(nt=1, stages=2, warps=warps, rows=rows, cluster=cluster, kr=kr, ksplit=k_groups,
+                 registers=split_registers(cell_name, mpw, kr, per_thread, near_all, _odd_rows(rows)),
                  smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
+
+
+def _odd_rows(rows: int) -> int:
+    return int(rows & (rows - 1) != 0)
 
 
 def _split_shape(cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | None:
     """rnn_forward_s where the problem has a solution (16-bit, 8 rows, clusters), else None."""
-    if dtype_name == "float32" or rows != 8 or limits.max_cluster < 2 or D > SPLIT_MAX_HEAD_DIM:
+    if dtype_name == "float32" or rows not in SPLIT_ROWS or limits.max_cluster < 2 or D > SPLIT_MAX_HEAD_DIM:
         return None
-    v = _split_problem(cell_name, D, limits).solve().solution
+    # fewer rows take the 8-row tiling (the cell's pairs per thread only shrink), less kr where they cost registers
+    v = _split_problem(cell_name, D, limits, _odd_rows(rows)).solve().solution
     if v is None:
         return None
-    return split_shape(cell_name, D, v["cluster"], v["warps"] // v["k_groups"], v["k_groups"], v["kr"])
+    return split_shape(cell_name, D, v["cluster"], v["warps"] // v["k_groups"], v["k_groups"], v["kr"], rows)
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,

@@ -1360,21 +1360,24 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Forward over a cluster with K split over the warps (16-bit, 8 batch rows per CTA), for heads whose R is more than
-// a cluster's registers hold (e.g. LSTM D = 768: 295 KB of R per CTA of 16). CTA `rank` owns units [rank·U,
-// rank·U + U) and their GR·U gate rows m = g·U + u, in MT = GR·U / 16 row tiles; a step's MMA is gates x batch =
-// R_q (K = D) · hᵀ. Warp w = kg·MG + mg takes row tiles [mg·MPW, mg·MPW + MPW) over K steps [kg·KPW, kg·KPW + KPW):
-// with W a multiple of 4 every SM scheduler issues the same MMAs, a warp reads only its K range of h, and a chain
-// of dependent MMAs is KPW long. R as A fragments: each warp's first KR K steps in registers, the rest in shared
-// memory in fragment order (a lane's 4 registers of a fragment in 16 contiguous bytes), read one K step ahead. The
-// warps' partial sums meet in shared memory (f32 [KG][8 rows][GR·U + 4], conflict-free both ways); thread i then
-// runs the cell for unit pairs p = i + j·NTH (row p / (U / 2), units 2·(p % (U / 2)) and + 1) and writes h into its
-// CTA's slice of the next h buffer. After the step's second __syncthreads the CTA sends that slice to the other
-// CTAs (st.async onto one mbarrier per buffer, as rnn_forward_t with KSM > 0), stores its outputs and loads the
-// next step's x while the slices travel, then waits. Tried, slower (H200, LSTM / GRU 1 x 768 forward, same process):
-// each warp sending its chunks as soon as it wrote them and arriving on the mbarrier instead of the second
-// __syncthreads (2.44 / 2.27 against 2.39 / 2.22 ms); one bulk copy (TMA) per (peer, row) instead of the 16-byte
-// st.async (2.70 / 2.51 against 2.45 / 2.30 ms).
+// Forward over a cluster with K split over the warps (16-bit, ROWS = 8, 4 or 2 batch rows per CTA), for heads whose R
+// is more than a cluster's registers hold (e.g. LSTM D = 768: 295 KB of R per CTA of 16). CTA `rank` owns units
+// [rank·U, rank·U + U) and their GR·U gate rows m = g·U + u, in MT = GR·U / 16 row tiles; a step's MMA is gates x batch
+// = R_q (K = D) · hᵀ. Warp w = kg·MG + mg takes row tiles [mg·MPW, mg·MPW + MPW) over K steps [kg·KPW, kg·KPW + KPW):
+// with W a multiple of 4 every SM scheduler issues the same MMAs, a warp reads only its K range of h, and a chain of
+// dependent MMAs is KPW long. R as A fragments: each warp's first KR K steps in registers, the rest in shared memory in
+// fragment order (a lane's 4 registers of a fragment in 16 contiguous bytes), read one K step ahead. The warps' partial
+// sums meet in shared memory (f32 [KG][8 rows][GR·U + 4], conflict-free both ways); thread i then runs the cell for
+// unit pairs p = i + j·NTH (row p / (U / 2), units 2·(p % (U / 2)) and + 1) and writes h into its CTA's slice of the
+// next h buffer. After the step's second __syncthreads the CTA sends that slice to the other CTAs (st.async onto one
+// mbarrier per buffer, as rnn_forward_t with KSM > 0), stores its outputs and loads the next step's x while the slices
+// travel, then waits. Tried, slower (H200, LSTM / GRU 1 x 768 forward, same process): each warp sending its chunks as
+// soon as it wrote them and arriving on the mbarrier instead of the second __syncthreads (2.44 / 2.27 against 2.39 /
+// 2.22 ms); one bulk copy (TMA) per (peer, row) instead of the 16-byte st.async (2.70 / 2.51 against 2.45 / 2.30 ms).
+// ROWS < 8: the MMA still takes 8 columns (rows ROWS..7 of both h buffers stay zero and their sums unread), but a CTA
+// exchanges and runs the cell for ROWS rows only; the exchange is bandwidth-bound (11.5 KB into each CTA per step at
+// LSTM 768, 8 rows), so halving it measured LSTM 1 x 768 2.22 -> 1.88 ms (B = 16: 4 clusters of 4 rows instead of 2 of
+// 8) where the extra clusters are resident at once.
 template <int CELL, int D, int CL, int MG, int KG, int KR>
 struct SplitLayout {  // shared memory (bytes); model.py: split_smem_bytes computes the same
   static constexpr int GR = CellOf<CELL>::type::GR, U = D / CL, MPW = GR * U / 16 / MG, KPW = D / 16 / KG;
@@ -1383,7 +1386,7 @@ struct SplitLayout {  // shared memory (bytes); model.py: split_smem_bytes compu
   static constexpr int BYTES = RS + MG * KG * (KPW - KR) * MPW * 512;
 };
 
-template <int CELL, class E, int D, int CL, int MG, int KG, int KR>
+template <int CELL, class E, int D, int CL, int MG, int KG, int KR, int ROWS>
 __global__ void __launch_bounds__(32 * MG * KG, 1)
     rnn_forward_s(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                   const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
@@ -1394,16 +1397,17 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
   typedef typename E::T ET;
   typedef SplitLayout<CELL, D, CL, MG, KG, KR> L;
   constexpr int U = D / CL, W = MG * KG, NTH = 32 * W, MPW = L::MPW, KPW = L::KPW, NF = KPW - KR;
-  constexpr int PAIRS = 4 * U, PPT = (PAIRS + NTH - 1) / NTH;  // unit pairs of the 8 rows; per thread
+  constexpr int PAIRS = ROWS * U / 2, PPT = (PAIRS + NTH - 1) / NTH;  // unit pairs of the rows; per thread
   constexpr bool FAST = Fast<E>::value;
   static_assert(sizeof(ET) == 2 && CL > 1 && D % CL == 0 && U % 8 == 0 && (C::GR * U) % (16 * MG) == 0 &&
-                (D / 16) % (2 * KG) == 0 && KR >= 0 && KR <= KPW, "bad split tiling");
+                (D / 16) % (2 * KG) == 0 && KR >= 0 && KR <= KPW && ROWS >= 1 && ROWS <= 8,
+                "bad split tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
   if (smem_bytes < L::BYTES) __trap();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
   const int mg = warp % MG, kg = warp / MG;
-  const i64 n = blockIdx.x / CL, b0 = (i64)blockIdx.y * 8, HD = NH * D;
+  const i64 n = blockIdx.x / CL, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
   const bool has_lengths = lengths != nullptr;
   const u32 rank = cluster_rank(), bars = smem_addr(smem + L::BARS), hbuf_addr = smem_addr(smem);
   const int u0 = (int)rank * U;
@@ -1478,9 +1482,10 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
     for (int g = 0; g < C::GX; ++g)
       xv[j][g] = ok[j] && T > 0 ? *(const u32*)(x + (row * T * C::GX + g) * HD + n * D + unit) : 0u;
   }
-  for (int i = threadIdx.x; i < 8 * D; i += NTH) {  // h_0 of every unit (no exchange before step 0)
-    const int r = i / D, unit = i % D;
-    hbuf[r * L::LDH + unit] = b0 + r < B ? state0[(b0 + r) * HD + n * D + unit] : from_float1<E>(0.0f);
+  for (int i = threadIdx.x; i < 16 * D; i += NTH) {  // h_0 of every unit (no exchange before step 0); the MMA's
+    const int r = i / D % 8, unit = i % D;         // rows past ROWS zero in both buffers
+    const ET v = r < ROWS && b0 + r < B ? state0[(b0 + r) * HD + n * D + unit] : from_float1<E>(0.0f);
+    if (i < 8 * D || r >= ROWS) hbuf[(i / (8 * D)) * 8 * L::LDH + r * L::LDH + unit] = v;
   }
   cluster_sync();  // the mbarriers are initialised before any CTA sends
 
@@ -1573,7 +1578,7 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
     }
     __syncthreads();
     if (t + 1 < T) {  // this CTA's slice of h_t to the other CTAs' buffer (t + 1) & 1, onto its mbarrier
-      constexpr int CPR = U * 2 / 16, CHUNKS = 8 * CPR;
+      constexpr int CPR = U * 2 / 16, CHUNKS = ROWS * CPR;
       const int b = (int)((t + 1) & 1);
       const u32 slice = hbuf_addr + (u32)(b * L::H + u0 * 2), bar = bars + 8 * (u32)b;
       for (int i = threadIdx.x; i < (CL - 1) * CHUNKS; i += NTH) {
