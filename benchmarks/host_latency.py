@@ -3,8 +3,8 @@ GPU waits for. For one shape (default LSTM 1 x 768, B = 16, T = 1024, bf16, back
 training (fwbw: forward, sum, backward):
 
 - host_us: host time per call while the GPU runs behind (calls queued back to back, so no call waits for a kernel);
-- event_ms: CUDA events around one call after a synchronisation, median of 20 (what ``fusedrnn bench`` measures:
-  the GPU idles while the host prepares the first kernel);
+- event_ms: CUDA events around one call after a synchronisation, median of 20 (``fusedrnn.timing.median_ms``, what
+  ``fusedrnn bench`` measures: the GPU idles while the host prepares the first kernel);
 - queued_ms: the same calls queued back to back, total time / calls (the host's latency hidden);
 - the functions with the most host time (cProfile, cumulative), with --profile;
 - with --breakdown first: the host time of the pieces of an inference call (``breakdown``).
@@ -26,6 +26,7 @@ import torch
 
 from fusedrnn import rnn
 from fusedrnn.cli.bench import Shape, _callables, _inputs
+from fusedrnn.timing import median_ms
 
 
 def host_us(fn, calls: int) -> float:
@@ -38,19 +39,6 @@ def host_us(fn, calls: int) -> float:
     host = time.perf_counter() - start
     torch.cuda.synchronize()
     return 1e6 * host / calls
-
-
-def event_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def queued_ms(fn, calls: int) -> float:
@@ -133,6 +121,9 @@ def main() -> None:
         row = {"shape": f"{args.cell} {args.heads} B={args.batch} T=4", "host_us": breakdown(args.cell, NH, D,
                                                                                            args.batch)}
         print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
     shape = Shape(args.cell, NH, D, args.batch, args.steps)
     device = torch.device("cuda", 0)
     x, R, b = _inputs(shape, torch.bfloat16, device)
@@ -141,7 +132,7 @@ def main() -> None:
         for _ in range(3):
             fn()
         row = {"shape": shape.label(), "mode": mode, "host_us": round(host_us(fn, 20), 1),
-               "event_ms": round(event_ms(fn, 20), 3), "queued_ms": round(queued_ms(fn, 20), 3)}
+               "event_ms": round(median_ms(fn, 20, warmup=0), 3), "queued_ms": round(queued_ms(fn, 20), 3)}
         print(json.dumps(row), flush=True)
         if args.out:
             with open(args.out, "a") as f:

@@ -32,7 +32,9 @@ problem, solved only when the first has no solution, so the variants that fit re
 Where no cluster holds R in registers (or only one of 8 CTAs or more), the 16-bit forward in 8-row tiles runs
 rnn_forward_s instead: K split over the warps as well as the gate rows, each warp's first ``kr`` K steps of R in
 registers and the rest in shared memory (``_split_problem``: cluster, warps, K groups and kr by a predicted step time
-fitted on benchmarks/split_sweep.py).
+fitted on benchmarks/split_sweep.py). It also runs in tiles of 1 to 7 rows (``SPLIT_ROWS``) with the 8-row tiling
+(less kr where rows that are not a power of two cost registers); the launch picks the rows by the clusters resident
+at once.
 
 Where no cluster holds R (or there are none, sm_80), 16-bit heads run over a cooperative grid of D / units CTAs,
 one per SM (rnn_forward_g / rnn_backward_g, 16 batch rows per CTA): a third problem (``_grid_problem``) over the
