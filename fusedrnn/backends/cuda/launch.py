@@ -136,7 +136,7 @@ def cluster_capacity(device_index: int, cluster: int) -> int:
         if cluster > 8:
             _set_attribute(kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device_index)
         config = LaunchConfig(grid=(cluster, 1, 1), block=32, shmem_size=smem, cluster=(cluster, 1, 1))
-        stream = _stream(torch.cuda.current_stream(device).cuda_stream)
+        stream = _stream(_current_stream_handle(device))
         return max(1, kernel.occupancy.max_active_clusters(config, stream=stream))
     except Exception as error:  # an old driver or cuda-core without the query: every SM counted
         LOGGER.warning("fusedrnn cuda: cannot ask how many clusters of %d fit at once (%s); assuming SMs / %d",

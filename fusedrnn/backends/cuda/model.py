@@ -301,7 +301,7 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
     if rows < 8:  # only rnn_forward_s, where it is the 8-row forward
         eight = kernel_shape(kind, cell_name, D, dtype_name, limits, 8)
-        split = _split_shape(cell_name, D, dtype_name, limits, rows) if getattr(eight, "ksplit", 0) else None
+        split = isinstance(eight, Shape) and eight.ksplit and _split_shape(cell_name, D, dtype_name, limits, rows)
         return split or f"{rows} batch rows per CTA: only the forward over a cluster with K split over the warps"
     if D > CTA_MAX_HEAD_DIM:
         return _cluster_shape(kind, cell_name, D, dtype_name, limits, rows)
@@ -445,15 +445,15 @@ def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> Shape:
                  grid=D // units, kr=kr, ck=ck)
 
 
-# rnn_forward_s: the forward over a cluster with K split over the warps (16-bit, 8 batch rows per CTA), for heads
-# whose R is more than the cluster's registers hold. 8 or 12 warps (a multiple of 4: each SM scheduler gets the
-# same MMAs; benchmarks/split_sweep.py measured 4 and 16 slower everywhere). Registers beyond the counted ones,
+# rnn_forward_s: the forward over a cluster with K split over the warps (16-bit, 1 to 8 batch rows per CTA, tiled for
+# 8), for heads whose R is more than the cluster's registers hold. 8 or 12 warps (a multiple of 4: each SM scheduler
+# gets the same MMAs; benchmarks/split_sweep.py measured 4 and 16 slower everywhere). Registers beyond the counted ones,
 # calibrated on ptxas (NVRTC 13.5, sm_90a, bf16; every cell at D = 384 / 512 / 768, clusters of 8 and 16, 8 and 12
 # warps, each tiling with the most K steps of R in registers that compile without spilling): SPLIT_OVERHEAD, plus
 # SPLIT_NEAR_ALL where a warp keeps all or all but one of its K steps in registers (LSTM D = 384 over 8 CTAs, 4 x 2
-# warps: 11 of 12 fit, all 12 spill, though the fragments in flight go). These are the smallest values that reject
-# every tiling seen to spill: one K step more than its most (e.g. LSTM D = 768 over 16 CTAs, 12 x 1 warps, 25 of 48),
-# and LSTM D = 768 over 16 CTAs, 4 x 2 warps with 14 of 24 (15 compiles without spilling: ptxas is not monotonic).
+# warps: 11 of 12 fit, all 12 spill, though the fragments in flight go). These are the smallest values that reject every
+# tiling seen to spill: one K step more than its most (e.g. LSTM D = 768 over 16 CTAs, 12 x 1 warps, 25 of 48), and LSTM
+# D = 768 over 16 CTAs, 4 x 2 warps with 14 of 24 (15 compiles without spilling: ptxas is not monotonic).
 SPLIT_WARPS = (8, 12)
 SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
 SPLIT_CLUSTERS = (8, 16)  # the measured sizes
@@ -525,7 +525,7 @@ def _split_problem(cell_name: str, D: int, limits: Limits, odd_rows: int = 0) ->
 
 def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int, rows: int = 8) -> Shape:
     """rnn_forward_s's Shape: ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr`` K steps
-    of R per warp in registers, ``rows`` (8, 4 or 2) batch rows per CTA."""
+    of R per warp in registers, ``rows`` (1 to 8) batch rows per CTA."""
     units, warps = D // cluster, row_groups * k_groups
     mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
     near_all = int(kr >= D // 16 // k_groups - 1)
@@ -540,7 +540,7 @@ def _odd_rows(rows: int) -> int:
 
 
 def _split_shape(cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | None:
-    """rnn_forward_s where the problem has a solution (16-bit, 8 rows, clusters), else None."""
+    """rnn_forward_s where the problem has a solution (16-bit, SPLIT_ROWS rows, clusters), else None."""
     if dtype_name == "float32" or rows not in SPLIT_ROWS or limits.max_cluster < 2 or D > SPLIT_MAX_HEAD_DIM:
         return None
     # fewer rows take the 8-row tiling (the cell's pairs per thread only shrink), less kr where they cost registers

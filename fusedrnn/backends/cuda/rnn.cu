@@ -1360,7 +1360,7 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Forward over a cluster with K split over the warps (16-bit, ROWS = 8, 4 or 2 batch rows per CTA), for heads whose R
+// Forward over a cluster with K split over the warps (16-bit, ROWS = 1 to 8 batch rows per CTA), for heads whose R
 // is more than a cluster's registers hold (e.g. LSTM D = 768: 295 KB of R per CTA of 16). CTA `rank` owns units
 // [rank·U, rank·U + U) and their GR·U gate rows m = g·U + u, in MT = GR·U / 16 row tiles; a step's MMA is gates x batch
 // = R_q (K = D) · hᵀ. Warp w = kg·MG + mg takes row tiles [mg·MPW, mg·MPW + MPW) over K steps [kg·KPW, kg·KPW + KPW):
@@ -1376,8 +1376,8 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1)
 // 2.22 ms); one bulk copy (TMA) per (peer, row) instead of the 16-byte st.async (2.70 / 2.51 against 2.45 / 2.30 ms).
 // ROWS < 8: the MMA still takes 8 columns (rows ROWS..7 of both h buffers stay zero and their sums unread), but a CTA
 // exchanges and runs the cell for ROWS rows only; the exchange is bandwidth-bound (11.5 KB into each CTA per step at
-// LSTM 768, 8 rows), so halving it measured LSTM 1 x 768 2.22 -> 1.88 ms (B = 16: 4 clusters of 4 rows instead of 2 of
-// 8) where the extra clusters are resident at once.
+// LSTM 768, 8 rows), so fewer rows measured LSTM 1 x 768 2.22 -> 1.88 ms at 4 rows and 1.70-1.74 at 3 (B = 16: 4 or 6
+// clusters instead of 2) where the extra clusters are resident at once.
 template <int CELL, int D, int CL, int MG, int KG, int KR>
 struct SplitLayout {  // shared memory (bytes); model.py: split_smem_bytes computes the same
   static constexpr int GR = CellOf<CELL>::type::GR, U = D / CL, MPW = GR * U / 16 / MG, KPW = D / 16 / KG;
