@@ -58,10 +58,14 @@ TOL = {
     torch.float16: {"fw": 5e-3, "bw": 2e-2},
     torch.bfloat16: {"fw": 4e-2, "bw": 1e-1},
 }
-# sLSTM's gradients have branch points (n' = max(q, 1), m' = max(ĩ, log σ(f̃) + m)): a rounding-level change
-# of the forward flips single elements' gradients by O(1) (seen on the H100: bf16 dx max_error 0.15-0.5
-# while y is within 2e-3). For sLSTM in 16-bit the gradients are compared normwise (norm_error) instead.
-SLSTM_16BIT_NORM_TOL = {torch.float16: 1e-2, torch.bfloat16: 5e-2}
+# sLSTM's (c, n, m) is one representative of the cell's state: (c·e^-δ, n·e^-δ, m + δ) gives the same h at every
+# later step. The stabiliser m' = max(ĩ, log σ(f̃) + m) picks the representative, and where its two arguments are
+# within rounding of each other two correct implementations pick differently. y and the final h do not depend on
+# the pick, so their gradients are well-defined and compared element-wise at the ordinary bounds; gradients fed in
+# through the final c, n, m do depend on it (an O(1) jump at the branch; seen on the H100: bf16 dx max_error
+# 0.15-0.5 with y within 2e-3), so the 16-bit comparisons feed none in there and test_slstm_branch.py tests that
+# branch on its own (docs/cells.md states the contract).
+SLSTM_REPRESENTATIVE_STATES = slice(1, 4)  # c, n, m
 # (B, T) of the fused backends' GPU tests against the reference: B in {1, 3, 16, 64}, T in {1, 7, 1024}
 FUSED_GPU_SHAPES = [(1, 1), (3, 7), (16, 1024), (64, 7), (1, 1024)]
 
@@ -74,6 +78,8 @@ def problem_with_grads(cell, B, T, NH, D, dtype, device, with_state=True):
         state = torch.zeros(get_cell(cell).num_states, B, NH, D, dtype=dtype, device=device)
     dy = torch.randn(B, T, NH, D, device=device)
     dfinal = torch.randn(state.shape, device=device)
+    if cell == "slstm" and dtype in (torch.float16, torch.bfloat16):
+        dfinal[SLSTM_REPRESENTATIVE_STATES] = 0.0  # see SLSTM_REPRESENTATIVE_STATES
     return (x, R, b, state), dy, dfinal
 
 
@@ -85,27 +91,22 @@ def reference_with_grads(inputs, cell, dy, dfinal, lengths=None):
     )
 
 
-def assert_matches_reference(cell, dtype, got, ref, slstm_norm_tol=None):
-    """y, final state and every gradient within TOL (max_error); sLSTM 16-bit gradients normwise."""
+def assert_matches_reference(cell, dtype, got, ref):
+    """y, final state and every gradient within TOL (max_error)."""
     (y, final, grads), (y_ref, final_ref, grads_ref) = got, ref
     tol = TOL[dtype]
     assert y.dtype == dtype and final.dtype == dtype
     errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
     limits = {"y": tol["fw"], "final": tol["fw"]}
-    norm_tol = {**SLSTM_16BIT_NORM_TOL, **(slstm_norm_tol or {})}
     for name, grad, grad_ref in zip(GRAD_NAMES, grads, grads_ref):
         assert grad.dtype == dtype, name
-        if cell == "slstm" and dtype in norm_tol:
-            errors[name + " (norm)"] = norm_error(grad, grad_ref)
-            limits[name + " (norm)"] = norm_tol[dtype]
-        else:
-            errors[name] = max_error(grad, grad_ref)
-            limits[name] = tol["bw"]
+        errors[name] = max_error(grad, grad_ref)
+        limits[name] = tol["bw"]
     bad = {n: e for n, e in errors.items() if not e <= limits[n]}  # "not <=" also catches NaN
     assert not bad, f"errors over tolerance {limits}: {bad} (all: {errors})"
 
 
-def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, slstm_norm_tol=None, lengths=None):
+def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, lengths=None):
     """Run ``backend`` and the reference on one fresh random problem and compare everything.
     ``lengths``: per-row step counts (a list), passed to both."""
     inputs, dy, dfinal = problem_with_grads(cell, B, T, NH, D, dtype, device, with_state)
@@ -113,7 +114,7 @@ def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, sl
         lengths = torch.tensor(lengths)
     got = run_with_grads(lambda *a: rnn(*a, cell=cell, backend=backend, lengths=lengths), inputs, dy, dfinal)
     ref = reference_with_grads(inputs, cell, dy, dfinal, lengths)
-    assert_matches_reference(cell, dtype, got, ref, slstm_norm_tol)
+    assert_matches_reference(cell, dtype, got, ref)
     if lengths is not None:  # rows past their length: y exactly zero
         y = got[0]
         for row, length in enumerate(lengths.tolist()):

@@ -263,6 +263,34 @@ def test_info_json(capsys):
     assert set(data["versions"]) >= {"torch", "triton", "nvrtc"}
 
 
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_info_formats_every_cuda_kernel_family(arch):
+    """The cuda launch lines of ``info`` for one shipped variant of each kernel family (single CTA, cluster, K split
+    over warps, cooperative grid), built as on a GPU: a shape field must not shadow the launch description."""
+    from fusedrnn.backends import Call
+    from fusedrnn.backends.cuda.kernels import shipped_variants
+    from fusedrnn.cells import get_cell
+
+    def family(v):
+        return (v.shape.grid > 1, v.shape.ksplit > 0, v.shape.cluster > 1)
+
+    picked = {}
+    for v in shipped_variants(arch)[0]:
+        picked.setdefault((v.kind, family(v)), v)
+    assert len(picked) >= (3 if arch == "sm_80" else 6)  # every family of this arch, forward and backward
+    for v in picked.values():
+        call = Call(get_cell(v.cell), batch=20, steps=7, num_heads=2, head_dim=v.head_dim, dtype=torch.bfloat16,
+                    device=torch.device("cpu"), requires_grad=v.kind == "backward")
+        entry = info.variant_entry(v, call)
+        data = info.collect(call)
+        data["launch"]["cuda"] = {"arch": arch, v.kind: entry}
+        text = info.format_report(data)
+        line = next(line for line in text.splitlines() if line.startswith(f"cuda {v.kind} ({arch}): {v.name}"))
+        tiles = -(-20 // v.shape.rows)
+        ctas = max(v.shape.cluster, v.shape.grid)
+        assert f"grid 2 heads x {tiles} tiles of {v.shape.rows} rows x {ctas} CTAs per head" in line, line
+
+
 def test_demo_smoke(tmp_path, capsys):
     plot = tmp_path / "curves.png"
     assert demo.main(["--preset", "cpu", "--steps", "3", "--eval-length", "32", "--plot", str(plot)]) == 0

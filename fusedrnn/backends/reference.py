@@ -26,15 +26,20 @@ def reference_rnn(
     b: torch.Tensor,
     state: torch.Tensor,
     lengths: torch.Tensor | None = None,
+    *,
+    operand_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """lengths [B] (integers) or None: row b runs lengths[b] steps; later steps keep its states, y = 0."""
+    """lengths [B] (integers) or None: row b runs lengths[b] steps; later steps keep its states, y = 0.
+    operand_dtype: round h to this dtype where it enters R·h, as a 16-bit tensor-core kernel must (its states stay
+    in the compute dtype): the accuracy studies' emulation of the fused kernels; None computes exactly."""
     compute = _COMPUTE_DTYPE[x.dtype]
     x_c, R_c, b_c = x.to(compute), R.to(compute), b.to(compute)
     states = tuple(state.to(compute).unbind(0))  # S x [B, NH, D]
     ys = []
     for t, x_t in enumerate(x_c.unbind(1)):  # x_t [B, Gx, NH, D]
+        h = states[0] if operand_dtype is None else states[0].to(operand_dtype).to(compute)
         # r_t[b, g, n, i] = sum_j R[g, n, i, j] h[b, n, j]
-        r_t = torch.einsum("gnij,bnj->bgni", R_c, states[0])
+        r_t = torch.einsum("gnij,bnj->bgni", R_c, h)
         new = cell.step(x_t, r_t, b_c, states)
         if lengths is None:
             states = new

@@ -251,10 +251,16 @@ def cuda_report(call: Call) -> dict[str, object]:
     for kind in kinds:
         v = cuda_launch.pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch,
                                      call.num_heads)
-        report[kind] = v if isinstance(v, str) else {
-            "kernel": v.name, "grid": [call.num_heads, -(-call.batch // v.shape.rows)], "threads": v.threads,
-            **dataclasses.asdict(v.shape)}
+        report[kind] = v if isinstance(v, str) else variant_entry(v, call)
     return report
+
+
+def variant_entry(v: Variant, call: Call) -> dict[str, object]:
+    """One cuda variant's launch for ``call``: heads x batch tiles x CTAs per head, and the model's shape (whose own
+    ``grid`` field counts a cooperative grid's CTAs per head, hence kept apart from the launch grid)."""
+    return {"kernel": v.name, "heads": call.num_heads, "batch_tiles": -(-call.batch // v.shape.rows),
+            "ctas_per_head": max(v.shape.cluster, v.shape.grid), "threads": v.threads,
+            "shape": dataclasses.asdict(v.shape)}
 
 
 def collect(call: Call) -> dict[str, object]:
@@ -323,10 +329,12 @@ def format_report(data: dict[str, object]) -> str:
         if isinstance(entry, str):
             lines.append(f"cuda {kind}: refused: {entry}")
         elif entry:
-            lines.append(f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['grid'][0]} heads x "
-                         f"{entry['grid'][1]} tiles of {entry['rows']} rows, {entry['threads']} threads, "
-                         f"{entry['stages']}-stage prefetch, {entry['smem'] // 1024} KB shared memory, "
-                         f"~{entry['registers']} registers per thread (model)")
+            shape = entry["shape"]
+            lines.append(f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['heads']} heads x "
+                         f"{entry['batch_tiles']} tiles of {shape['rows']} rows x {entry['ctas_per_head']} CTAs "
+                         f"per head, {entry['threads']} threads, {shape['stages']}-stage prefetch, "
+                         f"{shape['smem'] // 1024} KB shared memory, ~{shape['registers']} registers per thread "
+                         "(model)")
     if "error" in launch:
         lines.append(f"launch configuration: {launch['error']}")
     else:
