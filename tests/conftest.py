@@ -28,3 +28,12 @@ def _seed(request):
     """Fresh random data per test, reproducible per test id (set FUSEDRNN_TEST_SEED to vary all)."""
     base = int(os.environ.get("FUSEDRNN_TEST_SEED", "0"))
     torch.manual_seed(base + zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(autouse=True)
+def _poison_outputs(monkeypatch):
+    """Every buffer a fused backend allocates for its outputs starts as NaN, so a kernel that leaves an element
+    unwritten fails its test instead of passing on whatever the allocator returned (zeros, often)."""
+    from fusedrnn.backends import fused
+
+    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)

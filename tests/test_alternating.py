@@ -9,7 +9,6 @@ import torch
 
 import fusedrnn.backends.alternating  # noqa: F401  (registers the backend; fusedrnn.backends imports it too)
 from fusedrnn import get_cell, rnn
-from fusedrnn.backends import fused
 from fusedrnn.backends.alternating import launch
 
 from .helpers import (
@@ -29,10 +28,6 @@ BACKEND = "alternating"
 ON_GPU = torch.cuda.is_available()
 interpreter_only = pytest.mark.skipif(ON_GPU, reason="the interpreter cases run where there is no GPU")
 
-
-@pytest.fixture(autouse=True)
-def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
 
 
 _problem = problem_with_grads

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from fusedrnn import get_cell
-from fusedrnn.backends import fused
 from fusedrnn.backends.alternating import launch
 
 from .helpers import TOL, check_backend, max_error, problem_with_grads, random_problem, run_with_grads
@@ -23,10 +22,6 @@ from .test_triton import CELLS
 interpreter_only = pytest.mark.skipif(ON_GPU, reason="the interpreter cases run where there is no GPU")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)  # hbuf's second half included: read only once written
 
 
 @pytest.fixture

@@ -128,3 +128,20 @@ def test_environment_forces_the_backend(refusing_backend, monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "nonexistent")
     with pytest.raises(ValueError, match=r"backend: unknown backend 'nonexistent'"):
         rnn(args["x"], args["R"], args["b"], cell="lstm")
+
+
+@pytest.mark.parametrize("backend", ["triton", "alternating", "cuda"])
+def test_double_backward_is_refused_by_the_fused_backends_and_runs_on_the_reference(backend):
+    """The kernels' backward is not differentiable: a gradient with create_graph=True raises a RuntimeError that
+    names the backend and the way out, instead of a second derivative that silently misses the kernels' part."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if backend == "cuda" and device == "cpu":
+        pytest.skip("the cuda backend needs a GPU")
+    x, R, b, state = (t.requires_grad_() for t in random_problem("lstm", 2, 3, 1, 16, torch.float32, device))
+    y, _ = rnn(x, R, b, state, cell="lstm", backend=backend)
+    with pytest.raises(RuntimeError, match=rf"backend '{backend}': double backward .* backend='reference'"):
+        torch.autograd.grad(y.square().sum(), R, create_graph=True)
+    y, _ = rnn(x, R, b, state, cell="lstm", backend="reference")
+    (dR,) = torch.autograd.grad(y.square().sum(), R, create_graph=True)
+    (ddx,) = torch.autograd.grad(dR.square().sum(), x)
+    assert torch.isfinite(ddx).all() and ddx.abs().sum() > 0

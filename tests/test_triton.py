@@ -8,16 +8,11 @@ import pytest
 import torch
 
 from fusedrnn import rnn
-from fusedrnn.backends import fused
 
 from .helpers import FUSED_GPU_SHAPES, check_backend, random_problem, run_with_grads
 
 CELLS = ["lstm", "gru", "elman", "slstm"]
 
-
-@pytest.fixture(autouse=True)
-def _poison_outputs(monkeypatch):
-    monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
 
 
 def check_against_reference(cell, B, T, NH, D, dtype, device, with_state=True):

@@ -56,7 +56,7 @@ def make_run(function: type[torch.autograd.Function], forward):
     return run
 
 
-def make_function(name: str, forward, backward) -> type[torch.autograd.Function]:
+def make_function(name: str, forward, backward, backend: str) -> type[torch.autograd.Function]:
     """The autograd Function of a backend whose ``forward(cell, x, R, b, state, lengths, save)`` returns
     (y, final, pre, states) and whose ``backward(cell, R, pre, states, lengths, dy, dfinal)`` returns
     (dx, dR, db, dstate0): it saves R, pre, states and lengths only, and restores nothing else."""
@@ -72,6 +72,10 @@ def make_function(name: str, forward, backward) -> type[torch.autograd.Function]
         return y, final
 
     def bw(ctx, dy, dfinal):
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' backward is not itself differentiable
+            raise RuntimeError(
+                f"backend {backend!r}: double backward (a gradient with create_graph=True) is not supported by "
+                "the fused kernels; run this call with backend='reference' for higher-order gradients")
         R, pre, states, lengths = ctx.saved_tensors
         dx, dR, db, dstate0 = fused_backward(backward, ctx.cell_name, ctx.dtype, R, pre, states, lengths, dy, dfinal)
         needs = ctx.needs_input_grad
@@ -115,7 +119,7 @@ def fused_backend(name: str, priority: int, supports: Callable[[Call], str | Non
     """The Backend of launch functions ``forward`` / ``backward`` (see ``make_function``): the autograd Function,
     inference without saving, the custom-op pair and the saved layouts. ``auto`` uses it on CUDA devices only
     (the Triton interpreter on CPU tensors is for tests, never a fast path)."""
-    function = make_function(f"{name.capitalize()}RNN", forward, backward)
+    function = make_function(f"{name.capitalize()}RNN", forward, backward, name)
     op_forward, op_backward = make_op_functions(forward, backward)
     return Backend(name=name, priority=priority, supports=supports, run=make_run(function, forward),
                    description=description, auto_devices=frozenset({"cuda"}), op_forward=op_forward,
