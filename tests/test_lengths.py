@@ -49,11 +49,22 @@ def test_reference_lengths_equal_each_row_alone(cell):
     assert max_error(dR, dR_sum) < 1e-12 and max_error(db, db_sum) < 1e-12
 
 
-def test_lengths_all_full_is_the_unmasked_call():
-    x, R, b, state = random_problem("lstm", 3, 5, 1, 4)
-    expected = rnn(x, R, b, state, cell="lstm")
-    got = rnn(x, R, b, state, cell="lstm", lengths=[5, 5, 5])
-    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+@pytest.mark.parametrize("backend", ["reference", "triton", "alternating"])
+def test_lengths_all_full_is_the_unmasked_call(backend):
+    """rnn drops lengths that are all T (the kernels without masks run), and the masked path itself, given such
+    lengths, computes the unmasked function."""
+    from fusedrnn.api import check_lengths
+    from fusedrnn.backends import get_backend
+
+    assert check_lengths([5, 5, 5], 3, 5, torch.device("cpu"), check_values=True) is None
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # without a GPU: Triton's interpreter
+    x, R, b, state = random_problem("lstm", 3, 5, 2, 16, dtype=dtype, device=device)
+    run = get_backend(backend).run
+    expected = run(get_cell("lstm"), x, R, b, state, None)
+    got = run(get_cell("lstm"), x, R, b, state, torch.full((3,), 5, dtype=torch.int32, device=device))
+    tol = 0.0 if backend == "reference" else 1e-6
+    assert all(max_error(g, e) <= tol for g, e in zip(got, expected))
 
 
 def test_lengths_accept_any_integer_tensor_or_list():

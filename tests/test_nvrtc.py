@@ -102,6 +102,10 @@ def test_bad_options(option):
         nvrtc.compile_kernel(SOURCE, "mix<4>", "sm_90a", (option,))
 
 
-def test_nvrtc_version():
+def test_nvrtc_version_is_part_of_the_cache_key(monkeypatch):
+    """A cubin from another NVRTC is never reused: its (major, minor) enters the cache key."""
     major, minor = nvrtc.nvrtc_version()
-    assert major >= 11 and minor >= 0
+    assert major >= 12  # cuda-bindings >= 12.8 (pyproject.toml): NVRTC 12 or newer
+    key = nvrtc._key(SOURCE, "mix<4>", "sm_90a", ())
+    monkeypatch.setattr(nvrtc, "nvrtc_version", lambda: (major, minor + 1))
+    assert nvrtc._key(SOURCE, "mix<4>", "sm_90a", ()) != key
