@@ -467,6 +467,71 @@ def test_cuda_gpu_fresh_state(cell):
     check_backend("cuda", cell, 17, 30, 2, 16, torch.float32, "cuda", with_state=False)
 
 
+# One head size per kernel family on sm_90: one CTA (64), a cluster (256), K split over a cluster's warps in the
+# forward and a cooperative grid in the backward (768), a cooperative grid both ways (1024)
+FAMILY_CASES = [("lstm", 64), ("gru", 256), ("slstm", 256), ("lstm", 768), ("elman", 768), ("gru", 1024)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("B,T", [(5, 1), (16, 40)], ids=str)
+@pytest.mark.parametrize("cell,D", FAMILY_CASES, ids=str)
+def test_cuda_gpu_fresh_state_every_family(cell, D, B, T, dtype):
+    """No initial state passed (the cell's initial values, sLSTM's fresh-state branch), T = 1 with B > 1, in the
+    kernel family each head size runs in."""
+    reason = _supported(cell, B, T, 1, D, dtype)
+    if reason is not None:
+        pytest.skip(reason)
+    check_backend("cuda", cell, B, T, 1, D, dtype, "cuda", with_state=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("loss", ["y", "final", "R only"])
+@pytest.mark.parametrize("cell,D", FAMILY_CASES, ids=str)
+def test_cuda_gpu_partial_gradients(cell, D, loss, dtype):
+    """A loss on y alone (no gradient reaches the final state), on the final state alone (dy is None in the
+    backward), or gradients asked of R only: each against the reference."""
+    B, T = 9, 33
+    reason = _supported(cell, B, T, 1, D, dtype)
+    if reason is not None:
+        pytest.skip(reason)
+    inputs = random_problem(cell, B, T, 1, D, dtype=dtype, device="cuda")
+    wanted = [1] if loss == "R only" else [0, 1, 2, 3]
+    weight_y = torch.randn(B, T, 1, D, device="cuda")
+    weight_final = torch.randn(get_cell(cell).num_states, B, 1, D, device="cuda")
+    if cell == "slstm":
+        weight_final[1:] = 0.0  # the final c, n, m: see tests/helpers.py, SLSTM_REPRESENTATIVE_STATES
+
+    def grads(backend, tensors):
+        leaves = [t.detach().clone().requires_grad_(i in wanted) for i, t in enumerate(tensors)]
+        y, final = rnn(*leaves, cell=cell, backend=backend)
+        if loss == "y":
+            total = (y.float() * weight_y).sum()
+        elif loss == "final":
+            total = (final.float() * weight_final).sum()
+        else:
+            total = (y.float() * weight_y).sum() + (final.float() * weight_final).sum()
+        return torch.autograd.grad(total, [leaves[i] for i in wanted])
+
+    got = grads("cuda", inputs)
+    expected = grads("reference", [t.float() for t in inputs])
+    errors = [max_error(g, e) for g, e in zip(got, expected)]
+    assert all(e <= TOL[dtype]["bw"] for e in errors), errors
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell,D", [("lstm", 64), ("gru", 768)], ids=str)
+def test_cuda_gpu_out_of_range_lengths_act_clamped(cell, D):
+    """lengths on the GPU are not value-checked (that would synchronise): values outside 0..T act as clamped."""
+    B, T = 4, 9
+    x, R, b, state = random_problem(cell, B, T, 1, D, dtype=torch.bfloat16, device="cuda")
+    wild = torch.tensor([T + 5, -3, 4, T], device="cuda")
+    got = rnn(x, R, b, state, cell=cell, backend="cuda", lengths=wild)
+    expected = rnn(x, R, b, state, cell=cell, backend="cuda", lengths=wild.clamp(0, T))
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
 @pytest.mark.gpu
 def test_cuda_gpu_is_deterministic():
     x, R, b, state = random_problem("lstm", 16, 64, 4, 64, dtype=torch.bfloat16, device="cuda")
