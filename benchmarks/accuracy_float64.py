@@ -87,7 +87,7 @@ def flashrnn_path(cell: str, backend: str, dtype: torch.dtype):
 def _patch_flashrnn_gpu_info() -> None:
     """flashrnn 1.0.8 reads the device through a C++ helper that does not build with CUDA 13 (it reads
     cudaDeviceProp fields CUDA 13 removed); give it the four values it uses from torch instead."""
-    import flashrnn.flashrnn.flashrnn as module
+    module = sys.modules["flashrnn.flashrnn.flashrnn"]  # not ``import ... as``: the package's attribute is the function
 
     def gpu_info(device_id: int) -> dict:
         p = torch.cuda.get_device_properties(device_id)

@@ -37,3 +37,11 @@ def _poison_outputs(monkeypatch):
     from fusedrnn.backends import fused
 
     monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
+
+
+@pytest.fixture(autouse=True)
+def _restore_tf32():
+    """A test that turns TF32 on must not leave it on for the float32 tests after it in the same process."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

@@ -280,13 +280,14 @@ def test_alternating_gpu_is_deterministic():
 
 
 @pytest.mark.gpu
-def test_alternating_gpu_tf32_setting_is_followed(monkeypatch):
-    """float32 GEMMs use TF32 only where torch allows it; the setting is part of the graph cache key."""
+def test_alternating_gpu_tf32_setting_is_followed():
+    """float32 GEMMs use TF32 only where torch allows it; the setting is part of the graph cache key. (The flag is
+    set directly: conftest restores it after every test; monkeypatch cannot undo a property of torch's module.)"""
     inputs, dy, dfinal = _problem("elman", 8, 16, 1, 512, torch.float32, "cuda")
     ref = _reference(inputs, "elman", dy, dfinal)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.backends.cuda.matmul.allow_tf32 = False
     _compare("elman", torch.float32, run_with_grads(_alternating("elman"), inputs, dy, dfinal), ref)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    torch.backends.cuda.matmul.allow_tf32 = True
     y_tf32 = run_with_grads(_alternating("elman"), inputs, dy, dfinal)[0]
     assert max_error(y_tf32, ref[0]) < TOL[torch.float16]["fw"]  # TF32: about float16's precision
     keys = [k for k in launch.cached_plans() if k[:2] == ("fw", "elman") and k[2:6] == (8, 16, 1, 512)]
