@@ -18,6 +18,7 @@ for x, R and b. Errors: normwise ‖a − e‖ / ‖e‖ and whether flashrnn's 
 rtol 0.4 for bfloat16; 0.1, 0.2 for float16) holds against float64 and against fusedrnn's reference.
 
     python benchmarks/accuracy_float64.py --out accuracy.jsonl            # the 12 cases, all paths on a GPU
+    python benchmarks/accuracy_float64.py --table accuracy.jsonl          # BENCHMARKS.md's table of them
 """
 
 from __future__ import annotations
@@ -110,15 +111,40 @@ def errors(got, ref, dtype, vanilla=None) -> dict:
     return out
 
 
+def table(rows: list[dict]) -> str:
+    """BENCHMARKS.md's table: per case and path, ‖error‖ / ‖float64‖ of y, dx, dR, db (× 1e-3), and whether
+    flashrnn's tolerance holds against float64 ("f64") and against fusedrnn's reference ("ref")."""
+    lines = ["| cell | dtype | B | path | y | dx | dR | db | flashrnn's tolerance vs f64 / vs ref |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {r['cell']} | {r['dtype'].removeprefix('torch.')} | {r['B']} | {r['path']} |"
+        if "error" in r:
+            lines.append(f"{head} {r['error'][:60]} | | | | |")
+            continue
+        norms = " | ".join(f"{r[q]['norm'] * 1e3:.2f}" for q in ("y", "dx", "dR", "db"))
+        fails = [q for q in QUANTITIES if not r[q]["allclose_f64"]]
+        fails_ref = [q for q in QUANTITIES if not r[q].get("allclose_vanilla", True)]
+        verdict = f"{'pass' if not fails else 'fails ' + ', '.join(fails)} / " + (
+            "pass" if not fails_ref else "fails " + ", ".join(fails_ref))
+        lines.append(f"{head} {norms} | {verdict} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="append one JSON line per (case, path)")
+    parser.add_argument("--table", default=None, metavar="JSONL", help="print BENCHMARKS.md's table of a run's "
+                        "rows and exit")
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--head-dim", type=int, default=512)
     parser.add_argument("--flashrnn-batches", default="8", help="batch sizes at which to build flashrnn's "
                         "cuda_fused (each a separate nvcc build of ~1 min), comma-separated, or 'none'")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.table:
+        with open(args.table) as rows:
+            print(table([json.loads(line) for line in rows]))
+        return 0
     flash_batches = set() if args.flashrnn_batches == "none" else {int(v) for v in args.flashrnn_batches.split(",")}
     out = open(args.out, "a") if args.out else None
     torch.backends.cuda.matmul.allow_tf32 = False
