@@ -31,8 +31,9 @@ def _key(row: dict) -> tuple:
 
 
 def load(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """(runs, rows) from a ``bench.json`` or a ``bench.jsonl`` log; a row measured twice keeps its last value."""
-    text = Path(path).read_text()
+    """(runs, rows) from a ``bench.json`` or a ``bench.jsonl`` log; a row measured twice keeps its last value.
+    Raises OSError for a file that cannot be read, UnicodeDecodeError (a ValueError) for one that is not UTF-8."""
+    text = Path(path).read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -49,6 +50,8 @@ def load(path: str | Path) -> tuple[list[dict], list[dict]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short when a run was killed mid-write
+            if not isinstance(record, dict):
+                continue  # not a record of ours
             kind = record.pop("record", "row")
             if kind == "run":
                 runs.append(record)
