@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Parser", "at_least", "device", "non_negative", "positive", "positive_float", "program"]
 
@@ -29,7 +33,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def at_least(minimum: int):
+def at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``."""
 
     def parse(text: str) -> int:
@@ -73,8 +77,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-
-def device(text: str):
+def device(text: str) -> torch.device:
     """An argparse type: ``cpu``, ``cuda`` or ``cuda:N`` naming a device this machine has, as a torch.device."""
     import torch
 

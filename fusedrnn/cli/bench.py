@@ -41,7 +41,7 @@ record has ``compile_workers`` and ``compile_seconds``).
 
 Output (``--out DIR``, default ``fusedrnn-bench``): each row is appended to ``bench.jsonl`` as soon as it is
 measured; at the end (also after Ctrl-C or ``--time-budget``) ``bench.json``, ``bench.csv``, ``bench.md``
-(markdown tables: one per cell and mode) and ``bench.png`` (matplotlib, optional) cover every row of the log.
+(markdown tables: one per cell and mode) and ``bench.png`` (matplotlib) cover every row of the log.
 ``--resume FILE`` continues the log FILE: rows already there (measured or skipped) are not measured again,
 so runs cut short form one logical run. Without a GPU, only the PyTorch loop is timed, at tiny sizes.
 
@@ -80,6 +80,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -95,9 +96,9 @@ __all__ = ["Shape", "main", "measure", "plan", "SCHEMA"]
 
 SCHEMA = 1
 CELL_ORDER = ("lstm", "gru", "elman", "slstm")
-GPU_DEFAULTS = {"cells": list(CELL_ORDER), "heads": ["48x16", "12x64", "6x128", "3x256", "1x768"], "batch": [16],
-                "steps": [1024]}  # DESIGN.md §4: B = 16, T = 1024, hidden 768
-CPU_DEFAULTS = {"cells": list(CELL_ORDER), "heads": ["4x8", "2x16"], "batch": [1, 8], "steps": [32]}
+GPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["48x16", "12x64", "6x128", "3x256", "1x768"],
+                                "batch": [16], "steps": [1024]}  # DESIGN.md §4: B = 16, T = 1024, hidden 768
+CPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["4x8", "2x16"], "batch": [1, 8], "steps": [32]}
 BASELINES = ("cudnn-bf16", "cudnn-fp16", "torch-loop")
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "cuda")
 FLASHRNN_DEFAULT = ("cuda_fused", "triton_fused")
@@ -416,6 +417,7 @@ def compile_only(pairs: list[tuple[str, int, int]], batches: list[int], steps: l
                 for name in backends:
                     impl = Impl(name, "fusedrnn", dtype)
                     runnable = [m for m in modes if impl.skip_reason(shape, m, device) is None]
+                    case: dict[str, Callable] | None = None
                     try:
                         case = impl.case(shape, device) if runnable else {}
                         for mode in runnable:
@@ -656,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming {log_path}: {len(done)} rows done")
 
     units: list[tuple[Shape, Impl, list[str]]] = []
-    planned = set()
+    planned: set[tuple] = set()
     for shape in plan(cells, heads, batches, steps):
         for impl in implementations:
             if not impl.applies(shape.cell):

@@ -60,7 +60,7 @@ def _nvrtc_version() -> str:
         try:
             from cuda import nvrtc  # cuda-python before the cuda.bindings split
         except ImportError:
-            return "not installed (no cuda.bindings: pip install cuda-bindings or 'fusedrnn[cuda]')"
+            return "not installed (no cuda.bindings: pip install cuda-bindings nvidia-cuda-nvrtc)"
     try:
         result = nvrtc.nvrtcVersion()
         major, minor = result[1], result[2]  # (error code, major, minor)
