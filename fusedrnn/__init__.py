@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .cells import Cell, cell_names, get_cell, register_cell
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fusedrnn' has no attribute {name!r}")
@@ -33,5 +33,5 @@ def __getattr__(name: str):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))

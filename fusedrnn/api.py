@@ -28,7 +28,8 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], lay
 
 
 def initial_state(
-    cell: str | Cell, batch: int, num_heads: int, head_dim: int, *, dtype=None, device=None
+    cell: str | Cell, batch: int, num_heads: int, head_dim: int, *, dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The state [S, B, NH, D] that ``rnn`` uses when ``state`` is None (each cell's initial values)."""
     spec = get_cell(cell)
@@ -129,15 +130,19 @@ def rnn(
         return select_backend(backend, call).run(spec, x, R, b, state, lengths)
 
 
-def _autocast(device_type: str, *tensors):
+def _autocast(
+    device_type: str, x: torch.Tensor, R: torch.Tensor, b: torch.Tensor, state: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The inputs as torch.autocast casts an RNN's: floating point (but float64) to the autocast dtype."""
     dtype = torch.get_autocast_dtype(device_type)
-    return tuple(
-        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t for t in tensors
-    )
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t
+
+    return cast(x), cast(R), cast(b), None if state is None else cast(state)
 
 
-def check_lengths(lengths, B: int, T: int, device: torch.device, check_values: bool) -> torch.Tensor | None:
+def check_lengths(lengths: object, B: int, T: int, device: torch.device, check_values: bool) -> torch.Tensor | None:
     """lengths as int32 [B] on ``device``; None when every row runs all T steps (the kernels without masks)."""
     if not isinstance(lengths, torch.Tensor):
         try:

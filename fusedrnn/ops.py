@@ -17,6 +17,8 @@ while torch.compile traces, they do. Both paths run the same backend functions, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .backends import Backend, Call, get_backend, select_backend
@@ -53,8 +55,9 @@ def forward(
     x: torch.Tensor, R: torch.Tensor, b: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None,
     cell: str, backend: str, save: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    chosen = _backend_for_run(backend, cell, x, save, lengths is not None)
-    return chosen.op_forward(get_cell(cell), x, R, b, state, lengths, save)
+    op_forward = _backend_for_run(backend, cell, x, save, lengths is not None).op_forward
+    assert op_forward is not None  # _backend_for_run refuses backends without one
+    return op_forward(get_cell(cell), x, R, b, state, lengths, save)
 
 
 def _saved_like(backend: str, cell: str, x: torch.Tensor, save: bool) -> list[torch.Tensor]:
@@ -66,7 +69,10 @@ def _saved_like(backend: str, cell: str, x: torch.Tensor, save: bool) -> list[to
 
 
 @forward.register_fake
-def _forward_fake(x, R, b, state, lengths, cell, backend, save):
+def _forward_fake(
+    x: torch.Tensor, R: torch.Tensor, b: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None, cell: str,
+    backend: str, save: bool,
+) -> tuple[torch.Tensor, ...]:
     B, T, _, NH, D = x.shape
     return (x.new_empty(B, T, NH, D), state.new_empty(state.shape), *_saved_like(backend, cell, x, save))
 
@@ -77,14 +83,20 @@ def backward(
     lengths: torch.Tensor | None, saved0: torch.Tensor, saved1: torch.Tensor, dy: torch.Tensor,
     dfinal: torch.Tensor, cell: str, backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    grads = get_backend(backend).op_backward(get_cell(cell), (x, R, b, state), lengths, (saved0, saved1), dy, dfinal)
+    op_backward = get_backend(backend).op_backward
+    assert op_backward is not None  # the forward ran through this backend's op_forward, so it has both
+    grads = op_backward(get_cell(cell), (x, R, b, state), lengths, (saved0, saved1), dy, dfinal)
     # a custom op's outputs are fresh contiguous tensors (the fake says so): no views, no odd strides
     return tuple(g.clone(memory_format=torch.contiguous_format) if g._base is not None else g.contiguous()
                  for g in grads)
 
 
 @backward.register_fake
-def _backward_fake(x, R, b, state, lengths, saved0, saved1, dy, dfinal, cell, backend):
+def _backward_fake(
+    x: torch.Tensor | None, R: torch.Tensor, b: torch.Tensor | None, state: torch.Tensor | None,
+    lengths: torch.Tensor | None, saved0: torch.Tensor, saved1: torch.Tensor, dy: torch.Tensor,
+    dfinal: torch.Tensor, cell: str, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = get_cell(cell)
     B, T, NH, D = dy.shape
     return (
@@ -93,7 +105,7 @@ def _backward_fake(x, R, b, state, lengths, saved0, saved1, dy, dfinal, cell, ba
     )
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
     x, R, b, state, lengths, cell, backend, save = inputs
     _, _, saved0, saved1 = output
     ctx.mark_non_differentiable(saved0, saved1)
@@ -105,7 +117,9 @@ def _setup_context(ctx, inputs, output):
         ctx.save_for_backward(None, R, None, None, lengths, saved0, saved1)
 
 
-def _backward_formula(ctx, dy, dfinal, _dsaved0, _dsaved1):
+def _backward_formula(
+    ctx: Any, dy: torch.Tensor | None, dfinal: torch.Tensor | None, _dsaved0: object, _dsaved1: object
+) -> tuple[torch.Tensor | None, ...]:
     x, R, b, state, lengths, saved0, saved1 = ctx.saved_tensors
     x_shape, state_shape, dtype = ctx.shapes
     B, T, _, NH, D = x_shape

@@ -22,10 +22,10 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int = 2, device: torc
     torch.cuda.synchronize()
     times = []
     for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
         fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(begin.elapsed_time(end))
     return statistics.median(times)

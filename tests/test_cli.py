@@ -10,14 +10,17 @@ import io
 import json
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from fusedrnn import cli
 from fusedrnn.cli import bench, demo, info, report
 from fusedrnn.cli.progress import Progress
+from fusedrnn.tune import __main__ as tune_cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # One tiny CPU sweep: the PyTorch loop only (on the CPU without a time cap); ten timed calls per row.
@@ -43,11 +46,162 @@ def test_usage_lists_the_commands():
         assert re.search(rf"^\s+{command}\s", result.stdout, flags=re.M), result.stdout
 
 
-def test_unknown_command_exits_2():
+def test_unknown_command_is_a_usage_error_on_stderr():
     result = subprocess.run([sys.executable, "-m", "fusedrnn", "nope"], capture_output=True, text=True, cwd=ROOT,
                             timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "python -m fusedrnn: error: unknown command 'nope'; expected one of demo, bench, info "
+        "(see python -m fusedrnn --help)"]
+
+
+def _one_line_error(capsys, run) -> str:
+    """``run()`` must exit with code 2 (a usage error), printing one line to stderr and nothing to stdout."""
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2, captured
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured
+    return captured.err
+
+
+@pytest.mark.parametrize("command,argv,expected", [
+    ("demo", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    ("demo", ["--steps", "-5"], "argument --steps: expected an integer >= 1, got -5"),
+    ("demo", ["--steps", "many"], "argument --steps: expected an integer >= 1, got 'many'"),
+    ("demo", ["--train-length", "0"], "argument --train-length: expected an integer >= 1, got 0"),
+    ("demo", ["--eval-length", "0"], "argument --eval-length: expected an integer >= 1, got 0"),
+    ("demo", ["--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
+    ("demo", ["--heads", "0"], "argument --heads: expected an integer >= 1, got 0"),
+    ("demo", ["--head-dim", "0"], "argument --head-dim: expected an integer >= 1, got 0"),
+    ("demo", ["--lr", "0"], "argument --lr: expected a number > 0, got 0"),
+    ("demo", ["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    ("demo", ["--clip", "-1"], "argument --clip: expected a number >= 0, got -1"),
+    ("demo", ["--modulus", "1"], "argument --modulus: expected an integer >= 2, got 1"),
+    ("demo", ["--device", "tpu"], "argument --device: expected cpu, cuda or cuda:N, got 'tpu'"),
+    ("demo", ["--device", "mps"], "argument --device: expected cpu, cuda or cuda:N, got 'mps'"),
+    ("demo", ["--cell", "transformer"], "argument --cell: invalid choice: 'transformer'"),
+    ("bench", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    ("bench", ["--batch", "4", "0"], "argument --batch: expected an integer >= 1, got 0"),
+    ("bench", ["--reps", "0"], "argument --reps: expected an integer >= 1, got 0"),
+    ("bench", ["--reps", "20", "--max-reps", "10"], "--max-reps (10) must be >= --reps (20)"),
+    ("bench", ["--target-ms", "0"], "argument --target-ms: expected a number > 0, got 0"),
+    ("bench", ["--time-budget", "-1"], "argument --time-budget: expected a number >= 0, got -1"),
+    ("bench", ["--compile-workers", "-1"], "argument --compile-workers: expected an integer >= 0, got -1"),
+    ("bench", ["--heads", "12x0"], "--heads: NH and D must be >= 1, got '12x0'"),
+    ("bench", ["--heads", "twelve"], "--heads: expected NHxD like 12x64, got 'twelve'"),
+    ("bench", ["--plot-from", "no-such-file.jsonl"], "--plot-from: no such file no-such-file.jsonl"),
+    ("info", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+    ("info", ["--heads", "-1"], "argument --heads: expected an integer >= 1, got -1"),
+    ("info", ["--jobs", "0"], "argument --jobs: expected an integer >= 1, got 0"),
+    ("info", ["--device", "cuda:x"], "argument --device: expected cpu, cuda or cuda:N, got 'cuda:x'"),
+    ("info", ["--arch", "sm_90a"], "--arch goes with --compile-all"),
+])
+def test_bad_values_are_one_line_usage_errors(capsys, command, argv, expected):
+    module = {"demo": demo, "bench": bench, "info": info}[command]
+    err = _one_line_error(capsys, lambda: module.main(argv))
+    assert err.startswith(f"python -m fusedrnn {command}: error: {expected}"), err
+    assert err.rstrip().endswith(f"(see python -m fusedrnn {command} --help)"), err
+
+
+@pytest.mark.parametrize("command", ["demo", "info"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_a_gpu_asked_for_where_none_is_is_a_usage_error(capsys, monkeypatch, command, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine, as one without a GPU
+    module = {"demo": demo, "info": info}[command]
+    err = _one_line_error(capsys, lambda: module.main(["--device", device]))
+    assert f"argument --device: {device!r} asked for, but no CUDA device is available (use cpu)" in err
+
+
+def test_a_device_index_beyond_the_machine_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    err = _one_line_error(capsys, lambda: demo.main(["--device", "cuda:2"]))
+    assert "argument --device: 'cuda:2' asked for, but this machine has 2 CUDA device(s)" in err
+
+
+def test_demo_unknown_backend_is_an_error_on_stderr(capsys):
+    assert demo.main(["--backend", "nope", "--plot", ""]) == 2
+    captured = capsys.readouterr()
+    assert "python -m fusedrnn demo: error: backend: unknown backend 'nope'" in captured.err
+    assert "training" not in captured.out  # refused before training
+
+
+def test_bench_unknown_backend_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the backends are checked on a GPU only
+    err = _one_line_error(capsys, lambda: bench.main(["--backends", "nope", "--dry-run"]))
+    assert "--backends: unknown or non-GPU backend(s) ['nope']" in err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not json", b"[1, 2, 3]\n"])
+def test_bench_plot_from_a_file_not_ours(tmp_path, capsys, content):
+    """Not UTF-8: a one-line usage error; UTF-8 JSON that holds no rows of ours: empty tables, no traceback."""
+    source = tmp_path / "bench.jsonl"
+    source.write_bytes(content)
+    if content.startswith(b"\xff"):
+        err = _one_line_error(capsys, lambda: bench.main(["--plot-from", str(source), "--out", str(tmp_path)]))
+        assert f"--plot-from {source}: UnicodeDecodeError" in err
+    else:
+        assert bench.main(["--plot-from", str(source), "--out", str(tmp_path), "--quiet"]) == 0
+        assert json.loads((tmp_path / "bench.json").read_text())["rows"] == []
+
+
+def test_demo_one_step_reports_no_speed_it_did_not_measure(capsys):
+    """One step is all compilation (excluded from the speed): no speed line, and never a negative one."""
+    assert demo.main(["--steps", "1", "--eval-length", "8", "--train-length", "8", "--plot", ""]) == 0
+    out = capsys.readouterr().out
+    assert "trained 1 steps" in out and "steps/s" not in out
+    assert "beyond the training length" not in out  # the test is no longer than the training sequences
+
+
+def test_console_command_is_declared_and_runs(monkeypatch, capsys):
+    """pyproject.toml installs ``fusedrnn`` as a console command calling fusedrnn.cli:main with sys.argv."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"fusedrnn": "fusedrnn.cli:main"}
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/fusedrnn", "nope"])
+    assert cli.main() == 2
+    assert capsys.readouterr().err.startswith("fusedrnn: error: unknown command 'nope'")  # named as it was called
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/fusedrnn"])
+    assert cli.main() == 0
+    assert capsys.readouterr().out.startswith("usage: fusedrnn {demo,bench,info} [options]")
+
+
+@pytest.mark.skipif(shutil.which("fusedrnn") is None, reason="the package is not installed (pip install -e .)")
+def test_installed_console_command():
+    result = subprocess.run(["fusedrnn", "info", "--steps", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "unknown command 'nope'" in result.stdout
+    assert result.stderr.startswith("fusedrnn info: error: argument --steps: expected an integer >= 1, got 0")
+
+
+@pytest.mark.parametrize("case", ["not-utf8", "directory", "missing", "stdin-not-utf8"])
+def test_tune_unreadable_problem_files_are_one_line_errors(tmp_path, capsys, monkeypatch, case):
+    path = tmp_path / "problem.txt"
+    if case == "not-utf8":
+        path.write_bytes(b"x <= 3;\ny == \xe9;\n")  # Latin-1 text
+    elif case == "directory":
+        path = tmp_path
+    elif case == "stdin-not-utf8":
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x <= 3;\ny == \xe9;\n")))
+        path = "-"
+    assert tune_cli.main([str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured
+    expected = {"not-utf8": f"{path}:2: error: not UTF-8 text (byte 0xe9 at offset 13)",
+                "stdin-not-utf8": "-:2: error: not UTF-8 text (byte 0xe9 at offset 13)",
+                "directory": f"{path}: error: cannot read the problem file: Is a directory",
+                "missing": f"{path}: error: cannot read the problem file: No such file or directory"}[case]
+    assert captured.err.strip() == expected
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--timeout", "0", "p"], "argument --timeout: expected a number > 0, got 0"),
+    ([], "the following arguments are required: problem"),
+    (["p", "--solver", "x"], "unrecognized arguments: --solver x"),
+])
+def test_tune_bad_options_are_one_line_usage_errors(capsys, argv, expected):
+    err = _one_line_error(capsys, lambda: tune_cli.main(argv))
+    assert err.startswith(f"python -m fusedrnn.tune: error: {expected}"), err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback of bench")

@@ -16,7 +16,8 @@ import torch
 
 from ..cells import Cell
 
-__all__ = ["Backend", "Call", "register_backend", "backend_names", "select_backend", "BACKEND_ENV"]
+__all__ = ["Backend", "Call", "register_backend", "backend_names", "compile_availability", "select_backend",
+           "BACKEND_ENV"]
 
 LOGGER = logging.getLogger("fusedrnn")
 
@@ -62,6 +63,9 @@ class Backend:
     op_backward: Callable | None = None
     op_saved_shapes: Callable | None = None
     backward_needs_inputs: bool = False
+    # For backends that compile their kernels on the host (NVRTC needs no GPU): None when this machine can
+    # compile them, else why not. None for backends that do not compile ahead.
+    can_compile: Callable[[], str | None] | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -86,6 +90,12 @@ def get_backend(name: str) -> Backend:
 def availability(call: Call) -> dict[str, str | None]:
     """For each backend, None if it can run ``call``, else the reason it cannot."""
     return {name: _BACKENDS[name].supports(call) for name in backend_names()}
+
+
+def compile_availability() -> dict[str, str | None]:
+    """For each backend that compiles its kernels on the host (``cuda``), None if this machine can compile them
+    (no GPU needed), else the reason it cannot: ``python -m fusedrnn info --compile-all`` builds them ahead."""
+    return {name: b.can_compile() for name in backend_names() if (b := _BACKENDS[name]).can_compile is not None}
 
 
 _SKIPS_LOGGED: set[tuple[str, str]] = set()

@@ -109,7 +109,8 @@ def make_op_functions(forward, backward):
 
     def op_backward(cell: Cell, inputs, lengths, saved, dy, dfinal):
         R = inputs[1].contiguous()
-        return fused_backward(backward, cell.name, R.dtype, R, *saved, lengths, dy, dfinal)
+        pre, states = saved
+        return fused_backward(backward, cell.name, R.dtype, R, pre, states, lengths, dy, dfinal)
 
     return op_forward, op_backward
 

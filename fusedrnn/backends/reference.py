@@ -64,7 +64,7 @@ def reference_forward(cell: Cell, x, R, b, state, lengths, save: bool):
 def reference_backward(cell: Cell, inputs, lengths, saved, dy, dfinal):
     """Gradients for x, R, b, state by recomputing the forward under torch.func.vjp (a custom op's kernel
     runs below autograd, so it cannot call torch.autograd.grad)."""
-    _, vjp = torch.func.vjp(lambda x, R, b, state: reference_rnn(cell, x, R, b, state, lengths), *inputs)
+    vjp = torch.func.vjp(lambda x, R, b, state: reference_rnn(cell, x, R, b, state, lengths), *inputs)[1]
     return vjp((dy, dfinal))
 
 

@@ -5,7 +5,9 @@ import torch
 from . import Cell, register_cell
 
 
-def elman_step(x_t, r_t, b, states):
+def elman_step(
+    x_t: torch.Tensor, r_t: torch.Tensor, b: torch.Tensor, states: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     return (torch.tanh(x_t[:, 0] + r_t[:, 0] + b[0]),)
 
 

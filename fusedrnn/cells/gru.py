@@ -9,7 +9,9 @@ import torch
 from . import Cell, register_cell
 
 
-def gru_step(x_t, r_t, b, states):
+def gru_step(
+    x_t: torch.Tensor, r_t: torch.Tensor, b: torch.Tensor, states: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     (h,) = states
     x_r, x_z, x_n = x_t.unbind(1)
     rh_r, rh_z, rh_n = r_t.unbind(1)

@@ -5,7 +5,9 @@ import torch
 from . import Cell, register_cell
 
 
-def lstm_step(x_t, r_t, b, states):
+def lstm_step(
+    x_t: torch.Tensor, r_t: torch.Tensor, b: torch.Tensor, states: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     _, c = states
     pre = x_t + r_t + b  # [B, 4, NH, D]
     i, f, z, o = pre.unbind(1)

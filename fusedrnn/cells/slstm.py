@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from . import Cell, register_cell
 
 
-def slstm_step(x_t, r_t, b, states):
+def slstm_step(
+    x_t: torch.Tensor, r_t: torch.Tensor, b: torch.Tensor, states: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, ...]:
     _, c, n, m = states
     pre = x_t + r_t + b  # [B, 4, NH, D]
     i_raw, f_raw, z_raw, o_raw = pre.unbind(1)

@@ -1,4 +1,5 @@
-"""Command line of fusedrnn: ``python -m fusedrnn {demo,bench,info} [options]``.
+"""Command line of fusedrnn: ``python -m fusedrnn {demo,bench,info} [options]``, or ``fusedrnn ...`` (the console
+command the package installs).
 
 One module per command (``demo``, ``bench``, ``info``), each with ``main(argv) -> exit code``; they are
 imported only when their command runs, so ``python -m fusedrnn`` alone answers without loading torch.
@@ -7,6 +8,9 @@ imported only when their command runs, so ``python -m fusedrnn`` alone answers w
 from __future__ import annotations
 
 import importlib
+import sys
+
+from .args import program
 
 __all__ = ["COMMANDS", "main", "usage"]
 
@@ -18,19 +22,24 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: python -m fusedrnn {" + ",".join(COMMANDS) + "} [options]", "", "commands:"]
+    prog = program()
+    lines = [f"usage: {prog} {{" + ",".join(COMMANDS) + "} [options]", "", "commands:"]
     lines += [f"  {name:6s} {text}" for name, text in COMMANDS.items()]
-    lines += ["", "python -m fusedrnn COMMAND --help shows a command's options."]
+    lines += ["", f"{prog} COMMAND --help shows a command's options."]
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    """Run the command named by ``argv[0]`` with the remaining arguments; exit code 2 for an unknown one."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the command named by ``argv[0]`` (default: ``sys.argv[1:]``) with the remaining arguments and return
+    its exit code; an unknown command is a usage error: one line on stderr, exit code 2. The ``fusedrnn``
+    console command calls this."""
+    argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
     if argv[0] not in COMMANDS:
-        print(f"python -m fusedrnn: unknown command {argv[0]!r}\n\n{usage()}")
+        print(f"{program()}: error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)} "
+              f"(see {program()} --help)", file=sys.stderr)
         return 2
     module = importlib.import_module(f".{argv[0]}", __name__)
-    return module.main(argv[1:])
+    return int(module.main(argv[1:]))

@@ -41,7 +41,7 @@ record has ``compile_workers`` and ``compile_seconds``).
 
 Output (``--out DIR``, default ``fusedrnn-bench``): each row is appended to ``bench.jsonl`` as soon as it is
 measured; at the end (also after Ctrl-C or ``--time-budget``) ``bench.json``, ``bench.csv``, ``bench.md``
-(markdown tables: one per cell and mode) and ``bench.png`` (matplotlib, optional) cover every row of the log.
+(markdown tables: one per cell and mode) and ``bench.png`` (matplotlib) cover every row of the log.
 ``--resume FILE`` continues the log FILE: rows already there (measured or skipped) are not measured again,
 so runs cut short form one logical run. Without a GPU, only the PyTorch loop is timed, at tiny sizes.
 
@@ -80,6 +80,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,15 +89,16 @@ from ..backends import Call, backend_names, get_backend
 from ..cells import cell_names, get_cell
 from ..timing import median_ms
 from . import report
+from .args import Parser, at_least, non_negative, positive, positive_float, program
 from .progress import progress
 
 __all__ = ["Shape", "main", "measure", "plan", "SCHEMA"]
 
 SCHEMA = 1
 CELL_ORDER = ("lstm", "gru", "elman", "slstm")
-GPU_DEFAULTS = {"cells": list(CELL_ORDER), "heads": ["48x16", "12x64", "6x128", "3x256", "1x768"], "batch": [16],
-                "steps": [1024]}  # DESIGN.md §4: B = 16, T = 1024, hidden 768
-CPU_DEFAULTS = {"cells": list(CELL_ORDER), "heads": ["4x8", "2x16"], "batch": [1, 8], "steps": [32]}
+GPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["48x16", "12x64", "6x128", "3x256", "1x768"],
+                                "batch": [16], "steps": [1024]}  # DESIGN.md §4: B = 16, T = 1024, hidden 768
+CPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["4x8", "2x16"], "batch": [1, 8], "steps": [32]}
 BASELINES = ("cudnn-bf16", "cudnn-fp16", "torch-loop")
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "cuda")
 FLASHRNN_DEFAULT = ("cuda_fused", "triton_fused")
@@ -415,6 +417,7 @@ def compile_only(pairs: list[tuple[str, int, int]], batches: list[int], steps: l
                 for name in backends:
                     impl = Impl(name, "fusedrnn", dtype)
                     runnable = [m for m in modes if impl.skip_reason(shape, m, device) is None]
+                    case: dict[str, Callable] | None = None
                     try:
                         case = impl.case(shape, device) if runnable else {}
                         for mode in runnable:
@@ -520,7 +523,7 @@ def _implementations(args, device: torch.device) -> tuple[list[Impl], list[str]]
     chosen = args.backends if args.backends is not None else gpu_backends
     unknown = [name for name in chosen if name not in gpu_backends]
     if unknown:
-        raise SystemExit(f"--backends: unknown or non-GPU backend(s) {unknown}; registered GPU backends: "
+        raise ValueError(f"--backends: unknown or non-GPU backend(s) {unknown}; registered GPU backends: "
                          f"{gpu_backends} (the reference backend is the 'torch-loop' baseline)")
     impls = [Impl(name, "fusedrnn", dtype) for name in gpu_backends if name in chosen]
     if args.with_flashrnn is not None:
@@ -556,7 +559,7 @@ def _write_outputs(rows_path: Path, out: Path, quiet: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m fusedrnn bench", description=__doc__.splitlines()[0],
+    parser = Parser(prog=program("bench"), description=__doc__.splitlines()[0],
                                      epilog="Without a GPU only the PyTorch loop runs, at tiny sizes. The JSON "
                                             "schema and the timing rules are in this module's docstring "
                                             "(python -c 'import fusedrnn.cli.bench as b; help(b)').")
@@ -564,8 +567,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "CPU: all cells, 4x8 and 2x16, B 1 and 8, T 32)")
     sweep.add_argument("--cells", nargs="+", choices=cell_names())
     sweep.add_argument("--heads", nargs="+", metavar="NHxD", help="(heads, head size) pairs, e.g. 12x64 1x768")
-    sweep.add_argument("--batch", nargs="+", type=int, metavar="B", help="batch sizes")
-    sweep.add_argument("--steps", nargs="+", type=int, metavar="T", help="sequence lengths")
+    sweep.add_argument("--batch", nargs="+", type=positive, metavar="B", help="batch sizes")
+    sweep.add_argument("--steps", nargs="+", type=positive, metavar="T", help="sequence lengths")
     sweep.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
                        help="dtype of fusedrnn, torch-loop and flashrnn inputs (default: GPU bfloat16, CPU float32)")
     sweep.add_argument("--modes", nargs="+", default=["fw", "fwbw"], choices=["fw", "fwbw"],
@@ -578,17 +581,17 @@ def main(argv: list[str] | None = None) -> int:
     impls.add_argument("--with-flashrnn", nargs="*", choices=FLASHRNN_BACKENDS, metavar="BACKEND",
                        help="also time the flashrnn package (backends: " + ", ".join(FLASHRNN_BACKENDS)
                             + "; default " + " ".join(FLASHRNN_DEFAULT) + "); nvcc builds take minutes")
-    impls.add_argument("--loop-max-ms", type=float,
+    impls.add_argument("--loop-max-ms", type=non_negative,
                        help="torch-loop runs only where its estimated time per call is at most this (default: "
                             f"{LOOP_MAX_MS:g} on a GPU; no limit on the CPU, where it is all that runs)")
     timing = parser.add_argument_group("timing")
-    timing.add_argument("--reps", type=int, default=10, help="minimum timed calls per row (default 10)")
-    timing.add_argument("--max-reps", type=int, default=100, help="maximum timed calls per row (default 100)")
-    timing.add_argument("--target-ms", type=float, default=100.0,
+    timing.add_argument("--reps", type=positive, default=10, help="minimum timed calls per row (default 10)")
+    timing.add_argument("--max-reps", type=positive, default=100, help="maximum timed calls per row (default 100)")
+    timing.add_argument("--target-ms", type=positive_float, default=100.0,
                         help="aim for this much timed work per row, within the limits above (default 100)")
-    timing.add_argument("--time-budget", type=float, metavar="SECONDS",
+    timing.add_argument("--time-budget", type=non_negative, metavar="SECONDS",
                         help="stop cleanly after this many seconds (finish the current row, write the outputs)")
-    timing.add_argument("--compile-workers", type=int, default=0, metavar="N",
+    timing.add_argument("--compile-workers", type=at_least(0), default=0, metavar="N",
                         help="compile the Triton kernels of every shape first, in N parallel processes (GPU; "
                              "default 0: each first call compiles its own); first_ms then excludes compilation")
     timing.add_argument("--compile-only", nargs="+", metavar="CELL:NHxD", help=argparse.SUPPRESS)
@@ -609,10 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(args.plot_from)
         if not source.is_file():
             parser.error(f"--plot-from: no such file {source}")
-        _write_outputs(source, Path(args.out) if args.out else source.parent, args.quiet)
+        try:
+            _write_outputs(source, Path(args.out) if args.out else source.parent, args.quiet)
+        except (OSError, ValueError) as error:  # unreadable, or not UTF-8 (UnicodeDecodeError)
+            parser.error(f"--plot-from {source}: {_error_text(error)}")
         return 0
-    if args.reps < 1 or args.max_reps < args.reps:
-        parser.error("--reps must be >= 1 and --max-reps >= --reps")
+    if args.max_reps < args.reps:
+        parser.error(f"--max-reps ({args.max_reps}) must be >= --reps ({args.reps})")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
@@ -626,15 +632,16 @@ def main(argv: list[str] | None = None) -> int:
     args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     if args.loop_max_ms is None:
         args.loop_max_ms = LOOP_MAX_MS if device.type == "cuda" else math.inf
-    if min(batches) < 1 or min(steps) < 1:
-        parser.error("--batch and --steps must be >= 1")
     if args.compile_only:  # a worker of --compile-workers (internal)
         pairs = [(p.split(":")[0], *_parse_heads([p.split(":")[1]])[0]) for p in args.compile_only]
         backends = args.backends or [n for n in backend_names() if n != "reference"]
         if device.type == "cuda":
             compile_only(pairs, batches, steps, args.modes, backends, getattr(torch, args.dtype), device)
         return 0
-    implementations, notes = _implementations(args, device)
+    try:
+        implementations, notes = _implementations(args, device)
+    except ValueError as error:
+        parser.error(str(error))
     for note in notes:
         print(note)
     print(TIMING_NOTE)
@@ -643,12 +650,15 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Path(args.resume) if args.resume else out / "bench.jsonl"
     done = set()
     if args.resume and log_path.is_file():
-        _, old_rows = report.load(log_path)
+        try:
+            _, old_rows = report.load(log_path)
+        except (OSError, ValueError) as error:
+            parser.error(f"--resume {log_path}: {_error_text(error)}")
         done = {row_key(r) for r in old_rows if r["status"] in ("ok", "skipped")}  # errors are measured again
         print(f"resuming {log_path}: {len(done)} rows done")
 
     units: list[tuple[Shape, Impl, list[str]]] = []
-    planned = set()
+    planned: set[tuple] = set()
     for shape in plan(cells, heads, batches, steps):
         for impl in implementations:
             if not impl.applies(shape.cell):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 
 import torch
@@ -22,6 +23,8 @@ from torch import nn
 from .. import rnn
 from ..backends import Call, select_backend
 from ..cells import get_cell
+from .args import Parser, at_least, non_negative, positive, positive_float, program
+from .args import device as device_arg
 from .plotting import pyplot
 from .progress import progress
 
@@ -161,25 +164,25 @@ def _compare_with_reference(model: TinyRNN, args: argparse.Namespace, device: to
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusedrnn demo", description=__doc__.splitlines()[0])
+    parser = Parser(prog=program("demo"), description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                         help="default sizes: 'gpu' when CUDA is available, else 'cpu' (default: auto)")
     parser.add_argument("--cell", choices=["lstm", "slstm", "gru", "elman"])
-    parser.add_argument("--steps", type=int, help="training steps")
-    parser.add_argument("--train-length", type=int, help="sequence length in training")
-    parser.add_argument("--eval-length", type=int, help="sequence length of the test (longer than in training)")
-    parser.add_argument("--batch", type=int, help="sequences per training step")
-    parser.add_argument("--heads", type=int, help="number of heads NH")
-    parser.add_argument("--head-dim", type=int, help="head size D (hidden size = NH * D)")
-    parser.add_argument("--lr", type=float, help="(peak) learning rate of Adam")
+    parser.add_argument("--steps", type=positive, help="training steps")
+    parser.add_argument("--train-length", type=positive, help="sequence length in training")
+    parser.add_argument("--eval-length", type=positive, help="sequence length of the test (longer than in training)")
+    parser.add_argument("--batch", type=positive, help="sequences per training step")
+    parser.add_argument("--heads", type=positive, help="number of heads NH")
+    parser.add_argument("--head-dim", type=positive, help="head size D (hidden size = NH * D)")
+    parser.add_argument("--lr", type=positive_float, help="(peak) learning rate of Adam")
     parser.add_argument("--schedule", choices=["constant", "cosine"], help="learning rate: constant, or warm-up "
                         "over 5%% of the steps, then cosine decay to a tenth")
-    parser.add_argument("--clip", type=float, help="clip the gradient norm at this value (0: no clipping)")
-    parser.add_argument("--modulus", type=int, default=2, help="count ones mod this (2: parity; default 2)")
+    parser.add_argument("--clip", type=non_negative, help="clip the gradient norm at this value (0: no clipping)")
+    parser.add_argument("--modulus", type=at_least(2), default=2, help="count ones mod this (2: parity; default 2)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the recurrence (parameters stay float32; default float32)")
     parser.add_argument("--backend", default="auto", help="fusedrnn backend (default: auto, the fastest available)")
-    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--device", type=device_arg, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--plot", default="fusedrnn-demo.png",
                         help="where to save the training curves (PNG; needs matplotlib; '' for none; "
                              "default: fusedrnn-demo.png in the current directory)")
@@ -188,13 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preset = args.preset if args.preset != "auto" else ("gpu" if device.type == "cuda" else "cpu")
     for key, value in PRESETS[preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.modulus < 2:
-        parser.error("--modulus must be >= 2")
     dtype = getattr(torch, args.dtype)
     # Once the task is learned, gradients shrink into float32's subnormal range, where CPU arithmetic slows
     # down ~10x (seen with the gpu preset on the CPU: 0.5 s -> 5 s per step); flush them to zero meanwhile.
@@ -217,7 +218,7 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, p
     try:
         args.backend_name = select_backend(args.backend, call).name
     except ValueError as error:
-        print(f"python -m fusedrnn demo: {error}")
+        print(f"{program('demo')}: error: {error}", file=sys.stderr)
         return 2
     optim = torch.optim.Adam(model.parameters(), lr=args.lr)
     task = "running parity" if args.modulus == 2 else f"counting mod {args.modulus}"
@@ -273,8 +274,9 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, p
     accuracy, beyond, whole = evaluate(model, EVAL_SEQUENCES, args.eval_length, args.modulus, device,
                                        args.backend_name, dtype, skip=args.train_length)
     print(f"accuracy on length-{args.eval_length} sequences (trained on length {args.train_length}): {accuracy:.3f}")
-    print(f"  positions {args.train_length + 1}..{args.eval_length} (beyond the training length): {beyond:.3f}; "
-          f"sequences entirely right: {whole:.3f} ({EVAL_SEQUENCES} sequences)")
+    beyond_text = (f"positions {args.train_length + 1}..{args.eval_length} (beyond the training length): {beyond:.3f}; "
+                   if args.eval_length > args.train_length else "")
+    print(f"  {beyond_text}sequences entirely right: {whole:.3f} ({EVAL_SEQUENCES} sequences)")
     if args.backend_name != "reference" and not args.no_compare:
         _compare_with_reference(model, args, device, dtype)
     if args.plot:

@@ -8,7 +8,6 @@ Works without a GPU and without triton installed: what is missing is reported, w
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import importlib
@@ -25,12 +24,14 @@ import torch
 
 import fusedrnn
 
-from ..backends import BACKEND_ENV, Call, availability, backend_names, get_backend, select_backend
+from ..backends import BACKEND_ENV, Call, availability, backend_names, compile_availability, get_backend, select_backend
 from ..backends.cuda import cuda_core_available, nvrtc
 from ..backends.cuda.kernels import Variant, compile_variant, shipped_variants
 from ..backends.cuda.model import ARCH_LIMITS
 from ..backends.fused import sm_count
 from ..cells import cell_names, get_cell
+from .args import Parser, positive, program
+from .args import device as device_arg
 
 __all__ = ["versions", "devices", "triton_cache", "backend_report", "launch_report", "collect", "main"]
 
@@ -59,7 +60,7 @@ def _nvrtc_version() -> str:
         try:
             from cuda import nvrtc  # cuda-python before the cuda.bindings split
         except ImportError:
-            return "not installed (no cuda.bindings: pip install cuda-bindings or 'fusedrnn[cuda]')"
+            return "not installed (no cuda.bindings: pip install cuda-bindings nvidia-cuda-nvrtc)"
     try:
         result = nvrtc.nvrtcVersion()
         major, minor = result[1], result[2]  # (error code, major, minor)
@@ -273,6 +274,7 @@ def collect(call: Call) -> dict[str, object]:
                  "dtype": str(call.dtype).removeprefix("torch."), "device": str(call.device),
                  "requires_grad": call.requires_grad},
         "backends": backend_report(call),
+        "compile": compile_availability(),  # backends that compile their kernels here, no GPU needed: None = can
         "launch": {"cuda": cuda_report(call), **launch_report(call)},
         "triton_cache": triton_cache(),
         "environment": {name: os.environ[name] for name in ENV_VARS if name in os.environ},
@@ -291,6 +293,9 @@ def format_report(data: dict[str, object]) -> str:
                  f"cuDNN {v['cudnn'] or 'none'}), triton {v['triton']}")
     packages = ", ".join(f"{k} {val}" for k, val in v["nvrtc_packages"].items())
     lines.append(f"NVRTC: {v['nvrtc']}" + (f" [{packages}]" if packages else ""))
+    for name, reason in data["compile"].items():
+        lines.append(f"{name} kernels: " + ("can be compiled here (no GPU needed: info --compile-all)" if reason is None
+                                            else f"cannot be compiled here: {reason}"))
     if data["devices"]:
         for d in data["devices"]:
             extra = ""
@@ -369,15 +374,15 @@ def format_report(data: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusedrnn info", description=__doc__.splitlines()[0])
+    parser = Parser(prog=program("info"), description=__doc__.splitlines()[0])
     shape = parser.add_argument_group("call shape (the launch configuration and the backends are for this call)")
     shape.add_argument("--cell", default="lstm", choices=cell_names())
-    shape.add_argument("--heads", type=int, default=12, help="number of heads NH (default 12)")
-    shape.add_argument("--head-dim", type=int, default=64, help="head size D (default 64)")
-    shape.add_argument("--batch", type=int, default=16, help="batch size B (default 16)")
-    shape.add_argument("--steps", type=int, default=1024, help="sequence length T (default 1024)")
+    shape.add_argument("--heads", type=positive, default=12, help="number of heads NH (default 12)")
+    shape.add_argument("--head-dim", type=positive, default=64, help="head size D (default 64)")
+    shape.add_argument("--batch", type=positive, default=16, help="batch size B (default 16)")
+    shape.add_argument("--steps", type=positive, default=1024, help="sequence length T (default 1024)")
     shape.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32", "float64"])
-    shape.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda when available)")
+    shape.add_argument("--device", type=device_arg, help="cuda, cuda:N or cpu (default: cuda when available)")
     shape.add_argument("--inference", action="store_true", help="forward only (default: training, forward + backward)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     build = parser.add_argument_group("CUDA backend kernels (no GPU needed)")
@@ -386,19 +391,15 @@ def main(argv: list[str] | None = None) -> int:
                             "line per variant (registers, spill bytes); exit 1 if any fails to compile or spills")
     build.add_argument("--arch", action="append", choices=sorted(ARCH_LIMITS),
                        help="target of --compile-all (repeatable; default sm_80 and sm_90a)")
-    build.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compilations (default: CPUs)")
+    build.add_argument("--jobs", type=positive, default=os.cpu_count() or 1,
+                       help="parallel compilations (default: CPUs)")
     args = parser.parse_args(argv)
     if args.compile_all:
-        return compile_all(args.arch or ["sm_80", "sm_90a"], max(1, args.jobs))
+        return compile_all(args.arch or ["sm_80", "sm_90a"], args.jobs)
     if args.arch:
         parser.error("--arch goes with --compile-all")
-    for name in ("heads", "head_dim", "batch", "steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     call = Call(get_cell(args.cell), args.batch, args.steps, args.heads, args.head_dim, getattr(torch, args.dtype),
                 device, not args.inference)
     data = collect(call)

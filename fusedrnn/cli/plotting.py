@@ -1,4 +1,5 @@
-"""matplotlib is optional (the ``[bench]`` extra): commands that plot call ``pyplot()`` and go on without."""
+"""matplotlib, a dependency of fusedrnn: commands that plot call ``pyplot()``, and go on without a plot where an
+install left it out (``pip install --no-deps``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ def pyplot():
     try:
         import matplotlib
     except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'fusedrnn[bench]' or matplotlib)")
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
     matplotlib.use("Agg")  # files only: works without a display, on servers and in CI
     import matplotlib.pyplot as plt

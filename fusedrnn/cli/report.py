@@ -31,8 +31,9 @@ def _key(row: dict) -> tuple:
 
 
 def load(path: str | Path) -> tuple[list[dict], list[dict]]:
-    """(runs, rows) from a ``bench.json`` or a ``bench.jsonl`` log; a row measured twice keeps its last value."""
-    text = Path(path).read_text()
+    """(runs, rows) from a ``bench.json`` or a ``bench.jsonl`` log; a row measured twice keeps its last value.
+    Raises OSError for a file that cannot be read, UnicodeDecodeError (a ValueError) for one that is not UTF-8."""
+    text = Path(path).read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -49,6 +50,8 @@ def load(path: str | Path) -> tuple[list[dict], list[dict]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short when a run was killed mid-write
+            if not isinstance(record, dict):
+                continue  # not a record of ours
             kind = record.pop("record", "row")
             if kind == "run":
                 runs.append(record)
@@ -103,10 +106,10 @@ def format_ms(ms: float) -> str:
 
 def _columns(rows: list[dict]) -> list[tuple[str, str]]:
     """(impl, dtype) columns in display order; an impl seen in several dtypes gets a column per dtype."""
-    seen = {}
+    seen: dict[tuple[str, str], int] = {}
     for row in rows:  # first appearance, then grouped by kind (a stable sort)
         seen.setdefault((row["impl"], row["dtype"]), _kind_rank(row))
-    return sorted(seen, key=seen.get)
+    return sorted(seen, key=seen.__getitem__)
 
 
 def _label(column: tuple[str, str], columns: list[tuple[str, str]]) -> str:
@@ -142,14 +145,14 @@ def tables(rows: list[dict]) -> list[dict]:
             values = {}
             for column in columns:
                 heads = (None, None) if kinds[column] == "cudnn" else (NH, D)
-                row = by_key.get((*column, *heads, hidden, B, T))
-                if row is None:
+                found = by_key.get((*column, *heads, hidden, B, T))
+                if found is None:
                     line.append("")
-                elif row["status"] == "ok":
-                    values[column] = row["ms"]
-                    line.append(format_ms(row["ms"]))
+                elif found["status"] == "ok":
+                    values[column] = found["ms"]
+                    line.append(format_ms(found["ms"]))
                 else:
-                    line.append("–" if row["status"] == "skipped" else "error")
+                    line.append("–" if found["status"] == "skipped" else "error")
             if has_fused:
                 fused = [values[c] for c in columns if kinds[c] == "fusedrnn" and c in values]
                 for column in cudnn_columns:

@@ -2,15 +2,15 @@
 
 Prints one JSON object ``{"status", "solution", "objective"}`` and exits 0; a
 malformed or unbounded problem prints ``FILE:LINE:COL: error: ...`` to stderr
-and exits 2.
+and exits 2, and so do a file that cannot be read or is not UTF-8, and bad options.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from ..cli.args import Parser, positive_float
 from .model import Model, TuneError
 from .parser import parse_objective
 from .solver import Solver
@@ -22,12 +22,12 @@ def _source_line(text: str, line: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="python -m fusedrnn.tune",
         description="Solve an integer constraint problem (ConstrINT-compatible syntax) and print JSON.",
     )
     ap.add_argument("problem", help="problem file ('-' for stdin)")
-    ap.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    ap.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS",
                     help="stop after this many seconds (status 'timeout', best solution so far)")
     ap.add_argument("--all", action="store_true", help="also list every solution under \"solutions\"")
     ap.add_argument("--objective", default=None, metavar="'maximize EXPR'",
@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     path = args.problem
     try:
         if path == "-":
-            text = sys.stdin.read()
+            text = sys.stdin.buffer.read().decode("utf-8")
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
     except OSError as exc:
-        print(f"{path}: error: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{path}: error: cannot read the problem file: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        print(f"{path}:{line}: error: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+              file=sys.stderr)
         return 2
 
     try:
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             objective = parse_objective(model, args.objective)
         result = Solver(model, objective, args.all, args.timeout).run()
     except TuneError as exc:
-        if exc.line is None:
+        if exc.line is None or exc.column is None:
             print(f"{path}: error: {exc.message}", file=sys.stderr)
         else:
             where = f"line {exc.line}, column {exc.column}"

@@ -2,7 +2,8 @@
 
 One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
 comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
-and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
+and cached on disk (nvrtc.py). Needs cuda-core, cuda-bindings and NVRTC (dependencies of fusedrnn on Linux x86_64
+and aarch64) and a GPU of
 compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` whose R fits in registers: up to 128 in one CTA, and
 on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); the forward to 768 with part of
 R in shared memory (rnn_forward_t<..., CL, KSM>); what no cluster holds (16-bit: those backwards, D = 1024 / 2048,
@@ -12,6 +13,7 @@ every D >= 192 on sm_80) over a cooperative grid (rnn_forward_g, rnn_backward_g)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 
@@ -19,20 +21,30 @@ import torch
 
 from .. import Call, register_backend
 from ..fused import fused_backend
+from . import nvrtc
 from .launch import backward, forward, pick_variant
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
+# fusedrnn depends on these where NVIDIA ships wheels for them (pyproject.toml); elsewhere they are installed by hand
+_INSTALL_HINT = "pip install cuda-core cuda-bindings cuda-pathfinder nvidia-cuda-nvrtc"
+
+
 @functools.cache  # asked on every dispatch; what is installed does not change within a process
 def cuda_core_available() -> str | None:
-    """None when cuda-core and NVRTC can be imported, else why not."""
+    """None when cuda-core can be imported and the NVRTC library loaded (kernels can be compiled, with or
+    without a GPU), else why not."""
     for module in ("cuda.core", "cuda.bindings"):
         try:
             if importlib.util.find_spec(module) is None:
-                return f"{module} is not installed (pip install 'fusedrnn[cuda]')"
+                return f"{module} is not installed ({_INSTALL_HINT})"
         except ImportError as error:
             return f"{module} cannot be imported: {error}"
+    try:
+        nvrtc.nvrtc_version()
+    except Exception as error:  # cuda.bindings raises its own types when libnvrtc is missing or too old
+        return f"the NVRTC library cannot be loaded ({type(error).__name__}: {error}; {_INSTALL_HINT})"
     return None
 
 
@@ -55,8 +67,9 @@ def _supports(call: Call) -> str | None:
     return None
 
 
-CUDA = register_backend(
+CUDA = register_backend(dataclasses.replace(
     fused_backend("cuda", 30, _supports, forward, backward,
                   "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for "
-                  "D <= 128, a thread-block cluster per head beyond (sm_90), else a cooperative grid")
-)
+                  "D <= 128, a thread-block cluster per head beyond (sm_90), else a cooperative grid"),
+    can_compile=cuda_core_available,
+))

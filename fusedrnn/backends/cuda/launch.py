@@ -173,7 +173,8 @@ class _Loaded:
         config = self.configs.get(grid)
         if config is None:
             shape = self.variant.shape
-            extra = {"cluster": (shape.cluster, 1, 1)} if shape.cluster > 1 else {}  # grid then counts clusters
+            # with a cluster, the grid counts clusters
+            extra: dict[str, object] = {"cluster": (shape.cluster, 1, 1)} if shape.cluster > 1 else {}
             dims = (shape.grid, *grid) if shape.grid > 1 else grid
             if shape.grid > 1:
                 extra["is_cooperative"] = True

@@ -3,22 +3,24 @@
 No host compiler and no torch C++ extension: NVIDIA's ``cuda-core`` package drives NVRTC (``Program`` ->
 cubin), which runs without a GPU, so CI compiles every variant for every architecture it ships.
 
-Cache: one directory (``FUSEDRNN_CACHE_DIR``, default ``~/.cache/fusedrnn``, subfolder ``cubin``), one entry per
+Cache: one directory (``FUSEDRNN_CACHE_DIR``, default ``~/.cache/fusedrnn``, subfolder ``cubin``), one file per
 key = SHA-256 of (source, kernel name, architecture, options, NVRTC version, this module's format version):
-``<key>.cubin`` and ``<key>.json`` (mangled name, resource report, log). The JSON is written last and marks a
-complete entry. Writers hold an exclusive ``flock`` on ``<key>.lock`` while they compile and write (via a
-temporary file and ``os.replace``), so two processes asking for the same variant at once compile it once:
-the second waits, then reads the first's entry. A damaged entry is compiled again.
+``<key>.entry``, a JSON line (mangled name, resource report, log, the cubin's SHA-256) and the cubin after it.
+An entry is written whole to a temporary file and renamed into place (``os.replace``, atomic on POSIX and
+Windows), so a reader sees a complete entry or none, and no lock is needed: two processes asking for the same
+new variant at once both compile it (the same bytes) and the last rename wins; nothing is left behind but the
+entry. An entry whose cubin does not match its checksum (a damaged disk) is compiled again. A cache that cannot
+be written (read-only home) only costs the compilation next time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -27,7 +29,8 @@ from pathlib import Path
 __all__ = ["CompiledKernel", "CompileError", "compile_kernel", "cache_dir", "nvrtc_version", "CACHE_ENV"]
 
 CACHE_ENV = "FUSEDRNN_CACHE_DIR"
-_FORMAT = 1  # bump when the entry layout or the report changes
+_FORMAT = 2  # bump when the entry layout or the report changes
+LOGGER = logging.getLogger("fusedrnn")
 
 
 class CompileError(RuntimeError):
@@ -131,14 +134,15 @@ def _option_fields(options: tuple[str, ...]) -> dict[str, object]:
     return parsed
 
 
-def _read(base: Path) -> dict | None:
+def _read(path: Path) -> dict | None:
+    """The entry at ``path`` (its JSON fields and "cubin"), or None when it is missing or damaged."""
     try:
-        meta = json.loads(base.with_suffix(".json").read_text())
-        cubin = base.with_suffix(".cubin").read_bytes()
+        header, newline, cubin = path.read_bytes().partition(b"\n")
+        meta = json.loads(header)
     except (OSError, ValueError):
         return None
-    if hashlib.sha256(cubin).hexdigest() != meta.get("cubin_sha256"):
-        return None  # damaged or half-written: compile again
+    if not newline or not isinstance(meta, dict) or hashlib.sha256(cubin).hexdigest() != meta.get("cubin_sha256"):
+        return None  # damaged: compile again
     meta["cubin"] = cubin
     return meta
 
@@ -168,22 +172,18 @@ def compile_kernel(source: str, name: str, arch: str, options: tuple[str, ...] =
     if not cache:
         cubin, symbol, log = _compile(source, name, arch, options)
         return CompiledKernel(cubin, symbol, name, arch, **_resources(log, symbol), log=log, from_cache=False)
-    directory = cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    base = directory / _key(source, name, arch, options)
-    meta = _read(base)
+    path = cache_dir() / f"{_key(source, name, arch, options)}.entry"
+    meta = _read(path)
     from_cache = meta is not None
     if meta is None:
-        with open(base.with_suffix(".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            meta = _read(base)  # another process may have written it while we waited
-            from_cache = meta is not None
-            if meta is None:
-                cubin, symbol, log = _compile(source, name, arch, options)
-                meta = {"symbol": symbol, "log": log, "cubin_sha256": hashlib.sha256(cubin).hexdigest(),
-                        **_resources(log, symbol)}
-                _write_atomic(base.with_suffix(".cubin"), cubin)
-                _write_atomic(base.with_suffix(".json"), json.dumps(meta).encode())
-                meta["cubin"] = cubin
+        cubin, symbol, log = _compile(source, name, arch, options)
+        meta = {"symbol": symbol, "log": log, "cubin_sha256": hashlib.sha256(cubin).hexdigest(),
+                **_resources(log, symbol)}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, json.dumps(meta).encode() + b"\n" + cubin)  # json.dumps escapes every newline
+        except OSError as error:  # the kernel is compiled all the same; only the next process pays again
+            LOGGER.warning("fusedrnn: cannot write the cubin cache entry %s: %s", path, error)
+        meta["cubin"] = cubin
     fields = {k: meta[k] for k in ("registers", "spill_stores", "spill_loads", "stack_frame")}
     return CompiledKernel(meta["cubin"], meta["symbol"], name, arch, **fields, log=meta["log"], from_cache=from_cache)

@@ -84,6 +84,8 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int 
     GB, S = consts["GB"], consts["S"]
     y = empty(B, T, NH, D, dtype=x.dtype, device=x.device)
     final = empty(S, B, NH, D, dtype=x.dtype, device=x.device)
+    pre: torch.Tensor | None
+    states: torch.Tensor | None
     if save:
         pre = empty(T, B, GB, NH, D, dtype=torch.float32, device=x.device)
         states = empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device)
