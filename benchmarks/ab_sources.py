@@ -2,7 +2,8 @@
 
 A version is NAME=PATH: a .cu file replaces the cuda backend's rnn.cu (fusedrnn.backends.cuda.kernels.source),
 optionally with :STAGES to cap the model's prefetch depth; a directory holding a copy of the package
-(DIR/fusedrnn) is imported instead of this checkout (Triton kernels). Configs are [BACKEND/]CELL:NHxD (backend
+(DIR/fusedrnn) is imported instead of this checkout, with its own kernel sources and models (a tree against
+another). Configs are [BACKEND/]CELL:NHxD (backend
 cuda unless named), B = 16, T = 1024, bf16, fw (no autograd) and fwbw, timed as ``fusedrnn bench`` times them
 (fusedrnn.cli.bench.measure: CUDA events, median). Each process first runs 2 s of GEMMs so that the clocks
 are up. Rows go to OUT (JSON lines); the table shows each version's fastest round.
@@ -25,18 +26,20 @@ DEFAULT_CONFIGS = "lstm:12x64,slstm:12x64,lstm:6x128"
 
 def _child(name: str, path: str, configs: list[str], out: str) -> None:
     path, _, stages = path.partition(":")
-    if os.path.isdir(path):
+    tree = os.path.isdir(path)
+    if tree:  # that tree's package, its own kernel sources and model
         sys.path.insert(0, os.path.abspath(path))
-        path = os.path.join(path, "fusedrnn", "backends", "cuda", "rnn.cu")
     import torch
 
-    from fusedrnn.backends.cuda import kernels, model
     from fusedrnn.cli.bench import Shape, fusedrnn_case, measure
 
-    source = open(path).read()
-    kernels.source = lambda: source
-    if stages:
-        model.MAX_STAGES = int(stages)
+    if not tree:
+        from fusedrnn.backends.cuda import kernels, model
+
+        source = open(path).read()
+        kernels.source = lambda: source
+        if stages:
+            model.MAX_STAGES = int(stages)
     device = torch.device("cuda")
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     start = time.time()
