@@ -19,6 +19,7 @@ no defined value at all (every divisor is zero).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from math import gcd
 
 from ._arith import (
     DIVISOR_LIMIT,
@@ -26,30 +27,49 @@ from ._arith import (
     NINF,
     Empty,
     cdiv,
+    cong_add,
+    cong_mul,
+    cong_pow,
+    cong_scale,
+    crt,
     divisors,
     fdiv,
     ifloordiv,
     imod,
     imul,
     ipow,
+    mask_add,
+    mask_map,
+    mask_mul,
+    mask_of_range,
+    mask_preimage,
     pow_base_bounds,
     quotient,
+    solve_linear_cong,
 )
 
 # Interval domains are turned into explicit value tuples (for multiples / holes)
 # only up to this many values.
 EXPLICIT_LIMIT = 4096
+# Congruence classes of variables are kept up to this modulus (a finer class is forgotten, soundly).
+CONG_LIMIT = 1 << 62
 
 
 class Store:
-    """Domains of all variables plus the list of variables changed by the last revision."""
+    """Domains of all variables plus the list of variables changed by the last revision.
 
-    __slots__ = ("L", "H", "V", "changed")
+    ``C[i]`` is None or a congruence ``(m, r)``, m >= 2: every value of variable i is r modulo m (this
+    keeps "a multiple of 7" or "odd" over ranges too wide for a value tuple).  Finite bounds are always
+    members of the class, and a value tuple holds members only.
+    """
+
+    __slots__ = ("L", "H", "V", "C", "changed")
 
     def __init__(self) -> None:
         self.L: list = []
         self.H: list = []
         self.V: list = []
+        self.C: list = []
         self.changed: list[int] = []
 
 
@@ -66,10 +86,28 @@ class Node:
         return True
 
     def mult(self, b: int) -> bool:
-        return True
+        return self.narrow_cong(b, 0)
 
     def var_indices(self) -> set[int]:
         return set()
+
+    # Congruence reasoning (docs/solver.md, "Number-theoretic rules"); call after fwd().
+
+    def cong(self):
+        """A class (m, r) that holds every value of the node (m = 0: exactly r)."""
+        return (1, 0)
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        """The value must be r modulo m (m = 0: equal to r)."""
+        return True
+
+    def res(self, m: int) -> int:
+        """Bit mask of the residues modulo m the value can take."""
+        return (1 << m) - 1
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        """The value's residue modulo m must be in the mask ``allowed``."""
+        return True
 
 
 class CConst(Node):
@@ -90,15 +128,28 @@ class CConst(Node):
     def mult(self, b: int) -> bool:
         return self.c % b == 0
 
+    def cong(self):
+        return (0, self.c)
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        return (self.c - r) % m == 0 if m else self.c == r
+
+    def res(self, m: int) -> int:
+        return 1 << (self.c % m)
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        return allowed >> (self.c % m) & 1 == 1
+
 
 class CVar(Node):
-    __slots__ = ("i", "L", "H", "V", "ch")
+    __slots__ = ("i", "L", "H", "V", "C", "ch")
 
     def __init__(self, i: int, store: Store):
         self.i = i
         self.L = store.L
         self.H = store.H
         self.V = store.V
+        self.C = store.C
         self.ch = store.changed
 
     def var_indices(self) -> set[int]:
@@ -129,15 +180,30 @@ class CVar(Node):
                 hi = vals[bisect_right(vals, hi) - 1]
             if lo > hi:
                 return False
+        else:
+            cong = self.C[i]
+            if cong is not None:
+                # Snap the new bounds to the congruence class.
+                m, r = cong
+                if lo != l0 and lo != NINF:
+                    lo += (r - lo) % m
+                if hi != h0 and hi != INF:
+                    hi -= (hi - r) % m
+                if lo > hi:
+                    return False
         L[i] = lo
         H[i] = hi
         self.ch.append(i)
         return True
 
     def _set_values(self, new: tuple) -> bool:
+        i = self.i
+        cong = self.C[i]
+        if cong is not None:
+            m, r = cong
+            new = tuple([v for v in new if v % m == r])
         if not new:
             return False
-        i = self.i
         self.V[i] = new
         self.L[i] = new[0]
         self.H[i] = new[-1]
@@ -172,21 +238,138 @@ class CVar(Node):
         hi = self.H[i]
         vals = self.V[i]
         if vals is None:
-            nl = cdiv(lo, b) * b
-            nh = fdiv(hi, b) * b
-            if nl > nh:
+            if b < 0:
+                b = -b
+            if b <= 1:
+                return True
+            if not self.congr(b, 0):
                 return False
-            if nh != INF and (nh - nl) // b < EXPLICIT_LIMIT:
-                if nl == nh:
-                    return self.bwd(nl, nh)
-                return self._set_values(tuple(range(nl, nh + 1, b)))
-            return self.bwd(nl, nh)
+            lo = self.L[i]
+            hi = self.H[i]
+            step = self.C[i][0] if self.C[i] is not None else b
+            if lo != hi and lo != NINF and hi != INF and (hi - lo) // step < EXPLICIT_LIMIT:
+                return self._set_values(tuple(range(lo, hi + 1, step)))
+            return True
         a = bisect_left(vals, lo)
         e = bisect_right(vals, hi)
         new = tuple([v for v in vals[a:e] if v % b == 0])
         if len(new) == e - a:
             return True
         return self._set_values(new)
+
+    def congr(self, m: int, r: int) -> bool:
+        """Restrict the domain to the values that are r modulo m."""
+        if m < 0:
+            m = -m
+        i = self.i
+        if m == 0:
+            return self.bwd(r, r)
+        if m == 1:
+            return True
+        r %= m
+        old = self.C[i]
+        if old is not None:
+            if old[0] % m == 0:
+                return old[1] % m == r
+            new = crt(old, (m, r))
+            if new is None:
+                return False
+            if new[0] > CONG_LIMIT:
+                return True  # forgetting a class is sound
+        else:
+            new = (m, r)
+        M, R = new
+        lo = self.L[i]
+        hi = self.H[i]
+        vals = self.V[i]
+        self.C[i] = new
+        if vals is not None:
+            kept = tuple([v for v in vals[bisect_left(vals, lo) : bisect_right(vals, hi)] if v % M == R])
+            if not kept:
+                return False
+            self.V[i] = kept
+            lo = kept[0]
+            hi = kept[-1]
+        else:
+            if lo != NINF:
+                lo += (R - lo) % M
+            if hi != INF:
+                hi -= (hi - R) % M
+            if lo > hi:
+                return False
+        self.L[i] = lo
+        self.H[i] = hi
+        self.ch.append(i)
+        return True
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        return self.congr(m, r)
+
+    def cong(self):
+        i = self.i
+        lo = self.L[i]
+        if lo == self.H[i]:
+            return (0, lo)
+        c = self.C[i]
+        return (1, 0) if c is None else c
+
+    def res(self, m: int) -> int:
+        i = self.i
+        lo = self.L[i]
+        hi = self.H[i]
+        if lo == hi:
+            return 1 << (lo % m)
+        vals = self.V[i]
+        if vals is not None:
+            a = bisect_left(vals, lo)
+            b = bisect_right(vals, hi)
+            if b - a <= 4 * m:
+                out = 0
+                for v in vals[a:b]:
+                    out |= 1 << (v % m)
+                return out
+        c = self.C[i]
+        if lo == NINF or hi == INF:
+            if c is None:
+                return (1 << m) - 1
+            return mask_of_range(c[1], c[1] + c[0] * m, c[0], m)
+        return mask_of_range(lo, hi, 1 if c is None else c[0], m)
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        """Keep the values whose residue modulo m is in the mask ``allowed``."""
+        cur = self.res(m)
+        keep = cur & allowed
+        if keep == cur:
+            return True
+        if not keep:
+            return False
+        i = self.i
+        vals = self.V[i]
+        lo = self.L[i]
+        hi = self.H[i]
+        if vals is not None:
+            a = bisect_left(vals, lo)
+            b = bisect_right(vals, hi)
+            return self._set_values(tuple([v for v in vals[a:b] if keep >> (v % m) & 1]))
+        count = bin(keep).count("1")
+        if m % count == 0:
+            # keep may be one class modulo g = m / count.
+            g = m // count
+            r = (keep & -keep).bit_length() - 1
+            if keep == mask_of_range(r, r + m - 1, g, m):
+                return self.congr(g, r)
+        if lo == NINF or hi == INF:
+            return True
+        # Bounds to the nearest values with an allowed residue.
+        c = self.C[i]
+        step = 1 if c is None else c[0]
+        while not keep >> (lo % m) & 1:
+            lo += step
+            if lo > hi:
+                return False
+        while not keep >> (hi % m) & 1:
+            hi -= step
+        return self.bwd(lo, hi)
 
     def remove(self, v: int) -> bool:
         """Remove one value from the domain."""
@@ -201,9 +384,13 @@ class CVar(Node):
             return True
         vals = self.V[i]
         if vals is None:
-            if hi - lo >= EXPLICIT_LIMIT:
+            cong = self.C[i]
+            step = 1 if cong is None else cong[0]
+            if cong is not None and v % step != cong[1]:
                 return True
-            return self._set_values(tuple([x for x in range(lo, hi + 1) if x != v]))
+            if (hi - lo) // step >= EXPLICIT_LIMIT:
+                return True
+            return self._set_values(tuple([x for x in range(lo, hi + 1, step) if x != v]))
         a = bisect_left(vals, lo)
         e = bisect_right(vals, hi)
         k = bisect_left(vals, v)
@@ -215,6 +402,9 @@ class CVar(Node):
         i = self.i
         vals = self.V[i]
         if vals is None:
+            cong = self.C[i]
+            if cong is not None:
+                return (self.H[i] - self.L[i]) // cong[0] + 1
             return self.H[i] - self.L[i] + 1
         return bisect_right(vals, self.H[i]) - bisect_left(vals, self.L[i])
 
@@ -303,6 +493,89 @@ class CSum(Node):
                 ok = node.bwd(cdiv(-nh, -a), fdiv(-nl, -a))
             if not ok:
                 return False
+        return True
+
+    def cong(self):
+        acc = (0, self.const)
+        for a, node in zip(self.coefs, self.nodes):
+            acc = cong_add(acc, cong_scale(node.cong(), a))
+            if acc[0] == 1:
+                break
+        return acc
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        """Linear congruence rule: const + sum(a_k x_k) == r (mod m).  The classes of the terms add up
+        (the gcd of the coefficients is the case of unconstrained x_k); each term must then make up what
+        the others leave: a_k x_k == r - const - rest (mod gcd(m, modulus of the rest))."""
+        terms = [cong_scale(node.cong(), a) for a, node in zip(self.coefs, self.nodes)]
+        n = len(terms)
+        pre = [(0, self.const)] * (n + 1)
+        for k in range(n):
+            pre[k + 1] = cong_add(pre[k], terms[k])
+        total = pre[n]
+        g = gcd(total[0], m)
+        if (total[1] - r) % g if g else total[1] != r:
+            return False
+        suf = (0, 0)
+        for k in range(n - 1, -1, -1):
+            rest = cong_add(pre[k], suf)
+            suf = cong_add(suf, terms[k])
+            mk = gcd(rest[0], m)
+            if mk == 1:
+                continue
+            a = self.coefs[k]
+            need = r - rest[1]
+            if mk == 0:  # a_k x_k == need exactly
+                if need % a:
+                    return False
+                if not self.nodes[k].narrow_cong(0, need // a):
+                    return False
+                continue
+            sol = solve_linear_cong(a % mk, need % mk, mk)
+            if sol is None:
+                return False
+            if sol[0] > 1 and not self.nodes[k].narrow_cong(sol[0], sol[1]):
+                return False
+        return True
+
+    def res(self, m: int) -> int:
+        full = (1 << m) - 1
+        acc = 1 << (self.const % m)
+        for a, node in zip(self.coefs, self.nodes):
+            t = node.res(m)
+            if a != 1:
+                t = mask_map(t, m, a.__mul__)
+            acc = mask_add(acc, t, m)
+            if acc == full:
+                break
+        return acc
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        """Residue rule: the terms' residue sets add up (modulo m) to the sum's; each term keeps the
+        residues that, with some residue of the rest, land in ``allowed``."""
+        n = len(self.nodes)
+        masks = []
+        for a, node in zip(self.coefs, self.nodes):
+            t = node.res(m)
+            masks.append(t if a == 1 else mask_map(t, m, a.__mul__))
+        pre = [1 << (self.const % m)]
+        for k in range(n):
+            pre.append(mask_add(pre[k], masks[k], m))
+        total = pre[n]
+        if not total & allowed:
+            return False
+        if not total & ~allowed:
+            return True
+        suf = 1
+        for k in range(n - 1, -1, -1):
+            rest = mask_add(pre[k], suf, m)
+            suf = mask_add(suf, masks[k], m)
+            # residues t of this term with t + s in allowed for some s in rest
+            term = mask_add(allowed, mask_map(rest, m, int.__neg__), m)
+            if masks[k] & ~term:
+                a = self.coefs[k]
+                if not self.nodes[k].narrow(m, mask_preimage(term, m, a.__mul__)):
+                    return False
         return True
 
 
@@ -413,7 +686,64 @@ class CProd(Node):
                 return False
         return True
 
-    def mult(self, b: int) -> bool:
+    def cong(self):
+        acc = (0, self.k)
+        for node in self.nodes:
+            acc = cong_mul(acc, node.cong())
+            if acc[0] == 1:
+                break
+        return acc
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        total = self.cong()
+        g = gcd(total[0], m)
+        if (total[1] - r) % g if g else total[1] != r:
+            return False
+        if m == 0 or g == 1:
+            return True
+        # A factor whose co-factor is fixed (c): c * f == r (mod m).
+        nodes = self.nodes
+        classes = [node.cong() for node in nodes]
+        for j, node in enumerate(nodes):
+            rest = (0, self.k)
+            for q, c in enumerate(classes):
+                if q != j:
+                    rest = cong_mul(rest, c)
+            if rest[0] != 0:
+                continue
+            sol = solve_linear_cong(rest[1] % m, r % m, m)
+            if sol is None:
+                return False
+            if sol[0] > 1 and not node.narrow_cong(sol[0], sol[1]):
+                return False
+        return True
+
+    def res(self, m: int) -> int:
+        acc = 1 << (self.k % m)
+        for node in self.nodes:
+            if acc == 1:
+                break  # already 0 modulo m
+            acc = mask_mul(acc, node.res(m), m)
+        return acc
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        nodes = self.nodes
+        masks = [node.res(m) for node in nodes]
+        for j, node in enumerate(nodes):
+            rest = 1 << (self.k % m)
+            for q, t in enumerate(masks):
+                if q != j:
+                    rest = mask_mul(rest, t, m)
+            ok = 0
+            for x in range(m):
+                if masks[j] >> x & 1 and mask_map(rest, m, x.__mul__) & allowed:
+                    ok |= 1 << x
+            if not ok:
+                return False
+            if masks[j] & ~ok:
+                if not node.narrow(m, ok):
+                    return False
+                masks[j] &= ok
         return True
 
 
@@ -451,6 +781,26 @@ class CPow(Node):
 
     def div(self, c: int) -> bool:
         return self.e == 0 or self.base.div(c)
+
+    def cong(self):
+        return cong_pow(self.base.cong(), self.e)
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        total = self.cong()
+        g = gcd(total[0], m)
+        return (total[1] - r) % g == 0 if g else total[1] == r
+
+    def res(self, m: int) -> int:
+        e = self.e
+        return mask_map(self.base.res(m), m, lambda x: pow(x, e, m))
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        e = self.e
+        base = self.base.res(m)
+        ok = base & mask_preimage(allowed, m, lambda x: pow(x, e, m))
+        if not ok:
+            return False
+        return ok == base or self.base.narrow(m, ok)
 
 
 class _Binary(Node):
@@ -511,6 +861,39 @@ class CMod(_Binary):
     __slots__ = ()
     interval = staticmethod(imod)
 
+    def cong(self):
+        # a % d == a - d * (a // d): a's class modulo gcd(its modulus, d)
+        if self.bl != self.bh or self.bl in (0, INF, NINF):
+            return (1, 0)
+        a = self.a.cong()
+        g = gcd(a[0], self.bl)
+        return (g, a[1] % g)
+
+    def res(self, m: int) -> int:
+        d = self.bl
+        if d == self.bh and d not in (0, INF, NINF) and d % m == 0:
+            return self.a.res(m)
+        return (1 << m) - 1
+
+    def narrow_cong(self, m: int, r: int) -> bool:
+        d = self.bl
+        if d != self.bh or d in (0, INF, NINF):
+            return True
+        if m == 0:
+            # a % d == r: r is a remainder of d (the sign of d) and a == r modulo d
+            if not (0 <= r < d or d < r <= 0):
+                return False
+            return self.a.narrow_cong(d, r)
+        if d % m == 0:  # a % d == a modulo m
+            return self.a.narrow_cong(m, r)
+        return True
+
+    def narrow(self, m: int, allowed: int) -> bool:
+        d = self.bl
+        if d == self.bh and d not in (0, INF, NINF) and d % m == 0:
+            return self.a.narrow(m, allowed)
+        return True
+
     def bwd(self, tl, th) -> bool:
         if tl <= self.l and th >= self.h:
             return True
@@ -534,6 +917,8 @@ class CMod(_Binary):
 
 class Rel:
     __slots__ = ()
+    delayed = False  # run once the others are at a fixpoint (see Solver.propagate)
+    derived = False  # implied by the others (does not count as a constraint of its variables)
 
     def var_indices(self) -> set[int]:
         raise NotImplementedError
@@ -585,6 +970,13 @@ class RLe(Rel):
         if lo > self.c:
             return -1
         return 1 if hi <= self.c else 0
+
+
+class RLeDerived(RLe):
+    """``E <= c`` implied by other constraints (the strict-divisor rule)."""
+
+    __slots__ = ()
+    derived = True
 
 
 class REq(Rel):
@@ -655,6 +1047,66 @@ class REqVar(Rel):
         return 1 if lo == hi == vl == vh else 0
 
 
+# Residue masks only pay where some variable's range is this wide; on small domains search is cheaper.
+MASK_MIN_RANGE = 64
+
+
+class RMod(Rel):
+    """The number-theoretic side of an equality ``base`` (an REq ``E == c`` or an REqVar ``E == v``):
+    congruence classes both ways (``Node.narrow_cong``) and, with ``moduli``, residue masks modulo each
+    (``Node.narrow``).  Kept apart from the bounds propagator so that the search runs it only once the
+    cheap propagators are at a fixpoint (``delayed``)."""
+
+    __slots__ = ("base", "e", "v", "c", "moduli", "mvars")
+    delayed = True
+    derived = True
+
+    def __init__(self, base, moduli: tuple[int, ...], mvars: tuple):
+        self.base = base
+        self.e = base.e
+        self.v = getattr(base, "v", None)
+        self.c = getattr(base, "c", 0)
+        self.moduli = moduli
+        self.mvars = mvars
+
+    def var_indices(self) -> set[int]:
+        return self.base.var_indices()
+
+    def status(self) -> int:
+        return self.base.status()
+
+    def wide(self) -> bool:
+        for v in self.mvars:
+            i = v.i
+            if v.H[i] - v.L[i] > MASK_MIN_RANGE:
+                return True
+        return False
+
+    def prop(self) -> bool:
+        # The nodes' cached intervals come from an earlier fwd(): wider than now, so still sound.
+        e = self.e
+        lo, hi = e.fwd()
+        v = self.v
+        if v is None:
+            c = self.c
+            if lo == hi:
+                return lo == c
+            if not e.narrow_cong(0, c):
+                return False
+            if self.moduli and self.wide():
+                for m in self.moduli:
+                    if not e.narrow(m, 1 << (c % m)):
+                        return False
+            return True
+        if not v.congr(*e.cong()) or not e.narrow_cong(*v.cong()):
+            return False
+        if self.moduli and self.wide():
+            for m in self.moduli:
+                if not v.narrow(m, e.res(m)) or not e.narrow(m, v.res(m)):
+                    return False
+        return True
+
+
 class REqVars(Rel):
     """``x == y`` for two variables: full domain intersection."""
 
@@ -678,6 +1130,9 @@ class REqVars(Rel):
         if lo > hi:
             return False
         if not x.bwd(lo, hi) or not y.bwd(lo, hi):
+            return False
+        C = x.C
+        if C[x.i] != C[y.i] and (not y.congr(*x.cong()) or not x.congr(*y.cong())):
             return False
         xv = x.values_in_range()
         yv = y.values_in_range()
@@ -785,10 +1240,21 @@ class RDiv(Rel):
                 return b.div(m)
             return True
         if al >= 1 and bl >= 1:
-            # A positive multiple of a positive B is at least B.
-            if bh > ah and not b.bwd(bl, ah):
+            # Quotient rule: A = q * B for an integer q in [ceil(al / bh), floor(ah / bl)], so
+            # qlo * bl <= A <= qhi * bh and ceil(al / qhi) <= B <= floor(ah / qlo).  With qlo = 1 this
+            # is "a positive multiple is at least its divisor"; where the bounds already separate A from B
+            # (al > bh) it is the strict-divisor bound A >= 2 * B.
+            qlo = cdiv(al, bh)
+            qhi = fdiv(ah, bl)
+            if qlo > qhi:
                 return False
-            if al < bl and not a.bwd(bl, ah):
+            nbl = cdiv(al, qhi)
+            nbh = fdiv(ah, qlo)
+            if (nbl > bl or nbh < bh) and not b.bwd(nbl, nbh):
+                return False
+            nal = qlo * bl
+            nah = qhi * bh
+            if (nal > al or nah < ah) and not a.bwd(nal, nah):
                 return False
         return True
 

@@ -6,6 +6,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import gcd
 
 from ._arith import INF, Empty
 from ._nodes import (
@@ -24,6 +25,8 @@ from ._nodes import (
     REqVar,
     REqVars,
     RLe,
+    RLeDerived,
+    RMod,
     RNe,
     ROr,
     Store,
@@ -54,6 +57,10 @@ TIMEOUT = "timeout"
 ENUMERATE_LIMIT = 8
 # Rounds of constructive disjunction at the root.
 ROOT_ROUNDS = 4
+# Moduli of the residue masks on equalities with products or powers: 16 and 9 see squares and cubes
+# modulo 2, 4, 8 and 3 (a square is 0, 1, 4 or 9 modulo 16), 5 and 7 the next primes.  Each costs a
+# few mask operations per term and revision.
+MASK_MODULI = (16, 9, 5, 7)
 
 
 @dataclass
@@ -134,6 +141,7 @@ class _Compiler:
         st.L.append(lo)
         st.H.append(hi)
         st.V.append(vals)
+        st.C.append(None)
         node = CVar(len(st.L) - 1, st)
         self.var_nodes.append(node)
         return node
@@ -266,14 +274,26 @@ class _Compiler:
 
     def alternative(self, alt: Constraint) -> list[Rel]:
         self.aux = {}
-        return [self.relation(r) for r in alt.relations()]
+        rels = []
+        for r in alt.relations():
+            rel = self.relation(r)
+            rels.append(rel)
+            if isinstance(rel, (REq, REqVar)):
+                mod = _modular(rel)
+                if mod is not None:
+                    rels.append(mod)
+        return rels
 
-    def constraint(self, c: Constraint) -> Rel:
+    def constraint(self, c: Constraint) -> list[Rel]:
+        """The propagators of one constraint: one relation or disjunction, plus the delayed congruence
+        propagators of a constraint that is not a disjunction."""
         alts = c.alternatives()
         if len(alts) == 1:
             rels = self.alternative(alts[0])
-            return rels[0] if len(rels) == 1 else ROr([rels])
-        return ROr([self.alternative(alt) for alt in alts])
+            base = [r for r in rels if not isinstance(r, RMod)]
+            mods = [r for r in rels if isinstance(r, RMod)]
+            return [base[0] if len(base) == 1 else ROr([base])] + mods
+        return [ROr([self.alternative(alt) for alt in alts])]
 
     def fix_private_lists(self, rels: list[Rel]) -> None:
         # A list literal used twice (a chain like x == [1, 2] == y) is not private.
@@ -281,6 +301,104 @@ class _Compiler:
         for r in _all_relations(rels):
             if isinstance(r, REqVars) and r.y.i in shared:
                 r.y_private = False
+
+
+def _walk(node: Node):
+    yield node
+    if isinstance(node, (CSum, CProd)):
+        for n in node.nodes:
+            yield from _walk(n)
+    elif isinstance(node, CPow):
+        yield from _walk(node.base)
+    elif isinstance(node, (CFloorDiv, CMod)):
+        yield from _walk(node.a)
+        yield from _walk(node.b)
+
+
+def _modular(rel: REq | REqVar) -> Rel | None:
+    """The congruence rules for an equality over a sum, product, power or remainder, with residue masks
+    (MASK_MODULI) where it has powers of variables (for products and sums the classes carry what the
+    masks would find in the common cases, at a fraction of the cost); None for other equalities."""
+    nodes = list(_walk(rel.e))
+    if not any(isinstance(n, (CSum, CProd, CPow, CMod)) for n in nodes):
+        return None
+    moduli = MASK_MODULI if any(isinstance(n, CPow) and n.e > 1 for n in nodes) else ()
+    mvars = {n.i: n for n in nodes if isinstance(n, CVar)}
+    if isinstance(rel, REqVar):
+        mvars[rel.v.i] = rel.v
+    return RMod(rel, moduli, tuple(mvars.values()))
+
+
+def strict_divisor_bounds(rels: list[Rel], var_nodes: list[CVar]) -> list[Rel]:
+    """Strict-divisor rule: for positive x, y with ``x % y == 0`` and x != y (from ``y < x``-style
+    relations, chains of them, or ``x != y``), x = q * y with an integer q >= 2, so ``2 * y <= x``.  More
+    generally, if c other strict divisors of x are known to be larger than y, the c + 1 quotients are
+    distinct integers >= 2 and x / y is the largest: ``(c + 2) * y <= x``.  Chains of k strict divisors
+    then bound their top by 2^(k - 1) times their bottom through the sums' bounds propagation.
+    Returns the derived relations (``RLe``) for the top-level relations ``rels`` at the root."""
+    pairs = []
+    for r in rels:
+        if isinstance(r, RDiv) and isinstance(r.a, CVar) and isinstance(r.b, CVar) and r.a is not r.b:
+            pairs.append((r.a.i, r.b.i))
+    if not pairs:
+        return []
+    L = var_nodes[0].L
+    # Edges y -> (x, w): x >= y + w, from relations x - y >= w (w >= 0 only; longer paths add up).
+    edges: dict[int, list[tuple[int, int]]] = {}
+    unequal: set[tuple[int, int]] = set()
+    for r in rels:
+        if isinstance(r, RLe) and isinstance(r.e, CSum) and len(r.e.nodes) == 2:
+            (a1, a2), (n1, n2) = r.e.coefs, r.e.nodes
+            if isinstance(n1, CVar) and isinstance(n2, CVar) and sorted((a1, a2)) == [-1, 1]:
+                y, x = (n1, n2) if a1 == 1 else (n2, n1)
+                w = r.e.const - r.c  # y - x + const <= c
+                if w >= 0 and r.c != INF:
+                    edges.setdefault(y.i, []).append((x.i, w))
+        elif isinstance(r, REqVars):
+            edges.setdefault(r.x.i, []).append((r.y.i, 0))
+            edges.setdefault(r.y.i, []).append((r.x.i, 0))
+        elif isinstance(r, RNe) and isinstance(r.a, CVar) and isinstance(r.b, CVar):
+            unequal.add((r.a.i, r.b.i))
+            unequal.add((r.b.i, r.a.i))
+
+    def above(y: int) -> set[int]:
+        """The variables proven greater than y."""
+        seen = {(y, False)}
+        stack = [(y, False)]
+        out = set()
+        while stack:
+            v, strict = stack.pop()
+            for x, w in edges.get(v, ()):
+                state = (x, strict or w > 0)
+                if state not in seen:
+                    seen.add(state)
+                    stack.append(state)
+                    if state[1]:
+                        out.add(x)
+        return out
+
+    cache: dict[int, set[int]] = {}
+    strict: dict[int, list[int]] = {}
+    for x, y in pairs:
+        if L[x] < 1 or L[y] < 1:
+            continue
+        if y not in cache:
+            cache[y] = above(y)
+        if x in cache[y] or (x, y) in unequal:
+            strict.setdefault(x, []).append(y)
+    derived: list[Rel] = []
+    for x, ys in strict.items():
+        for y in dict.fromkeys(ys):
+            larger = sum(1 for z in dict.fromkeys(ys) if z != y and z in cache.get(y, ()))
+            derived.append(RLeDerived(CSum(0, [larger + 2, -1], [var_nodes[y], var_nodes[x]]), 0))
+    return derived
+
+
+def _class_of(snap, i: int):
+    """Variable i's congruence class in a snapshot (0, v) when fixed to v, (1, 0) when none."""
+    if snap[0][i] == snap[1][i]:
+        return (0, snap[0][i])
+    return snap[3][i] or (1, 0)
 
 
 def _all_relations(rels: list[Rel]):
@@ -343,7 +461,7 @@ class Solver:
         self.store = comp.store
         self.names = comp.names
         self.n_user = len(comp.names)
-        rels = [comp.constraint(c) for c in model.constraints]
+        rels = [r for c in model.constraints for r in comp.constraint(c)]
         comp.fix_private_lists(rels)
         self.obj_node = comp.node(objective.expr) if objective is not None else None
         self.rels: list[Rel] = rels
@@ -369,6 +487,7 @@ class Solver:
             for v in sorted(r.var_indices()):
                 self.watch[v].append(ci)
         self.inq = bytearray(len(rels))
+        self.delayed = bytes(r.delayed for r in rels)
         self.cap = 50 * len(rels) + 2000
 
     def _check_time(self) -> None:
@@ -376,23 +495,33 @@ class Solver:
             raise _Timeout
 
     def propagate(self, start) -> bool:
-        """Run propagators to a fixpoint (or the revision cap) from the given relation ids."""
+        """Run propagators to a fixpoint (or the revision cap) from the given relation ids.  Delayed
+        propagators (the congruence rules) wait in a second queue until the first one is empty."""
         props = self.props
         watch = self.watch
         inq = self.inq
+        delayed = self.delayed
         ch = self.store.changed
         q = []
+        dq = []
         for c in start:
             if not inq[c]:
                 inq[c] = 1
-                q.append(c)
+                (dq if delayed[c] else q).append(c)
         qi = 0
+        dqi = 0
         cap = self.cap
         ok = True
         try:
-            while qi < len(q):
-                c = q[qi]
-                qi += 1
+            while True:
+                if qi < len(q):
+                    c = q[qi]
+                    qi += 1
+                elif dqi < len(dq):
+                    c = dq[dqi]
+                    dqi += 1
+                else:
+                    break
                 inq[c] = 0
                 ch.clear()
                 if not props[c]():
@@ -403,33 +532,39 @@ class Solver:
                         for c2 in watch[v]:
                             if not inq[c2] and c2 != c:
                                 inq[c2] = 1
-                                q.append(c2)
-                if qi > cap:
+                                if delayed[c2]:
+                                    dq.append(c2)
+                                else:
+                                    q.append(c2)
+                if qi + dqi > cap:
                     # Slow convergence (bounds creeping by one): stop, search will finish it.
                     if self.deadline is not None:
                         self._check_time()
                     cap += self.cap
-                    if qi > 20 * self.cap:
+                    if qi + dqi > 20 * self.cap:
                         break
         except Empty:
             ok = False
         finally:
             for c in q[qi:]:
                 inq[c] = 0
-            self.stats.propagations += qi
+            for c in dq[dqi:]:
+                inq[c] = 0
+            self.stats.propagations += qi + dqi
         return ok
 
     # Root.
 
     def snapshot(self):
         st = self.store
-        return st.L[:], st.H[:], st.V[:]
+        return st.L[:], st.H[:], st.V[:], st.C[:]
 
     def restore(self, snap) -> None:
         st = self.store
         st.L[:] = snap[0]
         st.H[:] = snap[1]
         st.V[:] = snap[2]
+        st.C[:] = snap[3]
 
     def root(self) -> bool:
         """Propagate at the root, with constructive disjunction over ORs."""
@@ -439,6 +574,12 @@ class Solver:
                 return False
         if not self.propagate(range(len(self.rels))):
             return False
+        derived = strict_divisor_bounds(self.rels, self.comp.var_nodes)
+        if derived:
+            self.rels = self.rels + derived
+            self._set_watchers(self.rels)
+            if not self.propagate(range(len(self.rels))):
+                return False
         ors = [ci for ci, r in enumerate(self.rels) if isinstance(r, ROr)]
         for _ in range(ROOT_ROUNDS if ors else 0):
             changed = False
@@ -497,6 +638,18 @@ class Solver:
                     union.update(vals[bisect_left(vals, o[0][i]) : bisect_right(vals, o[1][i])])
                 if len(union) < node.size():
                     node._set_values(tuple(sorted(union)))
+                    changed = True
+            elif st.V[i] is None:
+                # The finest class that holds every outcome's class (a fixed value v is the class (0, v)).
+                m, r = _class_of(outcomes[0], i)
+                for o in outcomes[1:]:
+                    mo, ro = _class_of(o, i)
+                    m = gcd(m, mo, ro - r)
+                    if m == 1:
+                        break
+                if m > 1 and st.C[i] != (m, r % m):
+                    if not node.congr(m, r):
+                        return None
                     changed = True
         return changed
 
@@ -585,7 +738,9 @@ class Solver:
 
     def _order_setup(self) -> None:
         st = self.store
-        self.degree = [len(w) for w in self.watch]
+        # constraints per variable (ties of the variable choice); derived propagators do not count
+        rels = self.rels
+        self.degree = [sum(1 for c in w if not rels[c].derived) for w in self.watch]
         self.direction = [1] * self.n_user  # 1: smallest value first, -1: largest first
         if self.obj_node is not None and not self.all_solutions:
             pol: dict[int, int] = {}
@@ -606,6 +761,7 @@ class Solver:
         best = -1
         best_size = INF
         best_deg = -1
+        C = st.C
         degree = self.degree
         for i in range(self.n_user):
             lo = L[i]
@@ -614,7 +770,7 @@ class Solver:
                 continue
             vals = V[i]
             if vals is None:
-                size = hi - lo + 1
+                size = hi - lo + 1 if C[i] is None else (hi - lo) // C[i][0] + 1
             else:
                 size = bisect_right(vals, hi) - bisect_left(vals, lo)
             if size < best_size or (size == best_size and degree[i] > best_deg):
@@ -630,7 +786,7 @@ class Solver:
         vals = st.V[i]
         if size <= ENUMERATE_LIMIT:
             if vals is None:
-                seq = range(lo, hi + 1)
+                seq = range(lo, hi + 1, 1 if st.C[i] is None else st.C[i][0])
             else:
                 seq = vals[bisect_left(vals, lo) : bisect_right(vals, hi)]
             out = [(v, v) for v in seq]
