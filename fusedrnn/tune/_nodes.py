@@ -137,6 +137,9 @@ class CConst(Node):
     def res(self, m: int) -> int:
         return 1 << (self.c % m)
 
+    def res_env(self, m: int, env: dict) -> int:
+        return self.c % m
+
     def narrow(self, m: int, allowed: int) -> bool:
         return allowed >> (self.c % m) & 1 == 1
 
@@ -305,6 +308,9 @@ class CVar(Node):
     def narrow_cong(self, m: int, r: int) -> bool:
         return self.congr(m, r)
 
+    def res_env(self, m: int, env: dict) -> int:
+        return env[self.i]
+
     def cong(self):
         i = self.i
         lo = self.L[i]
@@ -419,7 +425,7 @@ class CVar(Node):
 class CSum(Node):
     """``const + sum(coef_k * node_k)`` with integer coefficients."""
 
-    __slots__ = ("const", "coefs", "nodes", "cl", "chi", "l", "h")
+    __slots__ = ("const", "coefs", "nodes", "cl", "chi", "l", "h", "parts")
 
     def __init__(self, const: int, coefs: list[int], nodes: list[Node]):
         self.const = const
@@ -428,6 +434,10 @@ class CSum(Node):
         self.cl = [0] * len(nodes)
         self.chi = [0] * len(nodes)
         self.l = self.h = 0
+        self.parts = None  # for the residue masks, built on first use (_parts)
+
+    def res_env(self, m: int, env: dict) -> int:
+        return (self.const + sum(a * n.res_env(m, env) for a, n in zip(self.coefs, self.nodes))) % m
 
     def var_indices(self) -> set[int]:
         return set().union(*(n.var_indices() for n in self.nodes))
@@ -538,26 +548,69 @@ class CSum(Node):
                 return False
         return True
 
+    def _parts(self) -> list:
+        """The sum as independent parts for the residue masks: (coefficient, node) for a term, or
+        (variable, [(coefficient, node), ...]) for the polynomial terms in one variable, whose residues
+        are evaluated together (3 x + 9 x^2 is always even, though 3 x and 9 x^2 each can be odd)."""
+        if self.parts is None:
+            by_var: dict[int, list] = {}
+            parts: list = []
+            for a, node in zip(self.coefs, self.nodes):
+                vs = node.var_indices()
+                if len(vs) == 1 and polynomial(node):
+                    by_var.setdefault(next(iter(vs)), []).append((a, node))
+                else:
+                    parts.append((a, node))
+            for terms in by_var.values():
+                if len(terms) == 1:
+                    parts.append(terms[0])
+                else:
+                    var = next(n for n in _var_nodes(terms[0][1]))
+                    parts.append((var, terms))
+            self.parts = parts
+        return self.parts
+
+    @staticmethod
+    def _part_mask(part, m: int) -> int:
+        head, body = part
+        if isinstance(head, int):
+            t = body.res(m)
+            return t if head == 1 else mask_map(t, m, head.__mul__)
+        out = 0
+        i = head.i
+        for u in _bits(head.res(m)):
+            env = {i: u}
+            out |= 1 << (sum(a * n.res_env(m, env) for a, n in body) % m)
+        return out
+
+    @staticmethod
+    def _part_narrow(part, m: int, allowed: int) -> bool:
+        head, body = part
+        if isinstance(head, int):
+            return body.narrow(m, mask_preimage(allowed, m, head.__mul__))
+        ok = 0
+        i = head.i
+        for u in _bits(head.res(m)):
+            env = {i: u}
+            if allowed >> (sum(a * n.res_env(m, env) for a, n in body) % m) & 1:
+                ok |= 1 << u
+        return head.narrow(m, ok)
+
     def res(self, m: int) -> int:
         full = (1 << m) - 1
         acc = 1 << (self.const % m)
-        for a, node in zip(self.coefs, self.nodes):
-            t = node.res(m)
-            if a != 1:
-                t = mask_map(t, m, a.__mul__)
-            acc = mask_add(acc, t, m)
+        for part in self._parts():
+            acc = mask_add(acc, self._part_mask(part, m), m)
             if acc == full:
                 break
         return acc
 
     def narrow(self, m: int, allowed: int) -> bool:
-        """Residue rule: the terms' residue sets add up (modulo m) to the sum's; each term keeps the
+        """Residue rule: the parts' residue sets add up (modulo m) to the sum's; each part keeps the
         residues that, with some residue of the rest, land in ``allowed``."""
-        n = len(self.nodes)
-        masks = []
-        for a, node in zip(self.coefs, self.nodes):
-            t = node.res(m)
-            masks.append(t if a == 1 else mask_map(t, m, a.__mul__))
+        parts = self._parts()
+        n = len(parts)
+        masks = [self._part_mask(part, m) for part in parts]
         pre = [1 << (self.const % m)]
         for k in range(n):
             pre.append(mask_add(pre[k], masks[k], m))
@@ -570,13 +623,39 @@ class CSum(Node):
         for k in range(n - 1, -1, -1):
             rest = mask_add(pre[k], suf, m)
             suf = mask_add(suf, masks[k], m)
-            # residues t of this term with t + s in allowed for some s in rest
+            # residues t of this part with t + s in allowed for some s in rest
             term = mask_add(allowed, mask_map(rest, m, int.__neg__), m)
-            if masks[k] & ~term:
-                a = self.coefs[k]
-                if not self.nodes[k].narrow(m, mask_preimage(term, m, a.__mul__)):
-                    return False
+            if masks[k] & ~term and not self._part_narrow(parts[k], m, term):
+                return False
         return True
+
+
+def _bits(mask: int):
+    while mask:
+        low = mask & -mask
+        mask ^= low
+        yield low.bit_length() - 1
+
+
+def polynomial(node: Node) -> bool:
+    """Built from constants and variables by sums, products and powers only (has res_env)."""
+    if isinstance(node, (CConst, CVar)):
+        return True
+    if isinstance(node, (CSum, CProd)):
+        return all(polynomial(n) for n in node.nodes)
+    if isinstance(node, CPow):
+        return polynomial(node.base)
+    return False
+
+
+def _var_nodes(node: Node):
+    if isinstance(node, CVar):
+        yield node
+    elif isinstance(node, (CSum, CProd)):
+        for n in node.nodes:
+            yield from _var_nodes(n)
+    elif isinstance(node, CPow):
+        yield from _var_nodes(node.base)
 
 
 class CProd(Node):
@@ -718,6 +797,12 @@ class CProd(Node):
                 return False
         return True
 
+    def res_env(self, m: int, env: dict) -> int:
+        acc = self.k % m
+        for node in self.nodes:
+            acc = acc * node.res_env(m, env) % m
+        return acc
+
     def res(self, m: int) -> int:
         acc = 1 << (self.k % m)
         for node in self.nodes:
@@ -789,6 +874,9 @@ class CPow(Node):
         total = self.cong()
         g = gcd(total[0], m)
         return (total[1] - r) % g == 0 if g else total[1] == r
+
+    def res_env(self, m: int, env: dict) -> int:
+        return pow(self.base.res_env(m, env), self.e, m)
 
     def res(self, m: int) -> int:
         e = self.e
@@ -1008,6 +1096,13 @@ class REq(Rel):
         return 1 if lo == hi else 0
 
 
+class REqDerived(REq):
+    """``E == c`` implied by other constraints (a combination of equalities)."""
+
+    __slots__ = ()
+    derived = True
+
+
 class REqVar(Rel):
     """``E == v`` for a variable v: bounds both ways, fixed values both ways."""
 
@@ -1049,6 +1144,8 @@ class REqVar(Rel):
 
 # Residue masks only pay where some variable's range is this wide; on small domains search is cheaper.
 MASK_MIN_RANGE = 64
+# A range of this many steps of its class holds every residue of the class modulo each mask modulus.
+RESIDUE_PERIOD = 16
 
 
 class RMod(Rel):
@@ -1057,7 +1154,7 @@ class RMod(Rel):
     (``Node.narrow``).  Kept apart from the bounds propagator so that the search runs it only once the
     cheap propagators are at a fixpoint (``delayed``)."""
 
-    __slots__ = ("base", "e", "v", "c", "moduli", "mvars")
+    __slots__ = ("base", "e", "v", "c", "moduli", "mvars", "square_pairs", "last_key")
     delayed = True
     derived = True
 
@@ -1068,6 +1165,45 @@ class RMod(Rel):
         self.c = getattr(base, "c", 0)
         self.moduli = moduli
         self.mvars = mvars
+        self.last_key = None
+        # Term pairs s * u^2 and -s * v^2 of E == c (difference-of-squares rule, see squares()).
+        self.square_pairs = []
+        e = self.e
+        if self.v is None and isinstance(e, CSum):
+            sq = [k for k, n in enumerate(e.nodes) if isinstance(n, CPow) and n.e == 2 and isinstance(n.base, CVar)]
+            self.square_pairs = [(p, q) for p in sq for q in sq if e.coefs[p] > 0 and e.coefs[q] == -e.coefs[p]]
+
+    def squares(self) -> bool:
+        """Difference-of-squares rule: s u^2 - s v^2 == D with u, v >= 0 and D >= 1 means u >= v + 1, and
+        then (u - v)(u + v) == D / s gives u + v <= D / s: v <= (D / s - 1) / 2, u <= (D / s + 1) / 2.
+        (With a^2 + b^2 == c^2 this bounds a and c by b^2 / 2 where bounds reasoning alone would creep
+        down one value per revision.)"""
+        e = self.e
+        lo, hi = e.fwd()
+        for p, q in self.square_pairs:
+            s = e.coefs[p]
+            u = e.nodes[p].base
+            v = e.nodes[q].base
+            if u.L[u.i] < 0 or v.L[v.i] < 0:
+                continue
+            # s (u^2 - v^2) == c - (the other terms)
+            rest_lo = lo - e.cl[p] - e.cl[q]
+            rest_hi = hi - e.chi[p] - e.chi[q]
+            d_lo = cdiv(self.c - rest_hi, s)
+            d_hi = fdiv(self.c - rest_lo, s)
+            if d_lo >= 1 and d_hi != INF:
+                big, small, top = u, v, d_hi
+            elif d_hi <= -1 and d_lo != NINF:
+                big, small, top = v, u, -d_lo
+            else:
+                continue
+            if not small.bwd(small.L[small.i], min(small.H[small.i] if small.H[small.i] != INF else top,
+                                                    (top - 1) // 2, big.H[big.i] - 1)):
+                return False
+            if not big.bwd(max(big.L[big.i], small.L[small.i] + 1), (top + 1) // 2):
+                return False
+            lo, hi = e.fwd()
+        return True
 
     def var_indices(self) -> set[int]:
         return self.base.var_indices()
@@ -1082,6 +1218,21 @@ class RMod(Rel):
                 return True
         return False
 
+    def residue_key(self) -> tuple:
+        """What the congruence and mask rules read: each variable's class, and its bounds where its range
+        is shorter than the largest modulus' period (wider ranges cover every residue of their class)."""
+        key = []
+        for v in self.mvars:
+            i = v.i
+            c = v.C[i]
+            lo = v.L[i]
+            hi = v.H[i]
+            if v.V[i] is not None or hi - lo < RESIDUE_PERIOD * (1 if c is None else c[0]):
+                key.append((c, lo, hi))
+            else:
+                key.append(c)
+        return tuple(key)
+
     def prop(self) -> bool:
         # The nodes' cached intervals come from an earlier fwd(): wider than now, so still sound.
         e = self.e
@@ -1091,19 +1242,26 @@ class RMod(Rel):
             c = self.c
             if lo == hi:
                 return lo == c
+            if self.square_pairs and not self.squares():
+                return False
+        key = self.residue_key()
+        if key == self.last_key:
+            return True  # the same classes and residues as after the last run: nothing new to find
+        if v is None:
             if not e.narrow_cong(0, c):
                 return False
             if self.moduli and self.wide():
                 for m in self.moduli:
                     if not e.narrow(m, 1 << (c % m)):
                         return False
-            return True
-        if not v.congr(*e.cong()) or not e.narrow_cong(*v.cong()):
-            return False
-        if self.moduli and self.wide():
-            for m in self.moduli:
-                if not v.narrow(m, e.res(m)) or not e.narrow(m, v.res(m)):
-                    return False
+        else:
+            if not v.congr(*e.cong()) or not e.narrow_cong(*v.cong()):
+                return False
+            if self.moduli and self.wide():
+                for m in self.moduli:
+                    if not v.narrow(m, e.res(m)) or not e.narrow(m, v.res(m)):
+                        return False
+        self.last_key = self.residue_key()
         return True
 
 

@@ -22,6 +22,7 @@ from ._nodes import (
     RDiv,
     Rel,
     REq,
+    REqDerived,
     REqVar,
     REqVars,
     RLe,
@@ -55,6 +56,9 @@ TIMEOUT = "timeout"
 
 # Domains up to this size are branched on value by value, larger ones are split in two.
 ENUMERATE_LIMIT = 8
+# Revisions per propagation before it is given up as creeping (bounds moving by a few values per
+# revision, e.g. x < y; y < x over a wide range): CREEP_CAPS times 50 per propagator + 2000.
+CREEP_CAPS = 3
 # Rounds of constructive disjunction at the root.
 ROOT_ROUNDS = 4
 # Moduli of the residue masks on equalities with products or powers: 16 and 9 see squares and cubes
@@ -329,21 +333,70 @@ def _modular(rel: REq | REqVar) -> Rel | None:
     return RMod(rel, moduli, tuple(mvars.values()))
 
 
-def strict_divisor_bounds(rels: list[Rel], var_nodes: list[CVar]) -> list[Rel]:
-    """Strict-divisor rule: for positive x, y with ``x % y == 0`` and x != y (from ``y < x``-style
-    relations, chains of them, or ``x != y``), x = q * y with an integer q >= 2, so ``2 * y <= x``.  More
-    generally, if c other strict divisors of x are known to be larger than y, the c + 1 quotients are
-    distinct integers >= 2 and x / y is the largest: ``(c + 2) * y <= x``.  Chains of k strict divisors
-    then bound their top by 2^(k - 1) times their bottom through the sums' bounds propagation.
-    Returns the derived relations (``RLe``) for the top-level relations ``rels`` at the root."""
-    pairs = []
+def divisor_rules(rels: list[Rel], var_nodes: list[CVar]) -> list[Rel]:
+    """Relations implied by divisibility between positive variables, for the top-level relations ``rels``
+    at the root (docs/solver.md, "Number-theoretic rules"):
+
+    * transitivity: z | y and y | x give z | x;
+    * sums: y | x and x == sum(terms) + const where y divides every term but one, of coefficient +-1,
+      give y | that term (or y | const when it divides every term);
+    * order cycles: a positive multiple is at least its divisor (x >= y), so with the difference
+      relations (x - y >= w) a cycle of total weight >= 1 is a proof of infeasibility;
+    * strict divisors: x % y == 0 and x != y (from y < x-style relations or chains of them, or x != y)
+      mean x = q * y with an integer q >= 2, so 2 * y <= x; if c other strict divisors of x are known to be
+      larger than y, the c + 1 quotients are distinct integers >= 2 and x / y is the largest:
+      (c + 2) * y <= x.  Chains of k strict divisors then bound their top by 2^(k - 1) times their bottom
+      through the bounds propagation of these sums.
+    """
+    L = var_nodes[0].L if var_nodes else []
+    divides: dict[int, set[int]] = {}  # y -> the x with y | x (positive variables only)
     for r in rels:
         if isinstance(r, RDiv) and isinstance(r.a, CVar) and isinstance(r.b, CVar) and r.a is not r.b:
-            pairs.append((r.a.i, r.b.i))
-    if not pairs:
+            if L[r.a.i] >= 1 and L[r.b.i] >= 1:
+                divides.setdefault(r.b.i, set()).add(r.a.i)
+    if not divides:
         return []
-    L = var_nodes[0].L
-    # Edges y -> (x, w): x >= y + w, from relations x - y >= w (w >= 0 only; longer paths add up).
+    out: list[Rel] = []
+    sums = []
+    for r in rels:
+        e = getattr(r, "e", None)
+        if isinstance(r, (REq, REqVar)) and isinstance(e, CSum) and all(isinstance(n, CVar) for n in e.nodes):
+            terms = [(a, n.i) for a, n in zip(e.coefs, e.nodes)]
+            const = e.const
+            if isinstance(r, REqVar):
+                terms.append((-1, r.v.i))
+            else:
+                const -= r.c
+            if all(L[i] >= 1 for _, i in terms):
+                sums.append((terms, const))
+    for _ in range(4):
+        # transitive closure, then the sum rule, until nothing new
+        changed = True
+        while changed:
+            changed = False
+            for y in list(divides):
+                for x in list(divides[y]):
+                    for z in divides.get(x, ()):
+                        if z not in divides[y] and z != y:
+                            divides[y].add(z)
+                            changed = True
+        new = False
+        for terms, const in sums:
+            for y in {i for _, i in terms} | {z for z, xs in divides.items() if any(i in xs for _, i in terms)}:
+                multiples = divides.get(y, set()) | {y}
+                rest = [(a, i) for a, i in terms if i not in multiples]
+                if not rest and const:
+                    out.append(RDiv(CConst(abs(const)), var_nodes[y]))
+                elif len(rest) == 1 and not const and abs(rest[0][0]) == 1 and rest[0][1] != y:
+                    x = rest[0][1]
+                    if x not in divides.setdefault(y, set()):
+                        divides[y].add(x)
+                        out.append(RDiv(var_nodes[x], var_nodes[y]))
+                        new = True
+        if not new:
+            break
+
+    # Order: edges y -> (x, w) for x >= y + w with w >= 0 (difference relations, multiples).
     edges: dict[int, list[tuple[int, int]]] = {}
     unequal: set[tuple[int, int]] = set()
     for r in rels:
@@ -360,12 +413,15 @@ def strict_divisor_bounds(rels: list[Rel], var_nodes: list[CVar]) -> list[Rel]:
         elif isinstance(r, RNe) and isinstance(r.a, CVar) and isinstance(r.b, CVar):
             unequal.add((r.a.i, r.b.i))
             unequal.add((r.b.i, r.a.i))
+    for y, xs in divides.items():
+        for x in xs:
+            edges.setdefault(y, []).append((x, 0))
 
     def above(y: int) -> set[int]:
         """The variables proven greater than y."""
         seen = {(y, False)}
         stack = [(y, False)]
-        out = set()
+        found = set()
         while stack:
             v, strict = stack.pop()
             for x, w in edges.get(v, ()):
@@ -374,24 +430,125 @@ def strict_divisor_bounds(rels: list[Rel], var_nodes: list[CVar]) -> list[Rel]:
                     seen.add(state)
                     stack.append(state)
                     if state[1]:
-                        out.add(x)
-        return out
+                        found.add(x)
+        return found
 
-    cache: dict[int, set[int]] = {}
-    strict: dict[int, list[int]] = {}
-    for x, y in pairs:
-        if L[x] < 1 or L[y] < 1:
+    greater = {y: above(y) for y in divides}
+    if any(y in g for y, g in greater.items()):
+        return [REqDerived(CConst(1), 0)]  # y > ... >= y: no solution
+    factor: dict[tuple[int, int], int] = {}  # (x, y) -> f with f * y <= x
+    for x in {x for xs in divides.values() for x in xs}:
+        ys = [y for y, xs in divides.items() if x in xs and (x in greater[y] or (x, y) in unequal)]
+        for y in ys:
+            f = 2 + sum(1 for z in ys if z != y and z in greater[y])
+            factor[x, y] = f
+            out.append(RLeDerived(CSum(0, [f, -1], [var_nodes[y], var_nodes[x]]), 0))
+    out += strict_divisor_sums(rels, var_nodes, factor)
+    return out
+
+
+def _linear_forms(rels: list[Rel]):
+    """The top-level linear relations over variables as ``sum(a_i x_i) <= R`` ({i: a_i}, R)."""
+    for r in rels:
+        e = getattr(r, "e", None)
+        if not isinstance(e, CSum) or not all(isinstance(n, CVar) for n in e.nodes):
             continue
-        if y not in cache:
-            cache[y] = above(y)
-        if x in cache[y] or (x, y) in unequal:
-            strict.setdefault(x, []).append(y)
-    derived: list[Rel] = []
-    for x, ys in strict.items():
-        for y in dict.fromkeys(ys):
-            larger = sum(1 for z in dict.fromkeys(ys) if z != y and z in cache.get(y, ()))
-            derived.append(RLeDerived(CSum(0, [larger + 2, -1], [var_nodes[y], var_nodes[x]]), 0))
-    return derived
+        form: dict[int, int] = {}
+        for a, n in zip(e.coefs, e.nodes):
+            form[n.i] = form.get(n.i, 0) + a
+        if isinstance(r, RLe) and r.c != INF:
+            yield form, r.c - e.const
+        elif isinstance(r, (REq, REqVar)):
+            bound = (r.c if isinstance(r, REq) else 0) - e.const
+            if isinstance(r, REqVar):
+                form[r.v.i] = form.get(r.v.i, 0) - 1
+            yield form, bound
+            yield {i: -a for i, a in form.items()}, -bound
+
+
+def strict_divisor_sums(rels: list[Rel], var_nodes: list[CVar], factor: dict) -> list[Rel]:
+    """Sums of strict divisors are bounded by the number they divide: in a_x x - sum(b_y y) <= R with
+    every y a strict divisor of x (f_y y <= x, see divisor_rules) and a_x, b_y > 0, replace each y by its
+    bound: (a_x - sum(b_y / f_y)) x <= R (two strict divisors a < b of x add up to at most 5 x / 6, so
+    a + b == x has no solution)."""
+    out: list[Rel] = []
+    for form, bound in _linear_forms(rels):
+        for x, a_x in form.items():
+            others = [(y, -a) for y, a in form.items() if y != x]
+            if a_x <= 0 or not others or any(b <= 0 or (x, y) not in factor for y, b in others):
+                continue
+            scale = 1
+            for y, _ in others:
+                scale = scale * factor[x, y] // gcd(scale, factor[x, y])
+            coef = scale * a_x - sum(scale * b // factor[x, y] for y, b in others)
+            if coef:
+                out.append(RLeDerived(CSum(0, [coef], [var_nodes[x]]), scale * bound))
+            elif bound < 0:
+                out.append(REqDerived(CConst(1), 0))
+    return out
+
+
+def _term_key(node: Node):
+    """Equal keys for structurally equal monomials (variables, powers and products of them)."""
+    if isinstance(node, CVar):
+        return ("v", node.i)
+    if isinstance(node, CPow) and isinstance(node.base, CVar):
+        return ("p", node.base.i, node.e)
+    if isinstance(node, CProd) and all(isinstance(n, (CVar, CPow)) for n in node.nodes):
+        keys = [_term_key(n) for n in node.nodes]
+        if all(k[0] != "id" for k in keys):
+            return ("x", node.k, tuple(sorted(keys)))
+    return ("id", id(node))
+
+
+# Equalities with powers combined pairwise at the root (at most this many; their pairs are checked).
+COMBINE_LIMIT = 8
+
+
+def combined_equalities(rels: list[Rel]) -> list[Rel]:
+    """Combinations of two equalities with powers that cancel a shared monomial: E1 == 0 and E2 == 0 give
+    a * E1 + b * E2 == 0, on which the congruence and residue rules see more (a^2 + b^2 == c^2 and
+    a^2 + b^2 + c^2 == 8 s + 5 give 2 c^2 == 8 s + 5, which is odd against even)."""
+    eqs = [r.base for r in rels if isinstance(r, RMod) and r.moduli and r.v is None and isinstance(r.e, CSum)]
+    if not 2 <= len(eqs) <= COMBINE_LIMIT:
+        return []
+    forms = []
+    for eq in eqs:
+        terms: dict = {}
+        for a, n in zip(eq.e.coefs, eq.e.nodes):
+            key = _term_key(n)
+            if key in terms:
+                terms[key][0] += a
+            else:
+                terms[key] = [a, n]
+        forms.append((eq.e.const - eq.c, terms))
+    out: list[Rel] = []
+    for x in range(len(forms)):
+        for y in range(x + 1, len(forms)):
+            (k1, t1), (k2, t2) = forms[x], forms[y]
+            for key in [k for k in t1 if k in t2]:
+                c1, c2 = t1[key][0], t2[key][0]
+                g = gcd(c1, c2)
+                f1, f2 = c2 // g, -(c1 // g)
+                merged: dict = {}
+                for t, f in ((t1, f1), (t2, f2)):
+                    for k, (a, n) in t.items():
+                        if k in merged:
+                            merged[k][0] += f * a
+                        else:
+                            merged[k] = [f * a, n]
+                items = [(a, n) for a, n in merged.values() if a]
+                const = f1 * k1 + f2 * k2
+                if not items:
+                    if const:
+                        out.append(REqDerived(CConst(const), 0))
+                    continue
+                eq = REqDerived(CSum(const, [a for a, _ in items], [n for _, n in items]), 0)
+                out.append(eq)
+                mod = _modular(eq)
+                if mod is not None:
+                    out.append(mod)
+    return out
 
 
 def _class_of(snap, i: int):
@@ -512,14 +669,15 @@ class Solver:
         dqi = 0
         cap = self.cap
         ok = True
+        urgent = False  # bounds are creeping: let the delayed ones (which may end it) go first
         try:
             while True:
-                if qi < len(q):
-                    c = q[qi]
-                    qi += 1
-                elif dqi < len(dq):
+                if dqi < len(dq) and (urgent or qi == len(q)):
                     c = dq[dqi]
                     dqi += 1
+                elif qi < len(q):
+                    c = q[qi]
+                    qi += 1
                 else:
                     break
                 inq[c] = 0
@@ -536,12 +694,15 @@ class Solver:
                                     dq.append(c2)
                                 else:
                                     q.append(c2)
+                if urgent and dqi == len(dq):
+                    urgent = False
                 if qi + dqi > cap:
                     # Slow convergence (bounds creeping by one): stop, search will finish it.
                     if self.deadline is not None:
                         self._check_time()
                     cap += self.cap
-                    if qi + dqi > 20 * self.cap:
+                    urgent = True
+                    if qi + dqi > CREEP_CAPS * self.cap:
                         break
         except Empty:
             ok = False
@@ -574,7 +735,7 @@ class Solver:
                 return False
         if not self.propagate(range(len(self.rels))):
             return False
-        derived = strict_divisor_bounds(self.rels, self.comp.var_nodes)
+        derived = divisor_rules(self.rels, self.comp.var_nodes) + combined_equalities(self.rels)
         if derived:
             self.rels = self.rels + derived
             self._set_watchers(self.rels)
