@@ -200,8 +200,10 @@ def evaluate(text: str, names: list[str], box: int):
     return out
 
 
-def congruence_problem(rng: random.Random, box: int):
-    """Random coefficient set with a common factor g, target on or off g's residues."""
+def congruence_problem(rng: random.Random, box: int, wide: bool = False):
+    """Random coefficient set with a common factor g equal to a target on or off g's residues: a
+    constant, or k w + c with a variable w of its own (``wide``: only off g's residues, a multiple of g
+    plus a non-multiple: over wide ranges a search for a solution of k w + c is not this rule's work)."""
     names = ["x", "y", "z"][: rng.randint(2, 3)]
     g = rng.choice([2, 3, 4, 5, 6])
     forms = ["{v}", "{v} * {w}", "{v} ** 2", "{v} ** 3", "{v} * {w} ** 2"]
@@ -212,7 +214,11 @@ def congruence_problem(rng: random.Random, box: int):
     lhs = " + ".join(terms)
     t = g * rng.randint(1, 4 * box) + rng.choice([0, 0, rng.randint(1, g - 1)])
     if rng.random() < 0.5:
-        rhs = f"{rng.randint(1, 3)} * {names[-1]} + {t % 7}"
+        names.append("w")
+        if wide:
+            rhs = f"{g * rng.randint(1, 2)} * w + {rng.randint(1, g - 1)}"
+        else:
+            rhs = f"{rng.randint(1, 2 * g)} * w + {t % 7}"
     else:
         rhs = str(t)
     cons = [f"{lhs} == {rhs}"]
@@ -222,7 +228,7 @@ def congruence_problem(rng: random.Random, box: int):
     return names, cons
 
 
-def divisor_problem(rng: random.Random, box: int):
+def divisor_problem(rng: random.Random, box: int, wide: bool = False):
     """Random strict divisor chains and lattices, with side sums."""
     n = rng.randint(2, 4)
     names = [f"d{i}" for i in range(n)]
@@ -240,7 +246,7 @@ def divisor_problem(rng: random.Random, box: int):
     return names, cons
 
 
-def pythagorean_problem(rng: random.Random, box: int):
+def pythagorean_problem(rng: random.Random, box: int, wide: bool = False):
     """Random sums of squares equal to a multiple of a square (k = 1, 2, 5: each has solutions), with
     residue and divisibility links to fixed moduli, and a sum of three squares in a residue class."""
     names = ["a", "b", "c"]
@@ -284,7 +290,7 @@ def test_random_wide_problems_answer_within_a_second(cls):
     rng = random.Random(f"tune-number-wide-{cls}")
     answered = {"feasible": 0, "infeasible": 0}
     for _ in range(40):
-        names, cons = CLASSES[cls](rng, 12)
+        names, cons = CLASSES[cls](rng, 12, wide=True)
         text = "; ".join(cons + [f"{v} <= {BIG}" for v in names])
         t0 = time.perf_counter()
         r = solve(text, timeout=5)

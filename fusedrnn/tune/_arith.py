@@ -323,8 +323,38 @@ def full_mask(m: int) -> int:
     return (1 << m) - 1
 
 
+# The same few masks recur in every revision: results are cached (bounded; cleared when full).
+_mask_cache: dict = {}
+MASK_CACHE_LIMIT = 1 << 16
+
+
+def _cached(key, compute):
+    got = _mask_cache.get(key)
+    if got is None:
+        if len(_mask_cache) >= MASK_CACHE_LIMIT:
+            _mask_cache.clear()
+        got = _mask_cache[key] = compute()
+    return got
+
+
 def mask_add(a: int, b: int, m: int) -> int:
     """{x + y mod m : x in a, y in b}."""
+    if a > b:
+        a, b = b, a
+    return _cached(("+", a, b, m), lambda: _mask_add(a, b, m))
+
+
+def mask_scale(a: int, k: int, m: int) -> int:
+    """{k * x mod m : x in a} (k = -1: the negatives)."""
+    return _cached(("*", a, k % m, m), lambda: mask_map(a, m, (k % m).__mul__))
+
+
+def mask_pow(a: int, e: int, m: int) -> int:
+    """{x ** e mod m : x in a}."""
+    return _cached(("^", a, e, m), lambda: mask_map(a, m, lambda x: pow(x, e, m)))
+
+
+def _mask_add(a: int, b: int, m: int) -> int:
     full = (1 << m) - 1
     out = 0
     while a:
@@ -349,6 +379,12 @@ def mask_map(a: int, m: int, f) -> int:
 
 def mask_mul(a: int, b: int, m: int) -> int:
     """{x * y mod m : x in a, y in b}."""
+    if a > b:
+        a, b = b, a
+    return _cached(("x", a, b, m), lambda: _mask_mul(a, b, m))
+
+
+def _mask_mul(a: int, b: int, m: int) -> int:
     full = (1 << m) - 1
     out = 0
     while a:
@@ -359,6 +395,16 @@ def mask_mul(a: int, b: int, m: int) -> int:
         if out == full:
             break
     return out
+
+
+def mask_preimage_scale(allowed: int, k: int, m: int) -> int:
+    """{x mod m : k * x mod m in allowed}."""
+    return _cached(("/", allowed, k % m, m), lambda: mask_preimage(allowed, m, (k % m).__mul__))
+
+
+def mask_preimage_pow(allowed: int, e: int, m: int) -> int:
+    """{x mod m : x ** e mod m in allowed}."""
+    return _cached(("v", allowed, e, m), lambda: mask_preimage(allowed, m, lambda x: pow(x, e, m)))
 
 
 def mask_preimage(allowed: int, m: int, f) -> int:

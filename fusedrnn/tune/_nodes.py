@@ -39,10 +39,12 @@ from ._arith import (
     imul,
     ipow,
     mask_add,
-    mask_map,
     mask_mul,
     mask_of_range,
-    mask_preimage,
+    mask_pow,
+    mask_preimage_pow,
+    mask_preimage_scale,
+    mask_scale,
     pow_base_bounds,
     quotient,
     solve_linear_cong,
@@ -575,7 +577,7 @@ class CSum(Node):
         head, body = part
         if isinstance(head, int):
             t = body.res(m)
-            return t if head == 1 else mask_map(t, m, head.__mul__)
+            return t if head == 1 else mask_scale(t, head, m)
         out = 0
         i = head.i
         for u in _bits(head.res(m)):
@@ -587,7 +589,7 @@ class CSum(Node):
     def _part_narrow(part, m: int, allowed: int) -> bool:
         head, body = part
         if isinstance(head, int):
-            return body.narrow(m, mask_preimage(allowed, m, head.__mul__))
+            return body.narrow(m, mask_preimage_scale(allowed, head, m))
         ok = 0
         i = head.i
         for u in _bits(head.res(m)):
@@ -624,7 +626,7 @@ class CSum(Node):
             rest = mask_add(pre[k], suf, m)
             suf = mask_add(suf, masks[k], m)
             # residues t of this part with t + s in allowed for some s in rest
-            term = mask_add(allowed, mask_map(rest, m, int.__neg__), m)
+            term = mask_add(allowed, mask_scale(rest, -1, m), m)
             if masks[k] & ~term and not self._part_narrow(parts[k], m, term):
                 return False
         return True
@@ -820,8 +822,8 @@ class CProd(Node):
                 if q != j:
                     rest = mask_mul(rest, t, m)
             ok = 0
-            for x in range(m):
-                if masks[j] >> x & 1 and mask_map(rest, m, x.__mul__) & allowed:
+            for x in _bits(masks[j]):
+                if mask_scale(rest, x, m) & allowed:
                     ok |= 1 << x
             if not ok:
                 return False
@@ -879,13 +881,11 @@ class CPow(Node):
         return pow(self.base.res_env(m, env), self.e, m)
 
     def res(self, m: int) -> int:
-        e = self.e
-        return mask_map(self.base.res(m), m, lambda x: pow(x, e, m))
+        return mask_pow(self.base.res(m), self.e, m)
 
     def narrow(self, m: int, allowed: int) -> bool:
-        e = self.e
         base = self.base.res(m)
-        ok = base & mask_preimage(allowed, m, lambda x: pow(x, e, m))
+        ok = base & mask_preimage_pow(allowed, self.e, m)
         if not ok:
             return False
         return ok == base or self.base.narrow(m, ok)
@@ -1145,7 +1145,7 @@ class REqVar(Rel):
 # Residue masks only pay where some variable's range is this wide; on small domains search is cheaper.
 MASK_MIN_RANGE = 64
 # A range of this many steps of its class holds every residue of the class modulo each mask modulus.
-RESIDUE_PERIOD = 16
+RESIDUE_PERIOD = 64
 
 
 class RMod(Rel):
@@ -1174,10 +1174,11 @@ class RMod(Rel):
             self.square_pairs = [(p, q) for p in sq for q in sq if e.coefs[p] > 0 and e.coefs[q] == -e.coefs[p]]
 
     def squares(self) -> bool:
-        """Difference-of-squares rule: s u^2 - s v^2 == D with u, v >= 0 and D >= 1 means u >= v + 1, and
-        then (u - v)(u + v) == D / s gives u + v <= D / s: v <= (D / s - 1) / 2, u <= (D / s + 1) / 2.
-        (With a^2 + b^2 == c^2 this bounds a and c by b^2 / 2 where bounds reasoning alone would creep
-        down one value per revision.)"""
+        """Difference-of-squares rule: s u^2 - s v^2 == D with u, v >= 0 and D >= 1 means u >= v + t for the
+        least gap t >= 1 the congruence classes of u and v allow, and then (u - v)(u + v) == D / s gives
+        u + v <= D / (s t): v <= (D / (s t) - t) / 2, u <= (D / (s t) + t) / 2.  (With a^2 + b^2 == c^2
+        this bounds b and c by a^2 / 2 at once, where bounds reasoning alone creeps down one or two values
+        per revision.)"""
         e = self.e
         lo, hi = e.fwd()
         for p, q in self.square_pairs:
@@ -1197,10 +1198,17 @@ class RMod(Rel):
                 big, small, top = v, u, -d_lo
             else:
                 continue
+            # the least gap t = big - small >= 1 that the classes allow (both odd: t >= 2); then
+            # t (big + small) <= top gives small <= (top / t - t) / 2 and big <= (top / t + t) / 2
+            cb = big.C[big.i] or (1, 0)
+            cs = small.C[small.i] or (1, 0)
+            g = gcd(cb[0], cs[0])
+            t = (cb[1] - cs[1]) % g or g
+            width = top // t
             if not small.bwd(small.L[small.i], min(small.H[small.i] if small.H[small.i] != INF else top,
-                                                    (top - 1) // 2, big.H[big.i] - 1)):
+                                                    (width - t) // 2, big.H[big.i] - t)):
                 return False
-            if not big.bwd(max(big.L[big.i], small.L[small.i] + 1), (top + 1) // 2):
+            if not big.bwd(max(big.L[big.i], small.L[small.i] + t), (width + t) // 2):
                 return False
             lo, hi = e.fwd()
         return True

@@ -58,13 +58,13 @@ TIMEOUT = "timeout"
 ENUMERATE_LIMIT = 8
 # Revisions per propagation before it is given up as creeping (bounds moving by a few values per
 # revision, e.g. x < y; y < x over a wide range): CREEP_CAPS times 50 per propagator + 2000.
-CREEP_CAPS = 3
+CREEP_CAPS = 2
 # Rounds of constructive disjunction at the root.
 ROOT_ROUNDS = 4
 # Moduli of the residue masks on equalities with products or powers: 16 and 9 see squares and cubes
 # modulo 2, 4, 8 and 3 (a square is 0, 1, 4 or 9 modulo 16), 5 and 7 the next primes.  Each costs a
 # few mask operations per term and revision.
-MASK_MODULI = (16, 9, 5, 7)
+MASK_MODULI = (64, 27, 25, 7)
 
 
 @dataclass
