@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fusedrnn.tune import Model, solve
+from fusedrnn.tune import Model, _nodes, solve
 from fusedrnn.tune.solver import Solver
 
 BIG = 1 << 40
@@ -269,7 +269,12 @@ CLASSES = {"congruence": congruence_problem, "divisor": divisor_problem, "pythag
 
 
 @pytest.mark.parametrize("cls", sorted(CLASSES))
-def test_random_problems_match_brute_force(cls):
+@pytest.mark.parametrize("cong_min_range", [0, None], ids=["rules-always", "rules-default"])
+def test_random_problems_match_brute_force(cls, cong_min_range, monkeypatch):
+    # The congruence rules only run on wide ranges by default; 0 makes them run on these small domains
+    # too, so that brute force checks their soundness.
+    if cong_min_range is not None:
+        monkeypatch.setattr(_nodes, "CONG_MIN_RANGE", cong_min_range)
     rng = random.Random(f"tune-number-{cls}")
     box = 12
     for _ in range(60):

@@ -1045,12 +1045,15 @@ class RLe(Rel):
         return self.e.var_indices()
 
     def prop(self) -> bool:
-        lo, hi = self.e.fwd()
+        e = self.e
+        lo, hi = e.fwd()
         c = self.c
         if lo > c:
             return False
         if hi > c:
-            return self.e.bwd(lo, c)
+            # One more forward pass: the narrowing may have fixed variables into a violation that
+            # this propagator (not re-queued for its own changes) would otherwise leave to the search.
+            return e.bwd(lo, c) and e.fwd()[0] <= c
         return True
 
     def status(self) -> int:
@@ -1080,12 +1083,16 @@ class REq(Rel):
         return self.e.var_indices()
 
     def prop(self) -> bool:
-        lo, hi = self.e.fwd()
+        e = self.e
+        lo, hi = e.fwd()
         c = self.c
         if c < lo or c > hi:
             return False
         if lo != hi:
-            return self.e.bwd(c, c)
+            if not e.bwd(c, c):
+                return False
+            lo, hi = e.fwd()  # as in RLe: catch a violation the narrowing fixed
+            return lo <= c <= hi
         return True
 
     def status(self) -> int:
@@ -1142,6 +1149,11 @@ class REqVar(Rel):
         return 1 if lo == hi == vl == vh else 0
 
 
+# The congruence rules (RMod) only run where some variable of the equality ranges over more than this
+# many values: below it, search enumerates faster than the rules prune (the kernel-tiling problems'
+# widest ranges, shared-memory bytes, stay below it).  Tests set it to 0 to check the rules' soundness
+# against brute force on small domains.
+CONG_MIN_RANGE = 1 << 20
 # Residue masks only pay where some variable's range is this wide; on small domains search is cheaper.
 MASK_MIN_RANGE = 64
 # A range of this many steps of its class holds every residue of the class modulo each mask modulus.
@@ -1219,17 +1231,25 @@ class RMod(Rel):
     def status(self) -> int:
         return self.base.status()
 
-    def wide(self) -> bool:
+    def wide(self, limit: int = MASK_MIN_RANGE) -> bool:
+        """Some variable ranges over more than ``limit`` values."""
         for v in self.mvars:
             i = v.i
-            if v.H[i] - v.L[i] > MASK_MIN_RANGE:
+            if v.H[i] - v.L[i] > limit:
                 return True
         return False
 
     def residue_key(self) -> tuple:
-        """What the congruence and mask rules read: each variable's class, and its bounds where its range
-        is shorter than the largest modulus' period (wider ranges cover every residue of their class)."""
+        """What the rules read: each variable's class or fixed value, and with residue masks also its
+        bounds where its range is shorter than the largest modulus' period (wider ranges cover every
+        residue of their class)."""
         key = []
+        if not self.moduli:
+            for v in self.mvars:
+                i = v.i
+                lo = v.L[i]
+                key.append(lo if lo == v.H[i] else v.C[i])
+            return tuple(key)
         for v in self.mvars:
             i = v.i
             c = v.C[i]
@@ -1242,20 +1262,18 @@ class RMod(Rel):
         return tuple(key)
 
     def prop(self) -> bool:
-        # The nodes' cached intervals come from an earlier fwd(): wider than now, so still sound.
-        e = self.e
-        lo, hi = e.fwd()
-        v = self.v
-        if v is None:
-            c = self.c
-            if lo == hi:
-                return lo == c
-            if self.square_pairs and not self.squares():
-                return False
+        # The nodes' intervals cached by the last fwd() may be wider than now: still sound.
+        if self.square_pairs and not self.squares():
+            return False
+        if not self.wide(CONG_MIN_RANGE):
+            return True
         key = self.residue_key()
         if key == self.last_key:
             return True  # the same classes and residues as after the last run: nothing new to find
+        e = self.e
+        v = self.v
         if v is None:
+            c = self.c
             if not e.narrow_cong(0, c):
                 return False
             if self.moduli and self.wide():

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import gcd
 
+from . import _nodes
 from ._arith import INF, Empty
 from ._nodes import (
     EXPLICIT_LIMIT,
@@ -622,14 +624,11 @@ class Solver:
         comp.fix_private_lists(rels)
         self.obj_node = comp.node(objective.expr) if objective is not None else None
         self.rels: list[Rel] = rels
-        # Exact checks, independent of propagation.
-        index = comp.index
-        self.checks = [compile_check(c, index) for c in model.constraints]
-        self.obj_eval = compile_expr(objective.expr, index, {}) if objective is not None else None
-        self.domain_checks = []
-        for i, name in enumerate(self.names):
-            d = model.domain(name)
-            self.domain_checks.append((i, d.lo, d.hi, None if d.values is None else frozenset(d.values)))
+        # Exact checks, independent of propagation: compiled at the first full assignment (a problem
+        # proven infeasible never needs them).
+        self.checks: list | None = None
+        self.obj_eval = None
+        self.domain_checks: list = []
         self.bound_rel: RLe | None = None
         self.incumbent: list[int] | None = None
         self.incumbent_value: int | None = None
@@ -853,6 +852,8 @@ class Solver:
                     kept.extend(alts[0])
                 else:
                     kept.append(ROr(alts))
+            elif isinstance(r, RMod) and not r.square_pairs and not r.wide(_nodes.CONG_MIN_RANGE):
+                continue  # domains only shrink: it would never run
             elif not r.entailed():
                 kept.append(r)
         self.rels = kept
@@ -1008,8 +1009,20 @@ class Solver:
             if not expand:
                 return
 
+    def _compile_checks(self) -> None:
+        index = self.comp.index
+        model = self.model
+        self.checks = [compile_check(c, index) for c in model.constraints]
+        if self.objective is not None:
+            self.obj_eval = compile_expr(self.objective.expr, index, {})
+        for i, name in enumerate(self.names):
+            d = model.domain(name)
+            self.domain_checks.append((i, d.lo, d.hi, None if d.values is None else frozenset(d.values)))
+
     def _leaf(self) -> bool:
         """Check a full assignment; returns True when the search should stop."""
+        if self.checks is None:
+            self._compile_checks()
         L = self.store.L
         values = L[: self.n_user]
         for i, lo, hi, allowed in self.domain_checks:
@@ -1105,7 +1118,15 @@ def solve(
                             "(sense, expr)")
     if timeout is not None:
         timeout = max(0.0, timeout - (time.perf_counter() - t0))
-    return Solver(model, obj, all_solutions, timeout).run()
+    # The solver allocates many short-lived tuples and lists and makes no garbage cycles worth
+    # collecting mid-solve; in a process with torch loaded a full collection costs milliseconds.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return Solver(model, obj, all_solutions, timeout).run()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 __all__ = ["Result", "Stats", "solve", "OPTIMAL", "FEASIBLE", "INFEASIBLE", "TIMEOUT", "EXPLICIT_LIMIT"]
