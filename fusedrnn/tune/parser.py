@@ -123,19 +123,18 @@ class _Parser:
             tokens = [t for t in tokens if not (t.kind == "op" and t.text in "()")]
         self.tokens = tokens
         self.i = 0
+        self.tok = tokens[0]  # the current token
         self.model = model
 
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.i]
-
     def advance(self) -> Token:
-        t = self.tokens[self.i]
+        t = self.tok
         self.i += 1
+        if self.i < len(self.tokens):
+            self.tok = self.tokens[self.i]
         return t
 
     def at(self, *ops: str) -> bool:
-        t = self.tokens[self.i]
+        t = self.tok
         return t.kind == "op" and t.text in ops
 
     def error(self, message: str, tok: Token | None = None) -> ParseError:
@@ -229,7 +228,7 @@ class _Parser:
     def sum(self):
         first_tok = self.tok
         node = self.product()
-        while self.at("+", "-"):
+        while self.tok.kind == "op" and self.tok.text in ("+", "-"):
             op_tok = self.advance()
             tok = self.tok
             right = self.as_expr(self.product(), tok)
@@ -239,7 +238,7 @@ class _Parser:
     def product(self):
         first_tok = self.tok
         node = self.unary()
-        while self.at("*", "//"):
+        while self.tok.kind == "op" and self.tok.text in ("*", "//"):
             op_tok = self.advance()
             tok = self.tok
             right = self.as_expr(self.unary(), tok)
