@@ -743,6 +743,22 @@ class CProd(Node):
             if q is not None and (q[0] > fl[1] or q[1] < fh[1]) and not nodes[1].bwd(q[0], q[1]):
                 return False
             return True
+        if pl >= 0 and min(fl) >= 1:
+            # Positive factors (the common case): the same bounds as below without the sign cases.
+            pre_l = [1] * (n + 1)
+            pre_h = [1] * (n + 1)
+            for j in range(n):
+                pre_l[j + 1] = pre_l[j] * fl[j]
+                pre_h[j + 1] = pre_h[j] * fh[j]
+            sl = sh = 1
+            for j in range(n - 1, -1, -1):
+                xl = cdiv(pl, pre_h[j] * sh)
+                xh = fdiv(ph, pre_l[j] * sl)
+                if (xl > fl[j] or xh < fh[j]) and not nodes[j].bwd(xl, xh):
+                    return False
+                sl *= fl[j]
+                sh *= fh[j]
+            return True
         # Products of all other factors via prefix / suffix products.
         pre_l = [1] * (n + 1)
         pre_h = [1] * (n + 1)
