@@ -95,6 +95,9 @@ def test_residue_mask_narrows_to_a_class():
     d = root_domains(f"a <= {BIG}; b <= {BIG}; c <= {BIG}; c ^ 2 == a ^ 2 + 4 * b + 3; a % 2 == 1")
     assert d["c"][2] is not None and d["c"][2][0] % 2 == 0 and d["c"][2][1] % 2 == 0
     settled_at_root(f"a <= {BIG}; b <= {BIG}; c <= {BIG}; c ^ 2 == a ^ 2 + 4 * b + 3; a % 2 == 0", "infeasible")
+    # a^2 + b^2 == c^2 with 8 | c: squares modulo 64 leave a and b multiples of 8
+    d = root_domains(f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 2 + b ^ 2 == c ^ 2; c % 8 == 0")
+    assert d["a"][2] == (8, 0) and d["b"][2] == (8, 0)
 
 
 def test_difference_of_squares():
