@@ -59,13 +59,16 @@ TIMEOUT = "timeout"
 # Domains up to this size are branched on value by value, larger ones are split in two.
 ENUMERATE_LIMIT = 8
 # Revisions per propagation before it is given up as creeping (bounds moving by a few values per
-# revision, e.g. x < y; y < x over a wide range): CREEP_CAPS times 50 per propagator + 2000.
+# revision, e.g. x < y; y < x over a wide range): CREEP_CAPS times 50 per propagator + 2000.  The
+# delayed propagators get a turn after the first cap; over ranges of 2^40 each further cap is
+# wasted work at every search node.
 CREEP_CAPS = 2
 # Rounds of constructive disjunction at the root.
 ROOT_ROUNDS = 4
-# Moduli of the residue masks on equalities with products or powers: 16 and 9 see squares and cubes
-# modulo 2, 4, 8 and 3 (a square is 0, 1, 4 or 9 modulo 16), 5 and 7 the next primes.  Each costs a
-# few mask operations per term and revision.
+# Moduli of the residue masks on equalities with powers: 64 and 27 see squares and cubes modulo powers
+# of 2 and 3 a few steps deep (a^2 + b^2 == 2 c^2 with b = 4 mod 8 and 8 | c is refuted modulo 64, not
+# 16), 25 and 7 the next primes.  Masks are bit sets of at most 64 residues; each costs a few cached
+# mask operations per term and revision.
 MASK_MODULI = (64, 27, 25, 7)
 
 
