@@ -183,8 +183,13 @@ def test_strict_divisor_rule_needs_positive_operands():
 def test_timeout_is_not_infeasible():
     # hard for propagation: a^2 + b^2 == 3 c^2 has no positive solution (descent), but no rule here
     # proves it; with a short limit the status says timeout, not infeasible
-    r = solve(f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 2 + b ^ 2 == 3 * c ^ 2", timeout=0.2)
-    assert r.status == "timeout" and r.solution is None
+    text = f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 2 + b ^ 2 == 3 * c ^ 2"
+    for limit in (0.0, 1e-4, 1e-3, 0.005, 0.02, 0.2):  # out of time at the root, after it, in the search
+        r = solve(text, timeout=limit)
+        assert r.status == "timeout" and r.solution is None, limit
+    # and a feasible problem whose search is cut short: timeout, with or without a solution so far
+    r = solve(f"x <= {BIG}; y <= {BIG}; x * y == 2 * z + 1; z <= {BIG}; # objective: maximize x\n", timeout=0.05)
+    assert r.status == "timeout"
 
 
 # --- seeded random problems against brute force -----------------------------------------------

@@ -886,10 +886,11 @@ class Solver:
             rels = rels + [self.bound_rel]
         self.rels = rels
         self._set_watchers(rels)
-        if not self.propagate(range(len(rels))):
-            return self._result(INFEASIBLE)
-        self._order_setup()
         try:
+            # (the limit can run out in a creeping propagation here too: that is no proof)
+            if not self.propagate(range(len(rels))):
+                return self._result(INFEASIBLE)
+            self._order_setup()
             self._search()
         except _Timeout:
             return self._result(TIMEOUT)
