@@ -19,6 +19,12 @@ The text is ConstrINT-compatible (no parentheses, ``%`` written as
 ConstrINT has no objective, so it is timed on finding any solution; its answer
 is checked with fusedrnn.tune's exact evaluator (valid?) and against our
 feasibility verdict (complete?).
+
+``--set backend`` times the problems the ``cuda`` backend itself solves at run
+time instead (every distinct problem behind ``python -m fusedrnn info
+--compile-all`` for sm_80 and sm_90a: building the Model plus solving it, which
+is what a kernel launch pays once per variant); ``--set all`` both.  The Triton
+backend does not use the solver (its tiles are fixed per head size).
 """
 
 from __future__ import annotations
@@ -120,6 +126,41 @@ def problems() -> list[tuple[str, str]]:
     return out
 
 
+def backend_problems() -> list[tuple[str, object]]:
+    """The cuda backend's own problems: (name, build) with build() -> Model, one per distinct call of
+    its problem builders while it lists every variant it ships for sm_80 and sm_90a."""
+    from fusedrnn.backends.cuda import kernels
+    from fusedrnn.backends.cuda import model as cuda_model
+
+    builders = ("_problem", "_grid_problem", "_split_problem")
+    calls: dict[tuple, tuple] = {}
+    originals = {name: getattr(cuda_model, name) for name in builders}
+
+    def recorder(name):
+        def build(*args, **kwargs):
+            calls.setdefault((name, args, tuple(sorted(kwargs.items()))), (name, args, kwargs))
+            return originals[name](*args, **kwargs)
+        return build
+
+    try:
+        for name in builders:
+            setattr(cuda_model, name, recorder(name))
+        for arch in ("sm_80", "sm_90a"):
+            cuda_model.kernel_shape.cache_clear()
+            kernels.shipped_variants(arch)
+    finally:
+        for name, fn in originals.items():
+            setattr(cuda_model, name, fn)
+        cuda_model.kernel_shape.cache_clear()
+    out = []
+    for name, args, kwargs in calls.values():
+        parts = [f"smem{a.smem_per_block}-cluster{a.max_cluster}" if isinstance(a, cuda_model.Limits) else str(a)
+                 for a in args] + [f"{k}={v}" for k, v in kwargs.items()]
+        label = "-".join([name.strip("_")] + parts)
+        out.append((label, lambda name=name, args=args, kwargs=kwargs: originals[name](*args, **kwargs)))
+    return out
+
+
 def load_constrint(path: str):
     spec = importlib.util.spec_from_file_location("constrint_under_test", path)
     module = importlib.util.module_from_spec(spec)
@@ -161,6 +202,19 @@ def run_constrint(ct, text: str, model: Model, limit: float):
     return elapsed, ("valid" if not model.check(sol) else "invalid"), sol
 
 
+def report(title: str, rows: list[dict], show: int) -> None:
+    times = [r["time"] for r in rows]
+    statuses = dict(collections.Counter(r["status"] for r in rows))
+    print(f"fusedrnn.tune: {len(rows)} {title}, python {sys.version.split()[0]}")
+    print(f"  statuses: {statuses}")
+    print(f"  solve time: median {statistics.median(times) * 1e3:.2f} ms, "
+          f"mean {statistics.mean(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms")
+    nodes = [r["nodes"] for r in rows]
+    print(f"  nodes: median {statistics.median(nodes)}, max {max(nodes)}")
+    for r in sorted(rows, key=lambda r: -r["time"])[:show]:
+        print(f"    {r['time'] * 1e3:8.2f} ms  {r['nodes']:6d} nodes  {r['status']:10s} {r['name']}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--constrint", default=os.environ.get("FUSEDRNN_CONSTRINT"),
@@ -169,7 +223,28 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timing repetitions (minimum is kept)")
     ap.add_argument("--json", default=None, help="write per-problem results to this file")
     ap.add_argument("--show", type=int, default=5, help="print the N slowest problems")
+    ap.add_argument("--set", choices=("kernel", "backend", "all"), default="kernel",
+                    help="kernel: the generated tiling problems (text, ConstrINT syntax); backend: the cuda "
+                         "backend's own problems (Model, built and solved); all: both")
     args = ap.parse_args()
+
+    if args.set in ("backend", "all"):
+        backend = backend_problems()
+        rows = []
+        for name, build in backend:
+            best = None
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                res = build().solve()
+                elapsed = time.perf_counter() - t0
+                best = elapsed if best is None else min(best, elapsed)
+            rows.append({"name": name, "status": res.status, "time": best, "nodes": res.stats.nodes})
+        report("cuda backend's own problems (Model built and solved)", rows, args.show)
+        if args.set == "backend":
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(rows, f, indent=1)
+            return 0
 
     probs = problems()
     ct = load_constrint(args.constrint) if args.constrint else None
@@ -202,16 +277,7 @@ def main() -> int:
                 row["constrint_objective"] = value
         rows.append(row)
 
-    times = [r["time"] for r in rows]
-    statuses = dict(collections.Counter(r["status"] for r in rows))
-    print(f"fusedrnn.tune: {len(rows)} tiling problems, python {sys.version.split()[0]}")
-    print(f"  statuses: {statuses}")
-    print(f"  solve time: median {statistics.median(times) * 1e3:.2f} ms, "
-          f"mean {statistics.mean(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms")
-    nodes = [r["nodes"] for r in rows]
-    print(f"  nodes: median {statistics.median(nodes)}, max {max(nodes)}")
-    for r in sorted(rows, key=lambda r: -r["time"])[: args.show]:
-        print(f"    {r['time'] * 1e3:8.2f} ms  {r['nodes']:6d} nodes  {r['status']:10s} {r['name']}")
+    report("tiling problems (text, parse included)", rows, args.show)
     if ct is not None:
         ct_times = [r["constrint_time"] for r in rows]
         verdicts = dict(collections.Counter(r["constrint"] for r in rows))

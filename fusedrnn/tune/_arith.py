@@ -10,7 +10,7 @@ drops a possible one.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from math import isqrt
+from math import gcd, isqrt
 
 INF = float("inf")
 NINF = -INF
@@ -252,3 +252,180 @@ def divisors(n: int) -> tuple[int, ...] | None:
 def count_in(vals: tuple[int, ...], lo, hi) -> int:
     """Number of values of a sorted tuple inside [lo, hi]."""
     return bisect_right(vals, hi) - bisect_left(vals, lo)
+
+
+# Congruences.  A pair (m, r) says "the value is r modulo m" with m >= 0 and 0 <= r < m; m == 1 says
+# nothing and m == 0 means the value is exactly r.  Sums and products of congruences are congruences
+# (Granger's congruence arithmetic), so the gcd of a sum's coefficients, the residues of fixed factors
+# and the congruences of the variables combine into one class per expression.
+
+def cong_add(a, b):
+    """The class of x + y for x in class a, y in class b."""
+    m = gcd(a[0], b[0])
+    r = a[1] + b[1]
+    return (m, r % m if m else r)
+
+
+def cong_scale(a, k: int):
+    """The class of k * x for x in class a."""
+    m = abs(k) * a[0]
+    r = k * a[1]
+    return (m, r % m if m else r)
+
+
+def cong_mul(a, b):
+    """The class of x * y: (m1 Z + r1)(m2 Z + r2) lies in gcd(m1 m2, m1 r2, m2 r1) Z + r1 r2."""
+    m = gcd(a[0] * b[0], a[0] * b[1], b[0] * a[1])
+    r = a[1] * b[1]
+    return (m, r % m if m else r)
+
+
+def cong_pow(a, e: int):
+    """The class of x ** e (e >= 0), by repeated squaring."""
+    result = (0, 1)
+    base = a
+    while e:
+        if e & 1:
+            result = cong_mul(result, base)
+        e >>= 1
+        if e:
+            base = cong_mul(base, base)
+    return result
+
+
+def solve_linear_cong(a: int, b: int, m: int):
+    """The solutions x of a * x == b (mod m), m >= 1, as a class (m', r'); None when there is none."""
+    g = gcd(a, m)
+    if b % g:
+        return None
+    m2 = m // g
+    if m2 == 1:
+        return (1, 0)
+    return (m2, (b // g) * pow(a // g, -1, m2) % m2)
+
+
+def crt(a, b):
+    """The intersection of two classes (m >= 1), or None when it is empty."""
+    (m1, r1), (m2, r2) = a, b
+    g = gcd(m1, m2)
+    if (r2 - r1) % g:
+        return None
+    lcm = m1 // g * m2
+    if m2 // g == 1:
+        return (m1, r1 % m1)
+    t = (r2 - r1) // g * pow(m1 // g, -1, m2 // g) % (m2 // g)
+    return (lcm, (r1 + m1 * t) % lcm)
+
+
+# Residue sets modulo a small m as bit masks (bit r set: residue r is possible).
+
+def full_mask(m: int) -> int:
+    return (1 << m) - 1
+
+
+# The same few masks recur in every revision: results are cached (bounded; cleared when full).
+_mask_cache: dict = {}
+MASK_CACHE_LIMIT = 1 << 16
+
+
+def _cached(key, compute):
+    got = _mask_cache.get(key)
+    if got is None:
+        if len(_mask_cache) >= MASK_CACHE_LIMIT:
+            _mask_cache.clear()
+        got = _mask_cache[key] = compute()
+    return got
+
+
+def mask_add(a: int, b: int, m: int) -> int:
+    """{x + y mod m : x in a, y in b}."""
+    if a > b:
+        a, b = b, a
+    return _cached(("+", a, b, m), lambda: _mask_add(a, b, m))
+
+
+def mask_scale(a: int, k: int, m: int) -> int:
+    """{k * x mod m : x in a} (k = -1: the negatives)."""
+    return _cached(("*", a, k % m, m), lambda: mask_map(a, m, (k % m).__mul__))
+
+
+def mask_pow(a: int, e: int, m: int) -> int:
+    """{x ** e mod m : x in a}."""
+    return _cached(("^", a, e, m), lambda: mask_map(a, m, lambda x: pow(x, e, m)))
+
+
+def _mask_add(a: int, b: int, m: int) -> int:
+    full = (1 << m) - 1
+    out = 0
+    while a:
+        low = a & -a
+        r = low.bit_length() - 1
+        a ^= low
+        out |= ((b << r) | (b >> (m - r))) & full
+        if out == full:
+            break
+    return out
+
+
+def mask_map(a: int, m: int, f) -> int:
+    """{f(x) mod m : x in a}."""
+    out = 0
+    while a:
+        low = a & -a
+        a ^= low
+        out |= 1 << (f(low.bit_length() - 1) % m)
+    return out
+
+
+def mask_mul(a: int, b: int, m: int) -> int:
+    """{x * y mod m : x in a, y in b}."""
+    if a > b:
+        a, b = b, a
+    return _cached(("x", a, b, m), lambda: _mask_mul(a, b, m))
+
+
+def _mask_mul(a: int, b: int, m: int) -> int:
+    full = (1 << m) - 1
+    out = 0
+    while a:
+        low = a & -a
+        x = low.bit_length() - 1
+        a ^= low
+        out |= mask_map(b, m, x.__mul__)
+        if out == full:
+            break
+    return out
+
+
+def mask_preimage_scale(allowed: int, k: int, m: int) -> int:
+    """{x mod m : k * x mod m in allowed}."""
+    return _cached(("/", allowed, k % m, m), lambda: mask_preimage(allowed, m, (k % m).__mul__))
+
+
+def mask_preimage_pow(allowed: int, e: int, m: int) -> int:
+    """{x mod m : x ** e mod m in allowed}."""
+    return _cached(("v", allowed, e, m), lambda: mask_preimage(allowed, m, lambda x: pow(x, e, m)))
+
+
+def mask_preimage(allowed: int, m: int, f) -> int:
+    """{x mod m : f(x) mod m in allowed}."""
+    out = 0
+    for x in range(m):
+        if allowed >> (f(x) % m) & 1:
+            out |= 1 << x
+    return out
+
+
+def mask_of_range(lo: int, hi: int, step: int, m: int) -> int:
+    """Residues mod m of lo, lo + step, ..., <= hi (finite bounds)."""
+    g = gcd(step, m)
+    if (hi - lo) // step + 1 >= m // g:
+        # A whole period: every residue of lo's class modulo gcd(step, m).
+        out = 0
+        for r in range(lo % g, m, g):
+            out |= 1 << r
+        return out
+    out = 0
+    for v in range(lo, hi + 1, step):
+        out |= 1 << (v % m)
+    return out

@@ -59,6 +59,14 @@ class Token:
 Directive = tuple[str, str, int, int, int]
 
 
+# One pass over the text: the first alternative that matches at a position wins (longest operators
+# first so that "//" is not read as two "/").
+_TOKEN = re.compile(
+    r"(?P<nl>\n)|(?P<ws>[ \t\r\f\v]+)|(?P<comment>#[^\n]*)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<int>[0-9]+(?:_[0-9]+)*)|(?P<op>" + "|".join(re.escape(op) for op in _OPERATORS) + r")"
+)
+
+
 def tokenize(text: str, line: int = 1, col0: int = 0) -> tuple[list[Token], list[Directive]]:
     """Split ``text`` into tokens; also return the ``# objective:`` directives found
     as (sense, expression text, line, 0-based column of the expression, column of '#').
@@ -70,47 +78,12 @@ def tokenize(text: str, line: int = 1, col0: int = 0) -> tuple[list[Token], list
     i = 0
     n = len(text)
     line_start = -col0
+    match = _TOKEN.match
     while i < n:
-        ch = text[i]
-        if ch == "\n":
-            line += 1
-            i += 1
-            line_start = i
-            continue
-        if ch in " \t\r\f\v":
-            i += 1
-            continue
-        col = i - line_start + 1
-        if ch == "#":
-            end = text.find("\n", i)
-            if end < 0:
-                end = n
-            comment = text[i + 1 : end]
-            m = _OBJECTIVE.match(comment)
-            if m:
-                expr_start = i + 1 + m.end()
-                sense = m.group(1).lower()
-                objectives.append((sense, text[expr_start:end], line, expr_start - line_start, col))
-            i = end
-            continue
-        m = _NAME.match(text, i)
-        if m:
-            tokens.append(Token("name", m.group(), line, col))
-            i = m.end()
-            continue
-        m = _INT.match(text, i)
-        if m:
-            if i + len(m.group()) < n and (text[m.end()].isalpha() or text[m.end()] == "_"):
-                raise ParseError(f"invalid number {text[i:m.end() + 1]!r}", line, col)
-            tokens.append(Token("int", m.group(), line, col))
-            i = m.end()
-            continue
-        for op in _OPERATORS:
-            if text.startswith(op, i):
-                tokens.append(Token("op", op, line, col))
-                i += len(op)
-                break
-        else:
+        m = match(text, i)
+        if m is None:
+            ch = text[i]
+            col = i - line_start + 1
             if ch == "=":
                 raise ParseError("'=' is not an operator; use '==' for equality", line, col)
             if ch == "/":
@@ -119,6 +92,26 @@ def tokenize(text: str, line: int = 1, col0: int = 0) -> tuple[list[Token], list
                 raise ParseError("'&' is not supported; end the constraint with ';' and start another",
                                  line, col)
             raise ParseError(f"unexpected character {ch!r}", line, col)
+        kind = m.lastgroup
+        end = m.end()
+        if kind == "nl":
+            line += 1
+            line_start = end
+        elif kind == "ws":
+            pass
+        elif kind == "comment":
+            om = _OBJECTIVE.match(text, i + 1, end)
+            if om:
+                col = i - line_start + 1
+                sense = om.group(1).lower()
+                objectives.append((sense, text[om.end():end], line, om.end() - line_start, col))
+        elif kind == "int":
+            if end < n and (text[end].isalpha() or text[end] == "_"):
+                raise ParseError(f"invalid number {text[i:end + 1]!r}", line, i - line_start + 1)
+            tokens.append(Token("int", m.group(), line, i - line_start + 1))
+        else:
+            tokens.append(Token(kind, m.group(), line, i - line_start + 1))
+        i = end
     tokens.append(Token("eof", "", line, n - line_start + 1))
     return tokens, objectives
 
@@ -130,19 +123,18 @@ class _Parser:
             tokens = [t for t in tokens if not (t.kind == "op" and t.text in "()")]
         self.tokens = tokens
         self.i = 0
+        self.tok = tokens[0]  # the current token
         self.model = model
 
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.i]
-
     def advance(self) -> Token:
-        t = self.tokens[self.i]
+        t = self.tok
         self.i += 1
+        if self.i < len(self.tokens):
+            self.tok = self.tokens[self.i]
         return t
 
     def at(self, *ops: str) -> bool:
-        t = self.tokens[self.i]
+        t = self.tok
         return t.kind == "op" and t.text in ops
 
     def error(self, message: str, tok: Token | None = None) -> ParseError:
@@ -236,7 +228,7 @@ class _Parser:
     def sum(self):
         first_tok = self.tok
         node = self.product()
-        while self.at("+", "-"):
+        while self.tok.kind == "op" and self.tok.text in ("+", "-"):
             op_tok = self.advance()
             tok = self.tok
             right = self.as_expr(self.product(), tok)
@@ -246,7 +238,7 @@ class _Parser:
     def product(self):
         first_tok = self.tok
         node = self.unary()
-        while self.at("*", "//"):
+        while self.tok.kind == "op" and self.tok.text in ("*", "//"):
             op_tok = self.advance()
             tok = self.tok
             right = self.as_expr(self.unary(), tok)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import gcd
 
+from . import _nodes
 from ._arith import INF, Empty
 from ._nodes import (
     EXPLICIT_LIMIT,
@@ -21,9 +24,12 @@ from ._nodes import (
     RDiv,
     Rel,
     REq,
+    REqDerived,
     REqVar,
     REqVars,
     RLe,
+    RLeDerived,
+    RMod,
     RNe,
     ROr,
     Store,
@@ -52,8 +58,18 @@ TIMEOUT = "timeout"
 
 # Domains up to this size are branched on value by value, larger ones are split in two.
 ENUMERATE_LIMIT = 8
+# Revisions per propagation before it is given up as creeping (bounds moving by a few values per
+# revision, e.g. x < y; y < x over a wide range): CREEP_CAPS times 50 per propagator + 2000.  The
+# delayed propagators get a turn after the first cap; over ranges of 2^40 each further cap is
+# wasted work at every search node.
+CREEP_CAPS = 2
 # Rounds of constructive disjunction at the root.
 ROOT_ROUNDS = 4
+# Moduli of the residue masks on equalities with powers: 64 and 27 see squares and cubes modulo powers
+# of 2 and 3 a few steps deep (a^2 + b^2 == 2 c^2 with b = 4 mod 8 and 8 | c is refuted modulo 64, not
+# 16), 25 and 7 the next primes.  Masks are bit sets of at most 64 residues; each costs a few cached
+# mask operations per term and revision.
+MASK_MODULI = (64, 27, 25, 7)
 
 
 @dataclass
@@ -134,6 +150,7 @@ class _Compiler:
         st.L.append(lo)
         st.H.append(hi)
         st.V.append(vals)
+        st.C.append(None)
         node = CVar(len(st.L) - 1, st)
         self.var_nodes.append(node)
         return node
@@ -266,14 +283,26 @@ class _Compiler:
 
     def alternative(self, alt: Constraint) -> list[Rel]:
         self.aux = {}
-        return [self.relation(r) for r in alt.relations()]
+        rels = []
+        for r in alt.relations():
+            rel = self.relation(r)
+            rels.append(rel)
+            if isinstance(rel, (REq, REqVar)):
+                mod = _modular(rel)
+                if mod is not None:
+                    rels.append(mod)
+        return rels
 
-    def constraint(self, c: Constraint) -> Rel:
+    def constraint(self, c: Constraint) -> list[Rel]:
+        """The propagators of one constraint: one relation or disjunction, plus the delayed congruence
+        propagators of a constraint that is not a disjunction."""
         alts = c.alternatives()
         if len(alts) == 1:
             rels = self.alternative(alts[0])
-            return rels[0] if len(rels) == 1 else ROr([rels])
-        return ROr([self.alternative(alt) for alt in alts])
+            base = [r for r in rels if not isinstance(r, RMod)]
+            mods = [r for r in rels if isinstance(r, RMod)]
+            return [base[0] if len(base) == 1 else ROr([base])] + mods
+        return [ROr([self.alternative(alt) for alt in alts])]
 
     def fix_private_lists(self, rels: list[Rel]) -> None:
         # A list literal used twice (a chain like x == [1, 2] == y) is not private.
@@ -281,6 +310,257 @@ class _Compiler:
         for r in _all_relations(rels):
             if isinstance(r, REqVars) and r.y.i in shared:
                 r.y_private = False
+
+
+def _walk(node: Node):
+    yield node
+    if isinstance(node, (CSum, CProd)):
+        for n in node.nodes:
+            yield from _walk(n)
+    elif isinstance(node, CPow):
+        yield from _walk(node.base)
+    elif isinstance(node, (CFloorDiv, CMod)):
+        yield from _walk(node.a)
+        yield from _walk(node.b)
+
+
+def _modular(rel: REq | REqVar) -> Rel | None:
+    """The congruence rules for an equality over a sum, product, power or remainder, with residue masks
+    (MASK_MODULI) where it has powers of variables (for products and sums the classes carry what the
+    masks would find in the common cases, at a fraction of the cost); None for other equalities."""
+    nodes = list(_walk(rel.e))
+    if not any(isinstance(n, (CSum, CProd, CPow, CMod)) for n in nodes):
+        return None
+    moduli = MASK_MODULI if any(isinstance(n, CPow) and n.e > 1 for n in nodes) else ()
+    mvars = {n.i: n for n in nodes if isinstance(n, CVar)}
+    if isinstance(rel, REqVar):
+        mvars[rel.v.i] = rel.v
+    return RMod(rel, moduli, tuple(mvars.values()))
+
+
+def divisor_rules(rels: list[Rel], var_nodes: list[CVar]) -> list[Rel]:
+    """Relations implied by divisibility between positive variables, for the top-level relations ``rels``
+    at the root (docs/solver.md, "Number-theoretic rules"):
+
+    * transitivity: z | y and y | x give z | x;
+    * sums: y | x and x == sum(terms) + const where y divides every term but one, of coefficient +-1,
+      give y | that term (or y | const when it divides every term);
+    * order cycles: a positive multiple is at least its divisor (x >= y), so with the difference
+      relations (x - y >= w) a cycle of total weight >= 1 is a proof of infeasibility;
+    * strict divisors: x % y == 0 and x != y (from y < x-style relations or chains of them, or x != y)
+      mean x = q * y with an integer q >= 2, so 2 * y <= x; if c other strict divisors of x are known to be
+      larger than y, the c + 1 quotients are distinct integers >= 2 and x / y is the largest:
+      (c + 2) * y <= x.  Chains of k strict divisors then bound their top by 2^(k - 1) times their bottom
+      through the bounds propagation of these sums.
+    """
+    L = var_nodes[0].L if var_nodes else []
+    divides: dict[int, set[int]] = {}  # y -> the x with y | x (positive variables only)
+    for r in rels:
+        if isinstance(r, RDiv) and isinstance(r.a, CVar) and isinstance(r.b, CVar) and r.a is not r.b:
+            if L[r.a.i] >= 1 and L[r.b.i] >= 1:
+                divides.setdefault(r.b.i, set()).add(r.a.i)
+    if not divides:
+        return []
+    out: list[Rel] = []
+    sums = []
+    for r in rels:
+        e = getattr(r, "e", None)
+        if isinstance(r, (REq, REqVar)) and isinstance(e, CSum) and all(isinstance(n, CVar) for n in e.nodes):
+            terms = [(a, n.i) for a, n in zip(e.coefs, e.nodes)]
+            const = e.const
+            if isinstance(r, REqVar):
+                terms.append((-1, r.v.i))
+            else:
+                const -= r.c
+            if all(L[i] >= 1 for _, i in terms):
+                sums.append((terms, const))
+    for _ in range(4):
+        # transitive closure, then the sum rule, until nothing new
+        changed = True
+        while changed:
+            changed = False
+            for y in list(divides):
+                for x in list(divides[y]):
+                    for z in divides.get(x, ()):
+                        if z not in divides[y] and z != y:
+                            divides[y].add(z)
+                            changed = True
+        new = False
+        for terms, const in sums:
+            for y in {i for _, i in terms} | {z for z, xs in divides.items() if any(i in xs for _, i in terms)}:
+                multiples = divides.get(y, set()) | {y}
+                rest = [(a, i) for a, i in terms if i not in multiples]
+                if not rest and const:
+                    out.append(RDiv(CConst(abs(const)), var_nodes[y]))
+                elif len(rest) == 1 and not const and abs(rest[0][0]) == 1 and rest[0][1] != y:
+                    x = rest[0][1]
+                    if x not in divides.setdefault(y, set()):
+                        divides[y].add(x)
+                        out.append(RDiv(var_nodes[x], var_nodes[y]))
+                        new = True
+        if not new:
+            break
+
+    # Order: edges y -> (x, w) for x >= y + w with w >= 0 (difference relations, multiples).
+    edges: dict[int, list[tuple[int, int]]] = {}
+    unequal: set[tuple[int, int]] = set()
+    for r in rels:
+        if isinstance(r, RLe) and isinstance(r.e, CSum) and len(r.e.nodes) == 2:
+            (a1, a2), (n1, n2) = r.e.coefs, r.e.nodes
+            if isinstance(n1, CVar) and isinstance(n2, CVar) and sorted((a1, a2)) == [-1, 1]:
+                y, x = (n1, n2) if a1 == 1 else (n2, n1)
+                w = r.e.const - r.c  # y - x + const <= c
+                if w >= 0 and r.c != INF:
+                    edges.setdefault(y.i, []).append((x.i, w))
+        elif isinstance(r, REqVars):
+            edges.setdefault(r.x.i, []).append((r.y.i, 0))
+            edges.setdefault(r.y.i, []).append((r.x.i, 0))
+        elif isinstance(r, RNe) and isinstance(r.a, CVar) and isinstance(r.b, CVar):
+            unequal.add((r.a.i, r.b.i))
+            unequal.add((r.b.i, r.a.i))
+    for y, xs in divides.items():
+        for x in xs:
+            edges.setdefault(y, []).append((x, 0))
+
+    def above(y: int) -> set[int]:
+        """The variables proven greater than y."""
+        seen = {(y, False)}
+        stack = [(y, False)]
+        found = set()
+        while stack:
+            v, strict = stack.pop()
+            for x, w in edges.get(v, ()):
+                state = (x, strict or w > 0)
+                if state not in seen:
+                    seen.add(state)
+                    stack.append(state)
+                    if state[1]:
+                        found.add(x)
+        return found
+
+    greater = {y: above(y) for y in divides}
+    if any(y in g for y, g in greater.items()):
+        return [REqDerived(CConst(1), 0)]  # y > ... >= y: no solution
+    factor: dict[tuple[int, int], int] = {}  # (x, y) -> f with f * y <= x
+    for x in {x for xs in divides.values() for x in xs}:
+        ys = [y for y, xs in divides.items() if x in xs and (x in greater[y] or (x, y) in unequal)]
+        for y in ys:
+            f = 2 + sum(1 for z in ys if z != y and z in greater[y])
+            factor[x, y] = f
+            out.append(RLeDerived(CSum(0, [f, -1], [var_nodes[y], var_nodes[x]]), 0))
+    out += strict_divisor_sums(rels, var_nodes, factor)
+    return out
+
+
+def _linear_forms(rels: list[Rel]):
+    """The top-level linear relations over variables as ``sum(a_i x_i) <= R`` ({i: a_i}, R)."""
+    for r in rels:
+        e = getattr(r, "e", None)
+        if not isinstance(e, CSum) or not all(isinstance(n, CVar) for n in e.nodes):
+            continue
+        form: dict[int, int] = {}
+        for a, n in zip(e.coefs, e.nodes):
+            form[n.i] = form.get(n.i, 0) + a
+        if isinstance(r, RLe) and r.c != INF:
+            yield form, r.c - e.const
+        elif isinstance(r, (REq, REqVar)):
+            bound = (r.c if isinstance(r, REq) else 0) - e.const
+            if isinstance(r, REqVar):
+                form[r.v.i] = form.get(r.v.i, 0) - 1
+            yield form, bound
+            yield {i: -a for i, a in form.items()}, -bound
+
+
+def strict_divisor_sums(rels: list[Rel], var_nodes: list[CVar], factor: dict) -> list[Rel]:
+    """Sums of strict divisors are bounded by the number they divide: in a_x x - sum(b_y y) <= R with
+    every y a strict divisor of x (f_y y <= x, see divisor_rules) and a_x, b_y > 0, replace each y by its
+    bound: (a_x - sum(b_y / f_y)) x <= R (two strict divisors a < b of x add up to at most 5 x / 6, so
+    a + b == x has no solution)."""
+    out: list[Rel] = []
+    for form, bound in _linear_forms(rels):
+        for x, a_x in form.items():
+            others = [(y, -a) for y, a in form.items() if y != x]
+            if a_x <= 0 or not others or any(b <= 0 or (x, y) not in factor for y, b in others):
+                continue
+            scale = 1
+            for y, _ in others:
+                scale = scale * factor[x, y] // gcd(scale, factor[x, y])
+            coef = scale * a_x - sum(scale * b // factor[x, y] for y, b in others)
+            if coef:
+                out.append(RLeDerived(CSum(0, [coef], [var_nodes[x]]), scale * bound))
+            elif bound < 0:
+                out.append(REqDerived(CConst(1), 0))
+    return out
+
+
+def _term_key(node: Node):
+    """Equal keys for structurally equal monomials (variables, powers and products of them)."""
+    if isinstance(node, CVar):
+        return ("v", node.i)
+    if isinstance(node, CPow) and isinstance(node.base, CVar):
+        return ("p", node.base.i, node.e)
+    if isinstance(node, CProd) and all(isinstance(n, (CVar, CPow)) for n in node.nodes):
+        keys = [_term_key(n) for n in node.nodes]
+        if all(k[0] != "id" for k in keys):
+            return ("x", node.k, tuple(sorted(keys)))
+    return ("id", id(node))
+
+
+# Equalities with powers combined pairwise at the root (at most this many; their pairs are checked).
+COMBINE_LIMIT = 8
+
+
+def combined_equalities(rels: list[Rel]) -> list[Rel]:
+    """Combinations of two equalities with powers that cancel a shared monomial: E1 == 0 and E2 == 0 give
+    a * E1 + b * E2 == 0, on which the congruence and residue rules see more (a^2 + b^2 == c^2 and
+    a^2 + b^2 + c^2 == 8 s + 5 give 2 c^2 == 8 s + 5, which is odd against even)."""
+    eqs = [r.base for r in rels if isinstance(r, RMod) and r.moduli and r.v is None and isinstance(r.e, CSum)]
+    if not 2 <= len(eqs) <= COMBINE_LIMIT:
+        return []
+    forms = []
+    for eq in eqs:
+        terms: dict = {}
+        for a, n in zip(eq.e.coefs, eq.e.nodes):
+            key = _term_key(n)
+            if key in terms:
+                terms[key][0] += a
+            else:
+                terms[key] = [a, n]
+        forms.append((eq.e.const - eq.c, terms))
+    out: list[Rel] = []
+    for x in range(len(forms)):
+        for y in range(x + 1, len(forms)):
+            (k1, t1), (k2, t2) = forms[x], forms[y]
+            for key in [k for k in t1 if k in t2]:
+                c1, c2 = t1[key][0], t2[key][0]
+                g = gcd(c1, c2)
+                f1, f2 = c2 // g, -(c1 // g)
+                merged: dict = {}
+                for t, f in ((t1, f1), (t2, f2)):
+                    for k, (a, n) in t.items():
+                        if k in merged:
+                            merged[k][0] += f * a
+                        else:
+                            merged[k] = [f * a, n]
+                items = [(a, n) for a, n in merged.values() if a]
+                const = f1 * k1 + f2 * k2
+                if not items:
+                    if const:
+                        out.append(REqDerived(CConst(const), 0))
+                    continue
+                eq = REqDerived(CSum(const, [a for a, _ in items], [n for _, n in items]), 0)
+                out.append(eq)
+                mod = _modular(eq)
+                if mod is not None:
+                    out.append(mod)
+    return out
+
+
+def _class_of(snap, i: int):
+    """Variable i's congruence class in a snapshot (0, v) when fixed to v, (1, 0) when none."""
+    if snap[0][i] == snap[1][i]:
+        return (0, snap[0][i])
+    return snap[3][i] or (1, 0)
 
 
 def _all_relations(rels: list[Rel]):
@@ -343,18 +623,15 @@ class Solver:
         self.store = comp.store
         self.names = comp.names
         self.n_user = len(comp.names)
-        rels = [comp.constraint(c) for c in model.constraints]
+        rels = [r for c in model.constraints for r in comp.constraint(c)]
         comp.fix_private_lists(rels)
         self.obj_node = comp.node(objective.expr) if objective is not None else None
         self.rels: list[Rel] = rels
-        # Exact checks, independent of propagation.
-        index = comp.index
-        self.checks = [compile_check(c, index) for c in model.constraints]
-        self.obj_eval = compile_expr(objective.expr, index, {}) if objective is not None else None
-        self.domain_checks = []
-        for i, name in enumerate(self.names):
-            d = model.domain(name)
-            self.domain_checks.append((i, d.lo, d.hi, None if d.values is None else frozenset(d.values)))
+        # Exact checks, independent of propagation: compiled at the first full assignment (a problem
+        # proven infeasible never needs them).
+        self.checks: list | None = None
+        self.obj_eval = None
+        self.domain_checks: list = []
         self.bound_rel: RLe | None = None
         self.incumbent: list[int] | None = None
         self.incumbent_value: int | None = None
@@ -369,6 +646,7 @@ class Solver:
             for v in sorted(r.var_indices()):
                 self.watch[v].append(ci)
         self.inq = bytearray(len(rels))
+        self.delayed = bytes(r.delayed for r in rels)
         self.cap = 50 * len(rels) + 2000
 
     def _check_time(self) -> None:
@@ -376,23 +654,34 @@ class Solver:
             raise _Timeout
 
     def propagate(self, start) -> bool:
-        """Run propagators to a fixpoint (or the revision cap) from the given relation ids."""
+        """Run propagators to a fixpoint (or the revision cap) from the given relation ids.  Delayed
+        propagators (the congruence rules) wait in a second queue until the first one is empty."""
         props = self.props
         watch = self.watch
         inq = self.inq
+        delayed = self.delayed
         ch = self.store.changed
         q = []
+        dq = []
         for c in start:
             if not inq[c]:
                 inq[c] = 1
-                q.append(c)
+                (dq if delayed[c] else q).append(c)
         qi = 0
+        dqi = 0
         cap = self.cap
         ok = True
+        urgent = False  # bounds are creeping: let the delayed ones (which may end it) go first
         try:
-            while qi < len(q):
-                c = q[qi]
-                qi += 1
+            while True:
+                if dqi < len(dq) and (urgent or qi == len(q)):
+                    c = dq[dqi]
+                    dqi += 1
+                elif qi < len(q):
+                    c = q[qi]
+                    qi += 1
+                else:
+                    break
                 inq[c] = 0
                 ch.clear()
                 if not props[c]():
@@ -403,33 +692,42 @@ class Solver:
                         for c2 in watch[v]:
                             if not inq[c2] and c2 != c:
                                 inq[c2] = 1
-                                q.append(c2)
-                if qi > cap:
+                                if delayed[c2]:
+                                    dq.append(c2)
+                                else:
+                                    q.append(c2)
+                if urgent and dqi == len(dq):
+                    urgent = False
+                if qi + dqi > cap:
                     # Slow convergence (bounds creeping by one): stop, search will finish it.
                     if self.deadline is not None:
                         self._check_time()
                     cap += self.cap
-                    if qi > 20 * self.cap:
+                    urgent = True
+                    if qi + dqi > CREEP_CAPS * self.cap:
                         break
         except Empty:
             ok = False
         finally:
             for c in q[qi:]:
                 inq[c] = 0
-            self.stats.propagations += qi
+            for c in dq[dqi:]:
+                inq[c] = 0
+            self.stats.propagations += qi + dqi
         return ok
 
     # Root.
 
     def snapshot(self):
         st = self.store
-        return st.L[:], st.H[:], st.V[:]
+        return st.L[:], st.H[:], st.V[:], st.C[:]
 
     def restore(self, snap) -> None:
         st = self.store
         st.L[:] = snap[0]
         st.H[:] = snap[1]
         st.V[:] = snap[2]
+        st.C[:] = snap[3]
 
     def root(self) -> bool:
         """Propagate at the root, with constructive disjunction over ORs."""
@@ -439,6 +737,12 @@ class Solver:
                 return False
         if not self.propagate(range(len(self.rels))):
             return False
+        derived = divisor_rules(self.rels, self.comp.var_nodes) + combined_equalities(self.rels)
+        if derived:
+            self.rels = self.rels + derived
+            self._set_watchers(self.rels)
+            if not self.propagate(range(len(self.rels))):
+                return False
         ors = [ci for ci, r in enumerate(self.rels) if isinstance(r, ROr)]
         for _ in range(ROOT_ROUNDS if ors else 0):
             changed = False
@@ -498,6 +802,18 @@ class Solver:
                 if len(union) < node.size():
                     node._set_values(tuple(sorted(union)))
                     changed = True
+            elif st.V[i] is None:
+                # The finest class that holds every outcome's class (a fixed value v is the class (0, v)).
+                m, r = _class_of(outcomes[0], i)
+                for o in outcomes[1:]:
+                    mo, ro = _class_of(o, i)
+                    m = gcd(m, mo, ro - r)
+                    if m == 1:
+                        break
+                if m > 1 and st.C[i] != (m, r % m):
+                    if not node.congr(m, r):
+                        return None
+                    changed = True
         return changed
 
     def check_bounded(self) -> None:
@@ -539,6 +855,8 @@ class Solver:
                     kept.extend(alts[0])
                 else:
                     kept.append(ROr(alts))
+            elif isinstance(r, RMod) and not r.square_pairs and not r.wide(_nodes.CONG_MIN_RANGE):
+                continue  # domains only shrink: it would never run
             elif not r.entailed():
                 kept.append(r)
         self.rels = kept
@@ -568,10 +886,11 @@ class Solver:
             rels = rels + [self.bound_rel]
         self.rels = rels
         self._set_watchers(rels)
-        if not self.propagate(range(len(rels))):
-            return self._result(INFEASIBLE)
-        self._order_setup()
         try:
+            # (the limit can run out in a creeping propagation here too: that is no proof)
+            if not self.propagate(range(len(rels))):
+                return self._result(INFEASIBLE)
+            self._order_setup()
             self._search()
         except _Timeout:
             return self._result(TIMEOUT)
@@ -585,7 +904,9 @@ class Solver:
 
     def _order_setup(self) -> None:
         st = self.store
-        self.degree = [len(w) for w in self.watch]
+        # constraints per variable (ties of the variable choice); derived propagators do not count
+        rels = self.rels
+        self.degree = [sum(1 for c in w if not rels[c].derived) for w in self.watch]
         self.direction = [1] * self.n_user  # 1: smallest value first, -1: largest first
         if self.obj_node is not None and not self.all_solutions:
             pol: dict[int, int] = {}
@@ -606,6 +927,7 @@ class Solver:
         best = -1
         best_size = INF
         best_deg = -1
+        C = st.C
         degree = self.degree
         for i in range(self.n_user):
             lo = L[i]
@@ -614,7 +936,7 @@ class Solver:
                 continue
             vals = V[i]
             if vals is None:
-                size = hi - lo + 1
+                size = hi - lo + 1 if C[i] is None else (hi - lo) // C[i][0] + 1
             else:
                 size = bisect_right(vals, hi) - bisect_left(vals, lo)
             if size < best_size or (size == best_size and degree[i] > best_deg):
@@ -630,7 +952,7 @@ class Solver:
         vals = st.V[i]
         if size <= ENUMERATE_LIMIT:
             if vals is None:
-                seq = range(lo, hi + 1)
+                seq = range(lo, hi + 1, 1 if st.C[i] is None else st.C[i][0])
             else:
                 seq = vals[bisect_left(vals, lo) : bisect_right(vals, hi)]
             out = [(v, v) for v in seq]
@@ -691,8 +1013,20 @@ class Solver:
             if not expand:
                 return
 
+    def _compile_checks(self) -> None:
+        index = self.comp.index
+        model = self.model
+        self.checks = [compile_check(c, index) for c in model.constraints]
+        if self.objective is not None:
+            self.obj_eval = compile_expr(self.objective.expr, index, {})
+        for i, name in enumerate(self.names):
+            d = model.domain(name)
+            self.domain_checks.append((i, d.lo, d.hi, None if d.values is None else frozenset(d.values)))
+
     def _leaf(self) -> bool:
         """Check a full assignment; returns True when the search should stop."""
+        if self.checks is None:
+            self._compile_checks()
         L = self.store.L
         values = L[: self.n_user]
         for i, lo, hi, allowed in self.domain_checks:
@@ -788,7 +1122,15 @@ def solve(
                             "(sense, expr)")
     if timeout is not None:
         timeout = max(0.0, timeout - (time.perf_counter() - t0))
-    return Solver(model, obj, all_solutions, timeout).run()
+    # The solver allocates many short-lived tuples and lists and makes no garbage cycles worth
+    # collecting mid-solve; in a process with torch loaded a full collection costs milliseconds.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return Solver(model, obj, all_solutions, timeout).run()
+    finally:
+        if collecting:
+            gc.enable()
 
 
 __all__ = ["Result", "Stats", "solve", "OPTIMAL", "FEASIBLE", "INFEASIBLE", "TIMEOUT", "EXPLICIT_LIMIT"]
