@@ -13,6 +13,8 @@ from .helpers import norm_error
 PAIRS = [(fnn.LSTM, torch.nn.LSTM), (fnn.GRU, torch.nn.GRU), (fnn.RNN, torch.nn.RNN)]
 PAIR_IDS = ["lstm", "gru", "rnn"]
 ALL_MODULES = [fnn.LSTM, fnn.GRU, fnn.RNN, fnn.SLSTM]
+# on the CPU "auto" runs torch's own RNN ops for LSTM / GRU / RNN, "reference" fusedrnn's step loop
+BACKENDS = ["auto", "reference"]
 
 
 def _tuple(state):
@@ -51,13 +53,14 @@ def _assert_close(got, expected, tol, what):
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, False), (1, True), (3, True)])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, with_state):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, with_state, backend):
     """from_torch gives the torch module's function: outputs, final states and the gradients for the
     input, the initial states and every parameter within 1e-10 (float64; the sums differ only in order)."""
     ours_cls, torch_cls = pair
     theirs = torch_cls(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
                        dtype=torch.float64)
-    ours = ours_cls.from_torch(theirs)
+    ours = ours_cls.from_torch(theirs, backend=backend)
     B, T = 3, 7
     x = torch.randn((B, T, 5) if batch_first else (T, B, 5), dtype=torch.float64, requires_grad=True)
     dirs = 2 if bidirectional else 1
@@ -74,10 +77,11 @@ def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, wit
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional, backend):
     ours_cls, torch_cls = pair
     theirs = torch_cls(4, 5, num_layers=2, bidirectional=bidirectional, dtype=torch.float64)
-    ours = ours_cls.from_torch(theirs)
+    ours = ours_cls.from_torch(theirs, backend=backend)
     lengths = torch.tensor([6, 6, 3, 1]) if enforce_sorted else torch.tensor([3, 6, 1, 5])
     x = torch.randn(6, 4, 4, dtype=torch.float64, requires_grad=True)
     packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
@@ -92,11 +96,12 @@ def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional):
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
-def test_lengths_equal_torch_packed(pair):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lengths_equal_torch_packed(pair, backend):
     """forward(x, lengths=...) on a padded batch: torch's packed results, zeros past each length."""
     ours_cls, torch_cls = pair
     theirs = torch_cls(4, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
-    ours = ours_cls.from_torch(theirs)
+    ours = ours_cls.from_torch(theirs, backend=backend)
     lengths = torch.tensor([2, 7, 5])
     x = torch.randn(3, 7, 4, dtype=torch.float64)
     out_t, st_t = theirs(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
@@ -148,13 +153,19 @@ def test_multi_head_equals_dense_block_diagonal(module_cls):
     with torch.no_grad():
         dense.weight_ih_l0.copy_(heads.weight_ih_l0)
         dense.bias_ih_l0.copy_(heads.bias_ih_l0)
-        dense.bias_hh_l0.copy_(heads.bias_hh_l0.reshape(dense.bias_hh_l0.shape))
+        dense.bias_hh_l0.copy_(heads.bias_hh_l0)
         dense.weight_hh_l0.zero_()
+        # weight_hh [G·H, D]: row g·H + n·D + i is head n's row i of gate g
+        G = heads.weight_hh_l0.shape[0] // (NH * D)
+        blocks = heads.weight_hh_l0.view(G, NH, D, D)
+        dense_view = dense.weight_hh_l0.view(G, NH * D, NH * D)
         for n in range(NH):
-            dense.weight_hh_l0[:, 0, n * D:(n + 1) * D, n * D:(n + 1) * D] = heads.weight_hh_l0[:, n]
+            dense_view[:, n * D:(n + 1) * D, n * D:(n + 1) * D] = blocks[:, n]
     x = torch.randn(5, 2, 4, dtype=torch.float64)
-    (out_h, st_h), (out_d, st_d) = heads(x), dense(x)
-    _assert_close([out_h, *_tuple(st_h)], [out_d, *_tuple(st_d)], 1e-12, "forward")
+    for backend in ("auto", "reference"):
+        heads.backend = dense.backend = backend
+        (out_h, st_h), (out_d, st_d) = heads(x), dense(x)
+        _assert_close([out_h, *_tuple(st_h)], [out_d, *_tuple(st_d)], 1e-12, f"forward ({backend})")
 
 
 def test_slstm_module_is_the_functional_cell():
@@ -164,7 +175,8 @@ def test_slstm_module_is_the_functional_cell():
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     out, (h, c, n, m) = module(x)
     gates = torch.nn.functional.linear(x, module.weight_ih_l0, module.bias_ih_l0).view(2, 5, 4, 2, 2)
-    y, final = fusedrnn.rnn(gates, module.weight_hh_l0, module.bias_hh_l0, cell="slstm")
+    R, b = module.weight_hh_l0.view(4, 2, 2, 2), module.bias_hh_l0.view(4, 2, 2)
+    y, final = fusedrnn.rnn(gates, R, b, cell="slstm")
     assert torch.equal(out, y.reshape(2, 5, 4))
     assert torch.equal(torch.stack([h[0], c[0], n[0], m[0]]), final.reshape(4, 2, 4))
     assert torch.autograd.gradcheck(lambda inp: module(inp)[0], (x,))
@@ -236,7 +248,7 @@ def test_autocast_on_cpu():
         (lambda: fnn.RNN(4, 6, nonlinearity="relu"), ValueError, r"nonlinearity: expected 'tanh'"),
         (lambda: fnn.LSTM(4, 6, backend=3), TypeError, r"backend: expected a backend name"),
         (lambda: fnn.LSTM.from_torch(torch.nn.GRU(2, 3)), TypeError, r"module: expected torch.nn.LSTM for LSTM, got GRU"),
-        (lambda: fnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2)), ValueError, r"proj_size=2"),
+        (lambda: fnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2)), NotImplementedError, r"proj_size: LSTM projections are not supported \(got 2\)"),
         (lambda: fnn.RNN.from_torch(torch.nn.RNN(2, 3, nonlinearity="relu")), ValueError, r"expected nonlinearity 'tanh'"),
         (lambda: fnn.LSTM(4, 6, num_heads=2).to_torch(), ValueError, r"num_heads: to_torch needs 1"),
         (lambda: fnn.SLSTM(4, 6).to_torch(), TypeError, r"SLSTM has no torch.nn equivalent"),
@@ -251,12 +263,12 @@ def test_construction_errors(build, error, match):
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda m: m(torch.randn(5, 2, 4)), ValueError, r"input: expected 3 features \(input_size\) on the last axis"),
+        (lambda m: m(torch.randn(5, 2, 4)), RuntimeError, r"input: expected 3 features \(input_size\) on the last axis"),
         (lambda m: m(torch.randn(5)), ValueError, r"input: expected a 3-d tensor \[T, B, I\] or a 2-d unbatched"),
         (lambda m: m([1, 2]), TypeError, r"input: expected a tensor or PackedSequence, got list"),
-        (lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4)), TypeError, r"state: expected a tuple of 2 tensors \(h, c\)"),
-        (lambda m: m(torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))), ValueError,
-         r"state \(h_0\): expected shape \(1, 2, 4\) \[num_layers \* num_directions, batch, hidden_size\], got \(2, 2, 4\)"),
+        (lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4)), TypeError, r"hx: expected a tuple of 2 tensors \(h, c\)"),
+        (lambda m: m(torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))), RuntimeError,
+         r"hx \(h_0\): expected shape \(1, 2, 4\) \[num_layers \* num_directions, batch, hidden_size\], got \(2, 2, 4\)"),
         (lambda m: m(torch.randn(5, 2, 3), lengths=[5, 6]), ValueError, r"lengths: expected values in 0..5"),
         (lambda m: m(pack_padded_sequence(torch.randn(5, 2, 3), [5, 2]), lengths=[5, 2]), ValueError,
          r"lengths: must be None when input is a PackedSequence"),
@@ -279,7 +291,7 @@ def test_step_refuses_bidirectional():
 def test_repr_and_flatten_parameters():
     module = fnn.GRU(3, 8, num_layers=2, num_heads=2, batch_first=True)
     module.flatten_parameters()
-    assert "GRU(3, 8, num_heads=2, num_layers=2, batch_first=True)" == repr(module)
+    assert "GRU(3, 8, num_layers=2, batch_first=True, num_heads=2)" == repr(module)
 
 
 # --- GPU: 16-bit parity with torch.nn (cuDNN) -------------------------------------------------------------
@@ -318,8 +330,9 @@ def test_parity_with_torch_gpu(pair, dtype, hidden, num_layers, bidirectional):
     out_o = ours(x16, lengths=lengths)[0]
     g_e = _grads([out_e], [x64, *exact.parameters()])
     g_o = _grads([out_o], [x16, *ours.parameters()])
-    for got, expected in zip(g_o, g_e):  # ours hold weight_hh per head: same numbers, another shape
-        assert norm_error(got.cpu().reshape(expected.shape), expected) < 3 * GPU_NORM_TOL[dtype]
+    for got, expected in zip(g_o, g_e):
+        assert got.shape == expected.shape
+        assert norm_error(got.cpu(), expected) < 3 * GPU_NORM_TOL[dtype]
 
 
 @pytest.mark.gpu
