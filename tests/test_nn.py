@@ -364,3 +364,14 @@ def test_step_in_a_cuda_graph(module_cls, num_heads):
             assert norm_error(static_h.float(), expected[t].float()) < 1e-2, t
             for target, value in zip(static_state, _tuple(static_new)):
                 target.copy_(value)
+
+
+@pytest.mark.parametrize("module_cls", ALL_MODULES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_empty_batch(module_cls, backend, num_heads):
+    """B = 0 gives empty outputs and final states of torch's shapes, as torch.nn does (no reshape of 0 elements)."""
+    module = module_cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, num_heads=num_heads, backend=backend)
+    out, state = module(torch.randn(0, 5, 3))
+    assert out.shape == (0, 5, 8)
+    assert all(s.shape == (4, 0, 4) for s in _tuple(state))

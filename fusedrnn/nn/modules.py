@@ -337,7 +337,7 @@ class RecurrentBase(nn.Module):
                 b_ih, b_hh = (params[2], params[3]) if self.bias else (None, None)
                 R, b = kernel_weights(cell, w_hh, b_hh, NH, D)
                 source = x if direction == 0 else _reverse(x, lengths)
-                gates = F.linear(source, w_ih, b_ih).view(B, T, -1, NH, D)
+                gates = F.linear(source, w_ih, b_ih).view(B, T, cell.num_gates_x, NH, D)
                 s0 = None if states is None else states[:, index]
                 y, final = rnn(gates, R, b, s0, cell=cell, backend=self.backend, lengths=lengths)
                 y = y.reshape(B, T, self.hidden_size)
