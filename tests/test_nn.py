@@ -375,3 +375,31 @@ def test_empty_batch(module_cls, backend, num_heads):
     out, state = module(torch.randn(0, 5, 3))
     assert out.shape == (0, 5, 8)
     assert all(s.shape == (4, 0, 4) for s in _tuple(state))
+
+
+@pytest.mark.parametrize("module_cls", [fnn.LSTM, fnn.GRUCell])
+def test_multi_head_inference_follows_weight_updates(module_cls):
+    """Without a graph, multi-head layers keep weight_hh's dense expansion for torch's CPU ops between calls;
+    an in-place update, load_state_dict or a dtype change must be seen by the next call."""
+    module = module_cls(3, 8, num_heads=4, dtype=torch.float64)
+    reference = module_cls(3, 8, num_heads=4, dtype=torch.float64, backend="reference")
+    x, h = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+
+    def run(m, dtype=torch.float64):
+        if module_cls is fnn.GRUCell:
+            return (m(x.to(dtype), h.to(dtype)),)
+        out, state = m(x.to(dtype))  # unbatched [T, I]: every step but the first reads weight_hh
+        return (out, *state)
+
+    with torch.no_grad():
+        first = run(module)
+        (module.weight_hh if module_cls is fnn.GRUCell else module.weight_hh_l0).mul_(2)
+        reference.load_state_dict(module.state_dict())
+        assert not torch.allclose(first[0], run(module)[0])
+        _assert_close(run(module), run(reference), 1e-12, "after an in-place update")
+        module.load_state_dict(module_cls(3, 8, num_heads=4, dtype=torch.float64).state_dict())
+        reference.load_state_dict(module.state_dict())
+        _assert_close(run(module), run(reference), 1e-12, "after load_state_dict")
+        module.float()
+        reference.float()
+        _assert_close(run(module, torch.float32), run(reference, torch.float32), 1e-5, "after .float()")

@@ -17,6 +17,8 @@ so with one head the parameters are torch's, name for name and shape for shape, 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,10 +26,15 @@ from torch import nn
 from ..backends import BACKEND_ENV
 from ..cells import Cell
 
-# cells that torch computes with its own fused CPU ops (same gate orders and function): the op names in
-# torch._VF for a sequence and for one step
-TORCH_SEQUENCE_OPS = {"lstm": "lstm", "gru": "gru", "elman": "rnn_tanh"}
-TORCH_STEP_OPS = {"lstm": "lstm_cell", "gru": "gru_cell", "elman": "rnn_tanh_cell"}
+# cells that torch computes with its own fused CPU ops (same gate orders and function): torch._VF's ops for
+# a sequence and for one step, looked up once (torch._VF's attribute lookup costs host time on every call)
+TORCH_SEQUENCE_OPS: dict[str, Callable[..., Any]] = {
+    cell: getattr(torch._VF, op) for cell, op in (("lstm", "lstm"), ("gru", "gru"), ("elman", "rnn_tanh"))
+}
+TORCH_STEP_OPS: dict[str, Callable[..., Any]] = {
+    cell: getattr(torch._VF, op)
+    for cell, op in (("lstm", "lstm_cell"), ("gru", "gru_cell"), ("elman", "rnn_tanh_cell"))
+}
 # dtypes torch's CPU RNN ops compute in their own precision, as the reference backend does
 _TORCH_OP_DTYPES = (torch.float32, torch.float64)
 
@@ -105,9 +112,33 @@ def dense_recurrent(w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
     if num_heads == 1:
         return w_hh
     rows, D = w_hh.shape
-    blocks = w_hh.view(rows // (num_heads * D), num_heads, D, 1, D)  # [G, NH, D_out, 1, D_in]
-    eye = torch.eye(num_heads, dtype=w_hh.dtype, device=w_hh.device).view(1, num_heads, 1, num_heads, 1)
-    return (blocks * eye).reshape(rows, num_heads * D)
+    G = rows // (num_heads * D)
+    dense = w_hh.new_zeros(G, num_heads, D, num_heads, D)  # [G, NH_out, D_out, NH_in, D_in]
+    dense.diagonal(dim1=1, dim2=3).copy_(w_hh.view(G, num_heads, D, D).permute(0, 2, 3, 1))
+    return dense.view(rows, num_heads * D)
+
+
+class DenseRecurrentCache:
+    """dense_recurrent of a module's weight_hh parameters, kept while a parameter is unchanged (same storage
+    and version) and no graph is recorded: inference with heads then costs what it costs with one head."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple, torch.Tensor]] = {}
+
+    def get(self, name: str, w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
+        if num_heads == 1:
+            return w_hh
+        if torch.is_grad_enabled() and w_hh.requires_grad:
+            return dense_recurrent(w_hh, num_heads)
+        key = (w_hh.data_ptr(), w_hh._version, w_hh.dtype, w_hh.device, w_hh.shape)
+        entry = self._entries.get(name)
+        if entry is None or entry[0] != key:
+            entry = (key, dense_recurrent(w_hh.detach(), num_heads))
+            self._entries[name] = entry
+        return entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def runs_on_torch_ops(cell: Cell, backend: str, x: torch.Tensor) -> bool:
@@ -116,13 +147,13 @@ def runs_on_torch_ops(cell: Cell, backend: str, x: torch.Tensor) -> bool:
     than a step loop in Python (BENCHMARKS.md, CPU table). Not under torch.compile (inductor cannot compile
     torch's CPU RNN op; fusedrnn's custom ops can) nor autocast (fusedrnn casts as torch's RNNs do)."""
     return (
-        cell.name in TORCH_SEQUENCE_OPS
-        and x.device.type == "cpu"
-        and x.dtype in _TORCH_OP_DTYPES
+        x.is_cpu
         and backend == "auto"
-        and os.environ.get(BACKEND_ENV, "").strip() in ("", "auto")
+        and cell.name in TORCH_SEQUENCE_OPS
+        and x.dtype in _TORCH_OP_DTYPES
         and not torch.compiler.is_compiling()
         and not torch.is_autocast_enabled("cpu")
+        and os.environ.get(BACKEND_ENV, "auto").strip() in ("", "auto")
     )
 
 

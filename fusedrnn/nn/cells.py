@@ -19,11 +19,11 @@ from ..api import rnn
 from ..cells import Cell, get_cell
 from ._common import (
     TORCH_STEP_OPS,
+    DenseRecurrentCache,
     check_backend,
     check_heads,
     check_input_dtype,
     check_size,
-    dense_recurrent,
     initialise,
     kernel_weights,
     multi_head_load_errors,
@@ -72,6 +72,7 @@ class RecurrentCellBase(nn.Module):
                                       {"device": device, "dtype": dtype})
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             self.register_parameter(name, params.get(name))  # None without bias, as torch.nn's cells
+        self._dense_recurrent = DenseRecurrentCache()
         self.reset_parameters()
 
     @property
@@ -146,11 +147,12 @@ class RecurrentCellBase(nn.Module):
         cell, NH, D = self.cell, self.num_heads, self.head_dim
         parts = self._check_state(hx, B, unbatched, input.dtype)
         if runs_on_torch_ops(cell, self.backend, x):
-            op = getattr(torch._VF, TORCH_STEP_OPS[self.cell_name])
+            op = TORCH_STEP_OPS[self.cell_name]
             if parts is None:
                 parts = [x.new_zeros(B, self.hidden_size)] * cell.num_states
             state = tuple(parts) if len(parts) > 1 else parts[0]
-            result = op(x, state, self.weight_ih, dense_recurrent(self.weight_hh, NH), self.bias_ih, self.bias_hh)
+            w_hh = self._dense_recurrent.get("weight_hh", self.weight_hh, NH)
+            result = op(x, state, self.weight_ih, w_hh, self.bias_ih, self.bias_hh)
             finals = list(result) if isinstance(result, (tuple, list)) else [result]
         else:
             R, b = kernel_weights(cell, self.weight_hh, self.bias_hh, NH, D)

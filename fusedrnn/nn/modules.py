@@ -31,12 +31,12 @@ from ..api import check_lengths, rnn
 from ..cells import Cell, get_cell
 from ._common import (
     TORCH_SEQUENCE_OPS,
+    DenseRecurrentCache,
     check_backend,
     check_dropout,
     check_heads,
     check_input_dtype,
     check_size,
-    dense_recurrent,
     initialise,
     kernel_weights,
     multi_head_load_errors,
@@ -60,7 +60,6 @@ class RecurrentBase(nn.Module):
 
     cell_name: ClassVar[str] = ""
     torch_class: ClassVar[type[nn.Module] | None] = None  # the torch.nn module of the same function, if any
-    weight_ih_l0: torch.Tensor  # registered in __init__, as every parameter
 
     def __init__(
         self,
@@ -106,6 +105,7 @@ class RecurrentBase(nn.Module):
                     self.register_parameter(names[-1], param)
                 self._all_weights.append(names)
         self._flat_weights_names = [name for names in self._all_weights for name in names]
+        self._dense_recurrent = DenseRecurrentCache()
         self.reset_parameters()
 
     def _check_proj_size(self, proj_size: object) -> int:
@@ -145,7 +145,8 @@ class RecurrentBase(nn.Module):
 
     @property
     def _flat_weights(self) -> list[nn.Parameter]:
-        return [getattr(self, name) for name in self._flat_weights_names]
+        params = self._parameters  # not getattr: nn.Module.__getattr__ costs host time on every call
+        return [params[name] for name in self._flat_weights_names]  # type: ignore[misc]
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
@@ -270,7 +271,7 @@ class RecurrentBase(nn.Module):
             raise RuntimeError(
                 f"input: expected {self.input_size} features (input_size) on the last axis, got shape {tuple(x.shape)}"
             )
-        check_input_dtype(x, self.weight_ih_l0, ValueError)
+        check_input_dtype(x, self._parameters["weight_ih_l0"], ValueError)  # type: ignore[arg-type]
 
     def _state(self, finals: list[torch.Tensor], unbatched: bool) -> State:
         """Final states in torch's format from their tensors [L·dirs, B, H]."""
@@ -280,17 +281,17 @@ class RecurrentBase(nn.Module):
     # torch's own CPU ops (runs_on_torch_ops decides when)
 
     def _torch_op_weights(self) -> list[torch.Tensor]:
-        weights = []
-        for names in self._all_weights:
-            for name in names:
-                param = getattr(self, name)
-                weights.append(dense_recurrent(param, self.num_heads) if name.startswith("weight_hh") else param)
-        return weights
+        weights: list[torch.Tensor] = self._flat_weights
+        if self.num_heads == 1:
+            return weights
+        per_layer = len(self._all_weights[0])  # weight_ih, weight_hh, (bias_ih, bias_hh)
+        names, dense = self._flat_weights_names, self._dense_recurrent
+        return [dense.get(names[i], w, self.num_heads) if i % per_layer == 1 else w for i, w in enumerate(weights)]
 
     def _run_torch(self, x: torch.Tensor, batch_sizes: torch.Tensor | None,
                    parts: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """torch._VF's sequence op on x (torch's layout; packed data when batch_sizes is given)."""
-        op = getattr(torch._VF, TORCH_SEQUENCE_OPS[self.cell_name])
+        op = TORCH_SEQUENCE_OPS[self.cell_name]
         if parts is None:
             batch = x.shape[0 if self.batch_first else 1] if batch_sizes is None else int(batch_sizes[0])
             zeros = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
