@@ -5,7 +5,8 @@ For each case (cell, B, T, H) it times torch.nn's module, fusedrnn.nn's with one
 weights, and fusedrnn.nn's with ``--heads`` heads of the same hidden size. The calls alternate (torch, one
 head, heads, torch, ...) so that load from other processes falls on all three alike; each number is the
 median over ``--reps`` calls after a warm-up. Ratios are torch / fusedrnn: >= 1 means fusedrnn is as fast or
-faster. Prints a markdown table (the CPU table of BENCHMARKS.md).
+faster; each is the median of the per-repetition ratios (calls made back to back, under the same load). Prints
+a markdown table (the CPU table of BENCHMARKS.md).
 
     python benchmarks/cpu_vs_torch.py                 # the table's grid
     python benchmarks/cpu_vs_torch.py --quick         # a few cases, a smoke test
@@ -55,8 +56,10 @@ def _calls(module: torch.nn.Module, x: torch.Tensor, train: bool) -> Callable[[]
     return step
 
 
-def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: int) -> tuple[float, float, float]:
-    """Median ms of torch.nn, fusedrnn.nn (one head, torch's weights) and fusedrnn.nn (heads)."""
+def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: int) -> list[float]:
+    """torch.nn, fusedrnn.nn (one head, torch's weights) and fusedrnn.nn (heads): their median ms, then the
+    medians of torch / one head and torch / heads over the repetitions. A repetition times the three back to
+    back, in an order that rotates, so a ratio compares calls made under the same load."""
     torch_cls, ours_cls = MODULES[cell]
     theirs = torch_cls(H, H, batch_first=True)
     ours = ours_cls(H, H, batch_first=True)
@@ -67,10 +70,12 @@ def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: in
     for timer in timers:  # warm-up
         timer()
     times: list[list[float]] = [[], [], []]
-    for _ in range(reps):
-        for timer, samples in zip(timers, times):
-            samples.append(timer())
-    return tuple(statistics.median(samples) for samples in times)  # type: ignore[return-value]
+    for rep in range(reps):
+        for k in range(3):
+            which = (rep + k) % 3
+            times[which].append(timers[which]())
+    ratios = [[a / b for a, b in zip(times[0], times[k])] for k in (1, 2)]
+    return [statistics.median(t) for t in times] + [statistics.median(r) for r in ratios]
 
 
 def main() -> None:
@@ -84,7 +89,7 @@ def main() -> None:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, commit {commit}, "
-          f"median of {args.reps}, ms")
+          f"median of {args.reps} calls (ms) and of their ratios")
     print()
     print(f"| threads | cell | B | T | H | mode | torch.nn | fusedrnn 1 head | ratio | fusedrnn {args.heads} heads "
           "| ratio |")
@@ -94,11 +99,10 @@ def main() -> None:
         for cell in args.cells:
             for B, T, H in QUICK if args.quick else GRID:
                 for train in (False, True):
-                    t_torch, t_one, t_heads = measure(cell, B, T, H, args.heads, train, args.reps)
+                    t_torch, t_one, t_heads, r_one, r_heads = measure(cell, B, T, H, args.heads, train, args.reps)
                     print(
                         f"| {threads} | {cell} | {B} | {T} | {H} | {'training' if train else 'forward'} | "
-                        f"{t_torch:.2f} | {t_one:.2f} | {t_torch / t_one:.2f} | {t_heads:.2f} | "
-                        f"{t_torch / t_heads:.2f} |",
+                        f"{t_torch:.2f} | {t_one:.2f} | {r_one:.2f} | {t_heads:.2f} | {r_heads:.2f} |",
                         flush=True,
                     )
 
