@@ -403,3 +403,23 @@ def test_multi_head_inference_follows_weight_updates(module_cls):
         module.float()
         reference.float()
         _assert_close(run(module, torch.float32), run(reference, torch.float32), 1e-5, "after .float()")
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("lengths", [None, [6, 2, 4]], ids=["full", "lengths"])
+def test_multi_head_torch_ops_equal_reference(pair, lengths):
+    """On the CPU "auto" runs torch's op on the expanded block-diagonal matrix: outputs, final states and the
+    gradients of input, initial state and every parameter (weight_hh per head) as the reference's (float64)."""
+    kwargs = {"num_layers": 2, "bidirectional": True, "batch_first": True, "num_heads": 3, "dtype": torch.float64}
+    auto = pair[0](4, 6, **kwargs)
+    reference = pair[0](4, 6, backend="reference", **kwargs)
+    reference.load_state_dict(auto.state_dict())
+    x = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    state = _random_state(2 if pair[0] is fnn.LSTM else 1, 4, 3, 6)
+    results = []
+    for module in (auto, reference):
+        out, final = module(x, state, lengths=lengths)
+        leaves = [x, *_tuple(state), *module.parameters()]
+        results.append(([out, *_tuple(final)], _grads([out, *_tuple(final)], leaves)))
+    _assert_close(results[0][0], results[1][0], 1e-12, "forward")
+    _assert_close(results[0][1], results[1][1], 1e-12, "grads")

@@ -144,7 +144,7 @@ class RecurrentBase(nn.Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     @property
-    def _flat_weights(self) -> list[nn.Parameter]:
+    def _flat_weights(self) -> list[torch.Tensor]:
         params = self._parameters  # not getattr: nn.Module.__getattr__ costs host time on every call
         return [params[name] for name in self._flat_weights_names]  # type: ignore[misc]
 
