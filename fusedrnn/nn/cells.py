@@ -103,8 +103,9 @@ class RecurrentCellBase(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
-    def _check_state(self, hx: object, batch: int, unbatched: bool, dtype: torch.dtype) -> list[torch.Tensor] | None:
-        """hx (torch's format) as its tensors, each [B, H]; RuntimeError for shapes and dtypes, as torch."""
+    def _check_state(self, hx: object, batch: int, unbatched: bool, like: torch.Tensor) -> list[torch.Tensor] | None:
+        """hx (torch's format) as its tensors, each [B, H]; RuntimeError for shapes, dtypes and devices other
+        than the input's, as torch."""
         if hx is None:
             return None
         cell = self.cell
@@ -123,8 +124,10 @@ class RecurrentCellBase(nn.Module):
             if tuple(part.shape) != expected:
                 layout = "[hidden_size]" if unbatched else "[batch, hidden_size]"
                 raise RuntimeError(f"hx ({name}): expected shape {expected} {layout}, got {tuple(part.shape)}")
-            if part.dtype != dtype and not torch.is_autocast_enabled(part.device.type):
-                raise RuntimeError(f"hx ({name}): expected dtype {dtype} (the input's), got {part.dtype}")
+            if part.dtype != like.dtype and not torch.is_autocast_enabled(part.device.type):
+                raise RuntimeError(f"hx ({name}): expected dtype {like.dtype} (the input's), got {part.dtype}")
+            if part.device != like.device:
+                raise RuntimeError(f"hx ({name}): expected device {like.device} (the input's), got {part.device}")
         return [p.unsqueeze(0) for p in parts] if unbatched else parts
 
     def forward(self, input: torch.Tensor, hx: State | None = None) -> State:
@@ -145,7 +148,7 @@ class RecurrentCellBase(nn.Module):
         x = input.unsqueeze(0) if unbatched else input
         B = x.shape[0]
         cell, NH, D = self.cell, self.num_heads, self.head_dim
-        parts = self._check_state(hx, B, unbatched, input.dtype)
+        parts = self._check_state(hx, B, unbatched, input)
         if runs_on_torch_ops(cell, self.backend, x):
             op = TORCH_STEP_OPS[self.cell_name]
             if parts is None:

@@ -181,9 +181,10 @@ class RecurrentBase(nn.Module):
 
     # --- states ------------------------------------------------------------------------------------------
 
-    def _check_state(self, hx: object, batch: int, unbatched: bool, dtype: torch.dtype) -> list[torch.Tensor] | None:
+    def _check_state(self, hx: object, batch: int, unbatched: bool, like: torch.Tensor) -> list[torch.Tensor] | None:
         """The user's state (torch's format) as its tensors, each [L·dirs, B, H] (unbatched: [L·dirs, 1, H]).
-        Shapes and dtypes raise RuntimeError, as torch's RNNs do; a wrong container raises TypeError."""
+        Shapes, dtypes and devices other than the input's raise RuntimeError, as torch's RNNs do; a wrong
+        container raises TypeError."""
         if hx is None:
             return None
         cell = self.cell
@@ -202,8 +203,10 @@ class RecurrentBase(nn.Module):
             if tuple(part.shape) != expected:
                 layout = "[num_layers * num_directions" + ("" if unbatched else ", batch") + ", hidden_size]"
                 raise RuntimeError(f"hx ({name}_0): expected shape {expected} {layout}, got {tuple(part.shape)}")
-            if part.dtype != dtype and not torch.is_autocast_enabled(part.device.type):
-                raise RuntimeError(f"hx ({name}_0): expected dtype {dtype} (the input's), got {part.dtype}")
+            if part.dtype != like.dtype and not torch.is_autocast_enabled(part.device.type):
+                raise RuntimeError(f"hx ({name}_0): expected dtype {like.dtype} (the input's), got {part.dtype}")
+            if part.device != like.device:
+                raise RuntimeError(f"hx ({name}_0): expected device {like.device} (the input's), got {part.device}")
         return [p.unsqueeze(1) for p in parts] if unbatched else parts
 
     # --- forward -----------------------------------------------------------------------------------------
@@ -223,7 +226,7 @@ class RecurrentBase(nn.Module):
                 raise ValueError("lengths: must be None when input is a PackedSequence (it carries the lengths)")
             self._check_features(input.data)
             batch = int(input.batch_sizes[0]) if len(input.batch_sizes) else 0
-            parts = self._check_state(hx, batch, False, input.data.dtype)
+            parts = self._check_state(hx, batch, False, input.data)
             if runs_on_torch_ops(self.cell, self.backend, input.data):
                 packed_out, packed_finals = self._run_torch_packed(input, parts)
                 return packed_out, self._state(packed_finals, False)
@@ -248,7 +251,7 @@ class RecurrentBase(nn.Module):
             raise RuntimeError(
                 f"input: expected at least one time step (as torch's RNNs), got shape {tuple(input.shape)}"
             )
-        parts = self._check_state(hx, B, unbatched, input.dtype)
+        parts = self._check_state(hx, B, unbatched, input)
         if lengths is not None:
             # checked and moved to the device once here, not again by every layer's and direction's rnn call
             lengths = check_lengths(lengths, B, T, x3.device, check_values=not torch.compiler.is_compiling())
