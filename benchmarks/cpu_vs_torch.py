@@ -27,7 +27,7 @@ import fusedrnn.nn as fnn
 
 MODULES = {"lstm": (torch.nn.LSTM, fnn.LSTM), "gru": (torch.nn.GRU, fnn.GRU), "rnn": (torch.nn.RNN, fnn.RNN)}
 # (B, T, H): the corners and middle of B 1..64, T 128..1024, H 32..512
-GRID = [(1, 128, 32), (1, 1024, 32), (64, 1024, 32), (16, 128, 128), (16, 1024, 128), (1, 128, 512), (64, 128, 512)]
+GRID = [(1, 128, 32), (1, 1024, 32), (64, 1024, 32), (16, 128, 128), (64, 128, 128), (1, 128, 512), (16, 128, 512)]
 QUICK = [(1, 128, 32), (16, 128, 128)]
 
 
