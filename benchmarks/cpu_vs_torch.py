@@ -31,11 +31,14 @@ GRID = [(1, 128, 32), (1, 1024, 32), (64, 1024, 32), (16, 128, 128), (64, 128, 1
 QUICK = [(1, 128, 32), (16, 128, 128)]
 
 
-def _timer(fn: Callable[[], object]) -> Callable[[], float]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _timer(fn: Callable[[], object], clock: Callable[[], float]) -> Callable[[], float]:
     def timed() -> float:
-        start = time.perf_counter()
+        start = clock()
         fn()
-        return (time.perf_counter() - start) * 1000
+        return (clock() - start) * 1000
 
     return timed
 
@@ -56,7 +59,8 @@ def _calls(module: torch.nn.Module, x: torch.Tensor, train: bool) -> Callable[[]
     return step
 
 
-def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: int) -> list[float]:
+def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: int,
+            clock: Callable[[], float]) -> list[float]:
     """torch.nn, fusedrnn.nn (one head, torch's weights) and fusedrnn.nn (heads): their median ms, then the
     medians of torch / one head and torch / heads over the repetitions. A repetition times the three back to
     back, in an order that rotates, so a ratio compares calls made under the same load."""
@@ -66,7 +70,7 @@ def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: in
     ours.load_state_dict(theirs.state_dict())
     multi = ours_cls(H, H, batch_first=True, num_heads=heads)
     x = torch.randn(B, T, H)
-    timers = [_timer(_calls(m, x, train)) for m in (theirs, ours, multi)]
+    timers = [_timer(_calls(m, x, train), clock) for m in (theirs, ours, multi)]
     for timer in timers:  # warm-up
         timer()
     times: list[list[float]] = [[], [], []]
@@ -85,11 +89,14 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4, help="heads of the multi-head column (divides every H)")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="two small cases only")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: the process's CPU time (all threads), which time slices "
+                             "lost to other processes on a shared machine do not inflate")
     args = parser.parse_args()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, commit {commit}, "
-          f"median of {args.reps} calls (ms) and of their ratios")
+          f"{args.clock} clock, median of {args.reps} calls (ms) and of their ratios")
     print()
     print(f"| threads | cell | B | T | H | mode | torch.nn | fusedrnn 1 head | ratio | fusedrnn {args.heads} heads "
           "| ratio |")
@@ -99,7 +106,8 @@ def main() -> None:
         for cell in args.cells:
             for B, T, H in QUICK if args.quick else GRID:
                 for train in (False, True):
-                    t_torch, t_one, t_heads, r_one, r_heads = measure(cell, B, T, H, args.heads, train, args.reps)
+                    t_torch, t_one, t_heads, r_one, r_heads = measure(cell, B, T, H, args.heads, train, args.reps,
+                                                                      CLOCKS[args.clock])
                     print(
                         f"| {threads} | {cell} | {B} | {T} | {H} | {'training' if train else 'forward'} | "
                         f"{t_torch:.2f} | {t_one:.2f} | {r_one:.2f} | {t_heads:.2f} | {r_heads:.2f} |",

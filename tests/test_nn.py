@@ -372,9 +372,10 @@ def test_step_in_a_cuda_graph(module_cls, num_heads):
 def test_empty_batch(module_cls, backend, num_heads):
     """B = 0 gives empty outputs and final states of torch's shapes, as torch.nn does (no reshape of 0 elements)."""
     module = module_cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, num_heads=num_heads, backend=backend)
-    out, state = module(torch.randn(0, 5, 3))
-    assert out.shape == (0, 5, 8)
-    assert all(s.shape == (4, 0, 4) for s in _tuple(state))
+    for lengths in (None, torch.zeros(0, dtype=torch.int64)):
+        out, state = module(torch.randn(0, 5, 3), lengths=lengths)
+        assert out.shape == (0, 5, 8)
+        assert all(s.shape == (4, 0, 4) for s in _tuple(state))
 
 
 @pytest.mark.parametrize("module_cls", [fnn.LSTM, fnn.GRUCell])

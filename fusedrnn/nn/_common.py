@@ -107,42 +107,14 @@ def kernel_weights(cell: Cell, w_hh: torch.Tensor, b_hh: torch.Tensor | None, nu
 
 def dense_recurrent(w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
     """weight_hh [G·H, D] as torch's dense [G·H, H]: the heads' blocks on the diagonal, zeros elsewhere, so
-    torch's ops compute the block-diagonal recurrence exactly. Differentiable (the zeros get no gradient).
-    The tensor itself with one head."""
+    torch's ops compute the block-diagonal recurrence exactly. One native op (its backward reads the
+    diagonal blocks of the dense gradient); the tensor itself with one head."""
     if num_heads == 1:
         return w_hh
-    if torch.is_grad_enabled() and w_hh.requires_grad:
-        return _BlockDiagonal.apply(w_hh, num_heads)
-    return _block_diagonal(w_hh, num_heads)
-
-
-def _block_diagonal(w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
     rows, D = w_hh.shape
     G = rows // (num_heads * D)
-    dense = w_hh.new_zeros(G, num_heads, D, num_heads, D)  # [G, NH_out, D_out, NH_in, D_in]
-    dense.diagonal(dim1=1, dim2=3).copy_(w_hh.view(G, num_heads, D, D).permute(0, 2, 3, 1))
-    return dense.view(rows, num_heads * D)
-
-
-class _BlockDiagonal(torch.autograd.Function):
-    """_block_diagonal as one autograd node: its backward reads the diagonal blocks of the dense gradient
-    (autograd's own graph of the in-place copy first clones the whole dense gradient)."""
-
-    @staticmethod
-    def forward(w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:  # type: ignore[override]
-        return _block_diagonal(w_hh, num_heads)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        w_hh, num_heads = inputs
-        ctx.num_heads, ctx.head_dim = num_heads, w_hh.shape[1]
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        NH, D = ctx.num_heads, ctx.head_dim
-        G = grad.shape[0] // (NH * D)
-        blocks = grad.reshape(G, NH, D, NH, D).diagonal(dim1=1, dim2=3)  # [G, D_out, D_in, NH]
-        return blocks.permute(0, 3, 1, 2).reshape(G * NH * D, D), None
+    blocks = w_hh.view(G, num_heads, D, D).permute(0, 2, 3, 1)  # [G, D_out, D_in, NH]
+    return torch.diag_embed(blocks, dim1=1, dim2=3).view(rows, num_heads * D)  # [G, NH, D_out, NH, D_in]
 
 
 class DenseRecurrentCache:
@@ -156,11 +128,11 @@ class DenseRecurrentCache:
         if num_heads == 1:
             return w_hh
         if torch.is_grad_enabled() and w_hh.requires_grad:
-            return _BlockDiagonal.apply(w_hh, num_heads)
+            return dense_recurrent(w_hh, num_heads)
         key = (w_hh.data_ptr(), w_hh._version, w_hh.dtype, w_hh.device, w_hh.shape)
         entry = self._entries.get(name)
         if entry is None or entry[0] != key:
-            entry = (key, _block_diagonal(w_hh.detach(), num_heads))
+            entry = (key, dense_recurrent(w_hh.detach(), num_heads))
             self._entries[name] = entry
         return entry[1]
 

@@ -89,7 +89,7 @@ class RecurrentBase(nn.Module):
             warnings.warn(  # torch.nn's warning, word for word
                 "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
                 f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
-                stacklevel=3,
+                stacklevel=2,
             )
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
         self.head_dim = hidden_size // self.num_heads
@@ -220,7 +220,7 @@ class RecurrentBase(nn.Module):
         shapes; output past each row's length is zero.
 
         Errors of the types torch.nn raises: ValueError for an input of the wrong rank or dtype, RuntimeError
-        for a wrong feature size, no time steps, or a state of the wrong shape or dtype."""
+        for a wrong feature size, no time steps, or a state of the wrong shape, dtype or device."""
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths: must be None when input is a PackedSequence (it carries the lengths)")
@@ -256,10 +256,12 @@ class RecurrentBase(nn.Module):
             # checked and moved to the device once here, not again by every layer's and direction's rnn call
             lengths = check_lengths(lengths, B, T, x3.device, check_values=not torch.compiler.is_compiling())
 
-        if runs_on_torch_ops(self.cell, self.backend, x3) and (lengths is None or bool(lengths.min() > 0)):
+        # torch's packed op for lengths; pack_padded_sequence refuses empty rows and an empty batch
+        empty_rows = lengths is not None and (B == 0 or bool(lengths.min() == 0))
+        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows:
             if lengths is None:
                 out, finals = self._run_torch(x3, None, parts)
-            else:  # torch's packed op; pack_padded_sequence refuses empty rows, hence the test above
+            else:
                 packed = pack_padded_sequence(x3, lengths.long(), batch_first=self.batch_first, enforce_sorted=False)
                 out_packed, finals = self._run_torch_packed(packed, parts)
                 out = pad_packed_sequence(out_packed, batch_first=self.batch_first, total_length=T)[0]
