@@ -10,8 +10,8 @@ Parameter layout, per layer and direction (H = hidden_size = NH·D, G = the cell
     bias_ih    [G·H]      torch's
     bias_hh    [G·H]      torch's
 
-so with one head the parameters are torch's, name for name and shape for shape, and the kernels' R
-[G, NH, D, D] and b [Gb, NH, D] are views of them.
+so with one head the parameters are torch's, name for name and shape for shape. The kernels' R [G, NH, D, D]
+is a view of weight_hh and their b [Gb, NH, D] one of bias_hh (GRU: its gates placed in their bias slots).
 """
 
 from __future__ import annotations
