@@ -423,6 +423,25 @@ def _cell_state(module, shape):
     return parts if len(parts) > 1 else parts[0]
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("pair", CELL_PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("backend", ["auto", "triton", "cuda"])
+def test_cell_gpu_backends(pair, backend):
+    """A cell's step on the GPU through a fused backend (bf16) against torch's cell in float64 on the same
+    rounded weights and inputs: bf16 rounds h as the product's operand and the outputs once (2^-8)."""
+    ours_cls, torch_cls = pair
+    ours = ours_cls(32, 64, device="cuda", dtype=torch.bfloat16, backend=backend)
+    theirs = torch_cls(32, 64, dtype=torch.float64)
+    theirs.load_state_dict({name: value.double().cpu() for name, value in ours.state_dict().items()})
+    x = torch.randn(8, 32, device="cuda", dtype=torch.bfloat16)
+    hx = tuple(torch.randn(8, 64, device="cuda", dtype=torch.bfloat16) for _ in _tuple(theirs(x.double().cpu())))
+    hx_arg = hx if len(hx) > 1 else hx[0]
+    got = ours(x, hx_arg)
+    expected = theirs(x.double().cpu(), tuple(h.double().cpu() for h in hx) if len(hx) > 1 else hx[0].double().cpu())
+    for g, e in zip(_tuple(got), _tuple(expected)):
+        assert g.dtype == torch.bfloat16 and norm_error(g.cpu(), e) < 2e-2
+
+
 @pytest.mark.parametrize("ours_cls", [fnn.LSTMCell, fnn.GRUCell, fnn.RNNCell])
 def test_multi_head_cell_is_one_step_of_the_layer(ours_cls):
     """A multi-head cell computes the layer's first step (same parameters), on both CPU paths."""
