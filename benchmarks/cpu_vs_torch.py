@@ -45,6 +45,7 @@ def _timer(fn: Callable[[], object], clock: Callable[[], float]) -> Callable[[],
 
 def _calls(module: torch.nn.Module, x: torch.Tensor, train: bool) -> Callable[[], object]:
     if not train:
+
         def forward() -> object:
             with torch.no_grad():
                 return module(x)
@@ -59,8 +60,9 @@ def _calls(module: torch.nn.Module, x: torch.Tensor, train: bool) -> Callable[[]
     return step
 
 
-def measure(cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: int,
-            clock: Callable[[], float]) -> list[float]:
+def measure(
+    cell: str, B: int, T: int, H: int, heads: int, train: bool, reps: int, clock: Callable[[], float]
+) -> list[float]:
     """torch.nn, fusedrnn.nn (one head, torch's weights) and fusedrnn.nn (heads): their median ms, then the
     medians of torch / one head and torch / heads over the repetitions. A repetition times the three back to
     back, in an order that rotates, so a ratio compares calls made under the same load."""
@@ -89,25 +91,34 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4, help="heads of the multi-head column (divides every H)")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="two small cases only")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
-                        help="wall: elapsed time; cpu: the process's CPU time (all threads), which time slices "
-                             "lost to other processes on a shared machine do not inflate")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; cpu: the process's CPU time (all threads), which time slices "
+        "lost to other processes on a shared machine do not inflate",
+    )
     args = parser.parse_args()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, commit {commit}, "
-          f"{args.clock} clock, median of {args.reps} calls (ms) and of their ratios")
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, commit {commit}, "
+        f"{args.clock} clock, median of {args.reps} calls (ms) and of their ratios"
+    )
     print()
-    print(f"| threads | cell | B | T | H | mode | torch.nn | fusedrnn 1 head | ratio | fusedrnn {args.heads} heads "
-          "| ratio |")
+    print(
+        f"| threads | cell | B | T | H | mode | torch.nn | fusedrnn 1 head | ratio | fusedrnn {args.heads} heads "
+        "| ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for cell in args.cells:
             for B, T, H in QUICK if args.quick else GRID:
                 for train in (False, True):
-                    t_torch, t_one, t_heads, r_one, r_heads = measure(cell, B, T, H, args.heads, train, args.reps,
-                                                                      CLOCKS[args.clock])
+                    t_torch, t_one, t_heads, r_one, r_heads = measure(
+                        cell, B, T, H, args.heads, train, args.reps, CLOCKS[args.clock]
+                    )
                     print(
                         f"| {threads} | {cell} | {B} | {T} | {H} | {'training' if train else 'forward'} | "
                         f"{t_torch:.2f} | {t_one:.2f} | {r_one:.2f} | {t_heads:.2f} | {r_heads:.2f} |",

@@ -58,8 +58,9 @@ def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, wit
     """from_torch gives the torch module's function: outputs, final states and the gradients for the
     input, the initial states and every parameter within 1e-10 (float64; the sums differ only in order)."""
     ours_cls, torch_cls = pair
-    theirs = torch_cls(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
-                       dtype=torch.float64)
+    theirs = torch_cls(
+        5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, dtype=torch.float64
+    )
     ours = ours_cls.from_torch(theirs, backend=backend)
     B, T = 3, 7
     x = torch.randn((B, T, 5) if batch_first else (T, B, 5), dtype=torch.float64, requires_grad=True)
@@ -91,8 +92,9 @@ def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional, bac
     assert (out_o.sorted_indices is None) == (out_t.sorted_indices is None)
     _assert_close([out_o.data, *_tuple(st_o)], [out_t.data, *_tuple(st_t)], 1e-10, "forward")
     leaves_o, leaves_t = [x, *ours.parameters()], [x, *theirs.parameters()]
-    _assert_close(_grads([out_o.data, *_tuple(st_o)], leaves_o), _grads([out_t.data, *_tuple(st_t)], leaves_t),
-                  1e-10, "grads")
+    _assert_close(
+        _grads([out_o.data, *_tuple(st_o)], leaves_o), _grads([out_t.data, *_tuple(st_t)], leaves_t), 1e-10, "grads"
+    )
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
@@ -160,7 +162,7 @@ def test_multi_head_equals_dense_block_diagonal(module_cls):
         blocks = heads.weight_hh_l0.view(G, NH, D, D)
         dense_view = dense.weight_hh_l0.view(G, NH * D, NH * D)
         for n in range(NH):
-            dense_view[:, n * D:(n + 1) * D, n * D:(n + 1) * D] = blocks[:, n]
+            dense_view[:, n * D : (n + 1) * D, n * D : (n + 1) * D] = blocks[:, n]
     x = torch.randn(5, 2, 4, dtype=torch.float64)
     for backend in ("auto", "reference"):
         heads.backend = dense.backend = backend
@@ -247,9 +249,21 @@ def test_autocast_on_cpu():
         (lambda: fnn.GRU(4, 6, dropout=1.5), ValueError, r"dropout: expected a probability in \[0, 1\], got 1.5"),
         (lambda: fnn.RNN(4, 6, nonlinearity="relu"), ValueError, r"nonlinearity: expected 'tanh'"),
         (lambda: fnn.LSTM(4, 6, backend=3), TypeError, r"backend: expected a backend name"),
-        (lambda: fnn.LSTM.from_torch(torch.nn.GRU(2, 3)), TypeError, r"module: expected torch.nn.LSTM for LSTM, got GRU"),
-        (lambda: fnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2)), NotImplementedError, r"proj_size: LSTM projections are not supported \(got 2\)"),
-        (lambda: fnn.RNN.from_torch(torch.nn.RNN(2, 3, nonlinearity="relu")), ValueError, r"expected nonlinearity 'tanh'"),
+        (
+            lambda: fnn.LSTM.from_torch(torch.nn.GRU(2, 3)),
+            TypeError,
+            r"module: expected torch.nn.LSTM for LSTM, got GRU",
+        ),
+        (
+            lambda: fnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2)),
+            NotImplementedError,
+            r"proj_size: LSTM projections are not supported \(got 2\)",
+        ),
+        (
+            lambda: fnn.RNN.from_torch(torch.nn.RNN(2, 3, nonlinearity="relu")),
+            ValueError,
+            r"expected nonlinearity 'tanh'",
+        ),
         (lambda: fnn.LSTM(4, 6, num_heads=2).to_torch(), ValueError, r"num_heads: to_torch needs 1"),
         (lambda: fnn.SLSTM(4, 6).to_torch(), TypeError, r"SLSTM has no torch.nn equivalent"),
         (lambda: fnn.SLSTM.from_torch(torch.nn.LSTM(2, 3)), TypeError, r"module: expected torch.nn.nothing"),
@@ -263,16 +277,34 @@ def test_construction_errors(build, error, match):
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda m: m(torch.randn(5, 2, 4)), RuntimeError, r"input: expected 3 features \(input_size\) on the last axis"),
+        (
+            lambda m: m(torch.randn(5, 2, 4)),
+            RuntimeError,
+            r"input: expected 3 features \(input_size\) on the last axis",
+        ),
         (lambda m: m(torch.randn(5)), ValueError, r"input: expected a 3-d tensor \[T, B, I\] or a 2-d unbatched"),
         (lambda m: m([1, 2]), TypeError, r"input: expected a tensor or PackedSequence, got list"),
-        (lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4)), TypeError, r"hx: expected a tuple of 2 tensors \(h, c\)"),
-        (lambda m: m(torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))), RuntimeError,
-         r"hx \(h_0\): expected shape \(1, 2, 4\) \[num_layers \* num_directions, batch, hidden_size\], got \(2, 2, 4\)"),
+        (
+            lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4)),
+            TypeError,
+            r"hx: expected a tuple of 2 tensors \(h, c\)",
+        ),
+        (
+            lambda m: m(torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))),
+            RuntimeError,
+            r"hx \(h_0\): expected shape \(1, 2, 4\) \[num_layers \* num_directions, batch, hidden_size\], got \(2, 2, 4\)",
+        ),
         (lambda m: m(torch.randn(5, 2, 3), lengths=[5, 6]), ValueError, r"lengths: expected values in 0..5"),
-        (lambda m: m(pack_padded_sequence(torch.randn(5, 2, 3), [5, 2]), lengths=[5, 2]), ValueError,
-         r"lengths: must be None when input is a PackedSequence"),
-        (lambda m: m.step(torch.randn(2, 5, 3)), ValueError, r"input: expected a tensor \[B, I\] or \[I\] \(one step\)"),
+        (
+            lambda m: m(pack_padded_sequence(torch.randn(5, 2, 3), [5, 2]), lengths=[5, 2]),
+            ValueError,
+            r"lengths: must be None when input is a PackedSequence",
+        ),
+        (
+            lambda m: m.step(torch.randn(2, 5, 3)),
+            ValueError,
+            r"input: expected a tensor \[B, I\] or \[I\] \(one step\)",
+        ),
     ],
 )
 def test_call_errors(call, error, match):
@@ -308,11 +340,13 @@ GPU_NORM_TOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3, torch.float32: 1e-5}
 @pytest.mark.parametrize("hidden,num_layers,bidirectional", [(64, 2, True), (256, 1, False)], ids=str)
 def test_parity_with_torch_gpu(pair, dtype, hidden, num_layers, bidirectional):
     ours_cls, torch_cls = pair
-    theirs = torch_cls(32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
-                       device="cuda", dtype=dtype)
+    theirs = torch_cls(
+        32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, device="cuda", dtype=dtype
+    )
     ours = ours_cls.from_torch(theirs)
-    exact = torch_cls(32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
-                      dtype=torch.float64)
+    exact = torch_cls(
+        32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, dtype=torch.float64
+    )
     exact.load_state_dict({k: v.double().cpu() for k, v in theirs.state_dict().items()})
     lengths = torch.tensor([50, 17, 1, 50, 33, 8, 50, 2, 49, 12, 50, 3, 4, 5, 6, 50])
     x = torch.randn(16, 50, 32, device="cuda", dtype=dtype)
@@ -325,8 +359,11 @@ def test_parity_with_torch_gpu(pair, dtype, hidden, num_layers, bidirectional):
     # gradients against the float64 module's
     x64 = x.double().cpu().requires_grad_()
     x16 = x.clone().requires_grad_()
-    out_e = pad_packed_sequence(exact(pack_padded_sequence(x64, lengths, batch_first=True, enforce_sorted=False))[0],
-                                batch_first=True, total_length=50)[0]
+    out_e = pad_packed_sequence(
+        exact(pack_padded_sequence(x64, lengths, batch_first=True, enforce_sorted=False))[0],
+        batch_first=True,
+        total_length=50,
+    )[0]
     out_o = ours(x16, lengths=lengths)[0]
     g_e = _grads([out_e], [x64, *exact.parameters()])
     g_o = _grads([out_o], [x16, *ours.parameters()])

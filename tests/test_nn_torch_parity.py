@@ -134,8 +134,11 @@ def test_torch_state_dict_into_multi_head_layer_says_why(ours_cls):
     one_head, heads = ours_cls(3, 8), ours_cls(3, 8, num_heads=4)
     name = "weight_hh" if ours_cls is fnn.LSTMCell else "weight_hh_l0"
     assert getattr(heads, name).shape == (getattr(one_head, name).shape[0], 2)
-    with pytest.raises(RuntimeError, match=rf"{name}: got a dense recurrent matrix .* num_heads=4, .* build the layer "
-                                           r"with num_heads=1 to load torch.nn weights"):
+    with pytest.raises(
+        RuntimeError,
+        match=rf"{name}: got a dense recurrent matrix .* num_heads=4, .* build the layer "
+        r"with num_heads=1 to load torch.nn weights",
+    ):
         heads.load_state_dict(one_head.state_dict())
     heads.load_state_dict(ours_cls(3, 8, num_heads=4).state_dict())  # its own layout loads
 
@@ -147,8 +150,16 @@ def test_positional_order_is_torchs():
     args = (3, 5, 2, False, True, 0.25, True)  # input, hidden, layers, bias, batch_first, dropout, bidirectional
     for ours_cls, torch_cls in PAIRS[:2]:
         ours, theirs = ours_cls(*args), torch_cls(*args)
-        for field in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-                      "proj_size"):
+        for field in (
+            "input_size",
+            "hidden_size",
+            "num_layers",
+            "bias",
+            "batch_first",
+            "dropout",
+            "bidirectional",
+            "proj_size",
+        ):
             assert getattr(ours, field) == getattr(theirs, field), field
     ours, theirs = fnn.RNN(3, 5, 2, "tanh", False, True), torch.nn.RNN(3, 5, 2, "tanh", False, True)
     assert (ours.nonlinearity, ours.bias, ours.batch_first) == (theirs.nonlinearity, theirs.bias, theirs.batch_first)
@@ -189,8 +200,11 @@ def test_proj_size_refused_at_construction():
 
 @pytest.mark.parametrize("ours_cls", [fnn.LSTM, fnn.GRU, fnn.RNN, fnn.SLSTM])
 def test_dropout_with_one_layer_warns_like_torch(ours_cls):
-    with pytest.warns(UserWarning, match=r"non-zero dropout expects num_layers greater than 1, but got "
-                                         r"dropout=0.5 and num_layers=1"):
+    with pytest.warns(
+        UserWarning,
+        match=r"non-zero dropout expects num_layers greater than 1, but got "
+        r"dropout=0.5 and num_layers=1",
+    ):
         ours_cls(3, 4, dropout=0.5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -223,15 +237,28 @@ def test_unbatched_and_empty_batch_like_torch(pair, backend, batch_first):
     [
         (lambda m: m(torch.randn(5, dtype=torch.float64)), r"input: expected a 3-d tensor \[T, B, I\] or a 2-d"),
         (lambda m: m(torch.randn(5, 2, 4, dtype=torch.float64)), r"input: expected 3 features \(input_size\)"),
-        (lambda m: m(torch.randn(5, 2, 3)), r"input: expected dtype torch.float64 \(the parameters'\), got torch.float32"),
+        (
+            lambda m: m(torch.randn(5, 2, 3)),
+            r"input: expected dtype torch.float64 \(the parameters'\), got torch.float32",
+        ),
         (lambda m: m(torch.randn(0, 2, 3, dtype=torch.float64)), r"input: expected at least one time step"),
         (lambda m: m(torch.randn(0, 3, dtype=torch.float64)), r"input: expected at least one time step"),
-        (lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64), _state(m, (1, 3, 5))),
-         r"hx \(h_0\): expected shape \(1, 2, 5\) \[num_layers \* num_directions, batch, hidden_size\], got \(1, 3, 5\)"),
-        (lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64), _state(m, (2, 5))), r"hx \(h_0\): expected shape \(1, 2, 5\)"),
-        (lambda m: m(torch.randn(5, 3, dtype=torch.float64), _state(m, (1, 1, 5))), r"hx \(h_0\): expected shape \(1, 5\)"),
-        (lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64), _state(m, (1, 2, 5), torch.float32)),
-         r"hx \(h_0\): expected dtype torch.float64 \(the input's\), got torch.float32"),
+        (
+            lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64), _state(m, (1, 3, 5))),
+            r"hx \(h_0\): expected shape \(1, 2, 5\) \[num_layers \* num_directions, batch, hidden_size\], got \(1, 3, 5\)",
+        ),
+        (
+            lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64), _state(m, (2, 5))),
+            r"hx \(h_0\): expected shape \(1, 2, 5\)",
+        ),
+        (
+            lambda m: m(torch.randn(5, 3, dtype=torch.float64), _state(m, (1, 1, 5))),
+            r"hx \(h_0\): expected shape \(1, 5\)",
+        ),
+        (
+            lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64), _state(m, (1, 2, 5), torch.float32)),
+            r"hx \(h_0\): expected dtype torch.float64 \(the input's\), got torch.float32",
+        ),
     ],
 )
 def test_call_errors_like_torch(pair, backend, call, match):
@@ -242,8 +269,9 @@ def test_call_errors_like_torch(pair, backend, call, match):
 
 
 def _state(module, shape, dtype=torch.float64):
-    parts = tuple(torch.zeros(shape, dtype=dtype) for _ in range(2 if isinstance(module, (fnn.LSTM, torch.nn.LSTM))
-                                                                 else 1))
+    parts = tuple(
+        torch.zeros(shape, dtype=dtype) for _ in range(2 if isinstance(module, (fnn.LSTM, torch.nn.LSTM)) else 1)
+    )
     return parts if len(parts) > 1 else parts[0]
 
 
@@ -263,8 +291,9 @@ def test_packed_unsorted_with_initial_state(pair, backend):
     packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
     out_o, st_o = ours(packed, hx_arg)
     out_t, st_t = theirs(packed, hx_arg)
-    assert torch.equal(out_o.batch_sizes, out_t.batch_sizes) and torch.equal(out_o.unsorted_indices,
-                                                                              out_t.unsorted_indices)
+    assert torch.equal(out_o.batch_sizes, out_t.batch_sizes) and torch.equal(
+        out_o.unsorted_indices, out_t.unsorted_indices
+    )
     _close(out_o.data, out_t.data)
     _close(st_o, st_t)
     weights = [torch.randn_like(t) for t in (out_t.data, *_tuple(st_t))]
@@ -298,8 +327,9 @@ def test_lengths_with_empty_rows(pair):
     """lengths 0 (which PackedSequence cannot hold): zeros out, the initial state as the final; the
     torch-op path and the reference agree."""
     auto = pair[0](3, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
-    reference = pair[0](3, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64,
-                        backend="reference")
+    reference = pair[0](
+        3, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64, backend="reference"
+    )
     reference.load_state_dict(auto.state_dict())
     x, lengths = torch.randn(3, 6, 3, dtype=torch.float64), torch.tensor([6, 0, 2])
     out, state = auto(x, lengths=lengths)
@@ -382,8 +412,9 @@ def test_cell_like_torch(pair, backend, bias):
     g_t = torch.autograd.grad(loss(out_t), [x, *hx, *theirs.parameters()])
     _close(tuple(g_o), tuple(g_t))
     unbatched = tuple(h[0] for h in hx)
-    _close(ours(x[0], unbatched if len(hx) > 1 else unbatched[0]), theirs(x[0], unbatched if len(hx) > 1 else
-                                                                           unbatched[0]))
+    _close(
+        ours(x[0], unbatched if len(hx) > 1 else unbatched[0]), theirs(x[0], unbatched if len(hx) > 1 else unbatched[0])
+    )
     _close(ours(x[:0]), theirs(x[:0]))  # B = 0
     theirs.load_state_dict(ours.state_dict())
 
@@ -406,8 +437,14 @@ def test_cell_input_size_zero_like_torch(pair, backend):
         (lambda m: m(torch.randn(2, 2, 3, dtype=torch.float64)), r"input: expected a 2-d tensor \[B, I\] or a 1-d"),
         (lambda m: m(torch.randn(2, 4, dtype=torch.float64)), r"input: expected 3 features \(input_size\)"),
         (lambda m: m(torch.randn(2, 3)), r"input: expected dtype torch.float64 \(the parameters'\)"),
-        (lambda m: m(torch.randn(2, 3, dtype=torch.float64), _cell_state(m, (3, 5))), r"hx \(h\): expected shape \(2, 5\)"),
-        (lambda m: m(torch.randn(2, 3, dtype=torch.float64), _cell_state(m, (2, 6))), r"hx \(h\): expected shape \(2, 5\)"),
+        (
+            lambda m: m(torch.randn(2, 3, dtype=torch.float64), _cell_state(m, (3, 5))),
+            r"hx \(h\): expected shape \(2, 5\)",
+        ),
+        (
+            lambda m: m(torch.randn(2, 3, dtype=torch.float64), _cell_state(m, (2, 6))),
+            r"hx \(h\): expected shape \(2, 5\)",
+        ),
     ],
 )
 def test_cell_errors_like_torch(pair, call, match):
@@ -418,8 +455,10 @@ def test_cell_errors_like_torch(pair, call, match):
 
 
 def _cell_state(module, shape):
-    parts = tuple(torch.zeros(shape, dtype=torch.float64)
-                  for _ in range(2 if isinstance(module, (fnn.LSTMCell, torch.nn.LSTMCell)) else 1))
+    parts = tuple(
+        torch.zeros(shape, dtype=torch.float64)
+        for _ in range(2 if isinstance(module, (fnn.LSTMCell, torch.nn.LSTMCell)) else 1)
+    )
     return parts if len(parts) > 1 else parts[0]
 
 

@@ -67,8 +67,9 @@ def check_backend(backend: object) -> str:
     return backend
 
 
-def recurrent_parameters(cell: Cell, input_size: int, hidden_size: int, head_dim: int, bias: bool,
-                         factory: dict) -> dict[str, nn.Parameter]:
+def recurrent_parameters(
+    cell: Cell, input_size: int, hidden_size: int, head_dim: int, bias: bool, factory: dict
+) -> dict[str, nn.Parameter]:
     """One layer and direction's parameters (uninitialised), in the layout of this module's docstring."""
     gates = cell.num_gates_x * hidden_size
     if cell.num_gates_r != cell.num_gates_x:
@@ -88,8 +89,9 @@ def initialise(module: nn.Module, hidden_size: int, head_dim: int) -> None:
         nn.init.uniform_(param, -bound, bound)
 
 
-def kernel_weights(cell: Cell, w_hh: torch.Tensor, b_hh: torch.Tensor | None, num_heads: int,
-                   head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kernel_weights(
+    cell: Cell, w_hh: torch.Tensor, b_hh: torch.Tensor | None, num_heads: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """fusedrnn.rnn's R [Gr, NH, D, D] (a view of weight_hh) and b [Gb, NH, D]: each recurrent bias in the
     slot its gate feeds (``Cell.r_slots``; for GRU that keeps torch's b_hn inside the reset product)."""
     R = w_hh.view(cell.num_gates_r, num_heads, head_dim, head_dim)
@@ -165,8 +167,9 @@ def check_input_dtype(x: torch.Tensor, weight: torch.Tensor, error: type[Excepti
         )
 
 
-def multi_head_load_errors(module: nn.Module, state_dict: dict, prefix: str, num_heads: int,
-                           error_msgs: list[str]) -> None:
+def multi_head_load_errors(
+    module: nn.Module, state_dict: dict, prefix: str, num_heads: int, error_msgs: list[str]
+) -> None:
     """Explain a dense recurrent matrix (torch.nn's, or a one-head layer's) offered to a multi-head layer;
     load_state_dict raises RuntimeError with these messages beside torch's size mismatch."""
     if num_heads == 1:

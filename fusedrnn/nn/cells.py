@@ -68,8 +68,9 @@ class RecurrentCellBase(nn.Module):
         self.backend = check_backend(backend)
         self.bias = bool(bias)
         self.head_dim = hidden_size // self.num_heads
-        params = recurrent_parameters(self.cell, input_size, hidden_size, self.head_dim, self.bias,
-                                      {"device": device, "dtype": dtype})
+        params = recurrent_parameters(
+            self.cell, input_size, hidden_size, self.head_dim, self.bias, {"device": device, "dtype": dtype}
+        )
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             self.register_parameter(name, params.get(name))  # None without bias, as torch.nn's cells
         self._dense_recurrent = DenseRecurrentCache()
@@ -97,11 +98,20 @@ class RecurrentCellBase(nn.Module):
         refuse_scripting(self)
         return self
 
-    def _load_from_state_dict(self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool,
-                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
         multi_head_load_errors(self, state_dict, prefix, self.num_heads, error_msgs)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def _check_state(self, hx: object, batch: int, unbatched: bool, like: torch.Tensor) -> list[torch.Tensor] | None:
         """hx (torch's format) as its tensors, each [B, H]; RuntimeError for shapes, dtypes and devices other
@@ -117,7 +127,7 @@ class RecurrentCellBase(nn.Module):
                 f"{type(self).__name__}, got {type(hx).__name__}"
             )
         parts = [hx] if isinstance(hx, torch.Tensor) else list(cast(Sequence[torch.Tensor], hx))
-        expected = ((self.hidden_size,) if unbatched else (batch, self.hidden_size))
+        expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
         for name, part in zip(cell.states, parts):
             if not isinstance(part, torch.Tensor):
                 raise TypeError(f"hx ({name}): expected a tensor, got {type(part).__name__}")

@@ -173,11 +173,20 @@ class RecurrentBase(nn.Module):
         refuse_scripting(self)
         return self
 
-    def _load_from_state_dict(self, state_dict: Any, prefix: str, local_metadata: Any, strict: bool,
-                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
         multi_head_load_errors(self, state_dict, prefix, self.num_heads, error_msgs)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # --- states ------------------------------------------------------------------------------------------
 
@@ -293,8 +302,9 @@ class RecurrentBase(nn.Module):
         names, dense = self._flat_weights_names, self._dense_recurrent
         return [dense.get(names[i], w, self.num_heads) if i % per_layer == 1 else w for i, w in enumerate(weights)]
 
-    def _run_torch(self, x: torch.Tensor, batch_sizes: torch.Tensor | None,
-                   parts: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run_torch(
+        self, x: torch.Tensor, batch_sizes: torch.Tensor | None, parts: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """torch._VF's sequence op on x (torch's layout; packed data when batch_sizes is given)."""
         op = TORCH_SEQUENCE_OPS[self.cell_name]
         if parts is None:
@@ -302,13 +312,21 @@ class RecurrentBase(nn.Module):
             zeros = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
             parts = [zeros] * self.cell.num_states
         hx = tuple(parts) if len(parts) > 1 else parts[0]
-        args = (hx, self._torch_op_weights(), self.bias, self.num_layers, self.dropout, self.training,
-                self.bidirectional)
+        args = (
+            hx,
+            self._torch_op_weights(),
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+        )
         result = op(x, *args, self.batch_first) if batch_sizes is None else op(x, batch_sizes, *args)
         return result[0], list(result[1:])
 
-    def _run_torch_packed(self, packed: PackedSequence,
-                          parts: list[torch.Tensor] | None) -> tuple[PackedSequence, list[torch.Tensor]]:
+    def _run_torch_packed(
+        self, packed: PackedSequence, parts: list[torch.Tensor] | None
+    ) -> tuple[PackedSequence, list[torch.Tensor]]:
         """torch's packed op: states in the batch's original order, permuted to the packed order and back."""
         order, inverse = packed.sorted_indices, packed.unsorted_indices
         if parts is not None and order is not None:
@@ -327,8 +345,9 @@ class RecurrentBase(nn.Module):
         stacked = torch.stack(parts)
         return stacked.view(*stacked.shape[:3], self.num_heads, self.head_dim)
 
-    def _run_layers(self, x: torch.Tensor, states: torch.Tensor | None,
-                    lengths: torch.Tensor | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run_layers(
+        self, x: torch.Tensor, states: torch.Tensor | None, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x [B, T, I] through every layer and direction; returns the output [B, T, dirs·H] and the final
         states in torch's format, each [L·dirs, B, H]."""
         B, T = x.shape[:2]
@@ -387,9 +406,17 @@ class RecurrentBase(nn.Module):
             raise ValueError(f"module: expected nonlinearity 'tanh' (Elman), got {module.nonlinearity!r}")
         param = next(module.parameters())
         ours = cls(
-            module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
-            batch_first=module.batch_first, dropout=float(module.dropout), bidirectional=module.bidirectional,
-            proj_size=module.proj_size, device=param.device, dtype=param.dtype, backend=backend,
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            proj_size=module.proj_size,
+            device=param.device,
+            dtype=param.dtype,
+            backend=backend,
         )
         ours.load_state_dict(module.state_dict())
         ours.train(module.training)
@@ -405,8 +432,15 @@ class RecurrentBase(nn.Module):
             )
         param = next(self.parameters())
         theirs = self.torch_class(
-            self.input_size, self.hidden_size, self.num_layers, bias=self.bias, batch_first=self.batch_first,
-            dropout=self.dropout, bidirectional=self.bidirectional, device=param.device, dtype=param.dtype,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            device=param.device,
+            dtype=param.dtype,
         )
         theirs.load_state_dict(self.state_dict())
         theirs.train(self.training)
@@ -473,8 +507,20 @@ class RNN(RecurrentBase):
     ) -> None:
         if nonlinearity != "tanh":
             raise ValueError(f"nonlinearity: expected 'tanh' (fusedrnn's Elman cell), got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
-                         device, dtype, num_heads=num_heads, backend=backend)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            num_heads=num_heads,
+            backend=backend,
+        )
         self.nonlinearity = nonlinearity
 
 
