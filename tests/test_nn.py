@@ -13,6 +13,8 @@ from .helpers import norm_error
 PAIRS = [(fnn.LSTM, torch.nn.LSTM), (fnn.GRU, torch.nn.GRU), (fnn.RNN, torch.nn.RNN)]
 PAIR_IDS = ["lstm", "gru", "rnn"]
 ALL_MODULES = [fnn.LSTM, fnn.GRU, fnn.RNN, fnn.SLSTM]
+# on the CPU "auto" runs torch's own RNN ops for LSTM / GRU / RNN, "reference" fusedrnn's step loop
+BACKENDS = ["auto", "reference"]
 
 
 def _tuple(state):
@@ -51,13 +53,15 @@ def _assert_close(got, expected, tol, what):
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, False), (1, True), (3, True)])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, with_state):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, with_state, backend):
     """from_torch gives the torch module's function: outputs, final states and the gradients for the
     input, the initial states and every parameter within 1e-10 (float64; the sums differ only in order)."""
     ours_cls, torch_cls = pair
-    theirs = torch_cls(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
-                       dtype=torch.float64)
-    ours = ours_cls.from_torch(theirs)
+    theirs = torch_cls(
+        5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, dtype=torch.float64
+    )
+    ours = ours_cls.from_torch(theirs, backend=backend)
     B, T = 3, 7
     x = torch.randn((B, T, 5) if batch_first else (T, B, 5), dtype=torch.float64, requires_grad=True)
     dirs = 2 if bidirectional else 1
@@ -74,10 +78,11 @@ def test_parity_with_torch_float64(pair, layers, bidirectional, batch_first, wit
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
 @pytest.mark.parametrize("enforce_sorted", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional, backend):
     ours_cls, torch_cls = pair
     theirs = torch_cls(4, 5, num_layers=2, bidirectional=bidirectional, dtype=torch.float64)
-    ours = ours_cls.from_torch(theirs)
+    ours = ours_cls.from_torch(theirs, backend=backend)
     lengths = torch.tensor([6, 6, 3, 1]) if enforce_sorted else torch.tensor([3, 6, 1, 5])
     x = torch.randn(6, 4, 4, dtype=torch.float64, requires_grad=True)
     packed = pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted)
@@ -87,16 +92,18 @@ def test_packed_sequence_parity_float64(pair, enforce_sorted, bidirectional):
     assert (out_o.sorted_indices is None) == (out_t.sorted_indices is None)
     _assert_close([out_o.data, *_tuple(st_o)], [out_t.data, *_tuple(st_t)], 1e-10, "forward")
     leaves_o, leaves_t = [x, *ours.parameters()], [x, *theirs.parameters()]
-    _assert_close(_grads([out_o.data, *_tuple(st_o)], leaves_o), _grads([out_t.data, *_tuple(st_t)], leaves_t),
-                  1e-10, "grads")
+    _assert_close(
+        _grads([out_o.data, *_tuple(st_o)], leaves_o), _grads([out_t.data, *_tuple(st_t)], leaves_t), 1e-10, "grads"
+    )
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
-def test_lengths_equal_torch_packed(pair):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lengths_equal_torch_packed(pair, backend):
     """forward(x, lengths=...) on a padded batch: torch's packed results, zeros past each length."""
     ours_cls, torch_cls = pair
     theirs = torch_cls(4, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
-    ours = ours_cls.from_torch(theirs)
+    ours = ours_cls.from_torch(theirs, backend=backend)
     lengths = torch.tensor([2, 7, 5])
     x = torch.randn(3, 7, 4, dtype=torch.float64)
     out_t, st_t = theirs(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
@@ -148,13 +155,19 @@ def test_multi_head_equals_dense_block_diagonal(module_cls):
     with torch.no_grad():
         dense.weight_ih_l0.copy_(heads.weight_ih_l0)
         dense.bias_ih_l0.copy_(heads.bias_ih_l0)
-        dense.bias_hh_l0.copy_(heads.bias_hh_l0.reshape(dense.bias_hh_l0.shape))
+        dense.bias_hh_l0.copy_(heads.bias_hh_l0)
         dense.weight_hh_l0.zero_()
+        # weight_hh [G·H, D]: row g·H + n·D + i is head n's row i of gate g
+        G = heads.weight_hh_l0.shape[0] // (NH * D)
+        blocks = heads.weight_hh_l0.view(G, NH, D, D)
+        dense_view = dense.weight_hh_l0.view(G, NH * D, NH * D)
         for n in range(NH):
-            dense.weight_hh_l0[:, 0, n * D:(n + 1) * D, n * D:(n + 1) * D] = heads.weight_hh_l0[:, n]
+            dense_view[:, n * D : (n + 1) * D, n * D : (n + 1) * D] = blocks[:, n]
     x = torch.randn(5, 2, 4, dtype=torch.float64)
-    (out_h, st_h), (out_d, st_d) = heads(x), dense(x)
-    _assert_close([out_h, *_tuple(st_h)], [out_d, *_tuple(st_d)], 1e-12, "forward")
+    for backend in ("auto", "reference"):
+        heads.backend = dense.backend = backend
+        (out_h, st_h), (out_d, st_d) = heads(x), dense(x)
+        _assert_close([out_h, *_tuple(st_h)], [out_d, *_tuple(st_d)], 1e-12, f"forward ({backend})")
 
 
 def test_slstm_module_is_the_functional_cell():
@@ -164,7 +177,8 @@ def test_slstm_module_is_the_functional_cell():
     x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     out, (h, c, n, m) = module(x)
     gates = torch.nn.functional.linear(x, module.weight_ih_l0, module.bias_ih_l0).view(2, 5, 4, 2, 2)
-    y, final = fusedrnn.rnn(gates, module.weight_hh_l0, module.bias_hh_l0, cell="slstm")
+    R, b = module.weight_hh_l0.view(4, 2, 2, 2), module.bias_hh_l0.view(4, 2, 2)
+    y, final = fusedrnn.rnn(gates, R, b, cell="slstm")
     assert torch.equal(out, y.reshape(2, 5, 4))
     assert torch.equal(torch.stack([h[0], c[0], n[0], m[0]]), final.reshape(4, 2, 4))
     assert torch.autograd.gradcheck(lambda inp: module(inp)[0], (x,))
@@ -235,9 +249,21 @@ def test_autocast_on_cpu():
         (lambda: fnn.GRU(4, 6, dropout=1.5), ValueError, r"dropout: expected a probability in \[0, 1\], got 1.5"),
         (lambda: fnn.RNN(4, 6, nonlinearity="relu"), ValueError, r"nonlinearity: expected 'tanh'"),
         (lambda: fnn.LSTM(4, 6, backend=3), TypeError, r"backend: expected a backend name"),
-        (lambda: fnn.LSTM.from_torch(torch.nn.GRU(2, 3)), TypeError, r"module: expected torch.nn.LSTM for LSTM, got GRU"),
-        (lambda: fnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2)), ValueError, r"proj_size=2"),
-        (lambda: fnn.RNN.from_torch(torch.nn.RNN(2, 3, nonlinearity="relu")), ValueError, r"expected nonlinearity 'tanh'"),
+        (
+            lambda: fnn.LSTM.from_torch(torch.nn.GRU(2, 3)),
+            TypeError,
+            r"module: expected torch.nn.LSTM for LSTM, got GRU",
+        ),
+        (
+            lambda: fnn.LSTM.from_torch(torch.nn.LSTM(2, 3, proj_size=2)),
+            NotImplementedError,
+            r"proj_size: LSTM projections are not supported \(got 2\)",
+        ),
+        (
+            lambda: fnn.RNN.from_torch(torch.nn.RNN(2, 3, nonlinearity="relu")),
+            ValueError,
+            r"expected nonlinearity 'tanh'",
+        ),
         (lambda: fnn.LSTM(4, 6, num_heads=2).to_torch(), ValueError, r"num_heads: to_torch needs 1"),
         (lambda: fnn.SLSTM(4, 6).to_torch(), TypeError, r"SLSTM has no torch.nn equivalent"),
         (lambda: fnn.SLSTM.from_torch(torch.nn.LSTM(2, 3)), TypeError, r"module: expected torch.nn.nothing"),
@@ -251,16 +277,34 @@ def test_construction_errors(build, error, match):
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda m: m(torch.randn(5, 2, 4)), ValueError, r"input: expected 3 features \(input_size\) on the last axis"),
+        (
+            lambda m: m(torch.randn(5, 2, 4)),
+            RuntimeError,
+            r"input: expected 3 features \(input_size\) on the last axis",
+        ),
         (lambda m: m(torch.randn(5)), ValueError, r"input: expected a 3-d tensor \[T, B, I\] or a 2-d unbatched"),
         (lambda m: m([1, 2]), TypeError, r"input: expected a tensor or PackedSequence, got list"),
-        (lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4)), TypeError, r"state: expected a tuple of 2 tensors \(h, c\)"),
-        (lambda m: m(torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))), ValueError,
-         r"state \(h_0\): expected shape \(1, 2, 4\) \[num_layers \* num_directions, batch, hidden_size\], got \(2, 2, 4\)"),
+        (
+            lambda m: m(torch.randn(5, 2, 3), torch.randn(1, 2, 4)),
+            TypeError,
+            r"hx: expected a tuple of 2 tensors \(h, c\)",
+        ),
+        (
+            lambda m: m(torch.randn(5, 2, 3), (torch.randn(2, 2, 4), torch.randn(1, 2, 4))),
+            RuntimeError,
+            r"hx \(h_0\): expected shape \(1, 2, 4\) \[num_layers \* num_directions, batch, hidden_size\], got \(2, 2, 4\)",
+        ),
         (lambda m: m(torch.randn(5, 2, 3), lengths=[5, 6]), ValueError, r"lengths: expected values in 0..5"),
-        (lambda m: m(pack_padded_sequence(torch.randn(5, 2, 3), [5, 2]), lengths=[5, 2]), ValueError,
-         r"lengths: must be None when input is a PackedSequence"),
-        (lambda m: m.step(torch.randn(2, 5, 3)), ValueError, r"input: expected a tensor \[B, I\] or \[I\] \(one step\)"),
+        (
+            lambda m: m(pack_padded_sequence(torch.randn(5, 2, 3), [5, 2]), lengths=[5, 2]),
+            ValueError,
+            r"lengths: must be None when input is a PackedSequence",
+        ),
+        (
+            lambda m: m.step(torch.randn(2, 5, 3)),
+            ValueError,
+            r"input: expected a tensor \[B, I\] or \[I\] \(one step\)",
+        ),
     ],
 )
 def test_call_errors(call, error, match):
@@ -279,7 +323,7 @@ def test_step_refuses_bidirectional():
 def test_repr_and_flatten_parameters():
     module = fnn.GRU(3, 8, num_layers=2, num_heads=2, batch_first=True)
     module.flatten_parameters()
-    assert "GRU(3, 8, num_heads=2, num_layers=2, batch_first=True)" == repr(module)
+    assert "GRU(3, 8, num_layers=2, batch_first=True, num_heads=2)" == repr(module)
 
 
 # --- GPU: 16-bit parity with torch.nn (cuDNN) -------------------------------------------------------------
@@ -296,11 +340,13 @@ GPU_NORM_TOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3, torch.float32: 1e-5}
 @pytest.mark.parametrize("hidden,num_layers,bidirectional", [(64, 2, True), (256, 1, False)], ids=str)
 def test_parity_with_torch_gpu(pair, dtype, hidden, num_layers, bidirectional):
     ours_cls, torch_cls = pair
-    theirs = torch_cls(32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
-                       device="cuda", dtype=dtype)
+    theirs = torch_cls(
+        32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, device="cuda", dtype=dtype
+    )
     ours = ours_cls.from_torch(theirs)
-    exact = torch_cls(32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
-                      dtype=torch.float64)
+    exact = torch_cls(
+        32, hidden, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, dtype=torch.float64
+    )
     exact.load_state_dict({k: v.double().cpu() for k, v in theirs.state_dict().items()})
     lengths = torch.tensor([50, 17, 1, 50, 33, 8, 50, 2, 49, 12, 50, 3, 4, 5, 6, 50])
     x = torch.randn(16, 50, 32, device="cuda", dtype=dtype)
@@ -313,13 +359,17 @@ def test_parity_with_torch_gpu(pair, dtype, hidden, num_layers, bidirectional):
     # gradients against the float64 module's
     x64 = x.double().cpu().requires_grad_()
     x16 = x.clone().requires_grad_()
-    out_e = pad_packed_sequence(exact(pack_padded_sequence(x64, lengths, batch_first=True, enforce_sorted=False))[0],
-                                batch_first=True, total_length=50)[0]
+    out_e = pad_packed_sequence(
+        exact(pack_padded_sequence(x64, lengths, batch_first=True, enforce_sorted=False))[0],
+        batch_first=True,
+        total_length=50,
+    )[0]
     out_o = ours(x16, lengths=lengths)[0]
     g_e = _grads([out_e], [x64, *exact.parameters()])
     g_o = _grads([out_o], [x16, *ours.parameters()])
-    for got, expected in zip(g_o, g_e):  # ours hold weight_hh per head: same numbers, another shape
-        assert norm_error(got.cpu().reshape(expected.shape), expected) < 3 * GPU_NORM_TOL[dtype]
+    for got, expected in zip(g_o, g_e):
+        assert got.shape == expected.shape
+        assert norm_error(got.cpu(), expected) < 3 * GPU_NORM_TOL[dtype]
 
 
 @pytest.mark.gpu
@@ -351,3 +401,63 @@ def test_step_in_a_cuda_graph(module_cls, num_heads):
             assert norm_error(static_h.float(), expected[t].float()) < 1e-2, t
             for target, value in zip(static_state, _tuple(static_new)):
                 target.copy_(value)
+
+
+@pytest.mark.parametrize("module_cls", ALL_MODULES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_empty_batch(module_cls, backend, num_heads):
+    """B = 0 gives empty outputs and final states of torch's shapes, as torch.nn does (no reshape of 0 elements)."""
+    module = module_cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, num_heads=num_heads, backend=backend)
+    for lengths in (None, torch.zeros(0, dtype=torch.int64)):
+        out, state = module(torch.randn(0, 5, 3), lengths=lengths)
+        assert out.shape == (0, 5, 8)
+        assert all(s.shape == (4, 0, 4) for s in _tuple(state))
+
+
+@pytest.mark.parametrize("module_cls", [fnn.LSTM, fnn.GRUCell])
+def test_multi_head_inference_follows_weight_updates(module_cls):
+    """Without a graph, multi-head layers keep weight_hh's dense expansion for torch's CPU ops between calls;
+    an in-place update, load_state_dict or a dtype change must be seen by the next call."""
+    module = module_cls(3, 8, num_heads=4, dtype=torch.float64)
+    reference = module_cls(3, 8, num_heads=4, dtype=torch.float64, backend="reference")
+    x, h = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+
+    def run(m, dtype=torch.float64):
+        if module_cls is fnn.GRUCell:
+            return (m(x.to(dtype), h.to(dtype)),)
+        out, state = m(x.to(dtype))  # unbatched [T, I]: every step but the first reads weight_hh
+        return (out, *state)
+
+    with torch.no_grad():
+        first = run(module)
+        (module.weight_hh if module_cls is fnn.GRUCell else module.weight_hh_l0).mul_(2)
+        reference.load_state_dict(module.state_dict())
+        assert not torch.allclose(first[0], run(module)[0])
+        _assert_close(run(module), run(reference), 1e-12, "after an in-place update")
+        module.load_state_dict(module_cls(3, 8, num_heads=4, dtype=torch.float64).state_dict())
+        reference.load_state_dict(module.state_dict())
+        _assert_close(run(module), run(reference), 1e-12, "after load_state_dict")
+        module.float()
+        reference.float()
+        _assert_close(run(module, torch.float32), run(reference, torch.float32), 1e-5, "after .float()")
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+@pytest.mark.parametrize("lengths", [None, [6, 2, 4]], ids=["full", "lengths"])
+def test_multi_head_torch_ops_equal_reference(pair, lengths):
+    """On the CPU "auto" runs torch's op on the expanded block-diagonal matrix: outputs, final states and the
+    gradients of input, initial state and every parameter (weight_hh per head) as the reference's (float64)."""
+    kwargs = {"num_layers": 2, "bidirectional": True, "batch_first": True, "num_heads": 3, "dtype": torch.float64}
+    auto = pair[0](4, 6, **kwargs)
+    reference = pair[0](4, 6, backend="reference", **kwargs)
+    reference.load_state_dict(auto.state_dict())
+    x = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    state = _random_state(2 if pair[0] is fnn.LSTM else 1, 4, 3, 6)
+    results = []
+    for module in (auto, reference):
+        out, final = module(x, state, lengths=lengths)
+        leaves = [x, *_tuple(state), *module.parameters()]
+        results.append(([out, *_tuple(final)], _grads([out, *_tuple(final)], leaves)))
+    _assert_close(results[0][0], results[1][0], 1e-12, "forward")
+    _assert_close(results[0][1], results[1][1], 1e-12, "grads")

@@ -1,17 +1,14 @@
 """nn.Module layers with torch.nn's interface: LSTM, GRU, RNN (Elman, tanh) and SLSTM, multi-head.
 
-Each layer and direction holds torch's parameters, in torch's names, with the recurrent ones per head:
+Each layer and direction holds torch's parameters in torch's names, ``weight_ih_l{k}{_reverse}``,
+``weight_hh_l{k}{_reverse}``, ``bias_ih_l{k}{_reverse}``, ``bias_hh_l{k}{_reverse}``; with one head also in
+torch's shapes, so state_dicts load both ways between these layers and torch.nn's. With ``num_heads`` > 1
+``weight_hh`` is ``[G·H, D]``: each head's [D, D] block, the rows as torch's (layout: ``_common``).
 
-    weight_ih_l{k}{_reverse}  [Gx·H, I_k]     the input projection, one GEMM for all steps (F.linear)
-    bias_ih_l{k}{_reverse}    [Gx·H]          (bias=True)
-    weight_hh_l{k}{_reverse}  [Gr, NH, D, D]  R of fusedrnn.rnn: block-diagonal over NH heads of size D
-    bias_hh_l{k}{_reverse}    [Gr, NH, D]     (bias=True)
-
-With num_heads = 1 they are torch's tensors reshaped (``from_torch`` / ``to_torch`` copy them exactly). The
-recurrent bias of gate g is added in the slot that gate feeds (``Cell.r_slots``): for GRU that keeps
-torch's b_hn inside the reset gate's product. Layers run one after the other, each direction is one
-``fusedrnn.rnn`` call (so one fused kernel per layer and direction on a GPU), and the backend is chosen by
-dispatch (``backend="auto"``) unless named.
+On the CPU, for the cells torch has (LSTM, GRU, RNN) in float32 / float64, a layer runs on torch's own fused
+CPU RNN op, multi-head layers with their block-diagonal recurrent matrix expanded to torch's dense one.
+Elsewhere layers run one after the other, each direction one ``fusedrnn.rnn`` call (one fused kernel per
+layer and direction on a GPU), on the backend chosen by dispatch (``backend="auto"``) or the one named.
 
 Variable lengths (``lengths=`` or a PackedSequence) are honoured inside the backends: each batch row runs its
 own number of steps; outputs past a row's length are zero and its final states are those of its last step.
@@ -21,7 +18,9 @@ does for packed input.
 
 from __future__ import annotations
 
-import math
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -30,21 +29,37 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..api import check_lengths, rnn
 from ..cells import Cell, get_cell
+from ._common import (
+    TORCH_SEQUENCE_OPS,
+    DenseRecurrentCache,
+    check_backend,
+    check_dropout,
+    check_heads,
+    check_input_dtype,
+    check_size,
+    initialise,
+    kernel_weights,
+    multi_head_load_errors,
+    recurrent_parameters,
+    refuse_scripting,
+    runs_on_torch_ops,
+)
 
 __all__ = ["RecurrentBase", "LSTM", "GRU", "RNN", "SLSTM"]
 
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
+State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 class RecurrentBase(nn.Module):
-    """Shared implementation; use LSTM, GRU, RNN or SLSTM."""
+    """Shared implementation; use LSTM, GRU, RNN or SLSTM.
 
-    cell_name: str = ""
-    torch_class: type[nn.Module] | None = None  # the torch.nn module of the same function, if any
+    Arguments in torch.nn.RNNBase's positional order (input_size, hidden_size, num_layers, bias,
+    batch_first, dropout, bidirectional, proj_size, device, dtype), then fusedrnn's, keyword-only:
+    num_heads (block-diagonal recurrence over heads of size hidden_size / num_heads; default 1) and
+    backend (a fusedrnn backend name, or "auto")."""
+
+    cell_name: ClassVar[str] = ""
+    torch_class: ClassVar[type[nn.Module] | None] = None  # the torch.nn module of the same function, if any
 
     def __init__(
         self,
@@ -55,41 +70,60 @@ class RecurrentBase(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
         num_heads: int = 1,
         backend: str = "auto",
-        device=None,
-        dtype=None,
-    ):
+    ) -> None:
         super().__init__()
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        self.num_heads = _positive_int("num_heads", num_heads)
-        if hidden_size % num_heads:
-            raise ValueError(f"num_heads: expected a divisor of hidden_size ({hidden_size}), got {num_heads}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
-            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
-        if not isinstance(backend, str):
-            raise TypeError(f"backend: expected a backend name (str), got {type(backend).__name__}")
+        self.input_size = check_size("input_size", input_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
+        self.num_heads = check_heads(hidden_size, num_heads)
+        self.proj_size = self._check_proj_size(proj_size)
+        self.dropout = check_dropout(dropout)
+        self.backend = check_backend(backend)
+        if self.dropout > 0 and num_layers == 1:
+            warnings.warn(  # torch.nn's warning, word for word
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                stacklevel=2,
+            )
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
-        self.dropout = float(dropout)
-        self.backend = backend
-        self.head_dim = hidden_size // num_heads
-        cell = self.cell
+        self.head_dim = hidden_size // self.num_heads
         factory = {"device": device, "dtype": dtype}
-        H, NH, D = hidden_size, num_heads, self.head_dim
+        self._all_weights: list[list[str]] = []
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else H * self.num_directions
+            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
             for suffix in self._suffixes():
-                name = f"l{layer}{suffix}"
-                shapes = {
-                    "weight_ih": (cell.num_gates_x * H, layer_input), "weight_hh": (cell.num_gates_r, NH, D, D),
-                    "bias_ih": (cell.num_gates_x * H,), "bias_hh": (cell.num_gates_r, NH, D),
-                }
-                for kind, shape in shapes.items():
-                    if self.bias or kind.startswith("weight"):
-                        self.register_parameter(f"{kind}_{name}", nn.Parameter(torch.empty(shape, **factory)))
+                params = recurrent_parameters(self.cell, layer_input, hidden_size, self.head_dim, self.bias, factory)
+                names = []
+                for kind, param in params.items():
+                    names.append(f"{kind}_l{layer}{suffix}")
+                    self.register_parameter(names[-1], param)
+                self._all_weights.append(names)
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
+        self._dense_recurrent = DenseRecurrentCache()
         self.reset_parameters()
+
+    def _check_proj_size(self, proj_size: object) -> int:
+        """0, as torch's default; torch's errors for invalid values; LSTM projections are refused."""
+        proj = check_size("proj_size", proj_size, minimum=0)
+        if proj == 0:
+            return 0
+        if self.cell_name != "lstm":
+            raise ValueError(
+                f"proj_size: only LSTM has projections (as in torch.nn), got {proj} for {type(self).__name__}"
+            )
+        if proj >= self.hidden_size:
+            raise ValueError(f"proj_size: expected less than hidden_size ({self.hidden_size}), got {proj}")
+        raise NotImplementedError(
+            f"proj_size: LSTM projections are not supported (got {proj}): fusedrnn's kernels carry h of "
+            "hidden_size from step to step, a projected h would need a second recurrent product in every "
+            "backend. Use torch.nn.LSTM for projected LSTMs."
+        )
 
     # --- description -------------------------------------------------------------------------------------
 
@@ -104,13 +138,25 @@ class RecurrentBase(nn.Module):
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters per layer and direction, [weight_ih, weight_hh, (bias_ih, bias_hh)], as torch.nn's."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    @property
+    def _flat_weights(self) -> list[torch.Tensor]:
+        params = self._parameters  # not getattr: nn.Module.__getattr__ costs host time on every call
+        return [params[name] for name in self._flat_weights_names]  # type: ignore[misc]
+
     def extra_repr(self) -> str:
-        text = f"{self.input_size}, {self.hidden_size}, num_heads={self.num_heads}"
+        text = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)}"
+        if self.num_heads != 1:
+            text += f", num_heads={self.num_heads}"
         if self.backend != "auto":
             text += f", backend={self.backend!r}"
         return text
@@ -118,134 +164,220 @@ class RecurrentBase(nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/√H, 1/√H), with the recurrent weights' fan-in per head:
         U(-1/√D, 1/√D) (the same when num_heads = 1)."""
-        input_bound, head_bound = 1 / math.sqrt(self.hidden_size), 1 / math.sqrt(self.head_dim)
-        for name, param in self.named_parameters():
-            bound = head_bound if name.startswith(("weight_hh", "bias_hh")) else input_bound
-            nn.init.uniform_(param, -bound, bound)
+        initialise(self, self.hidden_size, self.head_dim)
 
     def flatten_parameters(self) -> None:
         """No-op, for code written for torch.nn.LSTM (fusedrnn's kernels read the parameters as they are)."""
 
-    def _weights(self, layer: int, suffix: str):
-        name = f"l{layer}{suffix}"
-        w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
-        b_ih = getattr(self, f"bias_ih_{name}") if self.bias else None
-        b_hh = getattr(self, f"bias_hh_{name}") if self.bias else None
-        return w_ih, b_ih, w_hh, self._slot_bias(b_hh, w_hh)
+    def __prepare_scriptable__(self) -> nn.Module:
+        refuse_scripting(self)
+        return self
 
-    def _slot_bias(self, b_hh: torch.Tensor | None, w_hh: torch.Tensor) -> torch.Tensor:
-        """b of fusedrnn.rnn [Gb, NH, D]: each recurrent bias in the slot its gate feeds, zeros elsewhere."""
-        cell = self.cell
-        if b_hh is None:
-            return w_hh.new_zeros(cell.num_gates_b, self.num_heads, self.head_dim)
-        slots = tuple(cell.r_slots)
-        if slots == tuple(range(cell.num_gates_b)):
-            return b_hh
-        rows = [torch.zeros_like(b_hh[0])] * cell.num_gates_b
-        for gate, slot in enumerate(slots):
-            rows[slot] = b_hh[gate]
-        return torch.stack(rows)
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        multi_head_load_errors(self, state_dict, prefix, self.num_heads, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     # --- states ------------------------------------------------------------------------------------------
 
-    def _unpack_state(self, state, batch: int, unbatched: bool, like: torch.Tensor) -> torch.Tensor | None:
-        """The user's state (torch's format) as [S, L·dirs, B, NH, D], or None."""
-        if state is None:
+    def _check_state(self, hx: object, batch: int, unbatched: bool, like: torch.Tensor) -> list[torch.Tensor] | None:
+        """The user's state (torch's format) as its tensors, each [L·dirs, B, H] (unbatched: [L·dirs, 1, H]).
+        Shapes, dtypes and devices other than the input's raise RuntimeError, as torch's RNNs do; a wrong
+        container raises TypeError."""
+        if hx is None:
             return None
         cell = self.cell
-        parts = (state,) if cell.num_states == 1 else state
-        if cell.num_states == 1 and not isinstance(state, torch.Tensor):
-            raise TypeError(f"state: expected a tensor h_0 for {type(self).__name__}, got {type(state).__name__}")
-        if cell.num_states > 1 and (not isinstance(state, (tuple, list)) or len(state) != cell.num_states):
+        if cell.num_states == 1 and not isinstance(hx, torch.Tensor):
+            raise TypeError(f"hx: expected a tensor h_0 for {type(self).__name__}, got {type(hx).__name__}")
+        if cell.num_states > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != cell.num_states):
             raise TypeError(
-                f"state: expected a tuple of {cell.num_states} tensors ({', '.join(cell.states)}) for "
-                f"{type(self).__name__}, got {type(state).__name__}"
+                f"hx: expected a tuple of {cell.num_states} tensors ({', '.join(cell.states)}) for "
+                f"{type(self).__name__}, got {type(hx).__name__}"
             )
+        parts = [hx] if isinstance(hx, torch.Tensor) else list(cast(Sequence[torch.Tensor], hx))
         expected = (self.num_layers * self.num_directions,) + (() if unbatched else (batch,)) + (self.hidden_size,)
         for name, part in zip(cell.states, parts):
             if not isinstance(part, torch.Tensor):
-                raise TypeError(f"state ({name}_0): expected a tensor, got {type(part).__name__}")
+                raise TypeError(f"hx ({name}_0): expected a tensor, got {type(part).__name__}")
             if tuple(part.shape) != expected:
                 layout = "[num_layers * num_directions" + ("" if unbatched else ", batch") + ", hidden_size]"
-                raise ValueError(f"state ({name}_0): expected shape {expected} {layout}, got {tuple(part.shape)}")
-            if part.dtype != like.dtype and not torch.is_autocast_enabled(like.device.type):
-                raise TypeError(f"state ({name}_0): expected dtype {like.dtype} (the input's), got {part.dtype}")
-        stacked = torch.stack([p if not unbatched else p.unsqueeze(1) for p in parts])
-        return stacked.view(cell.num_states, -1, batch, self.num_heads, self.head_dim)
-
-    def _pack_state(self, finals: list[torch.Tensor], unbatched: bool):
-        """finals: per (layer, direction) [S, B, NH, D] -> torch's format."""
-        stacked = torch.stack(finals, dim=1)  # [S, L·dirs, B, NH, D]
-        S, LD, B = stacked.shape[:3]
-        parts = stacked.reshape(S, LD, B, self.hidden_size).unbind(0)
-        if unbatched:
-            parts = tuple(p.squeeze(1) for p in parts)
-        return parts[0] if S == 1 else tuple(parts)
+                raise RuntimeError(f"hx ({name}_0): expected shape {expected} {layout}, got {tuple(part.shape)}")
+            if part.dtype != like.dtype and not torch.is_autocast_enabled(part.device.type):
+                raise RuntimeError(f"hx ({name}_0): expected dtype {like.dtype} (the input's), got {part.dtype}")
+            if part.device != like.device:
+                raise RuntimeError(f"hx ({name}_0): expected device {like.device} (the input's), got {part.device}")
+        return [p.unsqueeze(1) for p in parts] if unbatched else parts
 
     # --- forward -----------------------------------------------------------------------------------------
 
-    def forward(self, input, state=None, lengths=None):
+    def forward(
+        self, input: torch.Tensor | PackedSequence, hx: State | None = None, lengths: Any = None
+    ) -> tuple[torch.Tensor | PackedSequence, State]:
         """Like torch.nn.LSTM / GRU / RNN: input [T, B, I] ([B, T, I] with batch_first, [T, I] unbatched, or
-        a PackedSequence); state as torch's (h_0, or (h_0, c_0), each [L·dirs, B, H]; SLSTM: (h, c, n, m)).
+        a PackedSequence); hx as torch's (h_0, or (h_0, c_0), each [L·dirs, B, H]; SLSTM: (h, c, n, m)).
         lengths: optional [B] steps per row (tensor input only). Returns (output, final state) in torch's
-        shapes; output past each row's length is zero."""
-        packed = isinstance(input, PackedSequence)
-        if packed:
+        shapes; output past each row's length is zero.
+
+        Errors of the types torch.nn raises: ValueError for an input of the wrong rank or dtype, RuntimeError
+        for a wrong feature size, no time steps, or a state of the wrong shape, dtype or device."""
+        if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths: must be None when input is a PackedSequence (it carries the lengths)")
-            sorted_indices, unsorted_indices = input.sorted_indices, input.unsorted_indices
-            batch_sizes = input.batch_sizes
-            x, lengths = pad_packed_sequence(input, batch_first=True)  # [B, T, I], original order
-            unbatched = False
-        else:
-            if not isinstance(input, torch.Tensor):
-                raise TypeError(f"input: expected a tensor or PackedSequence, got {type(input).__name__}")
-            if input.dim() not in (2, 3):
-                raise ValueError(
-                    f"input: expected a 3-d tensor {'[B, T, I]' if self.batch_first else '[T, B, I]'} or a 2-d "
-                    f"unbatched [T, I], got shape {tuple(input.shape)}"
-                )
-            unbatched = input.dim() == 2
-            x = input.unsqueeze(0) if unbatched else (input if self.batch_first else input.transpose(0, 1))
-        if x.shape[-1] != self.input_size:
+            self._check_features(input.data)
+            batch = int(input.batch_sizes[0]) if len(input.batch_sizes) else 0
+            parts = self._check_state(hx, batch, False, input.data)
+            if runs_on_torch_ops(self.cell, self.backend, input.data):
+                packed_out, packed_finals = self._run_torch_packed(input, parts)
+                return packed_out, self._state(packed_finals, False)
+            x, padded_lengths = pad_packed_sequence(input, batch_first=True)  # [B, T, I], original order
+            steps = check_lengths(padded_lengths, batch, x.shape[1], x.device, not torch.compiler.is_compiling())
+            y, padded_finals = self._run_layers(x, self._stacked(parts), steps)
+            return _repack(y, padded_lengths, input), self._state(padded_finals, False)
+
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"input: expected a tensor or PackedSequence, got {type(input).__name__}")
+        if input.dim() not in (2, 3):
             raise ValueError(
-                f"input: expected {self.input_size} features (input_size) on the last axis, got shape {tuple(x.shape)}"
+                f"input: expected a 3-d tensor {'[B, T, I]' if self.batch_first else '[T, B, I]'} or a 2-d "
+                f"unbatched [T, I], got shape {tuple(input.shape)}"
             )
-        B, T = x.shape[0], x.shape[1]
-        states = self._unpack_state(state, B, unbatched, x)
-        packed_lengths = lengths  # pad_packed_sequence's, on the CPU, for repacking the output
+        self._check_features(input)
+        unbatched = input.dim() == 2
+        batch_dim = 0 if self.batch_first else 1
+        x3 = input.unsqueeze(batch_dim) if unbatched else input  # [T, B, I] or [B, T, I]
+        B, T = x3.shape[batch_dim], x3.shape[1 - batch_dim]
+        if T == 0:
+            raise RuntimeError(
+                f"input: expected at least one time step (as torch's RNNs), got shape {tuple(input.shape)}"
+            )
+        parts = self._check_state(hx, B, unbatched, input)
         if lengths is not None:
             # checked and moved to the device once here, not again by every layer's and direction's rnn call
-            lengths = check_lengths(lengths, B, T, x.device, check_values=not torch.compiler.is_compiling())
+            lengths = check_lengths(lengths, B, T, x3.device, check_values=not torch.compiler.is_compiling())
 
+        # torch's packed op for lengths; pack_padded_sequence refuses empty rows and an empty batch
+        empty_rows = lengths is not None and (B == 0 or bool(lengths.min() == 0))
+        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows:
+            if lengths is None:
+                out, finals = self._run_torch(x3, None, parts)
+            else:
+                packed = pack_padded_sequence(x3, lengths.long(), batch_first=self.batch_first, enforce_sorted=False)
+                out_packed, finals = self._run_torch_packed(packed, parts)
+                out = pad_packed_sequence(out_packed, batch_first=self.batch_first, total_length=T)[0]
+        else:
+            x = x3 if self.batch_first else x3.transpose(0, 1)
+            y, finals = self._run_layers(x, self._stacked(parts), lengths)
+            out = y if self.batch_first else y.transpose(0, 1)
+        return (out.squeeze(batch_dim) if unbatched else out), self._state(finals, unbatched)
+
+    def _check_features(self, x: torch.Tensor) -> None:
+        if x.shape[-1] != self.input_size:
+            raise RuntimeError(
+                f"input: expected {self.input_size} features (input_size) on the last axis, got shape {tuple(x.shape)}"
+            )
+        check_input_dtype(x, self._parameters["weight_ih_l0"], ValueError)  # type: ignore[arg-type]
+
+    def _state(self, finals: list[torch.Tensor], unbatched: bool) -> State:
+        """Final states in torch's format from their tensors [L·dirs, B, H]."""
+        parts = [f.squeeze(1) for f in finals] if unbatched else finals
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+    # torch's own CPU ops (runs_on_torch_ops decides when)
+
+    def _torch_op_weights(self) -> list[torch.Tensor]:
+        weights: list[torch.Tensor] = self._flat_weights
+        if self.num_heads == 1:
+            return weights
+        per_layer = len(self._all_weights[0])  # weight_ih, weight_hh, (bias_ih, bias_hh)
+        names, dense = self._flat_weights_names, self._dense_recurrent
+        return [dense.get(names[i], w, self.num_heads) if i % per_layer == 1 else w for i, w in enumerate(weights)]
+
+    def _run_torch(
+        self, x: torch.Tensor, batch_sizes: torch.Tensor | None, parts: list[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """torch._VF's sequence op on x (torch's layout; packed data when batch_sizes is given)."""
+        op = TORCH_SEQUENCE_OPS[self.cell_name]
+        if parts is None:
+            batch = x.shape[0 if self.batch_first else 1] if batch_sizes is None else int(batch_sizes[0])
+            zeros = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
+            parts = [zeros] * self.cell.num_states
+        hx = tuple(parts) if len(parts) > 1 else parts[0]
+        args = (
+            hx,
+            self._torch_op_weights(),
+            self.bias,
+            self.num_layers,
+            self.dropout,
+            self.training,
+            self.bidirectional,
+        )
+        result = op(x, *args, self.batch_first) if batch_sizes is None else op(x, batch_sizes, *args)
+        return result[0], list(result[1:])
+
+    def _run_torch_packed(
+        self, packed: PackedSequence, parts: list[torch.Tensor] | None
+    ) -> tuple[PackedSequence, list[torch.Tensor]]:
+        """torch's packed op: states in the batch's original order, permuted to the packed order and back."""
+        order, inverse = packed.sorted_indices, packed.unsorted_indices
+        if parts is not None and order is not None:
+            parts = [p.index_select(1, order) for p in parts]
+        data, finals = self._run_torch(packed.data, packed.batch_sizes, parts)
+        if inverse is not None:
+            finals = [f.index_select(1, inverse) for f in finals]
+        return PackedSequence(data, packed.batch_sizes, order, inverse), finals
+
+    # fusedrnn.rnn, one call per layer and direction
+
+    def _stacked(self, parts: list[torch.Tensor] | None) -> torch.Tensor | None:
+        """States [L·dirs, B, H] each as fusedrnn's [S, L·dirs, B, NH, D]."""
+        if parts is None:
+            return None
+        stacked = torch.stack(parts)
+        return stacked.view(*stacked.shape[:3], self.num_heads, self.head_dim)
+
+    def _run_layers(
+        self, x: torch.Tensor, states: torch.Tensor | None, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x [B, T, I] through every layer and direction; returns the output [B, T, dirs·H] and the final
+        states in torch's format, each [L·dirs, B, H]."""
+        B, T = x.shape[:2]
+        cell, NH, D = self.cell, self.num_heads, self.head_dim
         finals = []
         for layer in range(self.num_layers):
             outputs = []
-            for direction, suffix in enumerate(self._suffixes()):
+            for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
-                w_ih, b_ih, w_hh, b = self._weights(layer, suffix)
+                params = [getattr(self, name) for name in self._all_weights[index]]
+                w_ih, w_hh = params[0], params[1]
+                b_ih, b_hh = (params[2], params[3]) if self.bias else (None, None)
+                R, b = kernel_weights(cell, w_hh, b_hh, NH, D)
                 source = x if direction == 0 else _reverse(x, lengths)
-                gates = F.linear(source, w_ih, b_ih).view(B, T, -1, self.num_heads, self.head_dim)
+                gates = F.linear(source, w_ih, b_ih).view(B, T, cell.num_gates_x, NH, D)
                 s0 = None if states is None else states[:, index]
-                y, final = rnn(gates, w_hh, b, s0, cell=self.cell, backend=self.backend, lengths=lengths)
+                y, final = rnn(gates, R, b, s0, cell=cell, backend=self.backend, lengths=lengths)
                 y = y.reshape(B, T, self.hidden_size)
                 outputs.append(y if direction == 0 else _reverse(y, lengths))
                 finals.append(final)
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
+        stacked = torch.stack(finals, dim=1)  # [S, L·dirs, B, NH, D]
+        return x, list(stacked.reshape(*stacked.shape[:3], self.hidden_size).unbind(0))
 
-        final_state = self._pack_state(finals, unbatched)
-        if packed:
-            return _repack(x, packed_lengths, batch_sizes, sorted_indices, unsorted_indices), final_state
-        if unbatched:
-            return x.squeeze(0), final_state
-        return (x if self.batch_first else x.transpose(0, 1)), final_state
-
-    def step(self, input: torch.Tensor, state=None):
-        """One time step, for inference and decoding: input [B, I] (or [I]), state as ``forward``'s. Returns
-        (the last layer's h [B, H], the new state), what ``forward`` gives for a one-step sequence, without its
-        reshapes of a sequence; no host synchronisation, so it can be captured in a CUDA graph."""
+    def step(self, input: torch.Tensor, hx: State | None = None) -> tuple[torch.Tensor, State]:
+        """One time step, for inference and decoding: input [B, I] (or [I]), hx as ``forward``'s. Returns
+        (the last layer's h [B, H], the new state), what ``forward`` gives for a one-step sequence. With
+        fusedrnn's backends (a GPU) no host synchronisation, so it can be captured in a CUDA graph."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional layer needs the whole sequence; call forward")
         if not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
@@ -254,7 +386,8 @@ class RecurrentBase(nn.Module):
         sequence = input.unsqueeze(0)  # [1, B, I] / [1, I]
         if self.batch_first and input.dim() == 2:
             sequence = input.unsqueeze(1)  # [B, 1, I]
-        output, new_state = self.forward(sequence, state)
+        output, new_state = self.forward(sequence, hx)
+        assert isinstance(output, torch.Tensor)
         if input.dim() == 1:
             return output.squeeze(0), new_state
         return (output[:, 0] if self.batch_first else output[0]), new_state
@@ -262,25 +395,30 @@ class RecurrentBase(nn.Module):
     # --- conversion from / to torch.nn -------------------------------------------------------------------
 
     @classmethod
-    def from_torch(cls, module: nn.Module, backend: str = "auto"):
-        """A fusedrnn layer (num_heads = 1) with the exact weights of a torch.nn.LSTM / GRU / RNN (tanh)."""
+    def from_torch(cls, module: nn.Module, backend: str = "auto") -> RecurrentBase:
+        """A fusedrnn layer (num_heads = 1) with the exact weights of a torch.nn.LSTM / GRU / RNN (tanh); the
+        same as building it with the module's arguments and loading its state_dict."""
         if cls.torch_class is None or type(module) is not cls.torch_class:
             expected = cls.torch_class.__name__ if cls.torch_class else "nothing (no torch.nn equivalent)"
             raise TypeError(f"module: expected torch.nn.{expected} for {cls.__name__}, got {type(module).__name__}")
-        if getattr(module, "proj_size", 0):
-            raise ValueError(f"module: proj_size={module.proj_size} (LSTM projections) is not supported")
+        assert isinstance(module, nn.RNNBase)
         if getattr(module, "nonlinearity", "tanh") != "tanh":
             raise ValueError(f"module: expected nonlinearity 'tanh' (Elman), got {module.nonlinearity!r}")
         param = next(module.parameters())
         ours = cls(
-            module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
-            batch_first=module.batch_first, dropout=float(module.dropout), bidirectional=module.bidirectional,
-            num_heads=1, backend=backend, device=param.device, dtype=param.dtype,
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            proj_size=module.proj_size,
+            device=param.device,
+            dtype=param.dtype,
+            backend=backend,
         )
-        with torch.no_grad():
-            for name, theirs in module.named_parameters():
-                mine = getattr(ours, name)
-                mine.copy_(theirs.view(mine.shape))
+        ours.load_state_dict(module.state_dict())
         ours.train(module.training)
         return ours
 
@@ -294,12 +432,17 @@ class RecurrentBase(nn.Module):
             )
         param = next(self.parameters())
         theirs = self.torch_class(
-            self.input_size, self.hidden_size, self.num_layers, bias=self.bias, batch_first=self.batch_first,
-            dropout=self.dropout, bidirectional=self.bidirectional, device=param.device, dtype=param.dtype,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            device=param.device,
+            dtype=param.dtype,
         )
-        with torch.no_grad():
-            for name, target in theirs.named_parameters():
-                target.copy_(getattr(self, name).reshape(target.shape))
+        theirs.load_state_dict(self.state_dict())
         theirs.train(self.training)
         return theirs
 
@@ -316,12 +459,12 @@ def _reverse(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
-def _repack(x: torch.Tensor, lengths, batch_sizes, sorted_indices, unsorted_indices) -> PackedSequence:
+def _repack(x: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> PackedSequence:
     """x [B, T, F] (original batch order) packed like the input it came from (torch's output format)."""
-    if sorted_indices is not None:
-        x, lengths = x.index_select(0, sorted_indices), lengths.index_select(0, sorted_indices.cpu())
+    if like.sorted_indices is not None:
+        x, lengths = x.index_select(0, like.sorted_indices), lengths.index_select(0, like.sorted_indices.cpu())
     data = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=True).data
-    return PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
 class LSTM(RecurrentBase):
@@ -339,16 +482,46 @@ class GRU(RecurrentBase):
 
 
 class RNN(RecurrentBase):
-    """torch.nn.RNN's interface with tanh (Elman), multi-head with ``num_heads``."""
+    """torch.nn.RNN's interface with tanh (Elman), multi-head with ``num_heads``. torch's positional order:
+    nonlinearity comes fourth."""
 
     cell_name = "elman"
     torch_class = nn.RNN
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 *args, **kwargs):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        num_heads: int = 1,
+        backend: str = "auto",
+    ) -> None:
         if nonlinearity != "tanh":
             raise ValueError(f"nonlinearity: expected 'tanh' (fusedrnn's Elman cell), got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, num_layers, *args, **kwargs)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            num_heads=num_heads,
+            backend=backend,
+        )
+        self.nonlinearity = nonlinearity
 
 
 class SLSTM(RecurrentBase):
