@@ -14,7 +14,7 @@ import json
 import torch
 from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
-from fusedrnn.backends.cuda import launch
+from fusedrnn.backends.cuda import launch, planner
 from fusedrnn.backends.cuda.kernels import Variant
 from fusedrnn.backends.cuda.model import _grid_problem, _grid_shape, grid_shape_of
 from fusedrnn.timing import median_ms
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda", 0)
-    limits = launch.limits_of(0)
+    limits = planner.device_facts(0).limits
     B, T = 16, args.steps
     rows = []
     for config in args.configs:

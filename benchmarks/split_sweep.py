@@ -19,7 +19,7 @@ import torch
 from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
 from fusedrnn import rnn
-from fusedrnn.backends.cuda import launch, model
+from fusedrnn.backends.cuda import launch, model, planner
 from fusedrnn.backends.cuda.kernels import Variant
 from fusedrnn.timing import median_ms
 from tests.helpers import TOL, max_error, random_problem
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda", 0)
-    limits = launch.limits_of(0)
+    limits = planner.device_facts(0).limits
     B, T = args.batch, args.steps
     by_head: dict[tuple[str, int], list[Variant]] = {}
     for spec in args.tilings:

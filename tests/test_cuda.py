@@ -61,7 +61,7 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                             assert dtype != "float32" and rows == 16 and s.cluster == 1 and s.grid <= h100.sms
                             assert s.smem == grid_smem_bytes(kind, cell, D, D // s.grid, s.warps, s.kr, s.ck, s.stages)
                             continue
-                        if s.ksplit:  # rnn_forward_s: 16-bit, 1 to 8 rows, over a cluster, K over the warps
+                        if s.ksplit:  # forward_split_k: 16-bit, 1 to 8 rows, over a cluster, K over the warps
                             assert kind == "forward" and dtype != "float32" and rows <= 8 and s.cluster > 1
                             assert s.warps % s.ksplit == 0 and (D // 16) % (2 * s.ksplit) == 0
                             assert s == split_shape(cell, D, s.cluster, s.warps // s.ksplit, s.ksplit, s.kr, rows)
@@ -70,7 +70,7 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                                 eight = kernel_shape(kind, cell, D, dtype, h100, 8)
                                 assert s == dataclasses.replace(eight, rows=rows)
                             continue
-                        assert rows >= 8, s  # fewer rows only for rnn_forward_s
+                        assert rows >= 8, s  # fewer rows only for forward_split_k
                         assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans, D // s.cluster,
                                                     s.cluster, s.ksm)
                         if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
@@ -81,29 +81,29 @@ def test_model_picks_most_warps_then_deepest_prefetch():
 
 
 def test_launch_rows_and_supports_agree(monkeypatch):
-    """pick_variant takes 8 batch rows per CTA while heads x tiles of 8 fit on the SMs in one wave, else 16, and
+    """The plan takes 8 batch rows per CTA while heads x tiles of 8 fit on the SMs in one wave, else 16, and
     supports() asks for that same variant: GRU bf16 D = 128 trains on cuda with 8 rows (its backward does not fit
     with 16) and is refused, with the reason, where the launch would need 16. No GPU: an H100's limits."""
     import fusedrnn.backends.cuda as cuda_backend
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
+    from fusedrnn.backends.cuda.planner import DeviceFacts
 
-    monkeypatch.setattr(launch, "sm_count", lambda index: 132)
-    monkeypatch.setattr(launch, "limits_of", lambda index: ARCH_LIMITS["sm_90a"])
-    monkeypatch.setattr(launch, "cluster_capacity", lambda index, cluster: 7 if cluster == 16 else 132 // cluster)
+    facts = DeviceFacts(0, ARCH_LIMITS["sm_90a"], resident=((8, 132 // 8), (16, 7)))
+    monkeypatch.setattr(planner, "device_facts", lambda index: facts)
     device = torch.device("cuda", 0)
-    bw = launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, 16, 6)
-    assert bw.shape.rows == 8 and bw.shape.trans and bw.name.startswith("rnn_backward_t<1, frnn::BF16, 128,")
-    fw = launch.pick_variant("forward", "lstm", 128, torch.bfloat16, device, 16, 6)
-    assert fw.shape.rows == 8 and fw.name.startswith("rnn_forward_t<0, frnn::BF16, 128,")
-    assert not launch.pick_variant("forward", "lstm", 64, torch.bfloat16, device, 16, 12).shape.trans
+    bw = planner.plan_kernel("backward", "gru", 128, torch.bfloat16, 16, 6, facts)
+    assert bw.shape.rows == 8 and bw.shape.trans and bw.name.startswith("backward_transposed<1, frnn::BF16, 128,")
+    fw = planner.plan_kernel("forward", "lstm", 128, torch.bfloat16, 16, 6, facts)
+    assert fw.shape.rows == 8 and fw.name.startswith("forward_transposed<0, frnn::BF16, 128,")
+    assert not planner.plan_kernel("forward", "lstm", 64, torch.bfloat16, 16, 12, facts).shape.trans
     big = 23 * 8  # 6 heads x 23 tiles of 8 rows > 132 SMs: 16 rows
-    assert "no backward tiling of gru" in launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, big, 6)
-    assert launch.pick_variant("forward", "gru", 128, torch.bfloat16, device, big, 6).shape.rows == 16
+    assert "no backward tiling of gru" in planner.plan_kernel("backward", "gru", 128, torch.bfloat16, big, 6, facts)
+    assert planner.plan_kernel("forward", "gru", 128, torch.bfloat16, big, 6, facts).shape.rows == 16
     # LSTM 768 forward (K split over the warps of a cluster of 16, of which 7 fit at once): the fewest waves of
     # clusters, then the fewest rows: B = 16 in 6 clusters of 3 rows (2 rows: 8 clusters, 2 waves), B = 8 in 4 of 2
     # (1 row: 2 waves), B = 72 in 12 of 6 (2 waves; 5 rows: 15 clusters, 3 waves), 3 heads x B = 4 in 6 of 2, 3 heads
     # x B = 21 in 12 of 6
-    rows = {(B, NH): launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, B, NH).shape.rows
+    rows = {(B, NH): planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, B, NH, facts).shape.rows
             for B, NH in ((16, 1), (8, 1), (72, 1), (4, 3), (21, 3), (1, 1))}
     assert rows == {(16, 1): 3, (8, 1): 2, (72, 1): 6, (4, 3): 2, (21, 3): 6, (1, 1): 1}
 
@@ -153,7 +153,7 @@ def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
     clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster > 1}
     for cell in CELLS:  # 3 x 256 (issue 8) in every cell, 16-bit, forward and backward
         assert (cell, "bfloat16", 256) in clustered and (cell, "float16", 256) in clustered
-        assert variant("backward", cell, "bfloat16", 256, ARCH_LIMITS["sm_90a"], 8).name.startswith("rnn_backward_c<")
+        assert variant("backward", cell, "bfloat16", 256, ARCH_LIMITS["sm_90a"], 8).name.startswith("backward_cluster<")
     assert not any(v.shape.cluster > 1 for v in shipped_variants("sm_80")[0])
 
 
@@ -165,23 +165,23 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     assert (shape.cluster, shape.warps, shape.nt, shape.trans) == (4, 8, 1, True)  # 2 CTAs: 16 warps, 188 regs
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
-    assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.shape.cluster == 4
+    assert v.name == "forward_cluster<0, frnn::BF16, 256, 1, 4, 8, 4, 0>" and v.shape.cluster == 4
     # LSTM D = 384 and up: R's rows exceed the registers (per thread they depend on D, not on the cluster), so the
-    # forward runs rnn_forward_s: K split over 4 x 2 warps, each warp's first kr K steps of R in registers and the
+    # forward runs forward_split_k: K split over 4 x 2 warps, each warp's first kr K steps of R in registers and the
     # rest in shared memory; the tiling by the predicted step time
     shape = kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8)
     assert (shape.cluster, shape.warps, shape.ksplit, shape.rows) == (16, 8, 2, 8) and 0 < shape.kr < 24, shape
     assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, shape.kr) <= h100.smem_per_block
     assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - shape.kr) * 8 * 3 * 512
     v = variant("forward", "lstm", "bfloat16", 768, h100, 8)
-    assert v.name == f"rnn_forward_s<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}, 8>"
+    assert v.name == f"forward_split_k<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}, 8>"
     # and in 1 to 7 batch rows per CTA (the same tiling), not in fewer rows where the forward is another kernel
     assert variant("forward", "lstm", "bfloat16", 768, h100, 4).name == v.name[:-2] + "4>"
     assert "only the forward over a cluster with K split" in kernel_shape("forward", "lstm", 256, "bfloat16", h100, 4)
     # Elman D = 512 fits the registers of 8 CTAs, but the split kernel measured faster there
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).ksplit > 0
     assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).ksplit == 0
-    # not in 16 rows (the grid kernel there, or the streamed rnn_forward_t), not in float32 (no streamed or split
+    # not in 16 rows (the grid kernel there, or the streamed forward_transposed), not in float32 (no streamed or split
     # variant), and the backward over a cluster keeps all of R in registers: refused there
     assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).grid > 1  # 16 rows: the grid kernel
     streamed = kernel_shape("forward", "lstm", 384, "bfloat16", h100, 16)
@@ -198,7 +198,6 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
     head beyond one CTA), the 16-bit kernels run over a cooperative grid of D / units CTAs: R's K steps in registers
     first (kr of each warp's kw), the rest in shared memory; the solver minimises a predicted step time. The launch
     refuses a call whose CTAs would not all be resident (one per SM)."""
-    from fusedrnn.backends.cuda import launch
     from fusedrnn.backends.cuda.kernels import CELL_IDS
     from fusedrnn.backends.cuda.model import grid_dims, grid_registers
 
@@ -215,7 +214,7 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
                                              (32 * s.warps))) <= 255
         assert s.smem <= limits.smem_per_block
         v = variant(kind, cell, "bfloat16", D, limits)
-        assert v.name == (f"rnn_{kind}_g<{CELL_IDS[cell]}, frnn::BF16, {D}, "
+        assert v.name == (f"{kind}_grid<{CELL_IDS[cell]}, frnn::BF16, {D}, "
                           f"{D // s.grid}, {s.warps}, {s.kr}, {s.ck}, {s.stages}>")
     # LSTM 2048 (32 MB of R): 128 CTAs of 16 units, part of R in shared memory
     s = kernel_shape("forward", "lstm", 2048, "bfloat16", h100)
@@ -223,16 +222,16 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
     assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster == 16  # a cluster where one fits
     assert "16-bit only" in kernel_shape("forward", "lstm", 2048, "float32", h100)
 
-    monkeypatch.setattr(launch, "sm_count", lambda index: 132)
-    monkeypatch.setattr(launch, "limits_of", lambda index: h100)
-    monkeypatch.setattr(launch, "cluster_capacity", lambda index, cluster: 7 if cluster == 16 else 132 // cluster)
-    device = torch.device("cuda", 0)
-    assert launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 16, 1).shape.grid == 128
-    reason = launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 17, 1)  # 2 tiles x 128 CTAs
+    from fusedrnn.backends.cuda import planner
+    from fusedrnn.backends.cuda.planner import DeviceFacts
+
+    facts = DeviceFacts(0, ARCH_LIMITS["sm_90a"], resident=((8, 132 // 8), (16, 7)))
+    assert planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 16, 1, facts).shape.grid == 128
+    reason = planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 17, 1, facts)  # 2 tiles x 128 CTAs
     assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
     # LSTM 768 trains: forward over a cluster (3 rows), backward over a grid (16 rows)
-    assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.cluster == 16
-    assert launch.pick_variant("backward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.grid > 1
+    assert planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, 16, 1, facts).shape.cluster == 16
+    assert planner.plan_kernel("backward", "lstm", 768, torch.bfloat16, 16, 1, facts).shape.grid > 1
 
 
 @needs_cuda_core
@@ -273,7 +272,7 @@ def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
     from fusedrnn.cli import info
 
     kernels.source.cache_clear()
-    monkeypatch.setattr(kernels, "source", lambda: "this is not CUDA")
+    monkeypatch.setattr(kernels, "source", lambda family: "this is not CUDA")
     found, _ = shipped_variants("sm_90a")
     monkeypatch.setattr(info, "shipped_variants", lambda arch: (found[:2], ["a refused line"]))
     assert info.compile_all(["sm_90a"], 1) == 1
@@ -337,8 +336,8 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
 
 # Heads over a thread-block cluster (forward): (cell, D) the model ships in 16-bit, shapes with partial batch
 # tiles, lengths, one and many heads
-# the last five and Elman 384 / 512 run rnn_forward_s (K split over the warps; 8-row tiles) in the forward, LSTM 384
-# in 16-row tiles rnn_forward_t with part of R in shared memory
+# the last five and Elman 384 / 512 run forward_split_k (K split over the warps; 8-row tiles) in the forward, LSTM 384
+# in 16-row tiles forward_transposed with part of R in shared memory
 CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)] + [
     ("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
 
@@ -394,7 +393,7 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
 
 
-# rnn_forward_s (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
+# forward_split_k (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
 # row groups, K groups, K steps of R in registers, batch rows per CTA); the model's picks run in the cluster tests
 # above (B = 16, 3 and 21 there take 3, 1 and 6 rows at D = 768 on an H100 or H200)
 SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7, 8), ("lstm", 768, 16, 12, 1, 24, 4), ("gru", 768, 16, 3, 4, 8, 2),
@@ -409,7 +408,7 @@ SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7, 8), ("lstm", 768, 16, 12, 1, 24, 4),
 def test_cuda_gpu_split_forward_matches_reference(tiling, B, T, NH, dtype, monkeypatch):
     """The forward over a cluster with K split over the warps, in a given tiling: training (y, the final state and
     every gradient, the backward as picked) and inference against the reference, with lengths where B > 1."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
     from fusedrnn.backends.cuda.kernels import Variant
     from fusedrnn.backends.cuda.model import split_shape
 
@@ -417,12 +416,11 @@ def test_cuda_gpu_split_forward_matches_reference(tiling, B, T, NH, dtype, monke
         pytest.skip("thread-block clusters: sm_90")
     cell, D = tiling[:2]
     forced = Variant("forward", cell, str(dtype).removeprefix("torch."), D, split_shape(*tiling))
-    picked = launch.pick_variant
-    monkeypatch.setattr(launch, "pick_variant", lambda kind, *a: forced if kind == "forward" else picked(kind, *a))
-    assert launch.pick_variant("forward", cell, D, dtype, torch.device("cuda"), B, NH) is forced
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
-    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
-    _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
+    with planner.forced(forward=forced):
+        assert _picked("forward", cell, D, dtype, B, NH) is forced
+        check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
+        _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
 
 
 # Heads over a cooperative grid: LSTM / GRU 1024 and LSTM 2048 as shipped on sm_90, and smaller heads of every cell
@@ -438,11 +436,12 @@ GRID_CASES = [("lstm", 2048), ("lstm", 1024), ("gru", 1024)] + [(c, 256) for c i
 def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monkeypatch):
     """Forward and backward of a head over a cooperative grid: y, the final state and every gradient against the
     reference, with lengths where B > 1; inference (no saved tensors) gives the same y."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
 
     if D <= 768:  # hide the clusters
-        limits = dataclasses.replace(launch.limits_of(torch.cuda.current_device()), max_cluster=1)
-        monkeypatch.setattr(launch, "limits_of", lambda index: limits)
+        facts = planner.device_facts(torch.cuda.current_device())
+        facts = dataclasses.replace(facts, limits=dataclasses.replace(facts.limits, max_cluster=1))
+        monkeypatch.setattr(planner, "device_facts", lambda index: facts)
     reason = _supported(cell, B, T, NH, D, dtype)
     if reason is not None:  # heads x batch tiles x CTAs beyond the SMs
         assert "SMs" in reason, reason
@@ -456,9 +455,9 @@ def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monk
 
 def _picked(kind, cell, D, dtype, B, NH):
     """The variant the launch takes for this call on the current GPU."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
 
-    return launch.pick_variant(kind, cell, D, dtype, torch.device("cuda"), B, NH)
+    return planner.plan_kernel(kind, cell, D, dtype, B, NH, planner.device_facts(torch.cuda.current_device()))
 
 
 @pytest.mark.gpu

@@ -245,12 +245,13 @@ def cuda_report(call: Call) -> dict[str, object]:
     if call.device.type != "cuda" or call.dtype == torch.float64:
         return {"error": "needs a CUDA device and a 16-bit or float32 dtype"}
     from ..backends.cuda import launch as cuda_launch
+    from ..backends.cuda.planner import device_facts, plan_kernel
 
     report: dict[str, object] = {"arch": cuda_launch.arch_of(call.device)}
+    facts = device_facts(call.device.index or 0)
     kinds = ("forward", "backward") if call.requires_grad else ("forward",)
-    for kind in kinds:
-        v = cuda_launch.pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch,
-                                     call.num_heads)
+    for kind in kinds:  # each kernel's answer, the refused one's reason too
+        v = plan_kernel(kind, call.cell.name, call.head_dim, call.dtype, call.batch, call.num_heads, facts)
         report[kind] = v if isinstance(v, str) else variant_entry(v, call)
     return report
 

@@ -19,7 +19,8 @@ import torch
 
 from .. import Call, register_backend
 from ..fused import fused_backend
-from .launch import backward, forward, pick_variant
+from .launch import backward, forward
+from .planner import plan
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -46,12 +47,9 @@ def _supports(call: Call) -> str | None:
         return "needs a GPU of compute capability >= 8.0 (mma.sync on bf16, cp.async)"
     if call.dtype not in _DTYPES:
         return f"dtype {call.dtype} is not supported (bfloat16, float16, float32; float64 runs on 'reference')"
-    kinds = ("forward", "backward") if call.requires_grad else ("forward",)
-    for kind in kinds:
-        # the variant the launch would take (8 or 16 batch rows), so that what is supported is what runs
-        found = pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch, call.num_heads)
-        if isinstance(found, str):
-            return f"{found}; use 'triton' or 'alternating'"
+    found = plan(call)  # what the launch will run, so that what is supported is what runs
+    if isinstance(found, str):
+        return f"{found}; use 'triton' or 'alternating'"
     return None
 
 
