@@ -548,7 +548,7 @@ def test_cuda_gpu_is_deterministic():
 def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog, monkeypatch):
     from fusedrnn import backends
 
-    monkeypatch.setattr(backends, "_SKIPS_LOGGED", set())  # the line is logged once per process and reason
+    monkeypatch.setattr(backends.registry, "_SKIPS_LOGGED", set())  # the line is logged once per process and reason
     fits = Call(get_cell("lstm"), 16, 1024, 12, 64, torch.bfloat16, torch.device("cuda"), True)
     assert select_backend("auto", fits).name == "cuda"
     caplog.set_level("INFO", logger="fusedrnn")

@@ -17,8 +17,8 @@ import importlib.util
 
 import torch
 
-from .. import Call, register_backend
 from ..fused import fused_backend
+from ..registry import Call, register_backend
 from .launch import backward, forward
 from .planner import plan
 
