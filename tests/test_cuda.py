@@ -267,6 +267,21 @@ def test_cluster_exchange_benchmark_compiles_for_sm_90a():
 
 
 @needs_cuda_core
+@pytest.mark.parametrize("family", ["cta", "transposed", "cluster", "split_k", "grid"])
+def test_shared_memory_of_the_model_is_checked_against_the_kernel(family):
+    """Each kernel asserts at compile time that the model's shared memory (the variant's shape.smem) is its layout's:
+    a variant of each family compiles as shipped and fails to compile with a size 16 bytes off."""
+    from fusedrnn.backends.cuda.kernels import compile_variant
+    from fusedrnn.backends.cuda.nvrtc import CompileError
+
+    v = next(v for v in shipped_variants("sm_90a")[0] if v.family == family and v.dtype == "bfloat16")
+    assert compile_variant(v, "sm_90a", cache=False).registers > 0
+    wrong = dataclasses.replace(v, shape=dataclasses.replace(v.shape, smem=v.shape.smem + 16))
+    with pytest.raises(CompileError, match="shared memory"):
+        compile_variant(wrong, "sm_90a", cache=False)
+
+
+@needs_cuda_core
 def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
     from fusedrnn.backends.cuda import kernels
     from fusedrnn.cli import info

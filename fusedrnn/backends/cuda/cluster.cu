@@ -40,6 +40,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   static_assert(ROWS == 8 || ROWS == 16, "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::BW_C_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::BW_C_BYTES) __trap();
   ET* pbuf = (ET*)smem;
   const unsigned char* ring = smem + 2 * L::BW_T_P;

@@ -14,6 +14,12 @@
 //   dstate0 [S, B, NH, D] f32.
 #pragma once
 
+// The dynamic shared memory the host's resource model (model.py) gives the variant being compiled, defined by
+// kernels.py: each kernel checks it against its own layout at compile time.
+#ifndef FRNN_SMEM_BYTES
+#error "FRNN_SMEM_BYTES: the variant's shared memory in bytes (kernels.py: compile_variant defines it)"
+#endif
+
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef long long i64;

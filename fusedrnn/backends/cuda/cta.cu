@@ -31,6 +31,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::FW_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::FW_BYTES) __trap();
   ET* hbuf = (ET*)smem;
   const unsigned char* xring = smem + 2 * L::FW_H;
@@ -227,6 +228,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::BW_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::BW_BYTES) __trap();
   ET* pbuf = (ET*)smem;
   const unsigned char* ring = smem + 2 * L::BW_P;

@@ -157,6 +157,7 @@ __global__ void __launch_bounds__(32 * W, 1)
   constexpr bool FAST = Fast<E>::value;
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::BYTES) __trap();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
   const int u0 = blockIdx.x * U;
@@ -303,6 +304,7 @@ __global__ void __launch_bounds__(32 * W, 1)
   constexpr bool FAST = Fast<E>::value;
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::BYTES) __trap();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
   const int u0 = blockIdx.x * U;

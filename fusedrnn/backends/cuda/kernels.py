@@ -175,4 +175,5 @@ def compile_variant(v: Variant, arch: str, *, cache: bool = True):
     """Compile ``v`` for ``arch`` (through the cubin cache): a ``nvrtc.CompiledKernel``."""
     from .nvrtc import compile_kernel
 
-    return compile_kernel(source(v.family), v.name, arch, cache=cache)
+    # the kernel checks the model's shared memory against its own layout (a static_assert)
+    return compile_kernel(f"#define FRNN_SMEM_BYTES {v.shape.smem}\n" + source(v.family), v.name, arch, cache=cache)

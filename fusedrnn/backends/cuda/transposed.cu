@@ -52,6 +52,7 @@ __device__ __forceinline__ void forward_transposed_body(
   static_assert(CL == 1 || (SZ == 2 && U % 16 == 0), "bad cluster split");
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::FW_C_BYTES + L::fw_r_bytes(KSM) == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::FW_C_BYTES + L::fw_r_bytes(KSM)) __trap();
   ET* hbuf = (ET*)smem;
   const unsigned char* xring = smem + 2 * L::FW_H;
@@ -422,6 +423,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
   extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(L::BW_T_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
   if (smem_bytes < L::BW_T_BYTES) __trap();
   ET* pbuf = (ET*)smem;
   const unsigned char* ring = smem + 2 * L::BW_T_P;
