@@ -1,13 +1,13 @@
-"""Backend ``cuda``: persistent fused CUDA kernels compiled at run time with NVRTC (issue 5).
+"""Backend ``cuda``: persistent fused CUDA kernels compiled at run time with NVRTC.
 
-One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
-comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
-and cached on disk (nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of
-compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` whose R fits in registers: up to 128 in one CTA, and
-on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); the forward to 768 with part of
-R in shared memory (rnn_forward_t<..., CL, KSM>); what no cluster holds (16-bit: those backwards, D = 1024 / 2048,
-every D >= 192 on sm_80) over a cooperative grid (rnn_forward_g, rnn_backward_g); other heads go to ``triton`` or
-``alternating``.
+A head's R stays on chip for the whole sequence. Kernel families (docs/architecture.md): one CTA per (head, 8 or 16
+batch rows) for D <= 128 (``cta``; ``transposed`` from D = 128); on sm_90 a thread-block cluster per head for
+192–512 (``cluster``, the forward to 768 with part of R in shared memory) or the forward with K split over the
+warps of a cluster (``split_k``); what no cluster holds (16-bit: those backwards, D = 1024 / 2048, every D >= 192 on
+sm_80) over a cooperative grid (``grid``). ``planner.plan(call)`` picks the family and shape (model.py solves each
+family's resource model for the device); kernels are compiled on first use through cuda-core and cached on disk
+(nvrtc.py). Needs the ``[cuda]`` extra (cuda-core, cuda-bindings, NVRTC) and a GPU of compute capability >= 8.0;
+other heads go to ``triton`` or ``alternating``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The CUDA kernels' variants: which template instance a call needs, and every variant the backend ships.
+"""The CUDA kernels' variants and sources: which template instance a call needs, every variant the backend ships,
+and the source NVRTC compiles for each kernel family.
 
-A variant is one instance of ``rnn_forward`` / ``rnn_backward`` in rnn.cu: (cell, element type, head size D,
-NT, STAGES), the last two from the resource model (``model.kernel_shape``). Sequence length, batch, head count,
-saving for backward and variable lengths are run-time arguments: they never cause a compilation.
+A variant is one instance of a family's kernel (``forward_<family>`` / ``backward_<family>``, e.g. ``forward_cta``)
+for a cell, element type and head size D, with the shape the resource model gives it (``model.kernel_shape``).
+Sequence length, batch, head count, saving for backward and variable lengths are run-time arguments: they never
+cause a compilation.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ...cells import get_cell
 from .model import ARCH_LIMITS, Limits, Shape, kernel_shape
 
 CELLS = ("lstm", "gru", "elman", "slstm")
-CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # CellOf<ID> in rnn.cu
+CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # CellOf<ID> in the generated cell table
 ELEMENT_TYPES = {"bfloat16": "frnn::BF16", "float16": "frnn::F16", "float32": "frnn::F32"}
 KINDS = ("forward", "backward")
 # Every head size the kernels are built for. 80, 96 and 112 are left out: with 10, 12 and 14 warps per CTA their
@@ -130,8 +132,8 @@ class Variant:
 
 
 # Batch rows per CTA: 16 (the MMA's M) or 8 (rows 8..15 of the MMA zero: half the loads, the cell math and the
-# stores per thread, same MMAs) — the launch picks 8 where the extra CTAs still fit on the SMs; rnn_forward_s also 1 to
-# 7 (less to exchange per step; the launch picks the fewest waves of clusters, then the fewest rows).
+# stores per thread, same MMAs) — the plan picks 8 where the extra CTAs still fit on the SMs; forward_split_k also 1
+# to 7 (less to exchange per step; the plan picks the fewest waves of clusters, then the fewest rows).
 ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
 
 
@@ -163,7 +165,7 @@ def shipped_variants(arch: str) -> tuple[list[Variant], list[str]]:
                     for rows in ROWS:
                         v = variant(kind, cell, dtype, head_dim, limits, rows)
                         if isinstance(v, str) and rows < 8:
-                            continue  # fewer rows are an option of rnn_forward_s, not a gap
+                            continue  # fewer rows are an option of forward_split_k, not a gap
                         if isinstance(v, str):
                             refused.append(f"{kind} {cell} {dtype} D={head_dim} rows={rows}: {v}")
                         else:

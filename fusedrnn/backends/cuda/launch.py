@@ -45,7 +45,7 @@ _PROBE_SOURCE = 'extern "C" __global__ void cluster_probe() {}\n'
 @functools.cache
 def cluster_capacity(device_index: int, cluster: int) -> int:
     """How many clusters of ``cluster`` CTAs, one CTA per SM, are resident at once (the driver's occupancy query on
-    a probe kernel asking for all of an SM's shared memory; H200: 7 of 16 CTAs). Where the query fails: SMs //
+    a probe kernel asking for all of an SM's shared memory). Where the query fails: SMs //
     cluster, with a warning."""
     from cuda.core import Device, LaunchConfig, ObjectCode
 
@@ -135,7 +135,7 @@ def _set_attribute(kernel, name: str, value: int, device_index: int) -> None:
 
 def _current_stream_handle(device: torch.device) -> int:
     """torch's current stream on ``device`` as a CUstream handle; through torch's raw accessor where it has one (as
-    Triton's launcher does), which saves building a torch.cuda.Stream: about 5 µs of host time per launch."""
+    Triton's launcher does), which saves building a torch.cuda.Stream per launch."""
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     return raw(device.index or 0) if raw is not None else torch.cuda.current_stream(device).cuda_stream
 
