@@ -1,5 +1,5 @@
-// A head over a thread-block cluster (sm_90): forward_cluster (the transposed forward with the head's units split
-// over the cluster's CTAs) and backward_cluster.
+// A head over a thread-block cluster (sm_90): forward_cluster (the transposed forward with the head's units split over
+// the cluster's CTAs) and backward_cluster.
 #include "transposed.cu"
 
 using namespace frnn;

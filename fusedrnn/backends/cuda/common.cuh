@@ -206,8 +206,8 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // ---------------------------------------------------------------------------------------------------------
 // Thread-block clusters (sm_90): a head split over CL CTAs exchanges h through distributed shared memory with
-// asynchronous remote stores that complete on the receiver's mbarrier (benchmarks/cluster_exchange.py measured
-// them at half the cost of a cluster barrier per step).
+// asynchronous remote stores that complete on the receiver's mbarrier (half the cost of a cluster barrier per
+// step: benchmarks/cluster_exchange.py, docs/large_heads.md).
 
 __device__ __forceinline__ u32 cluster_rank() {
   u32 r;

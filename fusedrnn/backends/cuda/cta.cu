@@ -1,16 +1,15 @@
-// forward_cta, backward_cta: one CTA per (head, tile of ROWS = 8 or 16 batch rows) runs the whole sequence. Warp w owns hidden units
-// [8·NT·w, 8·NT·(w+1)) of every gate, so each thread holds all gates of its (row, unit) elements in the
-// accumulator layout of mma.sync m16n8kK (rows gq and gq + 8, units 2·tq and 2·tq + 1 of each 8-unit tile,
-// gq = lane / 4, tq = lane % 4) and runs the cell's pointwise math without any exchange. That head's R
-// lives in registers as MMA B fragments for the whole sequence.
+// forward_cta, backward_cta: one CTA per (head, tile of ROWS = 8 or 16 batch rows) runs the whole sequence. Warp w owns
+// hidden units [8·NT·w, 8·NT·(w+1)) of every gate, so each thread holds all gates of its (row, unit) elements in the
+// accumulator layout of mma.sync m16n8kK (rows gq and gq + 8, units 2·tq and 2·tq + 1 of each 8-unit tile, gq = lane /
+// 4, tq = lane % 4) and runs the cell's pointwise math without any exchange. That head's R lives in registers as MMA B
+// fragments for the whole sequence.
 //
-// Forward, per step: A = h_{t-1} (16 × D, input dtype, shared memory, double-buffered) times the register
-// fragments of R; + x_t (prefetched STAGES - 1 steps ahead by cp.async into a shared-memory ring) + b;
-// cell; h_t into the other h buffer, y (and, when saving, the slots and states) to global memory; one
-// __syncthreads. Backward, per step (t descending): the cell's backward from the saved slots and states
-// (prefetched the same way) gives the slot gradients dp; those of R's gates go to shared memory (input
-// dtype, double-buffered); one __syncthreads; dh_{t-1} += dp · R (K = GR·D) with R in registers again,
-// in the same accumulator layout as the forward's units.
+// Forward, per step: A = h_{t-1} (16 × D, input dtype, shared memory, double-buffered) times the register fragments of
+// R; + x_t (prefetched STAGES - 1 steps ahead by cp.async into a shared-memory ring) + b; cell; h_t into the other h
+// buffer, y (and, when saving, the slots and states) to global memory; one __syncthreads. Backward, per step (t
+// descending): the cell's backward from the saved slots and states (prefetched the same way) gives the slot gradients
+// dp; those of R's gates go to shared memory (input dtype, double-buffered); one __syncthreads; dh_{t-1} += dp · R (K =
+// GR·D) with R in registers again, in the same accumulator layout as the forward's units.
 #include "layout.cuh"
 
 using namespace frnn;

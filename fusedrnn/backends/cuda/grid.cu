@@ -1,20 +1,18 @@
-// Cooperative-grid kernels (16-bit): a head whose R fits no cluster (D = 1024 / 2048, and every head beyond one
-// CTA on sm_80, which has no clusters) over G = D / U CTAs of a cooperative launch (grid x = rank, y = head, z =
-// 16-row batch tile; every CTA resident). CTA `rank` owns units [rank·U, rank·U + U). A step's MMA is
-// out (16 batch rows x N) = A (16 x K) · B (K x N) with K split over the W warps (KW K steps each):
-//   forward:  A = h_{t-1} (K = D), B[k][(g, u)] = R[g, n, u, k] (N = GR·U gate rows of the CTA's units);
-//   backward: A = dp_{t+1} of R's gates (K = GR·D, k = g·D + i), B[k][j] = R[g, n, i, j] (N = U units).
-// B stays on chip: each warp's first KR K steps in registers, the rest in shared memory in fragment order (a
-// thread's two registers of a fragment in 8 contiguous bytes, a warp's fragment 256: conflict-free). A is
-// exchanged through global memory (L2) in fragment order too — a K step's 16 x 16 fragment is 32 lanes x 16
-// bytes, so a lane's A fragment is one 16-byte cp.async.cg (L2 only, never a stale L1 line) — into a warp-private
-// ring of NB chunks of CK K steps in flight. The warps' partial sums meet in shared memory; thread i then runs the
-// cell for elements (row, unit) = divmod(i + j·NTH, U), writes A's elements of the next step into the exchange
-// buffer (step parity), arrives at the barrier of the head's group (a counter in global memory, one per step),
-// writes its outputs and loads the next step's inputs, and waits. Two exchange buffers suffice: a CTA writes
-// buffer p at step t only after every CTA of its group passed the barrier of step t - 1, that is finished reading
-// buffer p at step t - 1. (Tried: a flag per CTA, each warp waiting only for the CTAs whose slices it reads, the
-// backward then slower: LSTM 1 x 768 forward + backward 6.14 against 5.91 ms, 1 x 2048 11.7 against 9.4, H200.)
+// Cooperative-grid kernels (16-bit): a head whose R fits no cluster (D = 1024 / 2048, and every head beyond one CTA on
+// sm_80, which has no clusters) over G = D / U CTAs of a cooperative launch (grid x = rank, y = head, z = 16-row batch
+// tile; every CTA resident). CTA `rank` owns units [rank·U, rank·U + U). A step's MMA is out (16 batch rows x N) = A
+// (16 x K) · B (K x N) with K split over the W warps (KW K steps each): forward:  A = h_{t-1} (K = D), B[k][(g, u)] =
+// R[g, n, u, k] (N = GR·U gate rows of the CTA's units); backward: A = dp_{t+1} of R's gates (K = GR·D, k = g·D + i),
+// B[k][j] = R[g, n, i, j] (N = U units). B stays on chip: each warp's first KR K steps in registers, the rest in shared
+// memory in fragment order (a thread's two registers of a fragment in 8 contiguous bytes, a warp's fragment 256:
+// conflict-free). A is exchanged through global memory (L2) in fragment order too — a K step's 16 x 16 fragment is 32
+// lanes x 16 bytes, so a lane's A fragment is one 16-byte cp.async.cg (L2 only, never a stale L1 line) — into a
+// warp-private ring of NB chunks of CK K steps in flight. The warps' partial sums meet in shared memory; thread i then
+// runs the cell for elements (row, unit) = divmod(i + j·NTH, U), writes A's elements of the next step into the exchange
+// buffer (step parity), arrives at the barrier of the head's group (a counter in global memory, one per step), writes
+// its outputs and loads the next step's inputs, and waits. Two exchange buffers suffice: a CTA writes buffer p at step
+// t only after every CTA of its group passed the barrier of step t - 1, that is finished reading buffer p at step t -
+// 1. (A flag per CTA instead measured slower: docs/journal/kernel-choices.md.)
 #include "cells.cuh"
 
 using namespace frnn;

@@ -1,21 +1,18 @@
-// Forward over a cluster with K split over the warps (16-bit, ROWS = 1 to 8 batch rows per CTA), for heads whose R
-// is more than a cluster's registers hold (e.g. LSTM D = 768: 295 KB of R per CTA of 16). CTA `rank` owns units
-// [rank·U, rank·U + U) and their GR·U gate rows m = g·U + u, in MT = GR·U / 16 row tiles; a step's MMA is gates x batch
-// = R_q (K = D) · hᵀ. Warp w = kg·MG + mg takes row tiles [mg·MPW, mg·MPW + MPW) over K steps [kg·KPW, kg·KPW + KPW):
-// with W a multiple of 4 every SM scheduler issues the same MMAs, a warp reads only its K range of h, and a chain of
-// dependent MMAs is KPW long. R as A fragments: each warp's first KR K steps in registers, the rest in shared memory in
-// fragment order (a lane's 4 registers of a fragment in 16 contiguous bytes), read one K step ahead. The warps' partial
-// sums meet in shared memory (f32 [KG][8 rows][GR·U + 4], conflict-free both ways); thread i then runs the cell for
-// unit pairs p = i + j·NTH (row p / (U / 2), units 2·(p % (U / 2)) and + 1) and writes h into its CTA's slice of the
-// next h buffer. After the step's second __syncthreads the CTA sends that slice to the other CTAs (st.async onto one
-// mbarrier per buffer, as forward_transposed with KSM > 0), stores its outputs and loads the next step's x while the slices
-// travel, then waits. Tried, slower (H200, LSTM / GRU 1 x 768 forward, same process): each warp sending its chunks as
-// soon as it wrote them and arriving on the mbarrier instead of the second __syncthreads (2.44 / 2.27 against 2.39 /
-// 2.22 ms); one bulk copy (TMA) per (peer, row) instead of the 16-byte st.async (2.70 / 2.51 against 2.45 / 2.30 ms).
-// ROWS < 8: the MMA still takes 8 columns (rows ROWS..7 of both h buffers stay zero and their sums unread), but a CTA
-// exchanges and runs the cell for ROWS rows only; the exchange is bandwidth-bound (11.5 KB into each CTA per step at
-// LSTM 768, 8 rows), so fewer rows measured LSTM 1 x 768 2.22 -> 1.88 ms at 4 rows and 1.70-1.74 at 3 (B = 16: 4 or 6
-// clusters instead of 2) where the extra clusters are resident at once.
+// Forward over a cluster with K split over the warps (16-bit, ROWS = 1 to 8 batch rows per CTA), for heads whose R is
+// more than a cluster's registers hold (e.g. LSTM D = 768: 295 KB of R per CTA of 16). CTA `rank` owns units [rank·U,
+// rank·U + U) and their GR·U gate rows m = g·U + u, in MT = GR·U / 16 row tiles; a step's MMA is gates x batch = R_q (K
+// = D) · hᵀ. Warp w = kg·MG + mg takes row tiles [mg·MPW, mg·MPW + MPW) over K steps [kg·KPW, kg·KPW + KPW): with W a
+// multiple of 4 every SM scheduler issues the same MMAs, a warp reads only its K range of h, and a chain of dependent
+// MMAs is KPW long. R as A fragments: each warp's first KR K steps in registers, the rest in shared memory in fragment
+// order (a lane's 4 registers of a fragment in 16 contiguous bytes), read one K step ahead. The warps' partial sums
+// meet in shared memory (f32 [KG][8 rows][GR·U + 4], conflict-free both ways); thread i then runs the cell for unit
+// pairs p = i + j·NTH (row p / (U / 2), units 2·(p % (U / 2)) and + 1) and writes h into its CTA's slice of the next h
+// buffer. After the step's second __syncthreads the CTA sends that slice to the other CTAs (st.async onto one mbarrier
+// per buffer, as forward_cluster with KSM > 0), stores its outputs and loads the next step's x while the slices travel,
+// then waits (per-warp sends and bulk copies measured slower: docs/journal/kernel-choices.md). ROWS < 8: the MMA still
+// takes 8 columns (rows ROWS..7 of both h buffers stay zero and their sums unread), but a CTA exchanges and runs the
+// cell for ROWS rows only: the exchange is bandwidth-bound, so fewer rows in more clusters are faster where the extra
+// clusters are resident at once (the plan picks the rows).
 #include "cells.cuh"
 
 using namespace frnn;

@@ -1,10 +1,9 @@
-// forward_transposed, backward_transposed: one CTA per (head, batch tile), transposed (taken at D = 128, where a CTA's MMAs dominate its step): forward_transposed computes
-// gates x batch = R · h_{t-1}ᵀ with A = R (a 16-row tile holds gates 2q and 2q + 1 of 8 units; a thread's
-// accumulators are both gates of unit gq at batch rows 2·tq, 2·tq + 1) and B = h_{t-1}ᵀ (N = 8 batch rows, so
-// 8-row tiles waste no MMA work), x read with ldmatrix .trans into the same layout; backward_transposed computes
-// dh_{t-1}ᵀ = Rᵀ · dpᵀ with 16 units per warp tile. Both write their per-step outputs (y, the saved slots and
-// states, dgate) through shared memory in 16-byte chunks during the next step (TileStore).
-//
+// forward_transposed, backward_transposed: one CTA per (head, batch tile), transposed (taken at D = 128, where a CTA's
+// MMAs dominate its step): forward_transposed computes gates x batch = R · h_{t-1}ᵀ with A = R (a 16-row tile holds
+// gates 2q and 2q + 1 of 8 units; a thread's accumulators are both gates of unit gq at batch rows 2·tq, 2·tq + 1) and B
+// = h_{t-1}ᵀ (N = 8 batch rows, so 8-row tiles waste no MMA work), x read with ldmatrix .trans into the same layout;
+// backward_transposed computes dh_{t-1}ᵀ = Rᵀ · dpᵀ with 16 units per warp tile. Both write their per-step outputs (y,
+// the saved slots and states, dgate) through shared memory in 16-byte chunks during the next step (TileStore).
 #include "layout.cuh"
 
 using namespace frnn;
@@ -23,8 +22,8 @@ using namespace frnn;
 // only once all its warps sent, each after its own MMAs of step t: so every CTA finished reading the buffer that
 // step t + 1 overwrites. No cluster barrier inside the time loop. With KSM > 0 (below) the CTA instead sends its
 // whole slice after the step's __syncthreads onto one mbarrier per buffer and waits for all before the next step
-// (measured faster there, H200: LSTM / GRU 1 x 768 forward 2.51 / 2.37 ms against 2.56-2.67 / 2.50-2.58 with
-// the per-sender exchange; its waits and pipelining cost registers that hold R).
+// (measured faster there: the per-sender exchange's waits and pipelining cost registers that hold R;
+// docs/journal/kernel-choices.md).
 //
 // KSM > 0 (over a cluster, 16-bit; heads whose R is more than the cluster's registers hold, e.g. LSTM D = 768):
 // each warp keeps the first KT - KSM K steps of its A fragments in registers and the last KSM in shared memory
