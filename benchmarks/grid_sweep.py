@@ -1,4 +1,4 @@
-"""Time the cooperative-grid kernels (rnn_forward_g / rnn_backward_g) over the tilings the resource model admits:
+"""Time the cooperative-grid kernels (forward_grid / backward_grid) over the tilings the resource model admits:
 for each (kind, cell, D), every (units, warps) of the model's solutions with its most K steps of R in registers and
 of A in flight, each kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16, T = 1024, bf16), and which
 one the model picks. The data behind the grid problem's objective (model.py).

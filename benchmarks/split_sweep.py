@@ -1,5 +1,5 @@
-"""Time rnn_forward_s (the forward over a cluster with K split over the warps) over given tilings, against the
-forward the model ships without it (rnn_forward_t with R's last K steps in shared memory), in one process: each
+"""Time forward_split_k (the forward over a cluster with K split over the warps) over given tilings, against the
+forward the model ships without it (forward_transposed with R's last K steps in shared memory), in one process: each
 kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16 unless given, T = 1024, bf16), inference and saving
 for backward; every tiling's y and final state checked against the float32 reference first.
 
@@ -26,7 +26,7 @@ from tests.helpers import TOL, max_error, random_problem
 
 
 def shipped_without_split(cell: str, D: int, limits) -> Variant:
-    """The forward the model picks with rnn_forward_s left out."""
+    """The forward the model picks with forward_split_k left out."""
     original = model._split_shape
     model._split_shape = lambda *a: None
     model.kernel_shape.cache_clear()
