@@ -64,20 +64,8 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
   const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
   const bool has_lengths = lengths != nullptr;
 
-  // R as A fragments: row m of tile nt is unit j = 16·(warp·NT + nt) + u(m) of the head; k = g·U + i:
-  // A[m][k] = R[g, n, u0 + i, j]
-  u32 rf[NT][KT][4];
-#pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        int j = (warp * NT + nt) * 16 + 2 * gq + (i & 1);
-        int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
-        int g = k / U, ii = k % U;
-        rf[nt][kt][i] = pair_bits<E>(R + ((g * NH + n) * D + u0 + ii) * D + j, D);
-      }
+  u32 rf[NT][KT][4];  // R as A fragments: row m of tile nt is unit 16·(warp·NT + nt) + u(m); k = g·U + i
+  load_r_transposed<E, D, U, NT, KT>(R, NH, n, u0, warp, gq, tq, rf);
 
   BwInputs<CELL, E, D, STAGES, ROWS, NTH, U> in;  // this CTA's units' inputs, t descending
   in.init(pre, states, dy, B, T, NH, n, b0, valid_rows, u0);

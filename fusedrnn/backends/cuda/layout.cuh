@@ -132,6 +132,25 @@ __device__ __forceinline__ void prologue(In& in, u32 ring, i64 T) {
 }
 
 
+// R as the A fragments of Rᵀ · dpᵀ in the transposed backward kernels: row m of tile nt is unit
+// j = 16·(warp·NT + nt) + u(m) of the head (u(m) = 2·m for m < 8, 2·(m - 8) + 1 above), k = g·U + i over the rows of
+// R of the U units from u0 (over a cluster, the CTA's): A[m][k] = R[g, n, u0 + i, j].
+template <class E, int D, int U, int NT, int KT>
+__device__ __forceinline__ void load_r_transposed(const typename E::T* R, i64 NH, i64 n, int u0, int warp, int gq,
+                                                  int tq, u32 (&rf)[NT][KT][4]) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int j = (warp * NT + nt) * 16 + 2 * gq + (i & 1);
+        int k = kt * E::KSTEP + E::PAIR * tq + (i >> 1) * (E::KSTEP / 2);
+        int g = k / U, ii = k % U;
+        rf[nt][kt][i] = pair_bits<E>(R + ((g * NH + n) * D + u0 + ii) * D + j, D);
+      }
+}
+
 // Rᵀ · dpᵀ in the transposed backward kernels: out[nt][jb][e] = this thread's accumulator elements (rows gq and
 // gq + 8 of unit tile nt, batch columns 8·jb + 2·tq + (e & 1)) of A = rf (NT tiles of 16 units, KT K steps) times
 // B = dp from the [ROWS][L::LDPT] buffer pr (K index k in column L::pcol(k)), summed over ACCS independent
