@@ -15,14 +15,14 @@ import torch
 from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
 from fusedrnn.backends.cuda import launch, planner
+from fusedrnn.backends.cuda.grid import fit, grid_shape_of, problem
 from fusedrnn.backends.cuda.kernels import Variant
-from fusedrnn.backends.cuda.model import _grid_problem, _grid_shape, grid_shape_of
 from fusedrnn.timing import median_ms
 from tests.helpers import random_problem
 
 
 def candidates(kind: str, cell: str, D: int, limits) -> list[Variant]:
-    solutions = _grid_problem(kind, cell, D, limits).solve(all_solutions=True).solutions
+    solutions = problem(kind, cell, D, limits).solve(all_solutions=True).solutions
     def rank(v: dict) -> tuple[int, int, int]:  # the most K steps of R in registers, then of A in flight
         return v["kr"], v["ring"] * v["ck"], v["ck"]
 
@@ -48,7 +48,7 @@ def main() -> None:
         cell, kind, D = config.split(":")
         D = int(D)
         variants = candidates(kind, cell, D, limits)
-        picked = _grid_shape(kind, cell, D, "bfloat16", limits, 16)
+        picked = fit(kind, cell, D, "bfloat16", limits, 16)
         compiled = compile_variants(variants, device)
         x, R, b, state = random_problem(cell, B, T, 1, D, dtype=torch.bfloat16, device="cuda")
         _, _, pre, states = launch.forward(cell, x, R, b, state, None, True)

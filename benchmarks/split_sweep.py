@@ -19,7 +19,7 @@ import torch
 from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
 from fusedrnn import rnn
-from fusedrnn.backends.cuda import launch, model, planner
+from fusedrnn.backends.cuda import launch, model, planner, split_k
 from fusedrnn.backends.cuda.kernels import Variant
 from fusedrnn.timing import median_ms
 from tests.helpers import TOL, max_error, random_problem
@@ -27,14 +27,8 @@ from tests.helpers import TOL, max_error, random_problem
 
 def shipped_without_split(cell: str, D: int, limits) -> Variant:
     """The forward the model picks with forward_split_k left out."""
-    original = model._split_shape
-    model._split_shape = lambda *a: None
-    model.kernel_shape.cache_clear()
-    try:
-        return Variant("forward", cell, "bfloat16", D, model.kernel_shape("forward", cell, D, "bfloat16", limits, 8))
-    finally:
-        model._split_shape = original
-        model.kernel_shape.cache_clear()
+    shape = model.kernel_shape("forward", cell, D, "bfloat16", limits, 8, exclude=("split_k",))
+    return Variant("forward", cell, "bfloat16", D, shape)
 
 
 def main() -> None:
@@ -51,7 +45,7 @@ def main() -> None:
     for spec in args.tilings:
         cell, *numbers = spec.split(":")
         D = int(numbers[0])
-        shape = model.split_shape(cell, *map(int, numbers))
+        shape = split_k.split_shape(cell, *map(int, numbers))
         if shape.smem > limits.smem_per_block:
             print(f"{spec}: {shape.smem} bytes of shared memory > {limits.smem_per_block}, left out", flush=True)
             continue

@@ -17,17 +17,11 @@ import torch
 from fusedrnn import get_cell, rnn
 from fusedrnn.backends import Call, get_backend, select_backend
 from fusedrnn.backends.cuda import cuda_core_available
+from fusedrnn.backends.cuda.grid import grid_smem_bytes
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
-from fusedrnn.backends.cuda.model import (
-    ARCH_LIMITS,
-    CTA_MAX_HEAD_DIM,
-    FW_T_MIN_HEAD_DIM,
-    grid_smem_bytes,
-    kernel_shape,
-    smem_bytes,
-    split_shape,
-    split_smem_bytes,
-)
+from fusedrnn.backends.cuda.model import CTA_MAX_HEAD_DIM, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
+from fusedrnn.backends.cuda.resources import ARCH_LIMITS
+from fusedrnn.backends.cuda.split_k import split_shape, split_smem_bytes
 
 from .helpers import FUSED_GPU_SHAPES, TOL, check_backend, max_error, random_problem, run_with_grads
 
@@ -198,8 +192,8 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
     head beyond one CTA), the 16-bit kernels run over a cooperative grid of D / units CTAs: R's K steps in registers
     first (kr of each warp's kw), the rest in shared memory; the solver minimises a predicted step time. The launch
     refuses a call whose CTAs would not all be resident (one per SM)."""
+    from fusedrnn.backends.cuda.grid import grid_dims, grid_registers
     from fusedrnn.backends.cuda.kernels import CELL_IDS
-    from fusedrnn.backends.cuda.model import grid_dims, grid_registers
 
     h100, a100 = ARCH_LIMITS["sm_90a"], ARCH_LIMITS["sm_80"]
     for kind, cell, D, limits in [("forward", "lstm", 2048, h100), ("backward", "lstm", 2048, h100),
@@ -425,7 +419,6 @@ def test_cuda_gpu_split_forward_matches_reference(tiling, B, T, NH, dtype, monke
     every gradient, the backward as picked) and inference against the reference, with lengths where B > 1."""
     from fusedrnn.backends.cuda import planner
     from fusedrnn.backends.cuda.kernels import Variant
-    from fusedrnn.backends.cuda.model import split_shape
 
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("thread-block clusters: sm_90")

@@ -28,7 +28,7 @@ import fusedrnn
 from ..backends import BACKEND_ENV, Call, availability, backend_names, get_backend, select_backend
 from ..backends.cuda import cuda_core_available, nvrtc
 from ..backends.cuda.kernels import Variant, compile_variant, shipped_variants
-from ..backends.cuda.model import ARCH_LIMITS
+from ..backends.cuda.resources import ARCH_LIMITS
 from ..backends.fused import sm_count
 from ..cells import cell_names, get_cell
 

@@ -15,7 +15,8 @@ import re
 from importlib import resources
 
 from ...cells import get_cell
-from .model import ARCH_LIMITS, Limits, Shape, kernel_shape
+from .model import kernel_shape
+from .resources import ARCH_LIMITS, Limits, Shape
 
 CELLS = ("lstm", "gru", "elman", "slstm")
 CELL_IDS = {name: i for i, name in enumerate(CELLS)}  # CellOf<ID> in the generated cell table

@@ -22,7 +22,8 @@ import functools
 import torch
 
 from .kernels import Variant, variant
-from .model import SPLIT_ROWS, Limits, device_limits
+from .resources import Limits, device_limits
+from .split_k import SPLIT_ROWS
 
 __all__ = ["CallPlan", "DeviceFacts", "device_facts", "plan", "plan_kernel", "forced"]
 
