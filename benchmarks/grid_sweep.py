@@ -61,8 +61,9 @@ def main() -> None:
                 else:
                     ms = median_ms(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfinal), 10,
                                    warmup=3)
-            row = {"config": config, "variant": v.name, "grid": v.shape.grid, "warps": v.shape.warps,
-                   "kr": v.shape.kr, "ck": v.shape.ck, "ring": v.shape.stages, "smem_kb": v.shape.smem // 1024,
+            row = {"config": config, "variant": v.name, "grid": v.shape.ctas, "warps": v.shape.warps,
+                   "kr": v.shape.k_steps_in_registers, "ck": v.shape.k_steps_per_chunk,
+                   "ring": v.shape.chunks_in_flight, "smem_kb": v.shape.smem // 1024,
                    "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),
                    "us_per_step": round(1000 * ms / T, 3), "picked": picked == v.shape}
             rows.append(row)

@@ -62,8 +62,10 @@ def main() -> None:
                 errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
                 ms = median_ms(lambda: launch.forward(cell, x, R, b, state, None, False), 10, warmup=3)
                 ms_save = median_ms(lambda: launch.forward(cell, x, R, b, state, None, True), 10, warmup=3)
-            row = {"head": f"{cell}:{D}", "variant": v.name, "cluster": v.shape.cluster, "warps": v.shape.warps,
-                   "k_groups": v.shape.ksplit, "kr": v.shape.kr, "rows": v.shape.rows,
+            split = v.family == "split_k"  # else the forward shipped without split-K
+            row = {"head": f"{cell}:{D}", "variant": v.name, "cluster": v.shape.cluster_size, "warps": v.shape.warps,
+                   "k_groups": v.shape.k_groups if split else 0, "kr": v.shape.k_steps_in_registers if split else 0,
+                   "rows": v.shape.rows,
                    "smem_kb": round(v.shape.smem / 1024, 1),
                    "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),
                    "ms_save": round(ms_save, 3), "us_per_step": round(1000 * ms / T, 3),

@@ -37,10 +37,10 @@ needs_cuda_core = pytest.mark.skipif(cuda_core_available() is not None, reason=s
 def test_model_picks_most_warps_then_deepest_prefetch():
     h100 = ARCH_LIMITS["sm_90a"]
     shape = kernel_shape("forward", "lstm", 64, "bfloat16", h100)
-    assert (shape.nt, shape.warps, shape.stages) == (1, 8, 4)
+    assert (shape.family, shape.tiles_per_warp, shape.warps, shape.stages) == ("cta", 1, 8, 4)
     # D = 128 LSTM: 16 warps would leave 128 registers per thread, too few for R's 64 plus the rest
     shape = kernel_shape("forward", "lstm", 128, "bfloat16", h100)
-    assert (shape.nt, shape.warps) == (2, 8)
+    assert (shape.tiles_per_warp, shape.warps) == (2, 8)
     for kind in ("forward", "backward"):
         for cell in CELLS:
             for dtype in ("bfloat16", "float16", "float32"):
@@ -50,28 +50,32 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                         if isinstance(s, str):
                             continue
                         assert s.smem <= h100.smem_per_block
-                        assert (s.cluster > 1 or s.grid > 1) == (D > CTA_MAX_HEAD_DIM)
-                        if s.grid > 1:  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
-                            assert dtype != "float32" and rows == 16 and s.cluster == 1 and s.grid <= h100.sms
-                            assert s.smem == grid_smem_bytes(kind, cell, D, D // s.grid, s.warps, s.kr, s.ck, s.stages)
+                        assert (s.ctas_per_head > 1) == (D > CTA_MAX_HEAD_DIM)
+                        if s.family == "grid":  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
+                            assert dtype != "float32" and rows == 16 and s.cluster_size == 1 and s.ctas <= h100.sms
+                            assert s.smem == grid_smem_bytes(kind, cell, D, D // s.ctas, s.warps, s.k_steps_in_registers,
+                                                             s.k_steps_per_chunk, s.chunks_in_flight)
                             continue
-                        if s.ksplit:  # forward_split_k: 16-bit, 1 to 8 rows, over a cluster, K over the warps
+                        if s.family == "split_k":  # 16-bit, 1 to 8 rows, over a cluster, K over the warps
                             assert kind == "forward" and dtype != "float32" and rows <= 8 and s.cluster > 1
-                            assert s.warps % s.ksplit == 0 and (D // 16) % (2 * s.ksplit) == 0
-                            assert s == split_shape(cell, D, s.cluster, s.warps // s.ksplit, s.ksplit, s.kr, rows)
+                            assert s.warps == s.row_groups * s.k_groups and (D // 16) % (2 * s.k_groups) == 0
+                            assert s == split_shape(cell, D, s.cluster, s.row_groups, s.k_groups, s.k_steps_in_registers,
+                                                    rows)
                             # fewer rows: the 8-row tiling where they are a power of two (others may cost registers)
                             if rows & (rows - 1) == 0:
                                 eight = kernel_shape(kind, cell, D, dtype, h100, 8)
                                 assert s == dataclasses.replace(eight, rows=rows)
                             continue
                         assert rows >= 8, s  # fewer rows only for forward_split_k
-                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans, D // s.cluster,
-                                                    s.cluster, s.ksm)
-                        if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
-                            assert s.warps * 16 * s.nt == D
+                        trans = s.family in ("transposed", "cluster")
+                        ksm = s.k_steps_in_smem if s.family == "cluster" else 0
+                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, trans, D // s.cluster_size,
+                                                    s.cluster_size, ksm)
+                        if trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
+                            assert s.warps * 16 * s.tiles_per_warp == D
                         else:
-                            assert s.warps * 8 * s.nt * s.cluster == D
-                        assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
+                            assert s.warps * 8 * s.tiles_per_warp * s.cluster_size == D
+                        assert not trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
 
 
 def test_launch_rows_and_supports_agree(monkeypatch):
@@ -86,10 +90,10 @@ def test_launch_rows_and_supports_agree(monkeypatch):
     monkeypatch.setattr(planner, "device_facts", lambda index: facts)
     device = torch.device("cuda", 0)
     bw = planner.plan_kernel("backward", "gru", 128, torch.bfloat16, 16, 6, facts)
-    assert bw.shape.rows == 8 and bw.shape.trans and bw.name.startswith("backward_transposed<1, frnn::BF16, 128,")
+    assert bw.shape.rows == 8 and bw.family == "transposed" and bw.name.startswith("backward_transposed<1, frnn::BF16, 128,")
     fw = planner.plan_kernel("forward", "lstm", 128, torch.bfloat16, 16, 6, facts)
     assert fw.shape.rows == 8 and fw.name.startswith("forward_transposed<0, frnn::BF16, 128,")
-    assert not planner.plan_kernel("forward", "lstm", 64, torch.bfloat16, 16, 12, facts).shape.trans
+    assert planner.plan_kernel("forward", "lstm", 64, torch.bfloat16, 16, 12, facts).family == "cta"
     big = 23 * 8  # 6 heads x 23 tiles of 8 rows > 132 SMs: 16 rows
     assert "no backward tiling of gru" in planner.plan_kernel("backward", "gru", 128, torch.bfloat16, big, 6, facts)
     assert planner.plan_kernel("forward", "gru", 128, torch.bfloat16, big, 6, facts).shape.rows == 16
@@ -144,11 +148,11 @@ def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
             if D < 128 or cell == "elman":
                 assert ("forward", cell, "float16", D) in have and ("backward", cell, "bfloat16", D) in have
     assert all(("keeps R in" in line or "holds R" in line) for line in refused)
-    clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster > 1}
+    clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster_size > 1}
     for cell in CELLS:  # 3 x 256 (issue 8) in every cell, 16-bit, forward and backward
         assert (cell, "bfloat16", 256) in clustered and (cell, "float16", 256) in clustered
         assert variant("backward", cell, "bfloat16", 256, ARCH_LIMITS["sm_90a"], 8).name.startswith("backward_cluster<")
-    assert not any(v.shape.cluster > 1 for v in shipped_variants("sm_80")[0])
+    assert not any(v.shape.cluster_size > 1 for v in shipped_variants("sm_80")[0])
 
 
 def test_model_splits_wide_heads_over_the_smallest_cluster():
@@ -156,7 +160,7 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     carries the cluster size; the launch counts its CTAs against the SMs when it picks the batch rows."""
     h100 = ARCH_LIMITS["sm_90a"]
     shape = kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8)
-    assert (shape.cluster, shape.warps, shape.nt, shape.trans) == (4, 8, 1, True)  # 2 CTAs: 16 warps, 188 regs
+    assert (shape.family, shape.cluster, shape.warps, shape.tiles_per_warp) == ("cluster", 4, 8, 1)  # 2 CTAs: 16 warps, 188 regs
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
     assert v.name == "forward_cluster<0, frnn::BF16, 256, 1, 4, 8, 4, 0>" and v.shape.cluster == 4
@@ -164,27 +168,29 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     # forward runs forward_split_k: K split over 4 x 2 warps, each warp's first kr K steps of R in registers and the
     # rest in shared memory; the tiling by the predicted step time
     shape = kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8)
-    assert (shape.cluster, shape.warps, shape.ksplit, shape.rows) == (16, 8, 2, 8) and 0 < shape.kr < 24, shape
-    assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, shape.kr) <= h100.smem_per_block
-    assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - shape.kr) * 8 * 3 * 512
+    kr = shape.k_steps_in_registers
+    assert (shape.cluster, shape.warps, shape.k_groups, shape.rows) == (16, 8, 2, 8) and 0 < kr < 24, shape
+    assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, kr) <= h100.smem_per_block
+    assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - kr) * 8 * 3 * 512
     v = variant("forward", "lstm", "bfloat16", 768, h100, 8)
-    assert v.name == f"forward_split_k<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}, 8>"
+    assert v.name == f"forward_split_k<0, frnn::BF16, 768, 16, 4, 2, {kr}, 8>"
     # and in 1 to 7 batch rows per CTA (the same tiling), not in fewer rows where the forward is another kernel
     assert variant("forward", "lstm", "bfloat16", 768, h100, 4).name == v.name[:-2] + "4>"
     assert "only the forward over a cluster with K split" in kernel_shape("forward", "lstm", 256, "bfloat16", h100, 4)
     # Elman D = 512 fits the registers of 8 CTAs, but the split kernel measured faster there
-    assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).ksplit > 0
-    assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).ksplit == 0
+    assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).family == "split_k"
+    assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).family == "cluster"
     # not in 16 rows (the grid kernel there, or the streamed forward_transposed), not in float32 (no streamed or split
     # variant), and the backward over a cluster keeps all of R in registers: refused there
-    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).grid > 1  # 16 rows: the grid kernel
+    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).family == "grid"  # 16 rows: the grid kernel
     streamed = kernel_shape("forward", "lstm", 384, "bfloat16", h100, 16)
-    assert streamed.cluster == 8 and 0 < streamed.ksm < 384 // 16 and streamed.ksplit == 0
-    assert streamed.smem == smem_bytes("forward", "lstm", 384, "bfloat16", 2, 16, True, 48, 8, streamed.ksm)
+    ksm = streamed.k_steps_in_smem
+    assert streamed.family == "cluster" and streamed.cluster == 8 and 0 < ksm < 384 // 16
+    assert streamed.smem == smem_bytes("forward", "lstm", 384, "bfloat16", 2, 16, True, 48, 8, ksm)
     assert isinstance(kernel_shape("forward", "lstm", 768, "float32", h100, 8), str)
     assert isinstance(kernel_shape("backward", "lstm", 768, "bfloat16", h100, 8), str)
     # beyond 768 (not measured) the split kernel is not used
-    assert kernel_shape("forward", "elman", 1024, "bfloat16", h100, 8).ksplit == 0
+    assert kernel_shape("forward", "elman", 1024, "bfloat16", h100, 8).family != "split_k"
 
 
 def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
@@ -200,32 +206,33 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
                                   ("backward", "lstm", 768, h100), ("forward", "gru", 1024, h100),
                                   ("forward", "lstm", 256, a100), ("backward", "slstm", 768, a100)]:
         s = kernel_shape(kind, cell, D, "bfloat16", limits)
-        assert s.grid > 1 and s.cluster == 1 and D % s.grid == 0 and s.grid <= limits.sms, (kind, cell, D, s)
-        ks, ntl = grid_dims(kind, cell, D, D // s.grid)
+        assert s.family == "grid" and D % s.ctas == 0 and s.ctas <= limits.sms, (kind, cell, D, s)
+        kr, ck, ring = s.k_steps_in_registers, s.k_steps_per_chunk, s.chunks_in_flight
+        ks, ntl = grid_dims(kind, cell, D, D // s.ctas)
         kw = ks // s.warps
-        assert ks % s.warps == 0 and 1 <= s.kr <= kw and kw % s.ck == 0 and 2 <= s.stages <= kw // s.ck
-        assert s.registers == grid_registers(kind, cell, D, D // s.grid, s.kr, -(-16 * D // s.grid //
+        assert ks % s.warps == 0 and 1 <= kr <= kw and kw % ck == 0 and 2 <= ring <= kw // ck
+        assert s.registers == grid_registers(kind, cell, D, D // s.ctas, kr, -(-16 * D // s.ctas //
                                              (32 * s.warps))) <= 255
         assert s.smem <= limits.smem_per_block
         v = variant(kind, cell, "bfloat16", D, limits)
         assert v.name == (f"{kind}_grid<{CELL_IDS[cell]}, frnn::BF16, {D}, "
-                          f"{D // s.grid}, {s.warps}, {s.kr}, {s.ck}, {s.stages}>")
+                          f"{D // s.ctas}, {s.warps}, {kr}, {ck}, {ring}>")
     # LSTM 2048 (32 MB of R): 128 CTAs of 16 units, part of R in shared memory
     s = kernel_shape("forward", "lstm", 2048, "bfloat16", h100)
-    assert (s.grid, s.warps) == (128, 8) and s.kr < 2048 // 16 // 8
-    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster == 16  # a cluster where one fits
+    assert (s.ctas, s.warps) == (128, 8) and s.k_steps_in_registers < 2048 // 16 // 8
+    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster_size == 16  # a cluster where one fits
     assert "16-bit only" in kernel_shape("forward", "lstm", 2048, "float32", h100)
 
     from fusedrnn.backends.cuda import planner
     from fusedrnn.backends.cuda.planner import DeviceFacts
 
     facts = DeviceFacts(0, ARCH_LIMITS["sm_90a"], resident=((8, 132 // 8), (16, 7)))
-    assert planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 16, 1, facts).shape.grid == 128
+    assert planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 16, 1, facts).shape.ctas == 128
     reason = planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 17, 1, facts)  # 2 tiles x 128 CTAs
     assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
     # LSTM 768 trains: forward over a cluster (3 rows), backward over a grid (16 rows)
     assert planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, 16, 1, facts).shape.cluster == 16
-    assert planner.plan_kernel("backward", "lstm", 768, torch.bfloat16, 16, 1, facts).shape.grid > 1
+    assert planner.plan_kernel("backward", "lstm", 768, torch.bfloat16, 16, 1, facts).family == "grid"
 
 
 @needs_cuda_core
@@ -362,7 +369,7 @@ def test_cuda_gpu_cluster_forward_matches_reference(cell, D, B, T, NH, dtype):
         pytest.skip("thread-block clusters: sm_90")
     assert _supported(cell, B, T, NH, D, dtype, requires_grad=False) is None
     found = _picked("forward", cell, D, dtype, B, NH)
-    assert found.shape.cluster > 1, found
+    assert found.shape.cluster_size > 1, found
     lengths = torch.randint(0, T + 1, (B,), dtype=torch.int32) if B > 1 else None
     _inference_matches_reference(cell, B, T, NH, D, dtype, lengths)
 
@@ -397,7 +404,7 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
         assert "registers" in reason or "SMs" in reason, reason
         pytest.skip(reason)
     picked = _picked("backward", cell, D, dtype, B, NH).shape
-    assert picked.cluster > 1 or picked.grid > 1, picked
+    assert picked.ctas_per_head > 1, picked
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
 
@@ -454,8 +461,8 @@ def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monk
     if reason is not None:  # heads x batch tiles x CTAs beyond the SMs
         assert "SMs" in reason, reason
         pytest.skip(reason)
-    assert _picked("forward", cell, D, dtype, B, NH).shape.grid > 1
-    assert _picked("backward", cell, D, dtype, B, NH).shape.grid > 1
+    assert _picked("forward", cell, D, dtype, B, NH).family == "grid"
+    assert _picked("backward", cell, D, dtype, B, NH).family == "grid"
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
     _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)

@@ -257,11 +257,10 @@ def cuda_report(call: Call) -> dict[str, object]:
 
 
 def variant_entry(v: Variant, call: Call) -> dict[str, object]:
-    """One cuda variant's launch for ``call``: heads x batch tiles x CTAs per head, and the model's shape (whose own
-    ``grid`` field counts a cooperative grid's CTAs per head, hence kept apart from the launch grid)."""
-    return {"kernel": v.name, "heads": call.num_heads, "batch_tiles": -(-call.batch // v.shape.rows),
-            "ctas_per_head": max(v.shape.cluster, v.shape.grid), "threads": v.threads,
-            "shape": dataclasses.asdict(v.shape)}
+    """One cuda variant's launch for ``call``: heads x batch tiles x CTAs per head, and the family's shape."""
+    return {"kernel": v.name, "family": v.family, "heads": call.num_heads,
+            "batch_tiles": -(-call.batch // v.shape.rows), "ctas_per_head": v.shape.ctas_per_head,
+            "threads": v.threads, "shape": dataclasses.asdict(v.shape)}
 
 
 def collect(call: Call) -> dict[str, object]:
@@ -333,7 +332,8 @@ def format_report(data: dict[str, object]) -> str:
             shape = entry["shape"]
             lines.append(f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['heads']} heads x "
                          f"{entry['batch_tiles']} tiles of {shape['rows']} rows x {entry['ctas_per_head']} CTAs "
-                         f"per head, {entry['threads']} threads, {shape['stages']}-stage prefetch, "
+                         f"per head, {entry['threads']} threads, {entry['family']} family, "
+                         + (f"{shape['stages']}-stage prefetch, " if "stages" in shape else "") +
                          f"{shape['smem'] // 1024} KB shared memory, ~{shape['registers']} registers per thread "
                          "(model)")
     if "error" in launch:

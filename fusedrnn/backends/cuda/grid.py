@@ -6,10 +6,39 @@ exchanged operand's chunks in flight; its objective is a predicted step time (ca
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 from ...cells import get_cell
 from ...tune import Model
 from .calibration import value
 from .resources import Limits, Shape
+
+
+@dataclasses.dataclass(frozen=True)
+class GridShape(Shape):
+    """forward_grid / backward_grid: the head over a cooperative grid of ``ctas`` CTAs of D / ctas units each,
+    ``k_steps_in_registers`` K steps of R per warp in registers (KR, the rest in shared memory), the exchanged operand
+    in chunks of ``k_steps_per_chunk`` K steps (CK), ``chunks_in_flight`` of them (NB)."""
+
+    ctas: int
+    k_steps_in_registers: int
+    k_steps_per_chunk: int
+    chunks_in_flight: int
+    family: ClassVar[str] = "grid"
+
+    @property
+    def cooperative(self) -> bool:
+        return True
+
+    @property
+    def ctas_per_head(self) -> int:
+        return self.ctas
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        return (f"{head_dim // self.ctas}, {self.warps}, {self.k_steps_in_registers}, {self.k_steps_per_chunk}, "
+                f"{self.chunks_in_flight}")
+
 
 GRID_OVERHEAD = value("GRID_OVERHEAD")
 GRID_WARPS = (4, 8, 16)
@@ -76,7 +105,7 @@ def problem(kind: str, cell_name: str, D: int, limits: Limits) -> Model:
     return m
 
 
-def fit(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
+def fit(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> GridShape | str:
     """A head over a cooperative grid (forward_grid / backward_grid), or why not."""
     if dtype_name == "float32":
         return "the cooperative-grid kernels are 16-bit only"
@@ -90,9 +119,10 @@ def fit(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows
     return grid_shape_of(kind, cell_name, D, result.solution)
 
 
-def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> Shape:
-    """The Shape of a solution ``v`` of the grid problem (16 rows; ``stages``: the chunks in flight)."""
+def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> GridShape:
+    """The shape of a solution ``v`` of the grid problem (16 rows)."""
     units, warps, kr, ck, ring = v["units"], v["warps"], v["kr"], v["ck"], v["ring"]
-    return Shape(nt=1, stages=ring, warps=warps, rows=16, registers=grid_registers(kind, cell_name, D, units, kr,
-                 v["elements_per_thread"]), smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring),
-                 grid=D // units, kr=kr, ck=ck)
+    return GridShape(warps=warps, rows=16, ctas=D // units, k_steps_in_registers=kr, k_steps_per_chunk=ck,
+                     chunks_in_flight=ring, registers=grid_registers(kind, cell_name, D, units, kr,
+                                                                      v["elements_per_thread"]),
+                     smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring))

@@ -105,27 +105,14 @@ class Variant:
     @property
     def family(self) -> str:
         """The kernel family (a key of FAMILY_SOURCES)."""
-        if self.shape.grid > 1:
-            return "grid"
-        if self.shape.ksplit:
-            return "split_k"
-        if self.shape.cluster > 1:
-            return "cluster"
-        return "transposed" if self.shape.trans else "cta"
+        return self.shape.family
 
     @property
     def name(self) -> str:
-        """The name expression NVRTC instantiates, e.g. ``forward_cta<0, frnn::BF16, 64, 1, 4, 16>``."""
-        s, family = self.shape, self.family
-        head = f"{self.kind}_{family}<{cell_id(self.cell)}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}"
-        if family == "grid":
-            return f"{head}, {self.head_dim // s.grid}, {s.warps}, {s.kr}, {s.ck}, {s.stages}>"
-        if family == "split_k":
-            return f"{head}, {s.cluster}, {s.warps // s.ksplit}, {s.ksplit}, {s.kr}, {s.rows}>"
-        cluster = ""
-        if family == "cluster":
-            cluster = f", {s.cluster}, {s.ksm}" if self.kind == "forward" else f", {s.cluster}"
-        return f"{head}, {s.nt}, {s.stages}, {s.rows}{cluster}>"
+        """The name expression NVRTC instantiates, e.g. ``forward_cta<0, frnn::BF16, 64, 1, 4, 16>``: the family's
+        kernel with (cell, element type, D) and its shape's template arguments."""
+        return (f"{self.kind}_{self.family}<{cell_id(self.cell)}, {ELEMENT_TYPES[self.dtype]}, {self.head_dim}, "
+                f"{self.shape.template_args(self.kind, self.head_dim)}>")
 
     @property
     def threads(self) -> int:

@@ -84,7 +84,7 @@ class _Loaded:
         self.kernel = self.module.get_kernel(compiled.symbol.encode())  # the mangled name, as bytes
         if v.shape.smem > _DEFAULT_SMEM:
             _set_attribute(self.kernel, "MAX_DYNAMIC_SHARED_SIZE_BYTES", v.shape.smem, device.index or 0)
-        if v.shape.cluster > 8:  # beyond the portable cluster size
+        if v.shape.cluster_size > 8:  # beyond the portable cluster size
             _set_attribute(self.kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device.index or 0)
         self.variant = v
         self.configs: dict[tuple[int, int], object] = {}
@@ -98,9 +98,10 @@ class _Loaded:
         config = self.configs.get(grid)
         if config is None:
             shape = self.variant.shape
-            extra = {"cluster": (shape.cluster, 1, 1)} if shape.cluster > 1 else {}  # grid then counts clusters
-            dims = (shape.grid, *grid) if shape.grid > 1 else grid
-            if shape.grid > 1:
+            # with a cluster the grid counts clusters
+            extra = {"cluster": (shape.cluster_size, 1, 1)} if shape.cluster_size > 1 else {}
+            dims = (shape.ctas_per_head, *grid) if shape.cooperative else grid
+            if shape.cooperative:
                 extra["is_cooperative"] = True
             config = self.configs[grid] = LaunchConfig(grid=dims, block=self.variant.threads, shmem_size=shape.smem,
                                                        **extra)
@@ -111,7 +112,7 @@ def grid_buffers(v: Variant, kind: str, cell_name: str, num_heads: int, tiles: i
     """The arguments a grid kernel adds: per (head, batch tile) two exchange buffers of the step's A operand (16
     rows x K, 16-bit, fragment order) and a barrier counter, zeroed (the kernel's barriers count up from 0); none
     for other kernels."""
-    if v.shape.grid == 1:
+    if not v.shape.cooperative:
         return ()
     K = v.head_dim if kind == "forward" else get_cell(cell_name).num_gates_r * v.head_dim
     xchg = torch.empty(num_heads * tiles * 2 * 16 * K, dtype=torch.int16, device=device)
@@ -208,7 +209,7 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     # the kernels' per-tile partial sums of db: 8 rows (a thread's rows summed), over a cluster or a grid one per
     # batch row
     shape = loaded.variant.shape
-    part_rows = shape.rows if shape.cluster > 1 or shape.grid > 1 else 8
+    part_rows = shape.rows if shape.ctas_per_head > 1 else 8
     db_part = empty(tiles * part_rows, GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     extra = grid_buffers(loaded.variant, "backward", cell_name, NH, tiles, R.device)

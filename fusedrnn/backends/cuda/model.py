@@ -42,7 +42,9 @@ The architecture limits come from the device at run time (``torch.cuda.get_devic
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import ClassVar
 
 from ...cells import get_cell
 from ...tune import Model
@@ -63,6 +65,46 @@ MAX_STAGES = 4
 CTA_MAX_HEAD_DIM = 128
 NT_CHOICES = (1, 2, 4)
 CLUSTER_SIZES = (2, 4, 8, 16)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class CtaShape(Shape):
+    """forward_cta / backward_cta: one CTA per (head, batch tile), ``tiles_per_warp`` tiles of 8 hidden units per warp
+    (NT), ``stages`` steps of inputs in flight in the shared-memory ring."""
+
+    tiles_per_warp: int
+    stages: int
+    family: ClassVar[str] = "cta"
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        return f"{self.tiles_per_warp}, {self.stages}, {self.rows}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransposedShape(CtaShape):
+    """forward_transposed / backward_transposed (R · hᵀ; dhᵀ = Rᵀ · dpᵀ): as CtaShape, the backward's tiles of 16
+    units."""
+
+    family: ClassVar[str] = "transposed"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterShape(CtaShape):
+    """forward_cluster / backward_cluster: the head over ``cluster`` CTAs of D / cluster units each (the transposed
+    kernels' tiling); the forward keeps ``k_steps_in_smem`` K steps of R per warp in shared memory (KSM)."""
+
+    cluster: int = 2
+    k_steps_in_smem: int = 0
+    family: ClassVar[str] = "cluster"
+
+    @property
+    def cluster_size(self) -> int:
+        return self.cluster
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        tail = f", {self.k_steps_in_smem}" if kind == "forward" else ""
+        return f"{self.tiles_per_warp}, {self.stages}, {self.rows}, {self.cluster}{tail}"
 
 
 def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False,
@@ -214,7 +256,7 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
     if rows < 8:  # only forward_split_k, where it is the 8-row forward
         eight = kernel_shape(kind, cell_name, D, dtype_name, limits, 8, exclude)
-        split = isinstance(eight, Shape) and eight.ksplit and split_k.fit(cell_name, D, dtype_name, limits, rows)
+        split = isinstance(eight, split_k.SplitKShape) and split_k.fit(cell_name, D, dtype_name, limits, rows)
         return split or f"{rows} batch rows per CTA: only the forward over a cluster with K split over the warps"
     if D > CTA_MAX_HEAD_DIM:
         return _cluster_shape(kind, cell_name, D, dtype_name, limits, rows, exclude)
@@ -223,7 +265,7 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
     if shape is None:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=False)
-    if kind == "backward" and (shape is None or shape.nt > 1):
+    if kind == "backward" and (shape is None or shape.tiles_per_warp > 1):
         # backward_transposed: 16 units per warp tile, so the same warps at half the MMAs where backward_cta needs
         # NT >= 2 (D = 128); taken when it has at least as many warps
         alt = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
@@ -248,7 +290,7 @@ def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: L
     shape = None
     if clusters:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
-    if clusters and kind == "forward" and (shape is None or shape.cluster >= 8) and "split_k" not in exclude:
+    if clusters and kind == "forward" and (shape is None or shape.cluster_size >= 8) and "split_k" not in exclude:
         # R beyond the cluster's registers, or in the registers of 8 CTAs or more (Elman D = 384 / 512, measured
         # faster split): forward_split_k, K over the warps
         shape = split_k.fit(cell_name, D, dtype_name, limits, rows) or shape
@@ -268,7 +310,7 @@ def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: L
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-           clusters: tuple[int, ...] = (), streamed: bool = False) -> Shape | None:
+           clusters: tuple[int, ...] = (), streamed: bool = False) -> CtaShape | None:
     result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, clusters, streamed).solve()
     if result.solution is None:
         return None
@@ -277,6 +319,8 @@ def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, r
     ksm = result.solution.get("ksm", 0)
     regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, D // cluster // 16,
                          result.solution.get("pairs_per_thread"), ksm)
-    return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
-                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm),
-                 registers=regs, trans=trans, cluster=cluster, ksm=ksm)
+    common = dict(tiles_per_warp=nt, stages=stages, warps=warps, rows=rows, registers=regs,
+                  smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm))
+    if clusters:
+        return ClusterShape(**common, cluster=cluster, k_steps_in_smem=ksm)
+    return TransposedShape(**common) if trans else CtaShape(**common)

@@ -134,17 +134,18 @@ def _pick(kind: str, cell_name: str, head_dim: int, dtype: str, batch: int, num_
     of clusters, then the fewest rows (less to exchange per step)."""
     limits, sms = facts.limits, facts.limits.sms
     found = variant(kind, cell_name, dtype, head_dim, limits, 8)
-    if not isinstance(found, str) and found.shape.ksplit:
+    if not isinstance(found, str) and found.family == "split_k":
         return _fewest_waves(kind, cell_name, head_dim, dtype, batch, num_heads, facts)
-    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sms:
+    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster_size <= sms:
         return found
     wide = variant(kind, cell_name, dtype, head_dim, limits, 16)
-    if not isinstance(wide, str) and wide.shape.grid > 1 and num_heads * -(-batch // 16) * wide.shape.grid > sms:
+    ctas = num_heads * -(-batch // 16) * (wide.shape.ctas_per_head if not isinstance(wide, str) else 0)
+    if not isinstance(wide, str) and wide.shape.cooperative and ctas > sms:
         # a cooperative grid's CTAs must all be resident: one per SM
         wide = (f"no {kind} variant of {cell_name} with head_dim {head_dim} fits this call: the cooperative grid "
                 f"needs every CTA resident, {num_heads} heads x {-(-batch // 16)} batch tiles of 16 x "
-                f"{wide.shape.grid} CTAs > {sms} SMs")
-    if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster > 1:
+                f"{wide.shape.ctas_per_head} CTAs > {sms} SMs")
+    if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster_size > 1:
         return found  # 8 rows in several waves of clusters
     return wide
 
@@ -159,6 +160,6 @@ def _fewest_waves(kind: str, cell_name: str, head_dim: int, dtype: str, batch: i
         if isinstance(v, str):
             continue
         clusters = num_heads * -(-batch // rows)
-        waves = -(-clusters // facts.clusters_resident(v.shape.cluster))
+        waves = -(-clusters // facts.clusters_resident(v.shape.cluster_size))
         options.append((waves, rows, v))
     return min(options, key=lambda option: option[:2])[2]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +45,32 @@ def device_limits(device_index: int) -> Limits:
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    """A kernel's launch shape: NT unit tiles per warp, STAGES prefetch depth, ROWS batch rows per CTA, and what
-    they cost."""
+    """What every kernel family's shape gives the launch: warps and batch rows per CTA, dynamic shared memory and the
+    model's registers per thread. Each family's shape (model.py, split_k.py, grid.py) adds its own fields and the
+    template arguments of its kernels after (cell, element type, D)."""
 
-    nt: int
-    stages: int
     warps: int
-    rows: int
+    rows: int  # batch rows per CTA
     smem: int  # bytes of dynamic shared memory
     registers: int  # the model's estimate per thread
-    trans: bool = False  # forward_transposed / backward_transposed (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
-    cluster: int = 1  # CTAs per head (forward_transposed / backward_cluster over a cluster), D / cluster units each
-    ksm: int = 0  # K steps of R per warp read from shared memory each step (forward_transposed over a cluster)
-    grid: int = 1  # CTAs per head of a cooperative grid (forward_grid / backward_grid), D / grid units each
-    kr: int = 0  # the grid kernels: K steps of R per warp in registers (the rest in shared memory)
-    ck: int = 0  # the grid kernels: K steps per chunk of the exchanged operand (``stages`` chunks in flight)
-    ksplit: int = 0  # forward_split_k (over a cluster): groups of warps K is split over (warps / ksplit row groups)
+    family: ClassVar[str] = ""
+
+    @property
+    def cluster_size(self) -> int:
+        """CTAs per thread-block cluster (1: no cluster)."""
+        return 1
+
+    @property
+    def cooperative(self) -> bool:
+        """Launched as a cooperative grid (every CTA resident)."""
+        return False
+
+    @property
+    def ctas_per_head(self) -> int:
+        return self.cluster_size
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        raise NotImplementedError
 
 
 def elt_bytes(dtype_name: str) -> int:

@@ -5,10 +5,33 @@ gives the shape, or None where the problem has no solution."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 from ...cells import get_cell
 from ...tune import Model
 from .calibration import value
 from .resources import Limits, Shape
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitKShape(Shape):
+    """forward_split_k: the head over ``cluster`` CTAs, ``row_groups`` x ``k_groups`` warps (gate rows x K),
+    ``k_steps_in_registers`` K steps of R per warp in registers (KR), the rest in shared memory."""
+
+    cluster: int
+    row_groups: int
+    k_groups: int
+    k_steps_in_registers: int
+    family: ClassVar[str] = "split_k"
+
+    @property
+    def cluster_size(self) -> int:
+        return self.cluster
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        return f"{self.cluster}, {self.row_groups}, {self.k_groups}, {self.k_steps_in_registers}, {self.rows}"
+
 
 SPLIT_WARPS, SPLIT_CLUSTERS = value("SPLIT_WARPS"), value("SPLIT_CLUSTERS")
 SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
@@ -73,23 +96,25 @@ def problem(cell_name: str, D: int, limits: Limits, odd_rows: int = 0) -> Model:
     return m
 
 
-def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int, rows: int = 8) -> Shape:
-    """forward_split_k's Shape: ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr`` K steps
+def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int,
+                rows: int = 8) -> SplitKShape:
+    """forward_split_k's shape: ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr`` K steps
     of R per warp in registers, ``rows`` (1 to 8) batch rows per CTA."""
     units, warps = D // cluster, row_groups * k_groups
     mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
     near_all = int(kr >= D // 16 // k_groups - 1)
     per_thread = -(-rows * units // (64 * warps))
-    return Shape(nt=1, stages=2, warps=warps, rows=rows, cluster=cluster, kr=kr, ksplit=k_groups,
-                 registers=split_registers(cell_name, mpw, kr, per_thread, near_all, _odd_rows(rows)),
-                 smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
+    return SplitKShape(warps=warps, rows=rows, cluster=cluster, row_groups=row_groups, k_groups=k_groups,
+                       k_steps_in_registers=kr,
+                       registers=split_registers(cell_name, mpw, kr, per_thread, near_all, _odd_rows(rows)),
+                       smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
 
 
 def _odd_rows(rows: int) -> int:
     return int(rows & (rows - 1) != 0)
 
 
-def fit(cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | None:
+def fit(cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> SplitKShape | None:
     """forward_split_k where the problem has a solution (16-bit, SPLIT_ROWS rows, clusters), else None."""
     if dtype_name == "float32" or rows not in SPLIT_ROWS or limits.max_cluster < 2 or D > SPLIT_MAX_HEAD_DIM:
         return None
