@@ -24,8 +24,8 @@ import torch
 
 from ...cells import get_cell
 from ..fused import dx_of, empty, sm_count
+from . import planner  # through the module: tests and sweeps replace planner.device_facts
 from .kernels import Variant, compile_variant
-from .planner import device_facts, plan_kernel
 
 LOGGER = logging.getLogger("fusedrnn")
 
@@ -56,7 +56,7 @@ def cluster_capacity(device_index: int, cluster: int) -> int:
         device = torch.device("cuda", device_index)
         probe = compile_kernel(_PROBE_SOURCE, "cluster_probe", arch_of(device))
         kernel = ObjectCode.from_cubin(probe.cubin).get_kernel(probe.symbol.encode())
-        smem = device_facts(device_index).limits.smem_per_block
+        smem = planner.device_facts(device_index).limits.smem_per_block
         _set_attribute(kernel, "MAX_DYNAMIC_SHARED_SIZE_BYTES", smem, device_index)
         if cluster > 8:
             _set_attribute(kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device_index)
@@ -158,7 +158,7 @@ _LOADED: dict[tuple[int, str], _Loaded] = {}
 
 def _loaded(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
             num_heads: int) -> _Loaded:
-    v = plan_kernel(kind, cell_name, head_dim, dtype, batch, num_heads, device_facts(device.index or 0))
+    v = planner.plan_kernel(kind, cell_name, head_dim, dtype, batch, num_heads, planner.device_facts(device.index or 0))
     if isinstance(v, str):  # the backend's supports() refused this call; reaching here is a bug
         raise ValueError(f"backend 'cuda' cannot run this call: {v}")
     key = (device.index or 0, v.name)
