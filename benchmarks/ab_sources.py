@@ -1,15 +1,14 @@
-"""A/B timing of kernel sources: each version in its own process, the versions interleaved over rounds.
+"""A/B timing of two trees of fusedrnn: each version in its own process, the versions interleaved over rounds.
 
-A version is NAME=PATH: a .cu file replaces the cuda backend's rnn.cu (fusedrnn.backends.cuda.kernels.source),
-optionally with :STAGES to cap the model's prefetch depth; a directory holding a copy of the package
-(DIR/fusedrnn) is imported instead of this checkout, with its own kernel sources and models (a tree against
-another). Configs are [BACKEND/]CELL:NHxD (backend
-cuda unless named), B = 16, T = 1024, bf16, fw (no autograd) and fwbw, timed as ``fusedrnn bench`` times them
-(fusedrnn.cli.bench.measure: CUDA events, median). Each process first runs 2 s of GEMMs so that the clocks
-are up. Rows go to OUT (JSON lines); the table shows each version's fastest round.
+A version is NAME=DIR[:STAGES]: DIR holds a copy of the package (DIR/fusedrnn, e.g. an older commit unpacked with
+``git archive``), imported instead of this checkout; STAGES caps the cuda model's prefetch depth. Configs are
+[BACKEND/]CELL:NHxD (backend cuda unless named), B = 16, T = 1024, bf16, fw (no autograd) and fwbw, timed as
+``fusedrnn bench`` times them (fusedrnn.cli.bench.measure: CUDA events, median). Each process first runs 2 s of
+GEMMs so that the clocks are up. Rows go to OUT (JSON lines); the table shows each version's fastest round and the
+spread of its rounds. The default configs are BENCHMARKS.md's protocol shapes.
 
-    python benchmarks/ab_sources.py ab.jsonl base=old_rnn.cu new=fusedrnn/backends/cuda/rnn.cu --rounds 3
-    python benchmarks/ab_sources.py ab.jsonl old=/tmp/old_tree new=. --configs triton/slstm:12x64
+    git archive BASE | tar -x -C /tmp/base
+    python benchmarks/ab_sources.py ab.jsonl base=/tmp/base new=. --rounds 3
 """
 
 from __future__ import annotations
@@ -21,25 +20,22 @@ import subprocess
 import sys
 import time
 
-DEFAULT_CONFIGS = "lstm:12x64,slstm:12x64,lstm:6x128"
+DEFAULT_CONFIGS = ",".join([f"{c}:{h}" for h in ("12x64", "1x768") for c in ("lstm", "gru", "elman", "slstm")]
+                           + ["lstm:3x256"])
 
 
 def _child(name: str, path: str, configs: list[str], out: str) -> None:
     path, _, stages = path.partition(":")
-    tree = os.path.isdir(path)
-    if tree:  # that tree's package, its own kernel sources and model
-        sys.path.insert(0, os.path.abspath(path))
+    if not os.path.isdir(os.path.join(path, "fusedrnn")):
+        raise SystemExit(f"version {name}: expected a directory holding fusedrnn/, got {path!r}")
+    sys.path.insert(0, os.path.abspath(path))
     import torch
 
+    from fusedrnn.backends.cuda import model
     from fusedrnn.cli.bench import Shape, fusedrnn_case, measure
 
-    if not tree:
-        from fusedrnn.backends.cuda import kernels, model
-
-        source = open(path).read()
-        kernels.source = lambda: source
-        if stages:
-            model.MAX_STAGES = int(stages)
+    if stages:
+        model.MAX_STAGES = int(stages)
     device = torch.device("cuda")
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     start = time.time()
@@ -69,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="JSON-lines file the rows are appended to")
-    parser.add_argument("versions", nargs="+", help="NAME=PATH[:STAGES]")
+    parser.add_argument("versions", nargs="+", help="NAME=DIR[:STAGES]")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"comma-separated (default {DEFAULT_CONFIGS})")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.versions:
         name, sep, path = spec.partition("=")
         if not sep:
-            parser.error(f"versions: expected NAME=PATH, got {spec!r}")
+            parser.error(f"versions: expected NAME=DIR, got {spec!r}")
         versions.append((name, path))
     for _ in range(args.rounds):
         for name, path in versions:
@@ -88,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for name, _ in versions:
             times = [r["ms"] for r in rows if (r["config"], r["mode"]) == key and r["version"] == name and "ms" in r]
-            cells.append(f"{min(times):.3f}" if times else "error")
+            cells.append(f"{min(times):.3f} (+{max(times) - min(times):.3f})" if times else "error")
         print(*key, *cells)
     return 0
 

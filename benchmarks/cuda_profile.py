@@ -1,5 +1,5 @@
 """One forward and one forward + backward of the cuda backend at the bar's shape (after a warm-up), for a profiler:
-    ncu --section WarpStateStats -k regex:rnn_ -c 2 python benchmarks/cuda_profile.py [CELL] [NHxD]
+    ncu --section WarpStateStats -k regex:"(forward|backward)_" -c 2 python benchmarks/cuda_profile.py [CELL] [NHxD]
 The calls are ``fusedrnn bench``'s fw / fwbw (``fusedrnn_case``)."""
 
 import sys

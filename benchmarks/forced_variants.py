@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from fusedrnn.backends.cuda import launch
+from fusedrnn.backends.cuda import launch, planner
 from fusedrnn.backends.cuda.kernels import Variant, compile_variant
 
 
@@ -20,11 +20,8 @@ def compile_variants(variants: list[Variant], device) -> list:
 
 @contextlib.contextmanager
 def forced(v: Variant):
-    """Within: launch's calls run ``v`` (loaded afresh on device 0), whatever the model would pick."""
+    """Within: the backend's calls of ``v``'s kind run ``v`` (loaded afresh on device 0), whatever the model would
+    pick (``planner.forced``)."""
     launch._LOADED.pop((0, v.name), None)
-    original = launch.pick_variant
-    launch.pick_variant = lambda *a: v
-    try:
+    with planner.forced(**{v.kind: v}):
         yield
-    finally:
-        launch.pick_variant = original

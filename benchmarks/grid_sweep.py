@@ -1,4 +1,4 @@
-"""Time the cooperative-grid kernels (rnn_forward_g / rnn_backward_g) over the tilings the resource model admits:
+"""Time the cooperative-grid kernels (forward_grid / backward_grid) over the tilings the resource model admits:
 for each (kind, cell, D), every (units, warps) of the model's solutions with its most K steps of R in registers and
 of A in flight, each kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16, T = 1024, bf16), and which
 one the model picks. The data behind the grid problem's objective (model.py).
@@ -14,15 +14,15 @@ import json
 import torch
 from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
-from fusedrnn.backends.cuda import launch
+from fusedrnn.backends.cuda import launch, planner
+from fusedrnn.backends.cuda.grid import fit, grid_shape_of, problem
 from fusedrnn.backends.cuda.kernels import Variant
-from fusedrnn.backends.cuda.model import _grid_problem, _grid_shape, grid_shape_of
 from fusedrnn.timing import median_ms
 from tests.helpers import random_problem
 
 
 def candidates(kind: str, cell: str, D: int, limits) -> list[Variant]:
-    solutions = _grid_problem(kind, cell, D, limits).solve(all_solutions=True).solutions
+    solutions = problem(kind, cell, D, limits).solve(all_solutions=True).solutions
     def rank(v: dict) -> tuple[int, int, int]:  # the most K steps of R in registers, then of A in flight
         return v["kr"], v["ring"] * v["ck"], v["ck"]
 
@@ -41,14 +41,14 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda", 0)
-    limits = launch.limits_of(0)
+    limits = planner.device_facts(0).limits
     B, T = 16, args.steps
     rows = []
     for config in args.configs:
         cell, kind, D = config.split(":")
         D = int(D)
         variants = candidates(kind, cell, D, limits)
-        picked = _grid_shape(kind, cell, D, "bfloat16", limits, 16)
+        picked = fit(kind, cell, D, "bfloat16", limits, 16)
         compiled = compile_variants(variants, device)
         x, R, b, state = random_problem(cell, B, T, 1, D, dtype=torch.bfloat16, device="cuda")
         _, _, pre, states = launch.forward(cell, x, R, b, state, None, True)
@@ -61,8 +61,9 @@ def main() -> None:
                 else:
                     ms = median_ms(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfinal), 10,
                                    warmup=3)
-            row = {"config": config, "variant": v.name, "grid": v.shape.grid, "warps": v.shape.warps,
-                   "kr": v.shape.kr, "ck": v.shape.ck, "ring": v.shape.stages, "smem_kb": v.shape.smem // 1024,
+            row = {"config": config, "variant": v.name, "grid": v.shape.ctas, "warps": v.shape.warps,
+                   "kr": v.shape.k_steps_in_registers, "ck": v.shape.k_steps_per_chunk,
+                   "ring": v.shape.chunks_in_flight, "smem_kb": v.shape.smem // 1024,
                    "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),
                    "us_per_step": round(1000 * ms / T, 3), "picked": picked == v.shape}
             rows.append(row)

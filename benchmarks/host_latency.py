@@ -69,7 +69,7 @@ def breakdown(cell: str, NH: int, D: int, B: int, reps: int = 200) -> dict[str, 
     median of ``reps``."""
     from fusedrnn import get_cell, initial_state
     from fusedrnn.backends import Call, select_backend
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import launch, planner
 
     device = torch.device("cuda", 0)
     spec = get_cell(cell)
@@ -86,7 +86,7 @@ def breakdown(cell: str, NH: int, D: int, B: int, reps: int = 200) -> dict[str, 
         "rnn_with_state": lambda: rnn(x, R, b, state, cell=cell),
         "initial_state": lambda: initial_state(cell, B, NH, D, dtype=x.dtype, device=device),
         "select_backend": lambda: select_backend("auto", call),
-        "pick_variant": lambda: launch.pick_variant("forward", cell, D, x.dtype, device, B, NH),
+        "plan": lambda: planner.plan(call),
         "launch.forward": lambda: launch.forward(cell, x, R, b, state, None, False),
         "kernel_launch": lambda: loaded.launch((NH, -(-B // loaded.variant.shape.rows)), device, *args),
         "current_stream": lambda: torch.cuda.current_stream(device),

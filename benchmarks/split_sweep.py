@@ -1,5 +1,5 @@
-"""Time rnn_forward_s (the forward over a cluster with K split over the warps) over given tilings, against the
-forward the model ships without it (rnn_forward_t with R's last K steps in shared memory), in one process: each
+"""Time forward_split_k (the forward over a cluster with K split over the warps) over given tilings, against the
+forward the model ships without it (forward_transposed with R's last K steps in shared memory), in one process: each
 kernel alone (CUDA events, median of 10 after 3 warm-ups, B = 16 unless given, T = 1024, bf16), inference and saving
 for backward; every tiling's y and final state checked against the float32 reference first.
 
@@ -19,22 +19,16 @@ import torch
 from forced_variants import compile_variants, forced  # a sibling: run from benchmarks/ or with it on sys.path
 
 from fusedrnn import rnn
-from fusedrnn.backends.cuda import launch, model
+from fusedrnn.backends.cuda import launch, model, planner, split_k
 from fusedrnn.backends.cuda.kernels import Variant
 from fusedrnn.timing import median_ms
 from tests.helpers import TOL, max_error, random_problem
 
 
 def shipped_without_split(cell: str, D: int, limits) -> Variant:
-    """The forward the model picks with rnn_forward_s left out."""
-    original = model._split_shape
-    model._split_shape = lambda *a: None
-    model.kernel_shape.cache_clear()
-    try:
-        return Variant("forward", cell, "bfloat16", D, model.kernel_shape("forward", cell, D, "bfloat16", limits, 8))
-    finally:
-        model._split_shape = original
-        model.kernel_shape.cache_clear()
+    """The forward the model picks with forward_split_k left out."""
+    shape = model.kernel_shape("forward", cell, D, "bfloat16", limits, 8, exclude=("split_k",))
+    return Variant("forward", cell, "bfloat16", D, shape)
 
 
 def main() -> None:
@@ -45,13 +39,13 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     device = torch.device("cuda", 0)
-    limits = launch.limits_of(0)
+    limits = planner.device_facts(0).limits
     B, T = args.batch, args.steps
     by_head: dict[tuple[str, int], list[Variant]] = {}
     for spec in args.tilings:
         cell, *numbers = spec.split(":")
         D = int(numbers[0])
-        shape = model.split_shape(cell, *map(int, numbers))
+        shape = split_k.split_shape(cell, *map(int, numbers))
         if shape.smem > limits.smem_per_block:
             print(f"{spec}: {shape.smem} bytes of shared memory > {limits.smem_per_block}, left out", flush=True)
             continue
@@ -68,8 +62,10 @@ def main() -> None:
                 errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
                 ms = median_ms(lambda: launch.forward(cell, x, R, b, state, None, False), 10, warmup=3)
                 ms_save = median_ms(lambda: launch.forward(cell, x, R, b, state, None, True), 10, warmup=3)
-            row = {"head": f"{cell}:{D}", "variant": v.name, "cluster": v.shape.cluster, "warps": v.shape.warps,
-                   "k_groups": v.shape.ksplit, "kr": v.shape.kr, "rows": v.shape.rows,
+            split = v.family == "split_k"  # else the forward shipped without split-K
+            row = {"head": f"{cell}:{D}", "variant": v.name, "cluster": v.shape.cluster_size, "warps": v.shape.warps,
+                   "k_groups": v.shape.k_groups if split else 0, "kr": v.shape.k_steps_in_registers if split else 0,
+                   "rows": v.shape.rows,
                    "smem_kb": round(v.shape.smem / 1024, 1),
                    "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),
                    "ms_save": round(ms_save, 3), "us_per_step": round(1000 * ms / T, 3),

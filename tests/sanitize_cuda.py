@@ -10,7 +10,7 @@ import dataclasses
 import torch
 
 from fusedrnn import rnn
-from fusedrnn.backends.cuda import launch
+from fusedrnn.backends.cuda import planner
 from tests.helpers import random_problem
 
 CELLS = ("lstm", "gru", "elman", "slstm")
@@ -45,8 +45,9 @@ if torch.cuda.get_device_capability() == (9, 0):
 
 for lengths in LENGTHS:  # a cooperative grid of 128 CTAs
     run("lstm", 2048, torch.bfloat16, lengths, NH=1, label="grid")
-limits = launch.limits_of(torch.cuda.current_device())
-launch.limits_of = lambda index: dataclasses.replace(limits, max_cluster=1)
+facts = planner.device_facts(torch.cuda.current_device())
+facts = dataclasses.replace(facts, limits=dataclasses.replace(facts.limits, max_cluster=1))
+planner.device_facts = lambda index: facts
 for cell in CELLS:
     for lengths in LENGTHS:
         run(cell, 256, torch.bfloat16, lengths, label="grid")

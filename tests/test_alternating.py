@@ -4,6 +4,8 @@ On a machine without a GPU these run in Triton's interpreter (float32 and float1
 eagerly; the ``gpu`` cases run the compiled kernels and cuBLAS inside CUDA graphs.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -417,8 +419,13 @@ def test_alternating_interpreter_input_dtype_gemms(cell, monkeypatch):
 
 @interpreter_only
 def test_profile_script_runs():
-    """The profiling script (python -m fusedrnn.backends.alternating.profile) on the CPU, tiny shapes."""
-    from fusedrnn.backends.alternating import profile
+    """The profiling script (benchmarks/profile_alternating.py) on the CPU, tiny shapes."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "benchmarks" / "profile_alternating.py"
+    spec = importlib.util.spec_from_file_location("profile_alternating", path)
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
 
     rows = profile.main(["--cell", "gru", "--heads", "1x20", "--batch", "3", "--steps", "4", "--dtype", "float32",
                          "--reps", "1", "--device", "cpu"])

@@ -188,7 +188,7 @@ def test_default_block_j_fills_the_sms(monkeypatch):
 
 @interpreter_only
 def test_bench_script_runs():
-    """benchmarks/alt_fused_bench.py (run on the GPU by benchmarks/alt_fused_device.sh) on the CPU, tiny shapes."""
+    """benchmarks/alt_fused_bench.py on the CPU, tiny shapes."""
     rows = _bench_script().main(["--device", "cpu", "--dtype", "float32", "--cells", "gru", "--steps", "2",
                                  "--hidden", "32", "--big-hidden", "40", "--batch", "3", "--large-batches", "5",
                                  "--reps", "1", "--warmup", "0"])

@@ -98,7 +98,7 @@ def test_inputs_are_not_modified():
 @pytest.fixture
 def refusing_backend(monkeypatch):
     """A high-priority backend that refuses every call, registered for one test only."""
-    monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))
+    monkeypatch.setattr(backends.registry, "_BACKENDS", dict(backends.registry._BACKENDS))
     register_backend(Backend(name="never", priority=1000, supports=lambda call: "it never runs",
                              run=lambda *a: pytest.fail("a refusing backend ran")))
 

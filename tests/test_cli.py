@@ -425,12 +425,9 @@ def test_info_formats_every_cuda_kernel_family(arch):
     from fusedrnn.backends.cuda.kernels import shipped_variants
     from fusedrnn.cells import get_cell
 
-    def family(v):
-        return (v.shape.grid > 1, v.shape.ksplit > 0, v.shape.cluster > 1)
-
     picked = {}
     for v in shipped_variants(arch)[0]:
-        picked.setdefault((v.kind, family(v)), v)
+        picked.setdefault((v.kind, v.family), v)
     assert len(picked) >= (3 if arch == "sm_80" else 6)  # every family of this arch, forward and backward
     for v in picked.values():
         call = Call(get_cell(v.cell), batch=20, steps=7, num_heads=2, head_dim=v.head_dim, dtype=torch.bfloat16,
@@ -441,7 +438,7 @@ def test_info_formats_every_cuda_kernel_family(arch):
         text = info.format_report(data)
         line = next(line for line in text.splitlines() if line.startswith(f"cuda {v.kind} ({arch}): {v.name}"))
         tiles = -(-20 // v.shape.rows)
-        ctas = max(v.shape.cluster, v.shape.grid)
+        ctas = v.shape.ctas_per_head
         assert f"grid 2 heads x {tiles} tiles of {v.shape.rows} rows x {ctas} CTAs per head" in line, line
 
 

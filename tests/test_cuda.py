@@ -17,17 +17,11 @@ import torch
 from fusedrnn import get_cell, rnn
 from fusedrnn.backends import Call, get_backend, select_backend
 from fusedrnn.backends.cuda import cuda_core_available
+from fusedrnn.backends.cuda.grid import grid_smem_bytes
 from fusedrnn.backends.cuda.kernels import HEAD_DIMS, shipped_variants, variant
-from fusedrnn.backends.cuda.model import (
-    ARCH_LIMITS,
-    CTA_MAX_HEAD_DIM,
-    FW_T_MIN_HEAD_DIM,
-    grid_smem_bytes,
-    kernel_shape,
-    smem_bytes,
-    split_shape,
-    split_smem_bytes,
-)
+from fusedrnn.backends.cuda.model import CTA_MAX_HEAD_DIM, FW_T_MIN_HEAD_DIM, kernel_shape, smem_bytes
+from fusedrnn.backends.cuda.resources import ARCH_LIMITS
+from fusedrnn.backends.cuda.split_k import split_shape, split_smem_bytes
 
 from .helpers import FUSED_GPU_SHAPES, TOL, check_backend, max_error, random_problem, run_with_grads
 
@@ -43,10 +37,10 @@ needs_cuda_core = pytest.mark.skipif(cuda_core_available() is not None, reason=s
 def test_model_picks_most_warps_then_deepest_prefetch():
     h100 = ARCH_LIMITS["sm_90a"]
     shape = kernel_shape("forward", "lstm", 64, "bfloat16", h100)
-    assert (shape.nt, shape.warps, shape.stages) == (1, 8, 4)
+    assert (shape.family, shape.tiles_per_warp, shape.warps, shape.stages) == ("cta", 1, 8, 4)
     # D = 128 LSTM: 16 warps would leave 128 registers per thread, too few for R's 64 plus the rest
     shape = kernel_shape("forward", "lstm", 128, "bfloat16", h100)
-    assert (shape.nt, shape.warps) == (2, 8)
+    assert (shape.tiles_per_warp, shape.warps) == (2, 8)
     for kind in ("forward", "backward"):
         for cell in CELLS:
             for dtype in ("bfloat16", "float16", "float32"):
@@ -56,54 +50,58 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                         if isinstance(s, str):
                             continue
                         assert s.smem <= h100.smem_per_block
-                        assert (s.cluster > 1 or s.grid > 1) == (D > CTA_MAX_HEAD_DIM)
-                        if s.grid > 1:  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
-                            assert dtype != "float32" and rows == 16 and s.cluster == 1 and s.grid <= h100.sms
-                            assert s.smem == grid_smem_bytes(kind, cell, D, D // s.grid, s.warps, s.kr, s.ck, s.stages)
+                        assert (s.ctas_per_head > 1) == (D > CTA_MAX_HEAD_DIM)
+                        if s.family == "grid":  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
+                            assert dtype != "float32" and rows == 16 and s.cluster_size == 1 and s.ctas <= h100.sms
+                            assert s.smem == grid_smem_bytes(kind, cell, D, D // s.ctas, s.warps, s.k_steps_in_registers,
+                                                             s.k_steps_per_chunk, s.chunks_in_flight)
                             continue
-                        if s.ksplit:  # rnn_forward_s: 16-bit, 1 to 8 rows, over a cluster, K over the warps
+                        if s.family == "split_k":  # 16-bit, 1 to 8 rows, over a cluster, K over the warps
                             assert kind == "forward" and dtype != "float32" and rows <= 8 and s.cluster > 1
-                            assert s.warps % s.ksplit == 0 and (D // 16) % (2 * s.ksplit) == 0
-                            assert s == split_shape(cell, D, s.cluster, s.warps // s.ksplit, s.ksplit, s.kr, rows)
+                            assert s.warps == s.row_groups * s.k_groups and (D // 16) % (2 * s.k_groups) == 0
+                            assert s == split_shape(cell, D, s.cluster, s.row_groups, s.k_groups, s.k_steps_in_registers,
+                                                    rows)
                             # fewer rows: the 8-row tiling where they are a power of two (others may cost registers)
                             if rows & (rows - 1) == 0:
                                 eight = kernel_shape(kind, cell, D, dtype, h100, 8)
                                 assert s == dataclasses.replace(eight, rows=rows)
                             continue
-                        assert rows >= 8, s  # fewer rows only for rnn_forward_s
-                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, s.trans, D // s.cluster,
-                                                    s.cluster, s.ksm)
-                        if s.trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
-                            assert s.warps * 16 * s.nt == D
+                        assert rows >= 8, s  # fewer rows only for forward_split_k
+                        trans = s.family in ("transposed", "cluster")
+                        ksm = s.k_steps_in_smem if s.family == "cluster" else 0
+                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, trans, D // s.cluster_size,
+                                                    s.cluster_size, ksm)
+                        if trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
+                            assert s.warps * 16 * s.tiles_per_warp == D
                         else:
-                            assert s.warps * 8 * s.nt * s.cluster == D
-                        assert not s.trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
+                            assert s.warps * 8 * s.tiles_per_warp * s.cluster_size == D
+                        assert not trans or kind == "backward" or D >= FW_T_MIN_HEAD_DIM
 
 
 def test_launch_rows_and_supports_agree(monkeypatch):
-    """pick_variant takes 8 batch rows per CTA while heads x tiles of 8 fit on the SMs in one wave, else 16, and
+    """The plan takes 8 batch rows per CTA while heads x tiles of 8 fit on the SMs in one wave, else 16, and
     supports() asks for that same variant: GRU bf16 D = 128 trains on cuda with 8 rows (its backward does not fit
     with 16) and is refused, with the reason, where the launch would need 16. No GPU: an H100's limits."""
     import fusedrnn.backends.cuda as cuda_backend
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
+    from fusedrnn.backends.cuda.planner import DeviceFacts
 
-    monkeypatch.setattr(launch, "sm_count", lambda index: 132)
-    monkeypatch.setattr(launch, "limits_of", lambda index: ARCH_LIMITS["sm_90a"])
-    monkeypatch.setattr(launch, "cluster_capacity", lambda index, cluster: 7 if cluster == 16 else 132 // cluster)
+    facts = DeviceFacts(0, ARCH_LIMITS["sm_90a"], resident=((8, 132 // 8), (16, 7)))
+    monkeypatch.setattr(planner, "device_facts", lambda index: facts)
     device = torch.device("cuda", 0)
-    bw = launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, 16, 6)
-    assert bw.shape.rows == 8 and bw.shape.trans and bw.name.startswith("rnn_backward_t<1, frnn::BF16, 128,")
-    fw = launch.pick_variant("forward", "lstm", 128, torch.bfloat16, device, 16, 6)
-    assert fw.shape.rows == 8 and fw.name.startswith("rnn_forward_t<0, frnn::BF16, 128,")
-    assert not launch.pick_variant("forward", "lstm", 64, torch.bfloat16, device, 16, 12).shape.trans
+    bw = planner.plan_kernel("backward", "gru", 128, torch.bfloat16, 16, 6, facts)
+    assert bw.shape.rows == 8 and bw.family == "transposed" and bw.name.startswith("backward_transposed<1, frnn::BF16, 128,")
+    fw = planner.plan_kernel("forward", "lstm", 128, torch.bfloat16, 16, 6, facts)
+    assert fw.shape.rows == 8 and fw.name.startswith("forward_transposed<0, frnn::BF16, 128,")
+    assert planner.plan_kernel("forward", "lstm", 64, torch.bfloat16, 16, 12, facts).family == "cta"
     big = 23 * 8  # 6 heads x 23 tiles of 8 rows > 132 SMs: 16 rows
-    assert "no backward tiling of gru" in launch.pick_variant("backward", "gru", 128, torch.bfloat16, device, big, 6)
-    assert launch.pick_variant("forward", "gru", 128, torch.bfloat16, device, big, 6).shape.rows == 16
+    assert "no backward tiling of gru" in planner.plan_kernel("backward", "gru", 128, torch.bfloat16, big, 6, facts)
+    assert planner.plan_kernel("forward", "gru", 128, torch.bfloat16, big, 6, facts).shape.rows == 16
     # LSTM 768 forward (K split over the warps of a cluster of 16, of which 7 fit at once): the fewest waves of
     # clusters, then the fewest rows: B = 16 in 6 clusters of 3 rows (2 rows: 8 clusters, 2 waves), B = 8 in 4 of 2
     # (1 row: 2 waves), B = 72 in 12 of 6 (2 waves; 5 rows: 15 clusters, 3 waves), 3 heads x B = 4 in 6 of 2, 3 heads
     # x B = 21 in 12 of 6
-    rows = {(B, NH): launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, B, NH).shape.rows
+    rows = {(B, NH): planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, B, NH, facts).shape.rows
             for B, NH in ((16, 1), (8, 1), (72, 1), (4, 3), (21, 3), (1, 1))}
     assert rows == {(16, 1): 3, (8, 1): 2, (72, 1): 6, (4, 3): 2, (21, 3): 6, (1, 1): 1}
 
@@ -150,11 +148,11 @@ def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
             if D < 128 or cell == "elman":
                 assert ("forward", cell, "float16", D) in have and ("backward", cell, "bfloat16", D) in have
     assert all(("keeps R in" in line or "holds R" in line) for line in refused)
-    clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster > 1}
+    clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster_size > 1}
     for cell in CELLS:  # 3 x 256 (issue 8) in every cell, 16-bit, forward and backward
         assert (cell, "bfloat16", 256) in clustered and (cell, "float16", 256) in clustered
-        assert variant("backward", cell, "bfloat16", 256, ARCH_LIMITS["sm_90a"], 8).name.startswith("rnn_backward_c<")
-    assert not any(v.shape.cluster > 1 for v in shipped_variants("sm_80")[0])
+        assert variant("backward", cell, "bfloat16", 256, ARCH_LIMITS["sm_90a"], 8).name.startswith("backward_cluster<")
+    assert not any(v.shape.cluster_size > 1 for v in shipped_variants("sm_80")[0])
 
 
 def test_model_splits_wide_heads_over_the_smallest_cluster():
@@ -162,35 +160,37 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     carries the cluster size; the launch counts its CTAs against the SMs when it picks the batch rows."""
     h100 = ARCH_LIMITS["sm_90a"]
     shape = kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8)
-    assert (shape.cluster, shape.warps, shape.nt, shape.trans) == (4, 8, 1, True)  # 2 CTAs: 16 warps, 188 regs
+    assert (shape.family, shape.cluster, shape.warps, shape.tiles_per_warp) == ("cluster", 4, 8, 1)  # 2 CTAs: 16 warps, 188 regs
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
-    assert v.name == "rnn_forward_t<0, frnn::BF16, 256, 1, 4, 8, 4>" and v.shape.cluster == 4
+    assert v.name == "forward_cluster<0, frnn::BF16, 256, 1, 4, 8, 4, 0>" and v.shape.cluster == 4
     # LSTM D = 384 and up: R's rows exceed the registers (per thread they depend on D, not on the cluster), so the
-    # forward runs rnn_forward_s: K split over 4 x 2 warps, each warp's first kr K steps of R in registers and the
+    # forward runs forward_split_k: K split over 4 x 2 warps, each warp's first kr K steps of R in registers and the
     # rest in shared memory; the tiling by the predicted step time
     shape = kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8)
-    assert (shape.cluster, shape.warps, shape.ksplit, shape.rows) == (16, 8, 2, 8) and 0 < shape.kr < 24, shape
-    assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, shape.kr) <= h100.smem_per_block
-    assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - shape.kr) * 8 * 3 * 512
+    kr = shape.k_steps_in_registers
+    assert (shape.cluster, shape.warps, shape.k_groups, shape.rows) == (16, 8, 2, 8) and 0 < kr < 24, shape
+    assert shape.smem == split_smem_bytes("lstm", 768, 48, 8, 2, 3, kr) <= h100.smem_per_block
+    assert shape.smem - split_smem_bytes("lstm", 768, 48, 8, 2, 3, 24) == (24 - kr) * 8 * 3 * 512
     v = variant("forward", "lstm", "bfloat16", 768, h100, 8)
-    assert v.name == f"rnn_forward_s<0, frnn::BF16, 768, 16, 4, 2, {shape.kr}, 8>"
+    assert v.name == f"forward_split_k<0, frnn::BF16, 768, 16, 4, 2, {kr}, 8>"
     # and in 1 to 7 batch rows per CTA (the same tiling), not in fewer rows where the forward is another kernel
     assert variant("forward", "lstm", "bfloat16", 768, h100, 4).name == v.name[:-2] + "4>"
     assert "only the forward over a cluster with K split" in kernel_shape("forward", "lstm", 256, "bfloat16", h100, 4)
     # Elman D = 512 fits the registers of 8 CTAs, but the split kernel measured faster there
-    assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).ksplit > 0
-    assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).ksplit == 0
-    # not in 16 rows (the grid kernel there, or the streamed rnn_forward_t), not in float32 (no streamed or split
+    assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).family == "split_k"
+    assert kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8).family == "cluster"
+    # not in 16 rows (the grid kernel there, or the streamed forward_transposed), not in float32 (no streamed or split
     # variant), and the backward over a cluster keeps all of R in registers: refused there
-    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).grid > 1  # 16 rows: the grid kernel
+    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 16).family == "grid"  # 16 rows: the grid kernel
     streamed = kernel_shape("forward", "lstm", 384, "bfloat16", h100, 16)
-    assert streamed.cluster == 8 and 0 < streamed.ksm < 384 // 16 and streamed.ksplit == 0
-    assert streamed.smem == smem_bytes("forward", "lstm", 384, "bfloat16", 2, 16, True, 48, 8, streamed.ksm)
+    ksm = streamed.k_steps_in_smem
+    assert streamed.family == "cluster" and streamed.cluster == 8 and 0 < ksm < 384 // 16
+    assert streamed.smem == smem_bytes("forward", "lstm", 384, "bfloat16", 2, 16, True, 48, 8, ksm)
     assert isinstance(kernel_shape("forward", "lstm", 768, "float32", h100, 8), str)
     assert isinstance(kernel_shape("backward", "lstm", 768, "bfloat16", h100, 8), str)
     # beyond 768 (not measured) the split kernel is not used
-    assert kernel_shape("forward", "elman", 1024, "bfloat16", h100, 8).ksplit == 0
+    assert kernel_shape("forward", "elman", 1024, "bfloat16", h100, 8).family != "split_k"
 
 
 def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
@@ -198,41 +198,41 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
     head beyond one CTA), the 16-bit kernels run over a cooperative grid of D / units CTAs: R's K steps in registers
     first (kr of each warp's kw), the rest in shared memory; the solver minimises a predicted step time. The launch
     refuses a call whose CTAs would not all be resident (one per SM)."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda.grid import grid_dims, grid_registers
     from fusedrnn.backends.cuda.kernels import CELL_IDS
-    from fusedrnn.backends.cuda.model import grid_dims, grid_registers
 
     h100, a100 = ARCH_LIMITS["sm_90a"], ARCH_LIMITS["sm_80"]
     for kind, cell, D, limits in [("forward", "lstm", 2048, h100), ("backward", "lstm", 2048, h100),
                                   ("backward", "lstm", 768, h100), ("forward", "gru", 1024, h100),
                                   ("forward", "lstm", 256, a100), ("backward", "slstm", 768, a100)]:
         s = kernel_shape(kind, cell, D, "bfloat16", limits)
-        assert s.grid > 1 and s.cluster == 1 and D % s.grid == 0 and s.grid <= limits.sms, (kind, cell, D, s)
-        ks, ntl = grid_dims(kind, cell, D, D // s.grid)
+        assert s.family == "grid" and D % s.ctas == 0 and s.ctas <= limits.sms, (kind, cell, D, s)
+        kr, ck, ring = s.k_steps_in_registers, s.k_steps_per_chunk, s.chunks_in_flight
+        ks, ntl = grid_dims(kind, cell, D, D // s.ctas)
         kw = ks // s.warps
-        assert ks % s.warps == 0 and 1 <= s.kr <= kw and kw % s.ck == 0 and 2 <= s.stages <= kw // s.ck
-        assert s.registers == grid_registers(kind, cell, D, D // s.grid, s.kr, -(-16 * D // s.grid //
+        assert ks % s.warps == 0 and 1 <= kr <= kw and kw % ck == 0 and 2 <= ring <= kw // ck
+        assert s.registers == grid_registers(kind, cell, D, D // s.ctas, kr, -(-16 * D // s.ctas //
                                              (32 * s.warps))) <= 255
         assert s.smem <= limits.smem_per_block
         v = variant(kind, cell, "bfloat16", D, limits)
-        assert v.name == (f"rnn_{kind}_g<{CELL_IDS[cell]}, frnn::BF16, {D}, "
-                          f"{D // s.grid}, {s.warps}, {s.kr}, {s.ck}, {s.stages}>")
+        assert v.name == (f"{kind}_grid<{CELL_IDS[cell]}, frnn::BF16, {D}, "
+                          f"{D // s.ctas}, {s.warps}, {kr}, {ck}, {ring}>")
     # LSTM 2048 (32 MB of R): 128 CTAs of 16 units, part of R in shared memory
     s = kernel_shape("forward", "lstm", 2048, "bfloat16", h100)
-    assert (s.grid, s.warps) == (128, 8) and s.kr < 2048 // 16 // 8
-    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster == 16  # a cluster where one fits
+    assert (s.ctas, s.warps) == (128, 8) and s.k_steps_in_registers < 2048 // 16 // 8
+    assert kernel_shape("forward", "lstm", 768, "bfloat16", h100, 8).cluster_size == 16  # a cluster where one fits
     assert "16-bit only" in kernel_shape("forward", "lstm", 2048, "float32", h100)
 
-    monkeypatch.setattr(launch, "sm_count", lambda index: 132)
-    monkeypatch.setattr(launch, "limits_of", lambda index: h100)
-    monkeypatch.setattr(launch, "cluster_capacity", lambda index, cluster: 7 if cluster == 16 else 132 // cluster)
-    device = torch.device("cuda", 0)
-    assert launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 16, 1).shape.grid == 128
-    reason = launch.pick_variant("forward", "lstm", 2048, torch.bfloat16, device, 17, 1)  # 2 tiles x 128 CTAs
+    from fusedrnn.backends.cuda import planner
+    from fusedrnn.backends.cuda.planner import DeviceFacts
+
+    facts = DeviceFacts(0, ARCH_LIMITS["sm_90a"], resident=((8, 132 // 8), (16, 7)))
+    assert planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 16, 1, facts).shape.ctas == 128
+    reason = planner.plan_kernel("forward", "lstm", 2048, torch.bfloat16, 17, 1, facts)  # 2 tiles x 128 CTAs
     assert "2 batch tiles of 16 x 128 CTAs > 132 SMs" in reason
     # LSTM 768 trains: forward over a cluster (3 rows), backward over a grid (16 rows)
-    assert launch.pick_variant("forward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.cluster == 16
-    assert launch.pick_variant("backward", "lstm", 768, torch.bfloat16, device, 16, 1).shape.grid > 1
+    assert planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, 16, 1, facts).shape.cluster == 16
+    assert planner.plan_kernel("backward", "lstm", 768, torch.bfloat16, 16, 1, facts).family == "grid"
 
 
 @needs_cuda_core
@@ -268,12 +268,27 @@ def test_cluster_exchange_benchmark_compiles_for_sm_90a():
 
 
 @needs_cuda_core
+@pytest.mark.parametrize("family", ["cta", "transposed", "cluster", "split_k", "grid"])
+def test_shared_memory_of_the_model_is_checked_against_the_kernel(family):
+    """Each kernel asserts at compile time that the model's shared memory (the variant's shape.smem) is its layout's:
+    a variant of each family compiles as shipped and fails to compile with a size 16 bytes off."""
+    from fusedrnn.backends.cuda.kernels import compile_variant
+    from fusedrnn.backends.cuda.nvrtc import CompileError
+
+    v = next(v for v in shipped_variants("sm_90a")[0] if v.family == family and v.dtype == "bfloat16")
+    assert compile_variant(v, "sm_90a", cache=False).registers > 0
+    wrong = dataclasses.replace(v, shape=dataclasses.replace(v.shape, smem=v.shape.smem + 16))
+    with pytest.raises(CompileError, match="shared memory"):
+        compile_variant(wrong, "sm_90a", cache=False)
+
+
+@needs_cuda_core
 def test_compile_all_fails_on_a_broken_source(monkeypatch, capsys):
     from fusedrnn.backends.cuda import kernels
     from fusedrnn.cli import info
 
     kernels.source.cache_clear()
-    monkeypatch.setattr(kernels, "source", lambda: "this is not CUDA")
+    monkeypatch.setattr(kernels, "source", lambda family: "this is not CUDA")
     found, _ = shipped_variants("sm_90a")
     monkeypatch.setattr(info, "shipped_variants", lambda arch: (found[:2], ["a refused line"]))
     assert info.compile_all(["sm_90a"], 1) == 1
@@ -337,8 +352,8 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
 
 # Heads over a thread-block cluster (forward): (cell, D) the model ships in 16-bit, shapes with partial batch
 # tiles, lengths, one and many heads
-# the last five and Elman 384 / 512 run rnn_forward_s (K split over the warps; 8-row tiles) in the forward, LSTM 384
-# in 16-row tiles rnn_forward_t with part of R in shared memory
+# the last five and Elman 384 / 512 run forward_split_k (K split over the warps; 8-row tiles) in the forward, LSTM 384
+# in 16-row tiles forward_transposed with part of R in shared memory
 CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)] + [
     ("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
 
@@ -354,7 +369,7 @@ def test_cuda_gpu_cluster_forward_matches_reference(cell, D, B, T, NH, dtype):
         pytest.skip("thread-block clusters: sm_90")
     assert _supported(cell, B, T, NH, D, dtype, requires_grad=False) is None
     found = _picked("forward", cell, D, dtype, B, NH)
-    assert found.shape.cluster > 1, found
+    assert found.shape.cluster_size > 1, found
     lengths = torch.randint(0, T + 1, (B,), dtype=torch.int32) if B > 1 else None
     _inference_matches_reference(cell, B, T, NH, D, dtype, lengths)
 
@@ -389,12 +404,12 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
         assert "registers" in reason or "SMs" in reason, reason
         pytest.skip(reason)
     picked = _picked("backward", cell, D, dtype, B, NH).shape
-    assert picked.cluster > 1 or picked.grid > 1, picked
+    assert picked.ctas_per_head > 1, picked
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
 
 
-# rnn_forward_s (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
+# forward_split_k (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
 # row groups, K groups, K steps of R in registers, batch rows per CTA); the model's picks run in the cluster tests
 # above (B = 16, 3 and 21 there take 3, 1 and 6 rows at D = 768 on an H100 or H200)
 SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7, 8), ("lstm", 768, 16, 12, 1, 24, 4), ("gru", 768, 16, 3, 4, 8, 2),
@@ -409,20 +424,18 @@ SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7, 8), ("lstm", 768, 16, 12, 1, 24, 4),
 def test_cuda_gpu_split_forward_matches_reference(tiling, B, T, NH, dtype, monkeypatch):
     """The forward over a cluster with K split over the warps, in a given tiling: training (y, the final state and
     every gradient, the backward as picked) and inference against the reference, with lengths where B > 1."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
     from fusedrnn.backends.cuda.kernels import Variant
-    from fusedrnn.backends.cuda.model import split_shape
 
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("thread-block clusters: sm_90")
     cell, D = tiling[:2]
     forced = Variant("forward", cell, str(dtype).removeprefix("torch."), D, split_shape(*tiling))
-    picked = launch.pick_variant
-    monkeypatch.setattr(launch, "pick_variant", lambda kind, *a: forced if kind == "forward" else picked(kind, *a))
-    assert launch.pick_variant("forward", cell, D, dtype, torch.device("cuda"), B, NH) is forced
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
-    check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
-    _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
+    with planner.forced(forward=forced):
+        assert _picked("forward", cell, D, dtype, B, NH) is forced
+        check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
+        _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
 
 
 # Heads over a cooperative grid: LSTM / GRU 1024 and LSTM 2048 as shipped on sm_90, and smaller heads of every cell
@@ -438,17 +451,18 @@ GRID_CASES = [("lstm", 2048), ("lstm", 1024), ("gru", 1024)] + [(c, 256) for c i
 def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monkeypatch):
     """Forward and backward of a head over a cooperative grid: y, the final state and every gradient against the
     reference, with lengths where B > 1; inference (no saved tensors) gives the same y."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
 
     if D <= 768:  # hide the clusters
-        limits = dataclasses.replace(launch.limits_of(torch.cuda.current_device()), max_cluster=1)
-        monkeypatch.setattr(launch, "limits_of", lambda index: limits)
+        facts = planner.device_facts(torch.cuda.current_device())
+        facts = dataclasses.replace(facts, limits=dataclasses.replace(facts.limits, max_cluster=1))
+        monkeypatch.setattr(planner, "device_facts", lambda index: facts)
     reason = _supported(cell, B, T, NH, D, dtype)
     if reason is not None:  # heads x batch tiles x CTAs beyond the SMs
         assert "SMs" in reason, reason
         pytest.skip(reason)
-    assert _picked("forward", cell, D, dtype, B, NH).shape.grid > 1
-    assert _picked("backward", cell, D, dtype, B, NH).shape.grid > 1
+    assert _picked("forward", cell, D, dtype, B, NH).family == "grid"
+    assert _picked("backward", cell, D, dtype, B, NH).family == "grid"
     lengths = torch.randint(0, T + 1, (B,)).tolist() if B > 1 else None
     check_backend("cuda", cell, B, T, NH, D, dtype, "cuda", lengths=lengths)
     _inference_matches_reference(cell, B, T, NH, D, dtype, torch.tensor(lengths) if lengths is not None else None)
@@ -456,9 +470,9 @@ def test_cuda_gpu_grid_training_matches_reference(cell, D, B, T, NH, dtype, monk
 
 def _picked(kind, cell, D, dtype, B, NH):
     """The variant the launch takes for this call on the current GPU."""
-    from fusedrnn.backends.cuda import launch
+    from fusedrnn.backends.cuda import planner
 
-    return launch.pick_variant(kind, cell, D, dtype, torch.device("cuda"), B, NH)
+    return planner.plan_kernel(kind, cell, D, dtype, B, NH, planner.device_facts(torch.cuda.current_device()))
 
 
 @pytest.mark.gpu
@@ -549,7 +563,7 @@ def test_cuda_gpu_is_deterministic():
 def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog, monkeypatch):
     from fusedrnn import backends
 
-    monkeypatch.setattr(backends, "_SKIPS_LOGGED", set())  # the line is logged once per process and reason
+    monkeypatch.setattr(backends.registry, "_SKIPS_LOGGED", set())  # the line is logged once per process and reason
     fits = Call(get_cell("lstm"), 16, 1024, 12, 64, torch.bfloat16, torch.device("cuda"), True)
     assert select_backend("auto", fits).name == "cuda"
     caplog.set_level("INFO", logger="fusedrnn")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from ..cells import Cell, get_cell
-from . import Backend, Call
+from .registry import Backend, Call
 
 # Tests set this to fill every fresh output (and the alternating backend's static buffers) with NaN before kernels
 # write them, so an element a kernel forgets to write cannot pass as a plausible number.

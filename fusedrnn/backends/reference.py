@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..cells import Cell
-from . import Backend, Call, register_backend
+from .registry import Backend, Call, register_backend
 
 _COMPUTE_DTYPE = {
     torch.float64: torch.float64,

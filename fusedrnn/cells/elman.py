@@ -2,7 +2,7 @@
 
 import torch
 
-from . import Cell, register_cell
+from .registry import Cell, register_cell
 
 
 def elman_step(

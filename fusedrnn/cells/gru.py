@@ -6,7 +6,7 @@ n = tanh(x_n + b_n_in + r * (R_n h + b_n_hidden)).
 
 import torch
 
-from . import Cell, register_cell
+from .registry import Cell, register_cell
 
 
 def gru_step(

@@ -10,7 +10,7 @@ Element-wise, with pre-activations i~, f~, z~, o~:
 import torch
 import torch.nn.functional as F
 
-from . import Cell, register_cell
+from .registry import Cell, register_cell
 
 
 def slstm_step(

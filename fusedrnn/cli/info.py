@@ -27,7 +27,7 @@ import fusedrnn
 from ..backends import BACKEND_ENV, Call, availability, backend_names, compile_availability, get_backend, select_backend
 from ..backends.cuda import cuda_core_available, nvrtc
 from ..backends.cuda.kernels import Variant, compile_variant, shipped_variants
-from ..backends.cuda.model import ARCH_LIMITS
+from ..backends.cuda.resources import ARCH_LIMITS
 from ..backends.fused import sm_count
 from ..cells import cell_names, get_cell
 from .args import Parser, positive, program
@@ -246,22 +246,22 @@ def cuda_report(call: Call) -> dict[str, object]:
     if call.device.type != "cuda" or call.dtype == torch.float64:
         return {"error": "needs a CUDA device and a 16-bit or float32 dtype"}
     from ..backends.cuda import launch as cuda_launch
+    from ..backends.cuda.planner import device_facts, plan_kernel
 
     report: dict[str, object] = {"arch": cuda_launch.arch_of(call.device)}
+    facts = device_facts(call.device.index or 0)
     kinds = ("forward", "backward") if call.requires_grad else ("forward",)
-    for kind in kinds:
-        v = cuda_launch.pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch,
-                                     call.num_heads)
+    for kind in kinds:  # each kernel's answer, the refused one's reason too
+        v = plan_kernel(kind, call.cell.name, call.head_dim, call.dtype, call.batch, call.num_heads, facts)
         report[kind] = v if isinstance(v, str) else variant_entry(v, call)
     return report
 
 
 def variant_entry(v: Variant, call: Call) -> dict[str, object]:
-    """One cuda variant's launch for ``call``: heads x batch tiles x CTAs per head, and the model's shape (whose own
-    ``grid`` field counts a cooperative grid's CTAs per head, hence kept apart from the launch grid)."""
-    return {"kernel": v.name, "heads": call.num_heads, "batch_tiles": -(-call.batch // v.shape.rows),
-            "ctas_per_head": max(v.shape.cluster, v.shape.grid), "threads": v.threads,
-            "shape": dataclasses.asdict(v.shape)}
+    """One cuda variant's launch for ``call``: heads x batch tiles x CTAs per head, and the family's shape."""
+    return {"kernel": v.name, "family": v.family, "heads": call.num_heads,
+            "batch_tiles": -(-call.batch // v.shape.rows), "ctas_per_head": v.shape.ctas_per_head,
+            "threads": v.threads, "shape": dataclasses.asdict(v.shape)}
 
 
 def collect(call: Call) -> dict[str, object]:
@@ -337,7 +337,8 @@ def format_report(data: dict[str, object]) -> str:
             shape = entry["shape"]
             lines.append(f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['heads']} heads x "
                          f"{entry['batch_tiles']} tiles of {shape['rows']} rows x {entry['ctas_per_head']} CTAs "
-                         f"per head, {entry['threads']} threads, {shape['stages']}-stage prefetch, "
+                         f"per head, {entry['threads']} threads, {entry['family']} family, "
+                         + (f"{shape['stages']}-stage prefetch, " if "stages" in shape else "") +
                          f"{shape['smem'] // 1024} KB shared memory, ~{shape['registers']} registers per thread "
                          "(model)")
     if "error" in launch:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import Call, register_backend
 from ..fused import fused_backend
+from ..registry import Call, register_backend
 from ..triton.common import call_reason
 from .launch import backward, clear_cache, forward
 

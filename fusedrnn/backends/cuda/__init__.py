@@ -1,14 +1,13 @@
-"""Backend ``cuda``: persistent fused CUDA kernels compiled at run time with NVRTC (issue 5).
+"""Backend ``cuda``: persistent fused CUDA kernels compiled at run time with NVRTC.
 
-One CTA per (head, 8 or 16 batch rows) runs the whole sequence with that head's R in registers (rnn.cu); the tiling
-comes from a resource model solved per device (model.py); kernels are compiled on first use through cuda-core
-and cached on disk (nvrtc.py). Needs cuda-core, cuda-bindings and NVRTC (dependencies of fusedrnn on Linux x86_64
-and aarch64) and a GPU of
-compute capability >= 8.0. Heads of D in ``kernels.HEAD_DIMS`` whose R fits in registers: up to 128 in one CTA, and
-on sm_90 192–512 over a thread-block cluster (rnn_forward_t<..., CL>, rnn_backward_c); the forward to 768 with part of
-R in shared memory (rnn_forward_t<..., CL, KSM>); what no cluster holds (16-bit: those backwards, D = 1024 / 2048,
-every D >= 192 on sm_80) over a cooperative grid (rnn_forward_g, rnn_backward_g); other heads go to ``triton`` or
-``alternating``.
+A head's R stays on chip for the whole sequence. Kernel families (docs/architecture.md): one CTA per (head, 8 or 16
+batch rows) for D <= 128 (``cta``; ``transposed`` from D = 128); on sm_90 a thread-block cluster per head for
+192–512 (``cluster``, the forward to 768 with part of R in shared memory) or the forward with K split over the
+warps of a cluster (``split_k``); what no cluster holds (16-bit: those backwards, D = 1024 / 2048, every D >= 192 on
+sm_80) over a cooperative grid (``grid``). ``planner.plan(call)`` picks the family and shape (model.py solves each
+family's resource model for the device); kernels are compiled on first use through cuda-core and cached on disk
+(nvrtc.py). Needs cuda-core, cuda-bindings and NVRTC (dependencies of fusedrnn on Linux x86_64 and aarch64) and a
+GPU of compute capability >= 8.0; other heads go to ``triton`` or ``alternating``.
 """
 
 from __future__ import annotations
@@ -19,13 +18,13 @@ import importlib.util
 
 import torch
 
-from .. import Call, register_backend
 from ..fused import fused_backend
+from ..registry import Call, register_backend
 from . import nvrtc
-from .launch import backward, forward, pick_variant
+from .launch import backward, forward
+from .planner import plan
 
 _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-
 
 # fusedrnn depends on these where NVIDIA ships wheels for them (pyproject.toml); elsewhere they are installed by hand
 _INSTALL_HINT = "pip install cuda-core cuda-bindings cuda-pathfinder nvidia-cuda-nvrtc"
@@ -58,12 +57,9 @@ def _supports(call: Call) -> str | None:
         return "needs a GPU of compute capability >= 8.0 (mma.sync on bf16, cp.async)"
     if call.dtype not in _DTYPES:
         return f"dtype {call.dtype} is not supported (bfloat16, float16, float32; float64 runs on 'reference')"
-    kinds = ("forward", "backward") if call.requires_grad else ("forward",)
-    for kind in kinds:
-        # the variant the launch would take (8 or 16 batch rows), so that what is supported is what runs
-        found = pick_variant(kind, call.cell.name, call.head_dim, call.dtype, call.device, call.batch, call.num_heads)
-        if isinstance(found, str):
-            return f"{found}; use 'triton' or 'alternating'"
+    found = plan(call)  # what the launch will run, so that what is supported is what runs
+    if isinstance(found, str):
+        return f"{found}; use 'triton' or 'alternating'"
     return None
 
 

@@ -24,93 +24,18 @@ import torch
 
 from ...cells import get_cell
 from ..fused import dx_of, empty, sm_count
-from .kernels import Variant, compile_variant, variant
-from .model import SPLIT_ROWS, Limits, device_limits
+from . import planner  # through the module: tests and sweeps replace planner.device_facts
+from .kernels import Variant, compile_variant
 
 LOGGER = logging.getLogger("fusedrnn")
 
 _DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a kernel may use without opting in
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def arch_of(device: torch.device) -> str:
     """The NVRTC target of a device: sm_90a on Hopper (as compile-all builds it), else sm_XY."""
     major, minor = torch.cuda.get_device_capability(device)
     return "sm_90a" if (major, minor) == (9, 0) else f"sm_{major}{minor}"
-
-
-@functools.cache
-def limits_of(device_index: int) -> Limits:
-    return device_limits(device_index)
-
-
-def variant_for(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device,
-                rows: int = 16) -> Variant | str:
-    return variant(kind, cell_name, dtype_name(dtype), head_dim, limits_of(device.index or 0), rows)
-
-
-_PICKS: dict[tuple, Variant | str] = {}
-_MAX_PICKS = 4096  # distinct calls remembered (then forgotten all at once)
-
-
-def pick_variant(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
-                 num_heads: int) -> Variant | str:
-    """``_pick``'s answer, remembered: dispatch asks twice per call (supports(), then the launch), training four
-    times, and the answer depends only on the call and the device queries in the key."""
-    index = device.index or 0
-    key = (kind, cell_name, head_dim, dtype, index, batch, num_heads, limits_of(index), sm_count(index),
-           cluster_capacity)
-    found = _PICKS.get(key)
-    if found is None:
-        if len(_PICKS) >= _MAX_PICKS:
-            _PICKS.clear()
-        found = _PICKS[key] = _pick(kind, cell_name, head_dim, dtype, device, batch, num_heads)
-    return found
-
-
-def _pick(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
-          num_heads: int) -> Variant | str:
-    """8 batch rows per CTA where (heads x batch tiles of 8 x CTAs per head) still fit on the SMs in one wave (a
-    step's work per thread halves; the MMAs stay), else 16. A head over a cluster whose 16-row variant the model
-    refuses (LSTM D = 768: the h buffers and output stages double) takes the 8-row one in several waves of
-    clusters: each runs on its own. A head over a cooperative grid (16 rows only) is refused where its CTAs would
-    not all be resident at one per SM. The forward over a cluster with K split over the warps (rnn_forward_s) takes
-    1 to 8 rows: the fewest waves of clusters, then the fewest rows (less to exchange per step)."""
-    sms = sm_count(device.index or 0)
-    found = variant_for(kind, cell_name, head_dim, dtype, device, 8)
-    if not isinstance(found, str) and found.shape.ksplit:
-        return _fewest_waves(kind, cell_name, head_dim, dtype, device, batch, num_heads)
-    if not isinstance(found, str) and num_heads * -(-batch // 8) * found.shape.cluster <= sms:
-        return found
-    wide = variant_for(kind, cell_name, head_dim, dtype, device, 16)
-    if not isinstance(wide, str) and wide.shape.grid > 1 and num_heads * -(-batch // 16) * wide.shape.grid > sms:
-        # a cooperative grid's CTAs must all be resident: one per SM
-        wide = (f"no {kind} variant of {cell_name} with head_dim {head_dim} fits this call: the cooperative grid "
-                f"needs every CTA resident, {num_heads} heads x {-(-batch // 16)} batch tiles of 16 x "
-                f"{wide.shape.grid} CTAs > {sms} SMs")
-    if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster > 1:
-        return found  # 8 rows in several waves of clusters
-    return wide
-
-
-def _fewest_waves(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
-                  num_heads: int) -> Variant:
-    """rnn_forward_s's variant in SPLIT_ROWS rows per CTA with the fewest waves of clusters (clusters over the
-    clusters resident at once), then the fewest rows. Measured (H200, LSTM 1 x 768 forward, 1 CTA per SM, 7 clusters
-    of 16 resident): B = 16 in 2 clusters of 8 rows 2.22 ms, 4 of 4 rows 1.88 to 1.93 ms, 6 of 3 rows 1.74 ms, 8 of 2
-    rows (two waves) 3.12 to 3.18 ms; B = 8 in 4 clusters of 2 rows 1.58 ms, 8 of 1 row (two waves) 3.03 ms."""
-    options = []
-    for rows in SPLIT_ROWS:
-        v = variant_for(kind, cell_name, head_dim, dtype, device, rows)
-        if isinstance(v, str):
-            continue
-        clusters = num_heads * -(-batch // rows)
-        waves = -(-clusters // cluster_capacity(device.index or 0, v.shape.cluster))
-        options.append((waves, rows, v))
-    return min(options, key=lambda option: option[:2])[2]
 
 
 # A kernel that does nothing, launched never: only asked how many clusters of one CTA per SM the device holds at once
@@ -120,7 +45,7 @@ _PROBE_SOURCE = 'extern "C" __global__ void cluster_probe() {}\n'
 @functools.cache
 def cluster_capacity(device_index: int, cluster: int) -> int:
     """How many clusters of ``cluster`` CTAs, one CTA per SM, are resident at once (the driver's occupancy query on
-    a probe kernel asking for all of an SM's shared memory; H200: 7 of 16 CTAs). Where the query fails: SMs //
+    a probe kernel asking for all of an SM's shared memory). Where the query fails: SMs //
     cluster, with a warning."""
     from cuda.core import Device, LaunchConfig, ObjectCode
 
@@ -131,7 +56,7 @@ def cluster_capacity(device_index: int, cluster: int) -> int:
         device = torch.device("cuda", device_index)
         probe = compile_kernel(_PROBE_SOURCE, "cluster_probe", arch_of(device))
         kernel = ObjectCode.from_cubin(probe.cubin).get_kernel(probe.symbol.encode())
-        smem = limits_of(device_index).smem_per_block
+        smem = planner.device_facts(device_index).limits.smem_per_block
         _set_attribute(kernel, "MAX_DYNAMIC_SHARED_SIZE_BYTES", smem, device_index)
         if cluster > 8:
             _set_attribute(kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device_index)
@@ -159,7 +84,7 @@ class _Loaded:
         self.kernel = self.module.get_kernel(compiled.symbol.encode())  # the mangled name, as bytes
         if v.shape.smem > _DEFAULT_SMEM:
             _set_attribute(self.kernel, "MAX_DYNAMIC_SHARED_SIZE_BYTES", v.shape.smem, device.index or 0)
-        if v.shape.cluster > 8:  # beyond the portable cluster size
+        if v.shape.cluster_size > 8:  # beyond the portable cluster size
             _set_attribute(self.kernel, "NON_PORTABLE_CLUSTER_SIZE_ALLOWED", 1, device.index or 0)
         self.variant = v
         self.configs: dict[tuple[int, int], object] = {}
@@ -173,10 +98,10 @@ class _Loaded:
         config = self.configs.get(grid)
         if config is None:
             shape = self.variant.shape
-            # with a cluster, the grid counts clusters
-            extra: dict[str, object] = {"cluster": (shape.cluster, 1, 1)} if shape.cluster > 1 else {}
-            dims = (shape.grid, *grid) if shape.grid > 1 else grid
-            if shape.grid > 1:
+            # with a cluster the grid counts clusters
+            extra: dict[str, object] = {"cluster": (shape.cluster_size, 1, 1)} if shape.cluster_size > 1 else {}
+            dims = (shape.ctas_per_head, *grid) if shape.cooperative else grid
+            if shape.cooperative:
                 extra["is_cooperative"] = True
             config = self.configs[grid] = LaunchConfig(grid=dims, block=self.variant.threads, shmem_size=shape.smem,
                                                        **extra)
@@ -187,7 +112,7 @@ def grid_buffers(v: Variant, kind: str, cell_name: str, num_heads: int, tiles: i
     """The arguments a grid kernel adds: per (head, batch tile) two exchange buffers of the step's A operand (16
     rows x K, 16-bit, fragment order) and a barrier counter, zeroed (the kernel's barriers count up from 0); none
     for other kernels."""
-    if v.shape.grid == 1:
+    if not v.shape.cooperative:
         return ()
     K = v.head_dim if kind == "forward" else get_cell(cell_name).num_gates_r * v.head_dim
     xchg = torch.empty(num_heads * tiles * 2 * 16 * K, dtype=torch.int16, device=device)
@@ -211,7 +136,7 @@ def _set_attribute(kernel, name: str, value: int, device_index: int) -> None:
 
 def _current_stream_handle(device: torch.device) -> int:
     """torch's current stream on ``device`` as a CUstream handle; through torch's raw accessor where it has one (as
-    Triton's launcher does), which saves building a torch.cuda.Stream: about 5 µs of host time per launch."""
+    Triton's launcher does), which saves building a torch.cuda.Stream per launch."""
     raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
     return raw(device.index or 0) if raw is not None else torch.cuda.current_stream(device).cuda_stream
 
@@ -233,7 +158,7 @@ _LOADED: dict[tuple[int, str], _Loaded] = {}
 
 def _loaded(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
             num_heads: int) -> _Loaded:
-    v = pick_variant(kind, cell_name, head_dim, dtype, device, batch, num_heads)
+    v = planner.plan_kernel(kind, cell_name, head_dim, dtype, batch, num_heads, planner.device_facts(device.index or 0))
     if isinstance(v, str):  # the backend's supports() refused this call; reaching here is a bug
         raise ValueError(f"backend 'cuda' cannot run this call: {v}")
     key = (device.index or 0, v.name)
@@ -284,7 +209,7 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     # the kernels' per-tile partial sums of db: 8 rows (a thread's rows summed), over a cluster or a grid one per
     # batch row
     shape = loaded.variant.shape
-    part_rows = shape.rows if shape.cluster > 1 or shape.grid > 1 else 8
+    part_rows = shape.rows if shape.ctas_per_head > 1 else 8
     db_part = empty(tiles * part_rows, GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     extra = grid_buffers(loaded.variant, "backward", cell_name, NH, tiles, R.device)

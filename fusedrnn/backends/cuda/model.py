@@ -1,27 +1,30 @@
-"""The resource model of the CUDA kernels, solved with ``fusedrnn.tune`` from the device's limits.
+"""The resource model of the kernels that hold R in registers (one CTA per head, transposed, over a cluster), solved
+with ``fusedrnn.tune`` from the device's limits, and ``kernel_shape``: every family in order.
 
-The kernels (rnn.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, ROWS = 8 or 16 batch rows); warp w
-owns NT tiles of 8 hidden units of every gate (rnn_backward_t: 16 units, ``W = D / (16·NT)``). The choices are NT
+The kernels (cta.cu, transposed.cu) run one CTA of ``W = D / (8·NT)`` warps per (head, ROWS = 8 or 16 batch rows); warp
+w
+owns NT tiles of 8 hidden units of every gate (backward_transposed: 16 units, ``W = D / (16·NT)``). The choices are NT
 (units per warp, which trades warps for registers) and STAGES (how many steps of inputs are in flight in the
-shared-memory ring); the launch picks ROWS, the model the kernel: rnn_forward_t from FW_T_MIN_HEAD_DIM on,
-rnn_backward_t where rnn_backward would need NT >= 2.
+shared-memory ring); the launch picks ROWS, the model the kernel: forward_transposed from FW_T_MIN_HEAD_DIM on,
+backward_transposed where backward_cta would need NT >= 2.
 The model:
 
-* registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward and backward; rnn_forward_t: A fragments
-  of two gates per 16-row tile, ``4·ceil(GR/2)·NT·D/KSTEP``; rnn_backward_t: ``4·GR·NT·D/KSTEP`` for 16 units;
+* registers per thread: R's MMA fragments (``2·GR·NT·D/KSTEP`` forward and backward; forward_transposed: A fragments
+  of two gates per 16-row tile, ``4·ceil(GR/2)·NT·D/KSTEP``; backward_transposed: ``4·GR·NT·D/KSTEP`` for 16 units;
   KSTEP = 16 for 16-bit inputs, 8 for float32), the accumulators, the states / state gradients and biases / bias sums
   held per element, and a fixed overhead (addresses, loop state, temporaries of the cell's math; float32
-  adds the TF32 splitting). The overheads were read from ptxas' reports of every variant (sm_80 and sm_90a,
-  NVRTC 13.5): with them, a variant the model accepts does not spill — ``python -m fusedrnn info --compile-all``
+  adds the TF32 splitting). The overheads (calibration.py) were read from ptxas' reports of every variant: with them, a
+  variant the model accepts does not spill — ``python -m fusedrnn info --compile-all``
   checks exactly that in CI.
 * registers per thread <= min(255, registers per SM / (32 · warps rounded up to a multiple of 4)): one CTA per
   SM (``__launch_bounds__(.., 1)``).
-* shared memory (the same formulas as ``Layout`` in rnn.cu) <= the device's opt-in limit per block.
+* shared memory (the same formulas as ``Layout`` in layout.cuh; each kernel checks it at compile time) <= the device's
+  opt-in limit per block.
 * objective: most warps (smallest NT) first, then the deepest prefetch.
 
 Heads whose R does not fit one CTA (D > 128) run over a thread-block cluster of CL CTAs (sm_90), each computing
-U = D / CL units: rnn_forward_t with K = D, whose registers per thread are those of the single-CTA kernel (they
-depend on D and NT, not on U), its warps U / (8·NT), its x ring and output stages U columns wide; rnn_backward_c
+U = D / CL units: forward_transposed with K = D, whose registers per thread are those of the single-CTA kernel (they
+depend on D and NT, not on U), its warps U / (8·NT), its x ring and output stages U columns wide; backward_cluster
 with M = D in tiles of 16 and K = GR·U (``backward_cluster_registers``). The cluster size is a solver variable:
 the smallest that fits, since a larger one computes the same per thread and only adds exchange peers and SMs
 (benchmarks/cluster_exchange.py: the exchange's cost grows with the cluster). Where no cluster holds R's rows in
@@ -30,17 +33,8 @@ instead (``smem_bytes``: 256·GR bytes per 8 units and K step), the fewest that 
 problem, solved only when the first has no solution, so the variants that fit registers stay as they are.
 
 Where no cluster holds R in registers (or only one of 8 CTAs or more), the 16-bit forward in 8-row tiles runs
-rnn_forward_s instead: K split over the warps as well as the gate rows, each warp's first ``kr`` K steps of R in
-registers and the rest in shared memory (``_split_problem``: cluster, warps, K groups and kr by a predicted step time
-fitted on benchmarks/split_sweep.py). It also runs in tiles of 1 to 7 rows (``SPLIT_ROWS``) with the 8-row tiling
-(less kr where rows that are not a power of two cost registers); the launch picks the rows by the clusters resident
-at once.
-
-Where no cluster holds R (or there are none, sm_80), 16-bit heads run over a cooperative grid of D / units CTAs,
-one per SM (rnn_forward_g / rnn_backward_g, 16 batch rows per CTA): a third problem (``_grid_problem``) over the
-units per CTA, warps, the K steps of R each warp keeps in registers (the rest in shared memory) and the exchanged
-operand's chunks in flight; its objective is a predicted step time fitted on benchmarks/grid_sweep.py (see there and
-docs/large_heads.md).
+forward_split_k instead (split_k.py: its own problem); where no cluster holds R (or there are none, sm_80), 16-bit
+heads run over a cooperative grid (grid.py). ``kernel_shape`` tries the families in that order.
 
 The architecture limits come from the device at run time (``torch.cuda.get_device_properties``). Without a GPU
 (compile-all, CI) they are the documented limits of the compute capability the arch names.
@@ -50,123 +44,82 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 from ...cells import get_cell
 from ...tune import Model
+from . import grid, split_k
+from .calibration import per_cell, value
+from .resources import Limits, Shape, elt_bytes
 
-# Registers every thread needs beyond what the model counts per element, calibrated on ptxas' reports of every
-# variant (NVRTC 13.5, sm_80 and sm_90a): the smallest values that reject every variant that spilled.
-FW_OVERHEAD = 16
-FW_T_OVERHEAD = 24  # rnn_forward_t
-# rnn_forward_t over a cluster, beyond FW_T_OVERHEAD (rank, mbarriers, the exchange's addresses): the first
-# compile-all of the cluster variants (NVRTC 13.5, sm_90a) spilled up to 22 registers past the model's count
-# (Elman D = 384, 12 warps: model 147, spilled at 168)
-FW_C_OVERHEAD = 24
-# rnn_forward_t with K steps of R in shared memory (KSM > 0), per cell, added to the above: calibrated on the
-# smallest KSM that does not spill (NVRTC 13.5, sm_90a, bf16; every cell, D = 384 / 512 / 768, clusters of 8 and
-# 16, 8 and 16 rows), e.g. LSTM D = 512 8 rows: KSM = 12 fits (160 registers of R), 10 spills; GRU's zero half
-# fragments take registers too (an MMA operand is a register quad)
-FW_S_OVERHEAD = {"lstm": -21, "slstm": -21, "gru": 16, "elman": 26}
-# rnn_backward_c (the backward over a cluster) beyond its counted registers: BW_OVERHEAD's addresses and loop
-# state plus the exchange's
-BW_C_OVERHEAD = 72
-BW_OVERHEAD = 56
-# per cell, backward: GRU's D = 128 variant used all 255 registers and spilled 4 bytes with NVRTC 13.0 where the
-# model said 212; Elman's float32 D = 128 16-row rnn_backward spilled 20 bytes at 255 where the model said 252
-# (since TileCopy holds a pointer per chunk). rnn_backward_t: BW_T_CELL_OVERHEAD instead.
-BW_CELL_OVERHEAD = {"gru": 44, "elman": 4}
-BW_T_CELL_OVERHEAD = {"gru": 44}
-# per cell, rnn_forward_t: GRU's D = 128 8-row variant (16 warps, 128 registers) spilled 4 bytes on sm_80 where
-# the model said 122
-FW_T_CELL_OVERHEAD = {"gru": 8}
-BW_T_OVERHEAD = 0  # rnn_backward_t beyond the backward's overheads
-# per input dtype: float32 splits operands for TF32 and runs IEEE σ / tanh / exp; float16 converts per element
-DTYPE_OVERHEAD = {"float32": {"forward": 124, "backward": 84}, "float16": {"forward": 28, "backward": 0}}
-DTYPE_T_OVERHEAD = {"float32": 128, "float16": 0}  # rnn_forward_t
-# rnn_forward_t where the head is at least this wide: it does half the MMA work of rnn_forward at 8 batch rows and
-# none of the zero rows; measured (H100, bf16, B = 16) 6 x 128 LSTM forward 1.06 -> 0.81 ms, but 12 x 64 GRU and
-# Elman 10-20 % slower than rnn_forward, whose cell math and stores are cheaper per element
-FW_T_MIN_HEAD_DIM = 128
+# Calibrated constants: their values and evidence are in calibration.py
+FW_OVERHEAD, FW_T_OVERHEAD, FW_C_OVERHEAD = value("FW_OVERHEAD"), value("FW_T_OVERHEAD"), value("FW_C_OVERHEAD")
+FW_S_OVERHEAD = value("FW_S_OVERHEAD")
+BW_OVERHEAD, BW_C_OVERHEAD, BW_T_OVERHEAD = value("BW_OVERHEAD"), value("BW_C_OVERHEAD"), value("BW_T_OVERHEAD")
+BW_CELL_OVERHEAD, BW_T_CELL_OVERHEAD = value("BW_CELL_OVERHEAD"), value("BW_T_CELL_OVERHEAD")
+FW_T_CELL_OVERHEAD = value("FW_T_CELL_OVERHEAD")
+DTYPE_OVERHEAD, DTYPE_T_OVERHEAD = value("DTYPE_OVERHEAD"), value("DTYPE_T_OVERHEAD")
+FW_T_MIN_HEAD_DIM = value("FW_T_MIN_HEAD_DIM")  # forward_transposed from this head size on
 MAX_STAGES = 4
 # wider heads run over a thread-block cluster
 CTA_MAX_HEAD_DIM = 128
 NT_CHOICES = (1, 2, 4)
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """What the model needs of a device: registers per SM and per thread, shared memory per block (opt-in), the
-    largest thread-block cluster (1: none; 16 on sm_90 with the non-portable size)."""
-
-    regs_per_sm: int = 65536
-    max_regs_per_thread: int = 255
-    smem_per_block: int = 232448  # H100: 227 KB
-    max_cluster: int = 1
-    sms: int = 132  # SMs: a cooperative grid's CTAs all resident, one per SM
-
-
-# Documented per compute capability (CUDA programming guide, "Technical specifications"), used only when
-# compiling without a GPU; at run time the device's properties are read instead.
-ARCH_LIMITS = {
-    "sm_80": Limits(smem_per_block=166912, sms=108),  # 163 KB; A100
-    "sm_86": Limits(smem_per_block=101376, sms=84),  # 99 KB
-    "sm_89": Limits(smem_per_block=101376, sms=128),
-    "sm_90": Limits(smem_per_block=232448, max_cluster=16),  # 227 KB; H100 SXM
-    "sm_90a": Limits(smem_per_block=232448, max_cluster=16),
-}
 CLUSTER_SIZES = (2, 4, 8, 16)
 
 
-def device_limits(device_index: int) -> Limits:
-    import torch
 
-    props = torch.cuda.get_device_properties(device_index)
-    return Limits(
-        regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
-        smem_per_block=getattr(props, "shared_memory_per_block_optin", 49152),
-        # the cluster kernels are built for sm_90a only (st.async, mapa, mbarrier transaction counts)
-        max_cluster=16 if (props.major, props.minor) == (9, 0) else 1,
-        sms=props.multi_processor_count,
-    )
+@dataclasses.dataclass(frozen=True)
+class CtaShape(Shape):
+    """forward_cta / backward_cta: one CTA per (head, batch tile), ``tiles_per_warp`` tiles of 8 hidden units per warp
+    (NT), ``stages`` steps of inputs in flight in the shared-memory ring."""
+
+    tiles_per_warp: int
+    stages: int
+    family: ClassVar[str] = "cta"
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        return f"{self.tiles_per_warp}, {self.stages}, {self.rows}"
 
 
 @dataclasses.dataclass(frozen=True)
-class Shape:
-    """A kernel's launch shape: NT unit tiles per warp, STAGES prefetch depth, ROWS batch rows per CTA, and what
-    they cost."""
+class TransposedShape(CtaShape):
+    """forward_transposed / backward_transposed (R · hᵀ; dhᵀ = Rᵀ · dpᵀ): as CtaShape, the backward's tiles of 16
+    units."""
 
-    nt: int
-    stages: int
-    warps: int
-    rows: int
-    smem: int  # bytes of dynamic shared memory
-    registers: int  # the model's estimate per thread
-    trans: bool = False  # rnn_forward_t / rnn_backward_t (R · hᵀ; dhᵀ = Rᵀ · dpᵀ with 16 units per warp tile)
-    cluster: int = 1  # CTAs per head (rnn_forward_t / rnn_backward_c over a cluster), D / cluster units each
-    ksm: int = 0  # K steps of R per warp read from shared memory each step (rnn_forward_t over a cluster)
-    grid: int = 1  # CTAs per head of a cooperative grid (rnn_forward_g / rnn_backward_g), D / grid units each
-    kr: int = 0  # the grid kernels: K steps of R per warp in registers (the rest in shared memory)
-    ck: int = 0  # the grid kernels: K steps per chunk of the exchanged operand (``stages`` chunks in flight)
-    ksplit: int = 0  # rnn_forward_s (over a cluster): groups of warps K is split over (warps / ksplit row groups)
+    family: ClassVar[str] = "transposed"
 
 
-def _elt_bytes(dtype_name: str) -> int:
-    return 4 if dtype_name == "float32" else 2
+@dataclasses.dataclass(frozen=True)
+class ClusterShape(CtaShape):
+    """forward_cluster / backward_cluster: the head over ``cluster`` CTAs of D / cluster units each (the transposed
+    kernels' tiling); the forward keeps ``k_steps_in_smem`` K steps of R per warp in shared memory (KSM)."""
+
+    cluster: int = 2
+    k_steps_in_smem: int = 0
+    family: ClassVar[str] = "cluster"
+
+    @property
+    def cluster_size(self) -> int:
+        return self.cluster
+
+    def template_args(self, kind: str, head_dim: int) -> str:
+        tail = f", {self.k_steps_in_smem}" if kind == "forward" else ""
+        return f"{self.tiles_per_warp}, {self.stages}, {self.rows}, {self.cluster}{tail}"
 
 
 def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False,
                units=None, cluster=1, ksm=0):
     """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA (``trans``: the transposed kernel; over a
     ``cluster`` > 1 of CTAs, ``units`` of the head per CTA, ``ksm`` K steps of R per warp in shared memory): the
-    same formulas as ``Layout`` in rnn.cu (``stages``, ``units``, ``cluster`` and ``ksm`` may be solver
+    same formulas as ``Layout`` in the kernel sources (``stages``, ``units``, ``cluster`` and ``ksm`` may be solver
     variables)."""
     cell = get_cell(cell_name)
-    e = _elt_bytes(dtype_name)
+    e = elt_bytes(dtype_name)
     pad = 16 // e
     U = D if units is None else units
     clustered = not isinstance(cluster, int) or cluster > 1
     h = rows * (D + pad) * e
-    out = (cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4  # rnn_forward_t's output stage (f32)
+    out = (cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4  # forward_transposed's output stage (f32)
     if kind == "forward":
         r_part = ksm * cell.num_gates_r * U * 32 if clustered else 0  # 256 B per gate, 8 units and K step
         return (2 * h + stages * (rows * (cell.num_gates_x * U + pad) * e) + (2 * out if trans else 0)
@@ -185,7 +138,7 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
     LSTM 64 backward); compile-all checks both."""
     cell = get_cell(cell_name)
     GR, GB, S = cell.num_gates_r, cell.num_gates_b, cell.num_states
-    e = _elt_bytes(dtype_name)
+    e = elt_bytes(dtype_name)
     kstep = 8 if e == 4 else 16
     fixed = 0
     if overhead:
@@ -208,12 +161,12 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
         per_unit_tile = 4 * pairs * (D // kstep - ksm) + 4 * pairs * batch_tiles + 2 * batch_tiles * S + GB
         if not isinstance(ksm, int) or ksm:
             per_unit_tile = per_unit_tile + 8 * pairs
-            fixed += FW_S_OVERHEAD[cell.name] if overhead else 0
+            fixed += per_cell(FW_S_OVERHEAD, cell.name, "register overhead with R in shared memory") if overhead else 0
         return per_unit_tile * nt + 12 * batch_tiles + 8 + fixed
     if kind == "forward":  # R fragments, 4 accumulators per gate; y / slot / state pointers of both row halves
         return (2 * GR * (D // kstep) + 4 * GR + per_tile) * nt + 12 + 8 + fixed
     kt = GR * D // kstep  # R fragments; accumulators of 4: 4 (all K steps' when fewer) with NT = 1, else NT
-    if trans:  # rnn_backward_t: A fragments of 16 units (4 per K step), 2 units x 2 rows per batch tile
+    if trans:  # backward_transposed: A fragments of 16 units (4 per K step), 2 units x 2 rows per batch tile
         batch_tiles = rows // 8
         per_unit_tile = 4 * kt + 4 * batch_tiles + 4 * batch_tiles * S + 2 * GB
         # accumulator chains (its ACCS): min(KT, 4) with NT = 1, else one per tile
@@ -224,11 +177,11 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
 
 
 def backward_cluster_registers(cell_name: str, dtype_name: str, nt, units_16, pairs, rows: int):
-    """rnn_backward_c's registers per thread (arguments may be solver variables): R's A fragments (NT tiles of 16
+    """backward_cluster's registers per thread (arguments may be solver variables): R's A fragments (NT tiles of 16
     units, K = GR·16·units_16), the accumulators (4 chains with NT = 1, else one per tile), per unit pair of the
     cell's backward its state gradients, bias sums and row / unit / length, and the fixed overheads."""
     cell = get_cell(cell_name)
-    kstep = 8 if _elt_bytes(dtype_name) == 4 else 16
+    kstep = 8 if elt_bytes(dtype_name) == 4 else 16
     batch_tiles = rows // 8
     accumulators = 4 * batch_tiles * nt + 12 * batch_tiles * (1 // nt)
     return (4 * nt * cell.num_gates_r * units_16 * (16 // kstep) + accumulators
@@ -246,7 +199,7 @@ def _registers_of(kind: str, cell_name: str, D: int, dtype_name: str, rows: int,
 
 def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
              clusters: tuple[int, ...] = (), streamed: bool = False) -> Model:
-    """``clusters``: the cluster sizes to choose from (rnn_forward_t over a cluster), none: one CTA per head;
+    """``clusters``: the cluster sizes to choose from (forward_transposed over a cluster), none: one CTA per head;
     ``streamed``: the forward over a cluster with some of R's K steps in shared memory (a solver variable)."""
     m = Model()
     nt = m.var("nt", values=list(NT_CHOICES))
@@ -262,11 +215,11 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
         cluster = m.var("cluster", values=list(clusters))
         units = m.var("units", 8, D)
         m.add(units * cluster == D)
-    if clusters and kind == "backward":  # rnn_backward_c: M = D in tiles of 16, K = GR·units; units pairs per row
+    if clusters and kind == "backward":  # backward_cluster: M = D in tiles of 16, K = GR·units; units pairs per row
         per16 = m.var("units_16", 1, D // 16)
         pairs = m.var("pairs_per_thread", 1, 8)
         m.add(units == 16 * per16, warps * 16 * nt == D, pairs * 64 * warps == units * rows)
-        if _elt_bytes(dtype_name) == 2:  # dp by ldmatrix (a K-step pair within one slot); the scalar loads
+        if elt_bytes(dtype_name) == 2:  # dp by ldmatrix (a K-step pair within one slot); the scalar loads
             m.add(per16 % 2 == 0)         # spilled (sLSTM D = 192, 48 units: 254 registers where the model said 196)
     elif clusters:  # a K step reads one CTA's slice of h (the forward waits for it just before)
         m.add(warps * 8 * nt == units, units % 16 == 0)
@@ -294,24 +247,26 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
 
 
 @functools.cache
-def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int = 16) -> Shape | str:
+def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int = 16,
+                 exclude: tuple[str, ...] = ()) -> Shape | str:
     """The launch shape of kernel ``kind`` ("forward" / "backward") with ``rows`` batch rows per CTA, or why none
-    fits."""
+    fits: the families in order (one CTA per head, transposed, cluster, K split over the warps, grid). ``exclude``:
+    families not to consider (for sweeps that time the shape the model would give without one, e.g. ("split_k",))."""
     if D % 16 or D < 16:
         return f"head_dim {D} is not a multiple of 16 (the MMA's K step)"
-    if rows < 8:  # only rnn_forward_s, where it is the 8-row forward
-        eight = kernel_shape(kind, cell_name, D, dtype_name, limits, 8)
-        split = isinstance(eight, Shape) and eight.ksplit and _split_shape(cell_name, D, dtype_name, limits, rows)
+    if rows < 8:  # only forward_split_k, where it is the 8-row forward
+        eight = kernel_shape(kind, cell_name, D, dtype_name, limits, 8, exclude)
+        split = isinstance(eight, split_k.SplitKShape) and split_k.fit(cell_name, D, dtype_name, limits, rows)
         return split or f"{rows} batch rows per CTA: only the forward over a cluster with K split over the warps"
     if D > CTA_MAX_HEAD_DIM:
-        return _cluster_shape(kind, cell_name, D, dtype_name, limits, rows)
+        return _cluster_shape(kind, cell_name, D, dtype_name, limits, rows, exclude)
     shape = None
     if kind == "forward" and D >= FW_T_MIN_HEAD_DIM:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
     if shape is None:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=False)
-    if kind == "backward" and (shape is None or shape.nt > 1):
-        # rnn_backward_t: 16 units per warp tile, so the same warps at half the MMAs where rnn_backward needs
+    if kind == "backward" and (shape is None or shape.tiles_per_warp > 1):
+        # backward_transposed: 16 units per warp tile, so the same warps at half the MMAs where backward_cta needs
         # NT >= 2 (D = 128); taken when it has at least as many warps
         alt = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True)
         if alt is not None and (shape is None or alt.warps >= shape.warps):
@@ -323,235 +278,39 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
     return shape
 
 
-def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
-    """A head wider than one CTA's: rnn_forward_t / rnn_backward_c over a cluster (the solver picks its size), else
-    rnn_forward_g / rnn_backward_g over a cooperative grid, or why neither."""
+def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int,
+                   exclude: tuple[str, ...] = ()) -> Shape | str:
+    """A head wider than one CTA's: forward_cluster / backward_cluster (the solver picks the cluster's size), else
+    forward_grid / backward_grid over a cooperative grid, or why neither."""
     if kind == "backward":  # only where the forward runs too (a call that trains needs both)
-        forward = _cluster_shape("forward", cell_name, D, dtype_name, limits, rows)
+        forward = _cluster_shape("forward", cell_name, D, dtype_name, limits, rows, exclude)
         if isinstance(forward, str):
             return forward
     clusters = tuple(c for c in CLUSTER_SIZES if c <= limits.max_cluster and D % (8 * c) == 0)
     shape = None
     if clusters:
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters)
-    if clusters and kind == "forward" and (shape is None or shape.cluster >= 8):
+    if clusters and kind == "forward" and (shape is None or shape.cluster_size >= 8) and "split_k" not in exclude:
         # R beyond the cluster's registers, or in the registers of 8 CTAs or more (Elman D = 384 / 512, measured
-        # faster split): rnn_forward_s, K over the warps
-        shape = _split_shape(cell_name, D, dtype_name, limits, rows) or shape
+        # faster split): forward_split_k, K over the warps
+        shape = split_k.fit(cell_name, D, dtype_name, limits, rows) or shape
     if shape is None and clusters and kind == "forward" and dtype_name != "float32":
         # R beyond the cluster's registers: the rest of its K steps from shared memory
         shape = _solve(kind, cell_name, D, dtype_name, limits, rows, trans=True, clusters=clusters, streamed=True)
     if shape is not None:
         return shape
     # no cluster holds R (or none exists, sm_80): a cooperative grid
-    grid = _grid_shape(kind, cell_name, D, dtype_name, limits, rows)
-    if not isinstance(grid, str):
-        return grid
+    over_grid = grid.fit(kind, cell_name, D, dtype_name, limits, rows)
+    if not isinstance(over_grid, str):
+        return over_grid
     cluster = ("no thread-block cluster (sm_90)" if not clusters else
                f"no cluster of up to {limits.max_cluster} CTAs holds R ({limits.max_regs_per_thread} registers per "
                f"thread, {limits.regs_per_sm} per SM, {limits.smem_per_block // 1024} KB shared memory)")
-    return f"{kind} {cell_name} head_dim {D} {dtype_name}: {cluster}; {grid}"
-
-
-# The cooperative-grid kernels (rnn_forward_g / rnn_backward_g, 16-bit, 16 batch rows per CTA): registers beyond the
-# counted ones (addresses, loop state, the cell's temporaries), calibrated on ptxas (NVRTC 13.5, sm_80 / sm_90a)
-# (the backward's is large: ptxas hoists the loads of R's register part in the prologue, and LSTM D = 1024 with 31
-# or 32 of its 32 K steps in registers spilled 8 bytes there on sm_80, 30 did not)
-GRID_OVERHEAD = {"forward": 48, "backward": 92}
-GRID_WARPS = (4, 8, 16)
-GRID_CHUNKS = (1, 2, 4, 8)
-GRID_MAX_RING = 8
-
-
-def grid_dims(kind: str, cell_name: str, D: int, units):
-    """(K steps of the step's MMA, N tiles of 8 per CTA) of a grid kernel (``units`` may be a solver variable)."""
-    GR = get_cell(cell_name).num_gates_r
-    return (D if kind == "forward" else GR * D) // 16, (GR * units if kind == "forward" else units) // 8
-
-
-def grid_smem_bytes(kind: str, cell_name: str, D: int, units, warps, kr, ck, ring):
-    """rnn_forward_g / rnn_backward_g's shared memory (``GridLayout`` in rnn.cu): R's K steps past ``kr`` of each
-    warp (256 bytes per fragment), the warps' rings of ``ring`` chunks of ``ck`` A fragments (512 bytes each), their
-    partial sums [warps][16][8·tiles + 8] (f32). Arguments may be solver variables."""
-    ks, ntl = grid_dims(kind, cell_name, D, units)
-    return (ks - kr * warps) * ntl * 256 + warps * ring * ck * 512 + warps * 16 * (8 * ntl + 8) * 4
-
-
-def grid_registers(kind: str, cell_name: str, D: int, units, kr, per_thread, overhead: bool = True):
-    """A grid kernel's registers per thread: R's ``kr`` K steps (2 per N tile), the accumulators (4 per tile), R's
-    shared-memory fragments one K step ahead (two buffers of 2 per tile), A one K step ahead (8), per cell element
-    (``per_thread`` of them) its states, biases and inputs (forward: S + GB + GX; backward: the state gradients, bias
-    sums, saved slots and states and dy: 2·S + 2·GB + 1) and its row bookkeeping (3), and GRID_OVERHEAD."""
-    cell = get_cell(cell_name)
-    S, GB, GX = cell.num_states, cell.num_gates_b, cell.num_gates_x
-    _, ntl = grid_dims(kind, cell_name, D, units)
-    element = (S + GB + GX if kind == "forward" else 2 * S + 2 * GB + 1) + 3
-    fixed = GRID_OVERHEAD[kind] if overhead else 0
-    return 2 * ntl * kr + 8 * ntl + 8 + element * per_thread + fixed
-
-
-def _grid_problem(kind: str, cell_name: str, D: int, limits: Limits) -> Model:
-    m = Model()
-    units = m.var("units", values=[u for u in range(8, D // 2 + 1, 8) if D % u == 0 and D // u <= limits.sms])
-    ks, ntl = grid_dims(kind, cell_name, D, units)
-    grid = m.var("grid", 2, limits.sms)
-    warps = m.var("warps", values=list(GRID_WARPS))
-    kw = m.var("kw", 1, ks)  # K steps per warp
-    kr = m.var("kr", 1, ks)
-    ck = m.var("ck", values=list(GRID_CHUNKS))
-    chunks = m.var("chunks", 1, ks)
-    ring = m.var("ring", 2, GRID_MAX_RING)  # chunks in flight
-    per_thread = m.var("elements_per_thread", 1, 16)  # the cell's elements: 16 rows x units over the threads
-    m.add(units * grid == D, kw * warps == ks, kr <= kw, ck * chunks == kw, ring <= chunks)
-    m.add(32 * warps * per_thread >= 16 * units, 32 * warps * (per_thread - 1) < 16 * units)
-    regs = grid_registers(kind, cell_name, D, units, kr, per_thread)
-    eighths = m.var("register_eighths", 1, 32)  # ptxas allocates registers in multiples of 8 per thread
-    m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
-    m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
-    smem = grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring)
-    m.add(smem <= limits.smem_per_block)
-    # the predicted time of a step, in ns / 160 (benchmarks/grid_sweep.py, H200, B = 16: the exchange is read by
-    # every CTA, so its traffic is CTAs x K x 32 bytes; about 0.2 ns per KB, and 1 ns more per KB beyond 8 MB, where
-    # L2 saturates: LSTM 1024 backward over 128 CTAs 7.8 µs a step, over 64 2.95), 10 ns per KB of R read from
-    # shared memory, 10 ns per MMA of a warp, 300 ns per cell element of a thread, 40 ns per warp (16 warps measured
-    # slower than 8 where the MMAs per warp halve); then the most of A in flight
-    excess = m.var("exchange_kb_beyond_8mb", 1, 1 << 20)  # 1 + max(0, KB beyond 8 MB), exactly (a unique solution)
-    beyond = grid * ks * 16 - 8 * 1024 * 32  # (exchange bytes - 8 MB) / 32
-    m.add(32 * (excess - 1) >= beyond, (excess == 1) | (32 * (excess - 2) < beyond))
-    m.minimize(160 * excess + grid * ks * 16 + 400 * (ks - kr * warps) * ntl + 1600 * kw * ntl + 48000 * per_thread
-               + 6400 * warps - ring * ck)
-    return m
-
-
-def _grid_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | str:
-    """A head over a cooperative grid (rnn_forward_g / rnn_backward_g), or why not."""
-    if dtype_name == "float32":
-        return "the cooperative-grid kernels are 16-bit only"
-    if rows != 16:
-        return "the cooperative-grid kernels take 16 batch rows per CTA"
-    result = _grid_problem(kind, cell_name, D, limits).solve()
-    if result.solution is None:
-        return (f"no {kind} tiling of {cell_name} with head_dim {D} keeps R on chip over a grid of up to "
-                f"{limits.sms} CTAs ({limits.regs_per_sm} registers and {limits.smem_per_block // 1024} KB shared "
-                f"memory per SM)")
-    return grid_shape_of(kind, cell_name, D, result.solution)
-
-
-def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> Shape:
-    """The Shape of a solution ``v`` of the grid problem (16 rows; ``stages``: the chunks in flight)."""
-    units, warps, kr, ck, ring = v["units"], v["warps"], v["kr"], v["ck"], v["ring"]
-    return Shape(nt=1, stages=ring, warps=warps, rows=16, registers=grid_registers(kind, cell_name, D, units, kr,
-                 v["elements_per_thread"]), smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring),
-                 grid=D // units, kr=kr, ck=ck)
-
-
-# rnn_forward_s: the forward over a cluster with K split over the warps (16-bit, 1 to 8 batch rows per CTA, tiled for
-# 8), for heads whose R is more than the cluster's registers hold. 8 or 12 warps (a multiple of 4: each SM scheduler
-# gets the same MMAs; benchmarks/split_sweep.py measured 4 and 16 slower everywhere). Registers beyond the counted ones,
-# calibrated on ptxas (NVRTC 13.5, sm_90a, bf16; every cell at D = 384 / 512 / 768, clusters of 8 and 16, 8 and 12
-# warps, each tiling with the most K steps of R in registers that compile without spilling): SPLIT_OVERHEAD, plus
-# SPLIT_NEAR_ALL where a warp keeps all or all but one of its K steps in registers (LSTM D = 384 over 8 CTAs, 4 x 2
-# warps: 11 of 12 fit, all 12 spill, though the fragments in flight go). These are the smallest values that reject every
-# tiling seen to spill: one K step more than its most (e.g. LSTM D = 768 over 16 CTAs, 12 x 1 warps, 25 of 48), and LSTM
-# D = 768 over 16 CTAs, 4 x 2 warps with 14 of 24 (15 compiles without spilling: ptxas is not monotonic).
-SPLIT_WARPS = (8, 12)
-SPLIT_K_GROUPS = (1, 2, 3, 4, 6, 8)
-SPLIT_CLUSTERS = (8, 16)  # the measured sizes
-SPLIT_OVERHEAD = 37
-SPLIT_NEAR_ALL = 32
-# batch rows per CTA that are not a power of two cost ptxas a register more where kr is near all of a warp's K steps
-# (the 8-row tilings of LSTM / sLSTM D = 384 / 512 spilled 4 bytes at 3, 5, 6 and 7 rows, none at 1, 2, 4 and 8; LSTM
-# D = 768 with kr 13 of 24 did not): the smallest value that rejects those (LSTM D = 512 with all 16 K steps in
-# registers counts 240)
-SPLIT_ODD_ROWS = 16
-SPLIT_MAX_HEAD_DIM = 768  # measured up to here; wider heads keep the other kernels
-# batch rows per CTA: fewer than the MMA's 8 exchange less per step (the exchange is bandwidth-bound) in more clusters
-SPLIT_ROWS = (8, 7, 6, 5, 4, 3, 2, 1)
-
-
-def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_per_warp, kr):
-    """rnn_forward_s's shared memory (``SplitLayout`` in rnn.cu): two h buffers of 8 rows x (D + 8), two mbarriers,
-    the warps' partial sums [k_groups][8][GR·units + 4] (f32), R's K steps past ``kr`` of each warp (512 bytes per
-    fragment; all of R is GR·units·D / 256 fragments). Arguments may be solver variables."""
-    GR = get_cell(cell_name).num_gates_r
-    return (2 * 8 * (D + 8) * 2 + 16 + 32 * k_groups * (GR * units + 4)
-            + 512 * (GR * units * D // 256 - warps * kr * row_tiles_per_warp))
-
-
-def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, near_all, odd_rows=0, overhead: bool = True):
-    """rnn_forward_s's registers per thread: R's ``kr`` K steps (4 per row tile), 8 more per row tile (the
-    accumulators and the shared-memory fragments in flight), B of a K-step pair (two buffers of 4), per unit pair of
-    the cell (``per_thread`` of them) both units' states and biases, x (one register per gate) and the row
-    bookkeeping (3), and the overheads (``near_all``: 1 where kr is all or all but one of the warp's K steps;
-    ``odd_rows``: 1 where the batch rows per CTA are not a power of two, counted with near_all). Arguments may be
-    solver variables."""
-    cell = get_cell(cell_name)
-    pair = 2 * cell.num_states + 2 * cell.num_gates_b + cell.num_gates_x + 3
-    return 8 * row_tiles_per_warp + 4 * row_tiles_per_warp * kr + 8 + pair * per_thread + (
-        SPLIT_OVERHEAD + (SPLIT_NEAR_ALL + SPLIT_ODD_ROWS * odd_rows) * near_all if overhead else 0)
-
-
-def _split_problem(cell_name: str, D: int, limits: Limits, odd_rows: int = 0) -> Model:
-    GR = get_cell(cell_name).num_gates_r
-    m = Model()
-    cluster = m.var("cluster", values=[c for c in SPLIT_CLUSTERS if c <= limits.max_cluster and D % (8 * c) == 0
-                                       and GR * D // c % 16 == 0])
-    units = m.var("units", 8, D)
-    warps = m.var("warps", values=list(SPLIT_WARPS))
-    k_groups = m.var("k_groups", values=list(SPLIT_K_GROUPS))
-    row_groups = m.var("row_groups", 1, 16)
-    mpw = m.var("row_tiles_per_warp", 1, GR * D // 16)
-    k_pairs = m.var("k_pairs_per_warp", 1, D // 32)
-    kr = m.var("kr", 0, D // 16)
-    per_thread = m.var("pairs_per_thread", 1, 8)  # the cell's unit pairs: 8 rows x units / 2 over the threads
-    near_all = m.var("near_all", 0, 1)  # 1 where kr >= the warp's K steps - 1
-    m.add(units * cluster == D, 16 * mpw * row_groups == GR * units, 2 * k_pairs * k_groups == D // 16)
-    m.add(warps == row_groups * k_groups, kr <= 2 * k_pairs, 2 * near_all >= kr - 2 * k_pairs + 2)
-    m.add(32 * warps * per_thread >= 4 * units, 32 * warps * (per_thread - 1) < 4 * units)
-    regs = split_registers(cell_name, mpw, kr, per_thread, near_all, odd_rows)
-    eighths = m.var("register_eighths", 1, 32)  # ptxas allocates registers in multiples of 8 per thread
-    m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
-    m.add(regs <= limits.max_regs_per_thread, eighths * 8 * 32 * warps <= limits.regs_per_sm)
-    m.add(split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr) <= limits.smem_per_block)
-    # the predicted time of 1024 steps in ns, fitted (least squares, non-negative) on benchmarks/split_sweep.py (H200,
-    # B = 16, every cell at D = 384 / 512 / 768, 8 and 12 warps, four runs): 1.6 µs per fragment of R read from shared
-    # memory, 7.4 µs per K step of a warp (its chain of MMAs), 38 µs per CTA of the cluster (the exchange), 351 µs per
-    # unit pair of a thread's cell, 6.6 µs per warp, 0.28 µs per gate row and K group (the partial sums) and 4.2 ns
-    # per element of the CTA's R (its MMAs)
-    m.minimize(1600 * (GR * units * D // 256 - warps * kr * mpw) + 14800 * k_pairs + 37600 * cluster
-               + 351000 * per_thread + 6600 * warps + 276 * k_groups * GR * units + 4 * GR * units * D)
-    return m
-
-
-def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int, rows: int = 8) -> Shape:
-    """rnn_forward_s's Shape: ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr`` K steps
-    of R per warp in registers, ``rows`` (1 to 8) batch rows per CTA."""
-    units, warps = D // cluster, row_groups * k_groups
-    mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
-    near_all = int(kr >= D // 16 // k_groups - 1)
-    per_thread = -(-rows * units // (64 * warps))
-    return Shape(nt=1, stages=2, warps=warps, rows=rows, cluster=cluster, kr=kr, ksplit=k_groups,
-                 registers=split_registers(cell_name, mpw, kr, per_thread, near_all, _odd_rows(rows)),
-                 smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
-
-
-def _odd_rows(rows: int) -> int:
-    return int(rows & (rows - 1) != 0)
-
-
-def _split_shape(cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int) -> Shape | None:
-    """rnn_forward_s where the problem has a solution (16-bit, SPLIT_ROWS rows, clusters), else None."""
-    if dtype_name == "float32" or rows not in SPLIT_ROWS or limits.max_cluster < 2 or D > SPLIT_MAX_HEAD_DIM:
-        return None
-    # fewer rows take the 8-row tiling (the cell's pairs per thread only shrink), less kr where they cost registers
-    v = _split_problem(cell_name, D, limits, _odd_rows(rows)).solve().solution
-    if v is None:
-        return None
-    return split_shape(cell_name, D, v["cluster"], v["warps"] // v["k_groups"], v["k_groups"], v["kr"], rows)
+    return f"{kind} {cell_name} head_dim {D} {dtype_name}: {cluster}; {over_grid}"
 
 
 def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-           clusters: tuple[int, ...] = (), streamed: bool = False) -> Shape | None:
+           clusters: tuple[int, ...] = (), streamed: bool = False) -> CtaShape | None:
     result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, clusters, streamed).solve()
     if result.solution is None:
         return None
@@ -560,6 +319,8 @@ def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, r
     ksm = result.solution.get("ksm", 0)
     regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, D // cluster // 16,
                          result.solution.get("pairs_per_thread"), ksm)
-    return Shape(nt=nt, stages=stages, warps=warps, rows=rows,
-                 smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm),
-                 registers=regs, trans=trans, cluster=cluster, ksm=ksm)
+    common = dict(tiles_per_warp=nt, stages=stages, warps=warps, rows=rows, registers=regs,
+                  smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm))
+    if clusters:
+        return ClusterShape(**common, cluster=cluster, k_steps_in_smem=ksm)
+    return TransposedShape(**common) if trans else CtaShape(**common)

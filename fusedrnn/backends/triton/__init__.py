@@ -6,8 +6,8 @@ Runs on CUDA GPUs of compute capability >= 8.0 and, under ``TRITON_INTERPRET=1``
 
 from __future__ import annotations
 
-from .. import Call, register_backend
 from ..fused import fused_backend
+from ..registry import Call, register_backend
 from .common import DTYPES, call_reason
 from .launch import MAX_HEAD_DIM, MAX_R_BYTES, backward, forward, r_bytes
 

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from .. import Call
+from ..registry import Call
 from .cells import CELL_IDS
 
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)

@@ -1,6 +1,6 @@
 """Where the alternating backend's time goes, on a CUDA GPU: whole calls and each per-step component alone.
 
-    python -m fusedrnn.backends.alternating.profile --cell lstm --heads 1x768 --batch 16 --steps 1024
+    python benchmarks/profile_alternating.py --cell lstm --heads 1x768 --batch 16 --steps 1024
 
 Times (CUDA events, median of --reps after warm-up): the forward without and with saving (the default
 path, see ``launch.forward_tile``), forward + backward, the forward on the GEMM path, dR alone, and CUDA
@@ -18,10 +18,9 @@ import torch
 
 import fusedrnn
 from fusedrnn import get_cell
-
-from ...timing import median_ms
-from ..triton.launch import dot_precision
-from . import launch
+from fusedrnn.backends.alternating import launch
+from fusedrnn.backends.triton.launch import dot_precision
+from fusedrnn.timing import median_ms
 
 
 def _time(fn, reps: int, device: torch.device) -> float:
