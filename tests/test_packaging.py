@@ -53,7 +53,8 @@ def _metadata(wheel: zipfile.ZipFile):
 
 def test_wheel_carries_types_sources_license_and_command(wheel):
     names = set(wheel.namelist())
-    assert {"fusedrnn/py.typed", "fusedrnn/backends/cuda/rnn.cu"} <= names
+    cuda_sources = {f"fusedrnn/backends/cuda/{p.name}" for p in (ROOT / "fusedrnn/backends/cuda").glob("*.cu*")}
+    assert len(cuda_sources) > 1 and {"fusedrnn/py.typed", *cuda_sources} <= names  # every kernel source and header
     info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     assert wheel.read(f"{info}/licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
     entry_points = wheel.read(f"{info}/entry_points.txt").decode()

@@ -99,9 +99,9 @@ def plan_kernel(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, ba
                 facts: DeviceFacts) -> Variant | str:
     """The variant of kernel ``kind`` ("forward" / "backward") a call runs, or why none: remembered per call and
     device facts (dispatch asks twice per call, training four times)."""
-    found = _FORCED.get(kind)
-    if found is not None:
-        return found
+    forced = _FORCED.get(kind)
+    if forced is not None:
+        return forced
     key = (kind, cell_name, head_dim, dtype, batch, num_heads, facts)
     found = _PLANS.get(key)
     if found is None:
