@@ -20,8 +20,9 @@ import subprocess
 import sys
 import time
 
-DEFAULT_CONFIGS = ",".join([f"{c}:{h}" for h in ("12x64", "1x768") for c in ("lstm", "gru", "elman", "slstm")]
-                           + ["lstm:3x256"])
+DEFAULT_CONFIGS = ",".join(
+    [f"{c}:{h}" for h in ("12x64", "1x768") for c in ("lstm", "gru", "elman", "slstm")] + ["lstm:3x256"]
+)
 
 
 def _child(name: str, path: str, configs: list[str], out: str) -> None:

@@ -41,8 +41,9 @@ def main():
             dy = torch.randn(B, T, NH, D, device="cuda")
             dfinal = torch.randn(state.shape, device="cuda")
             got = run_with_grads(lambda *a: rnn(*a, cell=cell, backend=args.backend), (x, R, b, state), dy, dfinal)
-            ref = run_with_grads(lambda *a: rnn(*a, cell=cell, backend="reference"),
-                                 [t.float() for t in (x, R, b, state)], dy, dfinal)
+            ref = run_with_grads(
+                lambda *a: rnn(*a, cell=cell, backend="reference"), [t.float() for t in (x, R, b, state)], dy, dfinal
+            )
             pairs = [(got[0], ref[0]), (got[1], ref[1])] + list(zip(got[2], ref[2]))
             cells = [f"{max_error(a, e):.1e} / {norm_error(a, e):.1e}" for a, e in pairs]
             print(f"| {cell} | {dtype_name} | " + " | ".join(cells) + " |", flush=True)

@@ -65,8 +65,9 @@ def fusedrnn_path(cell: str, backend: str):
 
 def emulated_path(cell: str, dtype: torch.dtype):
     spec = get_cell(cell)
-    return lambda x, R, b, state: reference_rnn(spec, x.double(), R.double(), b.double(), state.double(),
-                                                operand_dtype=dtype)
+    return lambda x, R, b, state: reference_rnn(
+        spec, x.double(), R.double(), b.double(), state.double(), operand_dtype=dtype
+    )
 
 
 def flashrnn_path(cell: str, backend: str, dtype: torch.dtype):
@@ -92,9 +93,12 @@ def _patch_flashrnn_gpu_info() -> None:
 
     def gpu_info(device_id: int) -> dict:
         p = torch.cuda.get_device_properties(device_id)
-        return {"maxThreadsPerBlock": 1024, "regsPerMultiprocessor": 65536,
-                "multiProcessorCount": p.multi_processor_count,
-                "sharedMemPerBlockOptin": getattr(p, "shared_memory_per_block_optin", 232448)}
+        return {
+            "maxThreadsPerBlock": 1024,
+            "regsPerMultiprocessor": 65536,
+            "multiProcessorCount": p.multi_processor_count,
+            "sharedMemPerBlockOptin": getattr(p, "shared_memory_per_block_optin", 232448),
+        }
 
     module.get_gpu_info = gpu_info
 
@@ -102,9 +106,11 @@ def _patch_flashrnn_gpu_info() -> None:
 def errors(got, ref, dtype, vanilla=None) -> dict:
     out = {}
     for name, a, e in zip(QUANTITIES, got, ref):
-        out[name] = {"norm": ((a - e).norm() / e.norm().clamp_min(1e-30)).item(),
-                     "max_abs": (a - e).abs().max().item(),
-                     "allclose_f64": bool(torch.allclose(a, e, **FLASHRNN_TOL[dtype]))}
+        out[name] = {
+            "norm": ((a - e).norm() / e.norm().clamp_min(1e-30)).item(),
+            "max_abs": (a - e).abs().max().item(),
+            "allclose_f64": bool(torch.allclose(a, e, **FLASHRNN_TOL[dtype])),
+        }
     if vanilla is not None:
         for name, a, v in zip(QUANTITIES, got, vanilla):
             out[name]["allclose_vanilla"] = bool(torch.allclose(a, v, **FLASHRNN_TOL[dtype]))
@@ -114,8 +120,10 @@ def errors(got, ref, dtype, vanilla=None) -> dict:
 def table(rows: list[dict]) -> str:
     """BENCHMARKS.md's table: per case and path, ‖error‖ / ‖float64‖ of y, dx, dR, db (× 1e-3), and whether
     flashrnn's tolerance holds against float64 ("f64") and against fusedrnn's reference ("ref")."""
-    lines = ["| cell | dtype | B | path | y | dx | dR | db | flashrnn's tolerance vs f64 / vs ref |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| cell | dtype | B | path | y | dx | dR | db | flashrnn's tolerance vs f64 / vs ref |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         head = f"| {r['cell']} | {r['dtype'].removeprefix('torch.')} | {r['B']} | {r['path']} |"
         if "error" in r:
@@ -125,7 +133,8 @@ def table(rows: list[dict]) -> str:
         fails = [q for q in QUANTITIES if not r[q]["allclose_f64"]]
         fails_ref = [q for q in QUANTITIES if not r[q].get("allclose_vanilla", True)]
         verdict = f"{'pass' if not fails else 'fails ' + ', '.join(fails)} / " + (
-            "pass" if not fails_ref else "fails " + ", ".join(fails_ref))
+            "pass" if not fails_ref else "fails " + ", ".join(fails_ref)
+        )
         lines.append(f"{head} {norms} | {verdict} |")
     return "\n".join(lines)
 
@@ -133,12 +142,17 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="append one JSON line per (case, path)")
-    parser.add_argument("--table", default=None, metavar="JSONL", help="print BENCHMARKS.md's table of a run's "
-                        "rows and exit")
+    parser.add_argument(
+        "--table", default=None, metavar="JSONL", help="print BENCHMARKS.md's table of a run's rows and exit"
+    )
     parser.add_argument("--steps", type=int, default=1024)
     parser.add_argument("--head-dim", type=int, default=512)
-    parser.add_argument("--flashrnn-batches", default="8", help="batch sizes at which to build flashrnn's "
-                        "cuda_fused (each a separate nvcc build of ~1 min), comma-separated, or 'none'")
+    parser.add_argument(
+        "--flashrnn-batches",
+        default="8",
+        help="batch sizes at which to build flashrnn's "
+        "cuda_fused (each a separate nvcc build of ~1 min), comma-separated, or 'none'",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.table:
@@ -154,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         w = torch.randn(B, args.steps, 1, args.head_dim, device=args.device, dtype=torch.float64)
         f64 = with_grads(fusedrnn_path(cell, "reference"), [t.double() for t in inputs], w)
         vanilla = with_grads(fusedrnn_path(cell, "reference"), inputs, w)
-        paths = {"reference": lambda: vanilla,
-                 "emulated": lambda: with_grads(emulated_path(cell, dtype), inputs, w)}
+        paths = {"reference": lambda: vanilla, "emulated": lambda: with_grads(emulated_path(cell, dtype), inputs, w)}
         if args.device == "cuda":
             paths["cuda"] = lambda: with_grads(fusedrnn_path(cell, "cuda"), inputs, w)
             paths["alternating"] = lambda: with_grads(fusedrnn_path(cell, "alternating"), inputs, w)
@@ -171,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 got = compute()
             except Exception as error:  # noqa: BLE001 -- a path that cannot run is reported, the study goes on
-                row = {"cell": cell, "dtype": str(dtype), "B": B, "path": path, "error": f"{type(error).__name__}: "
-                       f"{str(error)[:300]}"}
+                row = {
+                    "cell": cell,
+                    "dtype": str(dtype),
+                    "B": B,
+                    "path": path,
+                    "error": f"{type(error).__name__}: {str(error)[:300]}",
+                }
             else:
                 row = {"cell": cell, "dtype": str(dtype), "B": B, "path": path, **errors(got, f64, dtype, vanilla)}
             row["seconds"] = round(time.perf_counter() - start, 1)

@@ -33,12 +33,21 @@ from fusedrnn.timing import median_ms
 # GEMM path before it is timed here.
 TILES = [
     {},  # the defaults (launch.forward_tile): at 1 x 768 on an H100 block_j 8, 2 accumulators, 2 warps
-    {"block_j": 8, "k_chains": 1, "num_warps": 4}, {"block_j": 8, "num_warps": 4},
-    {"block_j": 16}, {"block_j": 16, "num_warps": 8}, {"block_j": 16, "k_chains": 2},
-    {"block_j": 4}, {"block_j": 4, "k_chains": 1, "num_warps": 4}, {"block_j": 4, "num_warps": 2},
+    {"block_j": 8, "k_chains": 1, "num_warps": 4},
+    {"block_j": 8, "num_warps": 4},
+    {"block_j": 16},
+    {"block_j": 16, "num_warps": 8},
+    {"block_j": 16, "k_chains": 2},
+    {"block_j": 4},
+    {"block_j": 4, "k_chains": 1, "num_warps": 4},
+    {"block_j": 4, "num_warps": 2},
     {"block_j": 32},
-    {"block_j": 8, "block_k": 64}, {"block_j": 8, "block_k": 256}, {"block_j": 16, "block_k": 64},
-    {"block_j": 8, "num_stages": 2}, {"block_j": 8, "num_stages": 4}, {"block_b": 64},
+    {"block_j": 8, "block_k": 64},
+    {"block_j": 8, "block_k": 256},
+    {"block_j": 16, "block_k": 64},
+    {"block_j": 8, "num_stages": 2},
+    {"block_j": 8, "num_stages": 4},
+    {"block_b": 64},
 ]
 
 
@@ -113,8 +122,10 @@ def main(argv=None):
         chosen = launch.forward_tile(get_cell(cell).num_gates_r, B, 1, D, dtype, device, fused=fused, **tile)
         if chosen is None:
             return "gemm"
-        return (f"fused b{chosen.block_b} j{chosen.block_j} k{chosen.block_k} c{chosen.k_chains} w{chosen.num_warps} "
-                f"s{chosen.num_stages}")
+        return (
+            f"fused b{chosen.block_b} j{chosen.block_j} k{chosen.block_k} c{chosen.k_chains} w{chosen.num_warps} "
+            f"s{chosen.num_stages}"
+        )
 
     def both_paths(cell, B, D, whats):
         for what in whats:

@@ -87,13 +87,24 @@ def main(argv=None):
     rows = []
 
     def record(impl, cell, heads, fw, fwbw, first_ms=None, row_dtype=dtype):
-        row = {"impl": impl, "cell": cell, "heads": heads, "B": B, "T": T, "dtype": str(row_dtype).split(".")[-1],
-               "fw_ms": time_cuda(fw, args.reps, args.warmup), "fwbw_ms": time_cuda(fwbw, args.reps, args.warmup)}
+        row = {
+            "impl": impl,
+            "cell": cell,
+            "heads": heads,
+            "B": B,
+            "T": T,
+            "dtype": str(row_dtype).split(".")[-1],
+            "fw_ms": time_cuda(fw, args.reps, args.warmup),
+            "fwbw_ms": time_cuda(fwbw, args.reps, args.warmup),
+        }
         if first_ms is not None:
             row["first_call_ms"] = first_ms
         rows.append(row)
-        print(f"{impl:22s} {cell:6s} {heads:7s} fw {row['fw_ms']:8.3f} ms  fwbw {row['fwbw_ms']:8.3f} ms"
-              + (f"  first call {first_ms / 1000:.2f} s" if first_ms is not None else ""), flush=True)
+        print(
+            f"{impl:22s} {cell:6s} {heads:7s} fw {row['fw_ms']:8.3f} ms  fwbw {row['fwbw_ms']:8.3f} ms"
+            + (f"  first call {first_ms / 1000:.2f} s" if first_ms is not None else ""),
+            flush=True,
+        )
 
     for cell in args.cells:
         for heads in args.heads:

@@ -60,6 +60,7 @@ def main(argv=None):
 
     with torch.no_grad():
         for name, step in steppers:
+
             def eager(step=step):
                 s = state
                 for _ in range(args.tokens):

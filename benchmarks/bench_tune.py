@@ -58,8 +58,9 @@ OBJECTIVES = {
 }
 
 
-def problem_text(kind: str, d: int, g: int, batch: int, heads: int, sms: int, dtype_bytes: int,
-                 objective: str | None) -> str:
+def problem_text(
+    kind: str, d: int, g: int, batch: int, heads: int, sms: int, dtype_bytes: int, objective: str | None
+) -> str:
     """One tiling problem.  ``kind`` "fwd": R [G*D x D] times h; "bwd": R^T [D x G*D] times dg."""
     pad = 8 if dtype_bytes == 2 else 16
     bp = -(-batch // pad) * pad
@@ -113,8 +114,13 @@ def problems() -> list[tuple[str, str]]:
     """A fixed, deterministic grid of problems."""
     out = []
     grid = itertools.product(
-        ["fwd", "bwd"], [16, 64, 128, 256, 512, 768, 1024, 2048], [1, 3, 4], [1, 16, 64, 256],
-        [108, 132], [1, 4], [2, 4],
+        ["fwd", "bwd"],
+        [16, 64, 128, 256, 512, 768, 1024, 2048],
+        [1, 3, 4],
+        [1, 16, 64, 256],
+        [108, 132],
+        [1, 4],
+        [2, 4],
     )
     for n, (kind, d, g, batch, sms, heads, dt) in enumerate(grid):
         # Thin the full grid (1536 points) deterministically to about 200 problems.
@@ -140,6 +146,7 @@ def backend_problems() -> list[tuple[str, object]]:
         def build(*args, **kwargs):
             calls.setdefault((name, args, tuple(sorted(kwargs.items()))), (name, args, kwargs))
             return originals[name](*args, **kwargs)
+
         return build
 
     try:
@@ -154,8 +161,10 @@ def backend_problems() -> list[tuple[str, object]]:
         cuda_model.kernel_shape.cache_clear()
     out = []
     for name, args, kwargs in calls.values():
-        parts = [f"smem{a.smem_per_block}-cluster{a.max_cluster}" if isinstance(a, cuda_model.Limits) else str(a)
-                 for a in args] + [f"{k}={v}" for k, v in kwargs.items()]
+        parts = [
+            f"smem{a.smem_per_block}-cluster{a.max_cluster}" if isinstance(a, cuda_model.Limits) else str(a)
+            for a in args
+        ] + [f"{k}={v}" for k, v in kwargs.items()]
         label = "-".join([name.strip("_")] + parts)
         out.append((label, lambda name=name, args=args, kwargs=kwargs: originals[name](*args, **kwargs)))
     return out
@@ -207,8 +216,10 @@ def report(title: str, rows: list[dict], show: int) -> None:
     statuses = dict(collections.Counter(r["status"] for r in rows))
     print(f"fusedrnn.tune: {len(rows)} {title}, python {sys.version.split()[0]}")
     print(f"  statuses: {statuses}")
-    print(f"  solve time: median {statistics.median(times) * 1e3:.2f} ms, "
-          f"mean {statistics.mean(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms")
+    print(
+        f"  solve time: median {statistics.median(times) * 1e3:.2f} ms, "
+        f"mean {statistics.mean(times) * 1e3:.2f} ms, max {max(times) * 1e3:.2f} ms"
+    )
     nodes = [r["nodes"] for r in rows]
     print(f"  nodes: median {statistics.median(nodes)}, max {max(nodes)}")
     for r in sorted(rows, key=lambda r: -r["time"])[:show]:
@@ -217,15 +228,22 @@ def report(title: str, rows: list[dict], show: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--constrint", default=os.environ.get("FUSEDRNN_CONSTRINT"),
-                    help="path to flashrnn's autotune/constrint.py (or env FUSEDRNN_CONSTRINT)")
+    ap.add_argument(
+        "--constrint",
+        default=os.environ.get("FUSEDRNN_CONSTRINT"),
+        help="path to flashrnn's autotune/constrint.py (or env FUSEDRNN_CONSTRINT)",
+    )
     ap.add_argument("--constrint-timeout", type=float, default=10.0, help="seconds per ConstrINT run")
     ap.add_argument("--repeat", type=int, default=3, help="timing repetitions (minimum is kept)")
     ap.add_argument("--json", default=None, help="write per-problem results to this file")
     ap.add_argument("--show", type=int, default=5, help="print the N slowest problems")
-    ap.add_argument("--set", choices=("kernel", "backend", "all"), default="kernel",
-                    help="kernel: the generated tiling problems (text, ConstrINT syntax); backend: the cuda "
-                         "backend's own problems (Model, built and solved); all: both")
+    ap.add_argument(
+        "--set",
+        choices=("kernel", "backend", "all"),
+        default="kernel",
+        help="kernel: the generated tiling problems (text, ConstrINT syntax); backend: the cuda "
+        "backend's own problems (Model, built and solved); all: both",
+    )
     args = ap.parse_args()
 
     if args.set in ("backend", "all"):
@@ -259,8 +277,7 @@ def main() -> int:
         model = Model.from_text(text)
         if res.solution is not None:
             assert not model.check(res.solution), name
-        row = {"name": name, "status": res.status, "objective": res.objective, "time": best,
-               "nodes": res.stats.nodes}
+        row = {"name": name, "status": res.status, "objective": res.objective, "time": best, "nodes": res.stats.nodes}
         if ct is not None:
             ct_time, verdict, ct_sol = run_constrint(ct, text, model, args.constrint_timeout)
             if verdict == "none" and res.status in ("optimal", "feasible"):
@@ -287,8 +304,10 @@ def main() -> int:
         gaps = [(r["objective"], r["constrint_objective"]) for r in rows if "constrint_objective" in r]
         if gaps:
             worse = sum(1 for ours, theirs in gaps if ours != theirs)
-            print(f"  objective of ConstrINT's first hit differs from the optimum on {worse}/{len(gaps)} "
-                  "problems with an objective")
+            print(
+                f"  objective of ConstrINT's first hit differs from the optimum on {worse}/{len(gaps)} "
+                "problems with an objective"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

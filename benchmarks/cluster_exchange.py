@@ -150,8 +150,10 @@ def _kernel(mode: int, arch: str):
     compiled = compile_kernel(SOURCE, f"exchange<{mode}>" if mode < 2 else "exchange_grid", arch)
     kernel = ObjectCode.from_cubin(compiled.cubin).get_kernel(compiled.symbol.encode())
     handle = kernel.handle
-    for attr, value in ((driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1),
-                        (driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 200 * 1024)):
+    for attr, value in (
+        (driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1),
+        (driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 200 * 1024),
+    ):
         if isinstance(handle, driver.CUkernel):
             (err,) = driver.cuKernelSetAttribute(attr, value, handle, driver.CUdevice(torch.cuda.current_device()))
         else:
@@ -205,18 +207,34 @@ def main(argv: list[str] | None = None) -> int:
         kernel = _kernel(mode, arch)
         for n in args.clusters:
             for slice_bytes in args.slice:
-                config = LaunchConfig(grid=(1, 1, 1), cluster=(n, 1, 1),  # grid in clusters
-                                      block=(args.threads, 1, 1), shmem_size=2 * n * slice_bytes + 16)
-                measure(f"{name:9s} cluster {n:2d}  {slice_bytes:5d} B/CTA to each peer", config, kernel, slice_bytes,
-                        errors.data_ptr())
+                config = LaunchConfig(
+                    grid=(1, 1, 1),
+                    cluster=(n, 1, 1),  # grid in clusters
+                    block=(args.threads, 1, 1),
+                    shmem_size=2 * n * slice_bytes + 16,
+                )
+                measure(
+                    f"{name:9s} cluster {n:2d}  {slice_bytes:5d} B/CTA to each peer",
+                    config,
+                    kernel,
+                    slice_bytes,
+                    errors.data_ptr(),
+                )
     # the grid exchange (no cluster; every CTA must be resident at once: at most one per SM here)
     kernel = _kernel(2, arch)
     for g in [g for g in args.grids if g <= torch.cuda.get_device_properties(0).multi_processor_count]:
         for slice_bytes in args.grid_slice:
             hbuf = torch.empty(2 * g * slice_bytes, dtype=torch.uint8, device="cuda")
             config = LaunchConfig(grid=(g, 1, 1), block=(args.threads, 1, 1), shmem_size=0)
-            measure(f"grid      CTAs {g:4d}  {slice_bytes:5d} B/CTA, all read by every CTA", config, kernel,
-                    slice_bytes, counter.data_ptr(), hbuf.data_ptr(), errors.data_ptr())
+            measure(
+                f"grid      CTAs {g:4d}  {slice_bytes:5d} B/CTA, all read by every CTA",
+                config,
+                kernel,
+                slice_bytes,
+                counter.data_ptr(),
+                hbuf.data_ptr(),
+                errors.data_ptr(),
+            )
     return 0
 
 

@@ -36,20 +36,20 @@ def text_sections(cubin: bytes) -> dict[str, bytes]:
     """The ``.text.*`` sections of an ELF64 little-endian cubin, by name."""
     if cubin[:4] != b"\x7fELF" or cubin[4] != 2 or cubin[5] != 1:
         raise ValueError("not an ELF64 little-endian cubin")
-    shoff, = struct.unpack_from("<Q", cubin, 0x28)
+    (shoff,) = struct.unpack_from("<Q", cubin, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
     headers = [struct.unpack_from("<IIQQQQIIQQ", cubin, shoff + i * shentsize) for i in range(shnum)]
     names_at = headers[shstrndx][4]
 
     def name(offset: int) -> str:
         end = cubin.index(b"\0", names_at + offset)
-        return cubin[names_at + offset:end].decode()
+        return cubin[names_at + offset : end].decode()
 
     found = {}
     for sh_name, sh_type, _flags, _addr, offset, size, *_ in headers:
         section = name(sh_name)
         if section.startswith(".text.") and sh_type != 8:  # 8: SHT_NOBITS
-            found[section] = cubin[offset:offset + size]
+            found[section] = cubin[offset : offset + size]
     return found
 
 
@@ -73,8 +73,13 @@ def _compile(job):
 
     v = kernels.shipped_variants(arch)[0][index]
     compiled = kernels.compile_variant(v, arch, cache=False)
-    return _key(arch, v), {"name": v.name, "code": code_hash(compiled.cubin), "registers": compiled.registers,
-                           "spill_stores": compiled.spill_stores, "spill_loads": compiled.spill_loads}
+    return _key(arch, v), {
+        "name": v.name,
+        "code": code_hash(compiled.cubin),
+        "registers": compiled.registers,
+        "spill_stores": compiled.spill_stores,
+        "spill_loads": compiled.spill_loads,
+    }
 
 
 def _worker(arches: list[str], jobs: int) -> dict[str, dict]:
@@ -97,11 +102,14 @@ def manifest_of(tree: Path, arches: list[str], jobs: int) -> dict[str, dict]:
     """Compile every shipped variant of ``tree`` in a subprocess with a fresh cubin cache."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "FUSEDRNN_CACHE_DIR": cache, "PYTHONPATH": str(tree.resolve())}
-        script = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
-                  "import compare_cubins as c; "
-                  f"json.dump(c._worker({arches!r}, {jobs}), sys.stdout)")
-        out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tree, check=True, capture_output=True,
-                             text=True)
+        script = (
+            f"import json, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+            "import compare_cubins as c; "
+            f"json.dump(c._worker({arches!r}, {jobs}), sys.stdout)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tree, check=True, capture_output=True, text=True
+        )
         sys.stderr.write(out.stderr)
     return json.loads(out.stdout)
 
@@ -125,13 +133,21 @@ def compare(before: dict[str, dict], after: dict[str, dict]) -> int:
         diffs = [field for field in ("code", "registers", "spill_stores", "spill_loads") if a[field] != b[field]]
         if diffs:
             bad += 1
-            print(f"{key}: {', '.join(diffs)} differ ({a['name']} -> {b['name']}; registers {a['registers']} -> "
-                  f"{b['registers']}, spills {a['spill_stores']} -> {b['spill_stores']} B)")
+            print(
+                f"{key}: {', '.join(diffs)} differ ({a['name']} -> {b['name']}; registers {a['registers']} -> "
+                f"{b['registers']}, spills {a['spill_stores']} -> {b['spill_stores']} B)"
+            )
     arches = sorted({key.split()[0] for key in before.keys() | after.keys()})
     for arch in arches:
         keys = [k for k in before.keys() | after.keys() if k.startswith(arch + " ")]
-        same = sum(1 for k in keys if k in before and k in after and before[k]["code"] == after[k]["code"]
-                   and before[k]["registers"] == after[k]["registers"])
+        same = sum(
+            1
+            for k in keys
+            if k in before
+            and k in after
+            and before[k]["code"] == after[k]["code"]
+            and before[k]["registers"] == after[k]["registers"]
+        )
         spills = sum(1 for k in keys if k in after and after[k]["spill_stores"] > 0)
         print(f"{arch}: {same} of {len(keys)} variants identical (code and registers); {spills} spill")
     return 1 if bad else 0
@@ -154,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "save":
         variants = manifest_of(args.tree, arches, args.jobs)
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.tree, capture_output=True, text=True)
-        args.out.write_text(json.dumps({"tree": str(args.tree), "commit": commit.stdout.strip() or None,
-                                        "variants": variants}, indent=1, sort_keys=True))
+        args.out.write_text(
+            json.dumps(
+                {"tree": str(args.tree), "commit": commit.stdout.strip() or None, "variants": variants},
+                indent=1,
+                sort_keys=True,
+            )
+        )
         print(f"{len(variants)} variants -> {args.out}")
         return 0
     return compare(_load(args.before, arches, args.jobs), _load(args.after, arches, args.jobs))

@@ -23,6 +23,7 @@ from tests.helpers import random_problem
 
 def candidates(kind: str, cell: str, D: int, limits) -> list[Variant]:
     solutions = problem(kind, cell, D, limits).solve(all_solutions=True).solutions
+
     def rank(v: dict) -> tuple[int, int, int]:  # the most K steps of R in registers, then of A in flight
         return v["kr"], v["ring"] * v["ck"], v["ck"]
 
@@ -59,13 +60,22 @@ def main() -> None:
                 if kind == "forward":
                     ms = median_ms(lambda: launch.forward(cell, x, R, b, state, None, False), 10, warmup=3)
                 else:
-                    ms = median_ms(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfinal), 10,
-                                   warmup=3)
-            row = {"config": config, "variant": v.name, "grid": v.shape.ctas, "warps": v.shape.warps,
-                   "kr": v.shape.k_steps_in_registers, "ck": v.shape.k_steps_per_chunk,
-                   "ring": v.shape.chunks_in_flight, "smem_kb": v.shape.smem // 1024,
-                   "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),
-                   "us_per_step": round(1000 * ms / T, 3), "picked": picked == v.shape}
+                    ms = median_ms(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfinal), 10, warmup=3)
+            row = {
+                "config": config,
+                "variant": v.name,
+                "grid": v.shape.ctas,
+                "warps": v.shape.warps,
+                "kr": v.shape.k_steps_in_registers,
+                "ck": v.shape.k_steps_per_chunk,
+                "ring": v.shape.chunks_in_flight,
+                "smem_kb": v.shape.smem // 1024,
+                "registers": c.registers,
+                "spills": c.spill_stores,
+                "ms": round(ms, 3),
+                "us_per_step": round(1000 * ms / T, 3),
+                "picked": picked == v.shape,
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.out:

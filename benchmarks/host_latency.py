@@ -79,8 +79,22 @@ def breakdown(cell: str, NH: int, D: int, B: int, reps: int = 200) -> dict[str, 
     loaded = launch._loaded("forward", cell, D, x.dtype, device, B, NH)
     y = torch.empty(B, 4, NH, D, dtype=x.dtype, device=device)
     final = torch.empty_like(state)
-    args = (x.data_ptr(), R.data_ptr(), b.data_ptr(), state.data_ptr(), 0, y.data_ptr(), final.data_ptr(), 0, 0, B, 4,
-            NH, 0, loaded.variant.shape.smem)
+    args = (
+        x.data_ptr(),
+        R.data_ptr(),
+        b.data_ptr(),
+        state.data_ptr(),
+        0,
+        y.data_ptr(),
+        final.data_ptr(),
+        0,
+        0,
+        B,
+        4,
+        NH,
+        0,
+        loaded.variant.shape.smem,
+    )
     pieces = {
         "rnn": lambda: rnn(x, R, b, cell=cell),
         "rnn_with_state": lambda: rnn(x, R, b, state, cell=cell),
@@ -118,8 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     NH, D = map(int, args.heads.split("x"))
     if args.breakdown:
-        row = {"shape": f"{args.cell} {args.heads} B={args.batch} T=4", "host_us": breakdown(args.cell, NH, D,
-                                                                                           args.batch)}
+        row = {
+            "shape": f"{args.cell} {args.heads} B={args.batch} T=4",
+            "host_us": breakdown(args.cell, NH, D, args.batch),
+        }
         print(json.dumps(row), flush=True)
         if args.out:
             with open(args.out, "a") as f:
@@ -131,8 +147,13 @@ def main() -> None:
     for mode, fn in calls.items():
         for _ in range(3):
             fn()
-        row = {"shape": shape.label(), "mode": mode, "host_us": round(host_us(fn, 20), 1),
-               "event_ms": round(median_ms(fn, 20, warmup=0), 3), "queued_ms": round(queued_ms(fn, 20), 3)}
+        row = {
+            "shape": shape.label(),
+            "mode": mode,
+            "host_us": round(host_us(fn, 20), 1),
+            "event_ms": round(median_ms(fn, 20, warmup=0), 3),
+            "queued_ms": round(queued_ms(fn, 20), 3),
+        }
         print(json.dumps(row), flush=True)
         if args.out:
             with open(args.out, "a") as f:

@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     for config in args.configs:
         cell, heads = config.split(":")
         num_heads, head_dim = map(int, heads.split("x"))
-        iteration = fusedrnn_case(args.backend, Shape(cell, num_heads, head_dim, args.batch, args.steps),
-                                  torch.bfloat16, device)["fwbw"]
+        iteration = fusedrnn_case(
+            args.backend, Shape(cell, num_heads, head_dim, args.batch, args.steps), torch.bfloat16, device
+        )["fwbw"]
         for _ in range(3):
             iteration()
         if gpu:
@@ -47,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             if total > 0:
                 rows.append((total / args.iters / 1000.0, event.count // args.iters, event.key))
         rows.sort(reverse=True)
-        print(f"== {config} on {args.backend} ({device.type}), B = {args.batch}, T = {args.steps}, bf16: ms per "
-              "iteration (forward + backward)")
+        print(
+            f"== {config} on {args.backend} ({device.type}), B = {args.batch}, T = {args.steps}, bf16: ms per "
+            "iteration (forward + backward)"
+        )
         for ms, count, name in rows[:14]:
             print(f"{ms:9.3f}  x{count:<3d} {name[:100]}")
         print(f"{sum(r[0] for r in rows):9.3f}  total")

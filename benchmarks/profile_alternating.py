@@ -101,8 +101,11 @@ def main(argv=None):
     fw_plan, fused_plan = fw_plans[True], fw_plans[False]
     bw_plan = next(p for k, p in plans.items() if k[0] == "bw" and k[1:8] == key)
     default = launch.forward_tile(spec.num_gates_r, B, NH, D, dtype, device)
-    print(f"GEMM mode: {fw_plan.mode} (gates {fw_plan.gates.dtype}), L2 prefetch: {fw_plan.prefetch}, "
-          f"forward path: {default or 'gemm'}", flush=True)
+    print(
+        f"GEMM mode: {fw_plan.mode} (gates {fw_plan.gates.dtype}), L2 prefetch: {fw_plan.prefetch}, "
+        f"forward path: {default or 'gemm'}",
+        flush=True,
+    )
     with torch.no_grad():
         y, final, pre, states = launch.forward(args.cell, x, R, b, state, None, True)
         dy = torch.ones_like(y)
@@ -115,12 +118,13 @@ def main(argv=None):
         mm = lambda: [torch.mm(fw_plan.h0[0], fw_plan.Wt[0], out=fw_plan.gates[0]) for _ in range(T)]  # noqa: E731
         if fw_plan.mode == "f32out":
             mm = lambda: [  # noqa: E731
-                torch.mm(fw_plan.h0[0], fw_plan.Wt[0], out_dtype=torch.float32, out=fw_plan.gates[0])
-                for _ in range(T)
+                torch.mm(fw_plan.h0[0], fw_plan.Wt[0], out_dtype=torch.float32, out=fw_plan.gates[0]) for _ in range(T)
             ]
         elif fw_plan.mode == "upcast":
-            mm = lambda: [torch.mm(fw_plan.h0[0].float(), fw_plan.Wt[0].float(), out=fw_plan.gates[0])  # noqa: E731
-                          for _ in range(T)]
+            mm = lambda: [
+                torch.mm(fw_plan.h0[0].float(), fw_plan.Wt[0].float(), out=fw_plan.gates[0])  # noqa: E731
+                for _ in range(T)
+            ]
         report("forward GEMMs alone (graph of T mm)", _time(_graphed(mm, device), args.reps, device))
     launch._set_table(fw_plan.table, (x.detach(), y, y, y))
     fw_pointwise = lambda: [fw_plan.pointwise(t, save=False) for t in range(T)]  # noqa: E731
@@ -128,14 +132,17 @@ def main(argv=None):
     launch._set_table(fused_plan.table, (x.detach(), y, y, y))
     precision = dot_precision(dtype)
     fw_fused = lambda: [fused_plan.fused_step(t, precision, save=False) for t in range(T)]  # noqa: E731
-    report(f"forward fused step kernels alone (graph), {fused_plan.tile}",
-           _time(_graphed(fw_fused, device), args.reps, device))
+    report(
+        f"forward fused step kernels alone (graph), {fused_plan.tile}",
+        _time(_graphed(fw_fused, device), args.reps, device),
+    )
     launch._set_table(bw_plan.table, (pre, states, dy, dx, dr))
     bw_pointwise = lambda: [bw_plan.pointwise(t) for t in range(T - 1, -1, -1)]  # noqa: E731
     report("backward pointwise kernels alone (graph)", _time(_graphed(bw_pointwise, device), args.reps, device))
     bw_gemm = lambda: [bw_plan.gemm() for _ in range(T)]  # noqa: E731
-    report("backward GEMMs alone (graph of T bmm, K split by gate)", _time(_graphed(bw_gemm, device), args.reps,
-                                                                           device))
+    report(
+        "backward GEMMs alone (graph of T bmm, K split by gate)", _time(_graphed(bw_gemm, device), args.reps, device)
+    )
     # for comparison: the unsplit GEMM of K = GR·D per head, [B, GR·D] @ [GR·D, D], same GEMM mode
     dp_flat = torch.zeros(NH, B, spec.num_gates_r * D, device=device, dtype=dtype)
     dh_flat = torch.zeros(NH, B, D, device=device, dtype=bw_plan.dh_part.dtype)

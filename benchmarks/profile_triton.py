@@ -37,8 +37,9 @@ def main():
                 dy = torch.randn(B, T, NH, D, device="cuda", dtype=dt)
                 dfin = torch.randn_like(s0)
                 bw = time_cuda(lambda: launch.backward_kernel(cell, R, pre, states, None, dy, dfin, num_warps=w), 10, 2)
-                print(f"{cell:6s} {heads:6s} warps {w}: fw {fw:.3f}  fw+save {fws:.3f}  bw kernel {bw:.3f} ms",
-                      flush=True)
+                print(
+                    f"{cell:6s} {heads:6s} warps {w}: fw {fw:.3f}  fw+save {fws:.3f}  bw kernel {bw:.3f} ms", flush=True
+                )
             dgate = launch.backward_kernel(cell, R, pre, states, None, dy, dfin)[0]
             wg = time_cuda(lambda: launch.weight_gradient(cell, dgate, states), 10, 2)
             print(f"{cell:6s} {heads:6s} dR GEMM {wg:.3f} ms", flush=True)

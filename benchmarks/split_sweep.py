@@ -63,14 +63,23 @@ def main() -> None:
                 ms = median_ms(lambda: launch.forward(cell, x, R, b, state, None, False), 10, warmup=3)
                 ms_save = median_ms(lambda: launch.forward(cell, x, R, b, state, None, True), 10, warmup=3)
             split = v.family == "split_k"  # else the forward shipped without split-K
-            row = {"head": f"{cell}:{D}", "variant": v.name, "cluster": v.shape.cluster_size, "warps": v.shape.warps,
-                   "k_groups": v.shape.k_groups if split else 0, "kr": v.shape.k_steps_in_registers if split else 0,
-                   "rows": v.shape.rows,
-                   "smem_kb": round(v.shape.smem / 1024, 1),
-                   "registers": c.registers, "spills": c.spill_stores, "ms": round(ms, 3),
-                   "ms_save": round(ms_save, 3), "us_per_step": round(1000 * ms / T, 3),
-                   "max_error": round(max(errors.values()), 5),
-                   "correct": max(errors.values()) <= TOL[torch.bfloat16]["fw"]}
+            row = {
+                "head": f"{cell}:{D}",
+                "variant": v.name,
+                "cluster": v.shape.cluster_size,
+                "warps": v.shape.warps,
+                "k_groups": v.shape.k_groups if split else 0,
+                "kr": v.shape.k_steps_in_registers if split else 0,
+                "rows": v.shape.rows,
+                "smem_kb": round(v.shape.smem / 1024, 1),
+                "registers": c.registers,
+                "spills": c.spill_stores,
+                "ms": round(ms, 3),
+                "ms_save": round(ms_save, 3),
+                "us_per_step": round(1000 * ms / T, 3),
+                "max_error": round(max(errors.values()), 5),
+                "correct": max(errors.values()) <= TOL[torch.bfloat16]["fw"],
+            }
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     losses = []
     for step in range(args.steps):
         bits = torch.randint(0, 2, (world * args.batch, args.length), generator=data)  # the global batch
-        mine = bits[rank * args.batch:(rank + 1) * args.batch].to(device)
+        mine = bits[rank * args.batch : (rank + 1) * args.batch].to(device)
         targets = torch.cumsum(mine, dim=1) % 2
         logits = model(mine)
         loss = nn.functional.cross_entropy(logits.reshape(-1, 2), targets.reshape(-1))

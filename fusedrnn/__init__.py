@@ -11,9 +11,15 @@ __version__ = "0.1.0"
 # Imported on first use, so that the torch-free subpackage fusedrnn.tune (the constraint solver and its
 # command line) starts in milliseconds instead of waiting for torch.
 _LAZY = {
-    "rnn": ".api", "initial_state": ".api", "backend_names": ".backends",
-    "Cell": ".cells", "cell_names": ".cells", "get_cell": ".cells", "register_cell": ".cells",
-    "compat": ".compat", "nn": ".nn",  # submodules: the name maps to itself
+    "rnn": ".api",
+    "initial_state": ".api",
+    "backend_names": ".backends",
+    "Cell": ".cells",
+    "cell_names": ".cells",
+    "get_cell": ".cells",
+    "register_cell": ".cells",
+    "compat": ".compat",
+    "nn": ".nn",  # submodules: the name maps to itself
 }
 
 if TYPE_CHECKING:

@@ -28,7 +28,12 @@ def _check_shape(name: str, tensor: torch.Tensor, expected: tuple[int, ...], lay
 
 
 def initial_state(
-    cell: str | Cell, batch: int, num_heads: int, head_dim: int, *, dtype: torch.dtype | None = None,
+    cell: str | Cell,
+    batch: int,
+    num_heads: int,
+    head_dim: int,
+    *,
+    dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The state [S, B, NH, D] that ``rnn`` uses when ``state`` is None (each cell's initial values)."""

@@ -205,9 +205,7 @@ def _options(config: Any, function: str, backend: str, dtype: str | None) -> _Op
     if options.function not in FUNCTIONS:
         raise ValueError(f"function: expected one of {sorted(FUNCTIONS)}, got {options.function!r}")
     if options.backend not in BACKENDS:
-        raise ValueError(
-            f"backend: expected one of {sorted(BACKENDS)} (flashrnn's backends), got {options.backend!r}"
-        )
+        raise ValueError(f"backend: expected one of {sorted(BACKENDS)} (flashrnn's backends), got {options.backend!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {list(DTYPES)} or None, got {dtype!r}")
     return options
@@ -225,19 +223,31 @@ def _translate(
     )
     R_ours = _permute("R", R, options.recurrent_shape, _RECURRENT)
     _check_sizes(
-        "R", R_ours, _RECURRENT, options.recurrent_shape, {"G": spec.num_gates_r, "H": NH, "D": D, "P": D},
+        "R",
+        R_ours,
+        _RECURRENT,
+        options.recurrent_shape,
+        {"G": spec.num_gates_r, "H": NH, "D": D, "P": D},
         f"{name!r} has {spec.num_gates_r} recurrent gates; H and D of Wx",
     )
     b_ours = _permute("b", b, options.bias_shape, _BIAS)
     _check_sizes(
-        "b", b_ours, _BIAS, options.bias_shape, {"G": spec.num_gates_b, "H": NH, "D": D},
+        "b",
+        b_ours,
+        _BIAS,
+        options.bias_shape,
+        {"G": spec.num_gates_b, "H": NH, "D": D},
         f"{name!r} has {spec.num_gates_b} bias gates; H and D of Wx",
     )
     named = [("R", R_ours), ("b", b_ours)]
     if states is not None:
         states_ours = _permute("states", states, options.output_shape, _OUTPUT)
         _check_sizes(
-            "states", states_ours, _OUTPUT, options.output_shape, {"S": spec.num_states, "B": B, "H": NH, "D": D},
+            "states",
+            states_ours,
+            _OUTPUT,
+            options.output_shape,
+            {"S": spec.num_states, "B": B, "H": NH, "D": D},
             f"{name!r} has {spec.num_states} states; B, H and D of Wx",
         )
         if states_ours.shape[2] == 0:
@@ -330,7 +340,13 @@ def flashrnn(
     x, R_ours, b_ours, state = _translate(options, spec, Wx, R, b, states)
     B, T, _, NH, D = x.shape
     call = Call(
-        cell=spec, batch=B, steps=T, num_heads=NH, head_dim=D, dtype=x.dtype, device=x.device,
+        cell=spec,
+        batch=B,
+        steps=T,
+        num_heads=NH,
+        head_dim=D,
+        dtype=x.dtype,
+        device=x.device,
         requires_grad=torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, R, b, states)),
     )
     y, final = rnn(x, R_ours, b_ours, state, cell=spec, backend=_resolve_backend(options.backend, call))

@@ -29,8 +29,14 @@ __all__ = ["resolve_backend", "forward", "backward"]
 
 @torch.compiler.assume_constant_result
 def resolve_backend(
-    backend: str, cell: str, num_heads: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-    requires_grad: bool, has_lengths: bool,
+    backend: str,
+    cell: str,
+    num_heads: int,
+    head_dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    requires_grad: bool,
+    has_lengths: bool,
 ) -> str:
     """The backend name that ``backend`` ("auto" or a name) resolves to, evaluated once when a graph is
     traced and then a constant of that graph. Batch and steps may be symbolic there, so the choice is made
@@ -52,8 +58,14 @@ def _backend_for_run(name: str, cell: str, x: torch.Tensor, requires_grad: bool,
 
 @torch.library.custom_op("fusedrnn::forward", mutates_args=())
 def forward(
-    x: torch.Tensor, R: torch.Tensor, b: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None,
-    cell: str, backend: str, save: bool,
+    x: torch.Tensor,
+    R: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor,
+    lengths: torch.Tensor | None,
+    cell: str,
+    backend: str,
+    save: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     op_forward = _backend_for_run(backend, cell, x, save, lengths is not None).op_forward
     assert op_forward is not None  # _backend_for_run refuses backends without one
@@ -70,8 +82,14 @@ def _saved_like(backend: str, cell: str, x: torch.Tensor, save: bool) -> list[to
 
 @forward.register_fake
 def _forward_fake(
-    x: torch.Tensor, R: torch.Tensor, b: torch.Tensor, state: torch.Tensor, lengths: torch.Tensor | None, cell: str,
-    backend: str, save: bool,
+    x: torch.Tensor,
+    R: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor,
+    lengths: torch.Tensor | None,
+    cell: str,
+    backend: str,
+    save: bool,
 ) -> tuple[torch.Tensor, ...]:
     B, T, _, NH, D = x.shape
     return (x.new_empty(B, T, NH, D), state.new_empty(state.shape), *_saved_like(backend, cell, x, save))
@@ -79,29 +97,48 @@ def _forward_fake(
 
 @torch.library.custom_op("fusedrnn::backward", mutates_args=())
 def backward(
-    x: torch.Tensor | None, R: torch.Tensor, b: torch.Tensor | None, state: torch.Tensor | None,
-    lengths: torch.Tensor | None, saved0: torch.Tensor, saved1: torch.Tensor, dy: torch.Tensor,
-    dfinal: torch.Tensor, cell: str, backend: str,
+    x: torch.Tensor | None,
+    R: torch.Tensor,
+    b: torch.Tensor | None,
+    state: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    saved0: torch.Tensor,
+    saved1: torch.Tensor,
+    dy: torch.Tensor,
+    dfinal: torch.Tensor,
+    cell: str,
+    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     op_backward = get_backend(backend).op_backward
     assert op_backward is not None  # the forward ran through this backend's op_forward, so it has both
     grads = op_backward(get_cell(cell), (x, R, b, state), lengths, (saved0, saved1), dy, dfinal)
     # a custom op's outputs are fresh contiguous tensors (the fake says so): no views, no odd strides
-    return tuple(g.clone(memory_format=torch.contiguous_format) if g._base is not None else g.contiguous()
-                 for g in grads)
+    return tuple(
+        g.clone(memory_format=torch.contiguous_format) if g._base is not None else g.contiguous() for g in grads
+    )
 
 
 @backward.register_fake
 def _backward_fake(
-    x: torch.Tensor | None, R: torch.Tensor, b: torch.Tensor | None, state: torch.Tensor | None,
-    lengths: torch.Tensor | None, saved0: torch.Tensor, saved1: torch.Tensor, dy: torch.Tensor,
-    dfinal: torch.Tensor, cell: str, backend: str,
+    x: torch.Tensor | None,
+    R: torch.Tensor,
+    b: torch.Tensor | None,
+    state: torch.Tensor | None,
+    lengths: torch.Tensor | None,
+    saved0: torch.Tensor,
+    saved1: torch.Tensor,
+    dy: torch.Tensor,
+    dfinal: torch.Tensor,
+    cell: str,
+    backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = get_cell(cell)
     B, T, NH, D = dy.shape
     return (
-        dy.new_empty(B, T, spec.num_gates_x, NH, D), R.new_empty(R.shape),
-        R.new_empty(spec.num_gates_b, NH, D), dfinal.new_empty(dfinal.shape),
+        dy.new_empty(B, T, spec.num_gates_x, NH, D),
+        R.new_empty(R.shape),
+        R.new_empty(spec.num_gates_b, NH, D),
+        dfinal.new_empty(dfinal.shape),
     )
 
 
@@ -128,8 +165,17 @@ def _backward_formula(
     if dfinal is None:
         dfinal = R.new_zeros(state_shape, dtype=dtype)
     grads = torch.ops.fusedrnn.backward(
-        x, R, b, state, lengths, saved0, saved1, dy.to(dtype).contiguous(), dfinal.to(dtype).contiguous(),
-        ctx.cell, ctx.backend,
+        x,
+        R,
+        b,
+        state,
+        lengths,
+        saved0,
+        saved1,
+        dy.to(dtype).contiguous(),
+        dfinal.to(dtype).contiguous(),
+        ctx.cell,
+        ctx.backend,
     )
     return (*grads, None, None, None, None)
 

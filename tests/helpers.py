@@ -86,9 +86,7 @@ def problem_with_grads(cell, B, T, NH, D, dtype, device, with_state=True):
 def reference_with_grads(inputs, cell, dy, dfinal, lengths=None):
     """The reference backend on the inputs cast to float32 (the 16-bit values, computed exactly)."""
     ref_inputs = [t.float() for t in inputs]
-    return run_with_grads(
-        lambda *a: rnn(*a, cell=cell, backend="reference", lengths=lengths), ref_inputs, dy, dfinal
-    )
+    return run_with_grads(lambda *a: rnn(*a, cell=cell, backend="reference", lengths=lengths), ref_inputs, dy, dfinal)
 
 
 def assert_matches_reference(cell, dtype, got, ref):

@@ -31,7 +31,6 @@ ON_GPU = torch.cuda.is_available()
 interpreter_only = pytest.mark.skipif(ON_GPU, reason="the interpreter cases run where there is no GPU")
 
 
-
 _problem = problem_with_grads
 _reference = reference_with_grads
 
@@ -427,8 +426,24 @@ def test_profile_script_runs():
     profile = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(profile)
 
-    rows = profile.main(["--cell", "gru", "--heads", "1x20", "--batch", "3", "--steps", "4", "--dtype", "float32",
-                         "--reps", "1", "--device", "cpu"])
+    rows = profile.main(
+        [
+            "--cell",
+            "gru",
+            "--heads",
+            "1x20",
+            "--batch",
+            "3",
+            "--steps",
+            "4",
+            "--dtype",
+            "float32",
+            "--reps",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert len(rows) == 12 and all(ms >= 0 for _, ms in rows)
 
 

@@ -23,7 +23,6 @@ interpreter_only = pytest.mark.skipif(ON_GPU, reason="the interpreter cases run 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-
 @pytest.fixture
 def fused_on(monkeypatch):
     """The fused forward whatever the environment says (FUSEDRNN_ALTERNATING_FUSED may be set to 0)."""
@@ -107,8 +106,9 @@ def test_fused_tiles_match_gemm_path(cell, tile):
     gemm, fused = _forward_both(cell, 20, 2, 1, 36, torch.float32, "cpu", **tile)
     _assert_same(gemm, fused, torch.float32)
     (key,) = [k for k in launch.cached_plans() if _paths(k) == "fused"]
-    assert key[13] == launch.forward_tile(get_cell(cell).num_gates_r, 20, 1, 36, torch.float32, torch.device("cpu"),
-                                          True, **tile)
+    assert key[13] == launch.forward_tile(
+        get_cell(cell).num_gates_r, 20, 1, 36, torch.float32, torch.device("cpu"), True, **tile
+    )
 
 
 @interpreter_only
@@ -155,6 +155,7 @@ def test_path_rule(monkeypatch):
         launch.forward_tile(4, 16, 1, 768, torch.bfloat16, cpu, fused=True, block_k=48)
     with pytest.raises(ValueError, match="k_chains = 3"):
         launch.forward_tile(4, 16, 1, 768, torch.bfloat16, cpu, fused=True, k_chains=3)
+
     # below a 64-row (wgmma) MMA tile two accumulators and a warp per 16 rows, unless given
     def chains_and_warps(num_gates_r, **tile):
         chosen = launch.forward_tile(num_gates_r, 16, 1, 768, torch.bfloat16, cpu, fused=True, **tile)
@@ -189,9 +190,30 @@ def test_default_block_j_fills_the_sms(monkeypatch):
 @interpreter_only
 def test_bench_script_runs():
     """benchmarks/alt_fused_bench.py on the CPU, tiny shapes."""
-    rows = _bench_script().main(["--device", "cpu", "--dtype", "float32", "--cells", "gru", "--steps", "2",
-                                 "--hidden", "32", "--big-hidden", "40", "--batch", "3", "--large-batches", "5",
-                                 "--reps", "1", "--warmup", "0"])
+    rows = _bench_script().main(
+        [
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--cells",
+            "gru",
+            "--steps",
+            "2",
+            "--hidden",
+            "32",
+            "--big-hidden",
+            "40",
+            "--batch",
+            "3",
+            "--large-batches",
+            "5",
+            "--reps",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     assert len(rows) == 4 + len(BENCH_TILES) + 4 + 2 and all(r["ms"] > 0 for r in rows)
     assert {r["path"] for r in rows if r["case"] == "gru 1x32"} == {"gemm", "fused b16 j16 k32 c1 w4 s3"}
 

@@ -21,8 +21,16 @@ def _lstm(**overrides):
 @pytest.mark.parametrize(
     "overrides, error, pattern",
     [
-        ({"x": torch.randn(2, 3, 4, 8)}, ValueError, r"x: expected a 5-d tensor \[B, T, Gx, NH, D\], got shape \(2, 3, 4, 8\)"),
-        ({"x": torch.randn(2, 3, 3, 2, 4)}, ValueError, r"x: expected 4 gates \(i, f, z, o\).*got shape \(2, 3, 3, 2, 4\)"),
+        (
+            {"x": torch.randn(2, 3, 4, 8)},
+            ValueError,
+            r"x: expected a 5-d tensor \[B, T, Gx, NH, D\], got shape \(2, 3, 4, 8\)",
+        ),
+        (
+            {"x": torch.randn(2, 3, 3, 2, 4)},
+            ValueError,
+            r"x: expected 4 gates \(i, f, z, o\).*got shape \(2, 3, 3, 2, 4\)",
+        ),
         ({"x": torch.randn(2, 3, 4, 0, 4)}, ValueError, r"x: num_heads and head_dim must be >= 1"),
         ({"x": [1.0]}, TypeError, r"x: expected a torch.Tensor"),
         ({"R": torch.randn(4, 2, 4)}, ValueError, r"R: expected a 4-d tensor"),
@@ -33,7 +41,11 @@ def _lstm(**overrides):
         ({"state": torch.randn(1, 2, 2, 4)}, ValueError, r"state: expected shape \(2, 2, 2, 4\).*got \(1, 2, 2, 4\)"),
         ({"state": torch.randn(2, 3, 2, 4)}, ValueError, r"state: expected shape \(2, 2, 2, 4\)"),
         ({"state": torch.randn(2, 2, 8)}, ValueError, r"state: expected a 4-d tensor"),
-        ({"R": torch.randn(4, 2, 4, 4, dtype=torch.float64)}, TypeError, r"R: expected dtype torch.float32.*got torch.float64"),
+        (
+            {"R": torch.randn(4, 2, 4, 4, dtype=torch.float64)},
+            TypeError,
+            r"R: expected dtype torch.float32.*got torch.float64",
+        ),
         ({"b": torch.randn(4, 2, 4, dtype=torch.float16)}, TypeError, r"b: expected dtype torch.float32"),
         ({"state": torch.randn(2, 2, 2, 4, dtype=torch.bfloat16)}, TypeError, r"state: expected dtype"),
         ({"x": torch.randint(0, 3, (2, 3, 4, 2, 4))}, TypeError, r"x: expected dtype one of"),
@@ -49,7 +61,9 @@ def test_validation_errors(overrides, error, pattern):
 
 def test_unknown_cell_and_backend():
     args = _lstm()
-    with pytest.raises(ValueError, match=r"cell: unknown cell 'lstn'; expected one of \['elman', 'gru', 'lstm', 'slstm'\]"):
+    with pytest.raises(
+        ValueError, match=r"cell: unknown cell 'lstn'; expected one of \['elman', 'gru', 'lstm', 'slstm'\]"
+    ):
         rnn(args["x"], args["R"], args["b"], cell="lstn")
     with pytest.raises(TypeError, match=r"cell: expected a cell name"):
         rnn(args["x"], args["R"], args["b"], cell=4)
@@ -99,8 +113,14 @@ def test_inputs_are_not_modified():
 def refusing_backend(monkeypatch):
     """A high-priority backend that refuses every call, registered for one test only."""
     monkeypatch.setattr(backends.registry, "_BACKENDS", dict(backends.registry._BACKENDS))
-    register_backend(Backend(name="never", priority=1000, supports=lambda call: "it never runs",
-                             run=lambda *a: pytest.fail("a refusing backend ran")))
+    register_backend(
+        Backend(
+            name="never",
+            priority=1000,
+            supports=lambda call: "it never runs",
+            run=lambda *a: pytest.fail("a refusing backend ran"),
+        )
+    )
 
 
 def test_auto_skips_a_refusing_backend(refusing_backend, caplog):

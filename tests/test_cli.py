@@ -47,12 +47,14 @@ def test_usage_lists_the_commands():
 
 
 def test_unknown_command_is_a_usage_error_on_stderr():
-    result = subprocess.run([sys.executable, "-m", "fusedrnn", "nope"], capture_output=True, text=True, cwd=ROOT,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "fusedrnn", "nope"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         "python -m fusedrnn: error: unknown command 'nope'; expected one of demo, bench, info "
-        "(see python -m fusedrnn --help)"]
+        "(see python -m fusedrnn --help)"
+    ]
 
 
 def _one_line_error(capsys, run) -> str:
@@ -65,38 +67,41 @@ def _one_line_error(capsys, run) -> str:
     return captured.err
 
 
-@pytest.mark.parametrize("command,argv,expected", [
-    ("demo", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
-    ("demo", ["--steps", "-5"], "argument --steps: expected an integer >= 1, got -5"),
-    ("demo", ["--steps", "many"], "argument --steps: expected an integer >= 1, got 'many'"),
-    ("demo", ["--train-length", "0"], "argument --train-length: expected an integer >= 1, got 0"),
-    ("demo", ["--eval-length", "0"], "argument --eval-length: expected an integer >= 1, got 0"),
-    ("demo", ["--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
-    ("demo", ["--heads", "0"], "argument --heads: expected an integer >= 1, got 0"),
-    ("demo", ["--head-dim", "0"], "argument --head-dim: expected an integer >= 1, got 0"),
-    ("demo", ["--lr", "0"], "argument --lr: expected a number > 0, got 0"),
-    ("demo", ["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
-    ("demo", ["--clip", "-1"], "argument --clip: expected a number >= 0, got -1"),
-    ("demo", ["--modulus", "1"], "argument --modulus: expected an integer >= 2, got 1"),
-    ("demo", ["--device", "tpu"], "argument --device: expected cpu, cuda or cuda:N, got 'tpu'"),
-    ("demo", ["--device", "mps"], "argument --device: expected cpu, cuda or cuda:N, got 'mps'"),
-    ("demo", ["--cell", "transformer"], "argument --cell: invalid choice: 'transformer'"),
-    ("bench", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
-    ("bench", ["--batch", "4", "0"], "argument --batch: expected an integer >= 1, got 0"),
-    ("bench", ["--reps", "0"], "argument --reps: expected an integer >= 1, got 0"),
-    ("bench", ["--reps", "20", "--max-reps", "10"], "--max-reps (10) must be >= --reps (20)"),
-    ("bench", ["--target-ms", "0"], "argument --target-ms: expected a number > 0, got 0"),
-    ("bench", ["--time-budget", "-1"], "argument --time-budget: expected a number >= 0, got -1"),
-    ("bench", ["--compile-workers", "-1"], "argument --compile-workers: expected an integer >= 0, got -1"),
-    ("bench", ["--heads", "12x0"], "--heads: NH and D must be >= 1, got '12x0'"),
-    ("bench", ["--heads", "twelve"], "--heads: expected NHxD like 12x64, got 'twelve'"),
-    ("bench", ["--plot-from", "no-such-file.jsonl"], "--plot-from: no such file no-such-file.jsonl"),
-    ("info", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
-    ("info", ["--heads", "-1"], "argument --heads: expected an integer >= 1, got -1"),
-    ("info", ["--jobs", "0"], "argument --jobs: expected an integer >= 1, got 0"),
-    ("info", ["--device", "cuda:x"], "argument --device: expected cpu, cuda or cuda:N, got 'cuda:x'"),
-    ("info", ["--arch", "sm_90a"], "--arch goes with --compile-all"),
-])
+@pytest.mark.parametrize(
+    "command,argv,expected",
+    [
+        ("demo", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+        ("demo", ["--steps", "-5"], "argument --steps: expected an integer >= 1, got -5"),
+        ("demo", ["--steps", "many"], "argument --steps: expected an integer >= 1, got 'many'"),
+        ("demo", ["--train-length", "0"], "argument --train-length: expected an integer >= 1, got 0"),
+        ("demo", ["--eval-length", "0"], "argument --eval-length: expected an integer >= 1, got 0"),
+        ("demo", ["--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
+        ("demo", ["--heads", "0"], "argument --heads: expected an integer >= 1, got 0"),
+        ("demo", ["--head-dim", "0"], "argument --head-dim: expected an integer >= 1, got 0"),
+        ("demo", ["--lr", "0"], "argument --lr: expected a number > 0, got 0"),
+        ("demo", ["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+        ("demo", ["--clip", "-1"], "argument --clip: expected a number >= 0, got -1"),
+        ("demo", ["--modulus", "1"], "argument --modulus: expected an integer >= 2, got 1"),
+        ("demo", ["--device", "tpu"], "argument --device: expected cpu, cuda or cuda:N, got 'tpu'"),
+        ("demo", ["--device", "mps"], "argument --device: expected cpu, cuda or cuda:N, got 'mps'"),
+        ("demo", ["--cell", "transformer"], "argument --cell: invalid choice: 'transformer'"),
+        ("bench", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+        ("bench", ["--batch", "4", "0"], "argument --batch: expected an integer >= 1, got 0"),
+        ("bench", ["--reps", "0"], "argument --reps: expected an integer >= 1, got 0"),
+        ("bench", ["--reps", "20", "--max-reps", "10"], "--max-reps (10) must be >= --reps (20)"),
+        ("bench", ["--target-ms", "0"], "argument --target-ms: expected a number > 0, got 0"),
+        ("bench", ["--time-budget", "-1"], "argument --time-budget: expected a number >= 0, got -1"),
+        ("bench", ["--compile-workers", "-1"], "argument --compile-workers: expected an integer >= 0, got -1"),
+        ("bench", ["--heads", "12x0"], "--heads: NH and D must be >= 1, got '12x0'"),
+        ("bench", ["--heads", "twelve"], "--heads: expected NHxD like 12x64, got 'twelve'"),
+        ("bench", ["--plot-from", "no-such-file.jsonl"], "--plot-from: no such file no-such-file.jsonl"),
+        ("info", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+        ("info", ["--heads", "-1"], "argument --heads: expected an integer >= 1, got -1"),
+        ("info", ["--jobs", "0"], "argument --jobs: expected an integer >= 1, got 0"),
+        ("info", ["--device", "cuda:x"], "argument --device: expected cpu, cuda or cuda:N, got 'cuda:x'"),
+        ("info", ["--arch", "sm_90a"], "--arch goes with --compile-all"),
+    ],
+)
 def test_bad_values_are_one_line_usage_errors(capsys, command, argv, expected):
     module = {"demo": demo, "bench": bench, "info": info}[command]
     err = _one_line_error(capsys, lambda: module.main(argv))
@@ -187,18 +192,23 @@ def test_tune_unreadable_problem_files_are_one_line_errors(tmp_path, capsys, mon
     assert tune_cli.main([str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.splitlines()) == 1, captured
-    expected = {"not-utf8": f"{path}:2: error: not UTF-8 text (byte 0xe9 at offset 13)",
-                "stdin-not-utf8": "-:2: error: not UTF-8 text (byte 0xe9 at offset 13)",
-                "directory": f"{path}: error: cannot read the problem file: Is a directory",
-                "missing": f"{path}: error: cannot read the problem file: No such file or directory"}[case]
+    expected = {
+        "not-utf8": f"{path}:2: error: not UTF-8 text (byte 0xe9 at offset 13)",
+        "stdin-not-utf8": "-:2: error: not UTF-8 text (byte 0xe9 at offset 13)",
+        "directory": f"{path}: error: cannot read the problem file: Is a directory",
+        "missing": f"{path}: error: cannot read the problem file: No such file or directory",
+    }[case]
     assert captured.err.strip() == expected
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["--timeout", "0", "p"], "argument --timeout: expected a number > 0, got 0"),
-    ([], "the following arguments are required: problem"),
-    (["p", "--solver", "x"], "unrecognized arguments: --solver x"),
-])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--timeout", "0", "p"], "argument --timeout: expected a number > 0, got 0"),
+        ([], "the following arguments are required: problem"),
+        (["p", "--solver", "x"], "unrecognized arguments: --solver x"),
+    ],
+)
 def test_tune_bad_options_are_one_line_usage_errors(capsys, argv, expected):
     err = _one_line_error(capsys, lambda: tune_cli.main(argv))
     assert err.startswith(f"python -m fusedrnn.tune: error: {expected}"), err
@@ -237,14 +247,18 @@ def test_bench_resume_skips_rows_already_measured(tmp_path, capsys):
     assert bench.main(["--cells", "elman", *TINY, "--modes", "fw", "--out", str(tmp_path), "--resume", str(log)]) == 0
     assert len(_log_rows(log)) == 1
     # the same sweep plus a cell: only the new cell's rows are measured, appended to the same log
-    assert bench.main(["--cells", "elman", "gru", *TINY, "--modes", "fw", "--out", str(tmp_path),
-                       "--resume", str(log)]) == 0
+    assert (
+        bench.main(["--cells", "elman", "gru", *TINY, "--modes", "fw", "--out", str(tmp_path), "--resume", str(log)])
+        == 0
+    )
     rows = _log_rows(log)
     assert [(r["cell"], r["mode"]) for r in rows] == [("elman", "fw"), ("gru", "fw")]
     assert "resuming" in capsys.readouterr().out
     # nothing left: nothing measured; the outputs cover both parts of the logical run
-    assert bench.main(["--cells", "elman", "gru", *TINY, "--modes", "fw", "--out", str(tmp_path),
-                       "--resume", str(log)]) == 0
+    assert (
+        bench.main(["--cells", "elman", "gru", *TINY, "--modes", "fw", "--out", str(tmp_path), "--resume", str(log)])
+        == 0
+    )
     assert len(_log_rows(log)) == 2
     data = json.loads((tmp_path / "bench.json").read_text())
     assert len(data["runs"]) == 3 and len(data["rows"]) == 2
@@ -271,11 +285,16 @@ def test_bench_gpu_implementations_on_cpu_tensors():
     args = argparse.Namespace(loop_max_ms=1e6, reps=2, max_reps=2, target_ms=1.0)
     cpu = torch.device("cpu")
     shape = bench.Shape("lstm", 1, 16, 2, 4)
-    impls = [bench.Impl("triton", "fusedrnn", torch.float32), bench.Impl("cudnn-fp32", "cudnn", torch.float32),
-             bench.Impl("torch-loop", "torch-loop", torch.float32)]
+    impls = [
+        bench.Impl("triton", "fusedrnn", torch.float32),
+        bench.Impl("cudnn-fp32", "cudnn", torch.float32),
+        bench.Impl("torch-loop", "torch-loop", torch.float32),
+    ]
     if importlib.util.find_spec("flashrnn"):
-        impls += [bench.Impl("flashrnn-vanilla", "flashrnn", torch.float32),
-                  bench.Impl("flashrnn-cuda_fused", "flashrnn", torch.float32)]  # needs CUDA: fails, is skipped
+        impls += [
+            bench.Impl("flashrnn-vanilla", "flashrnn", torch.float32),
+            bench.Impl("flashrnn-cuda_fused", "flashrnn", torch.float32),
+        ]  # needs CUDA: fails, is skipped
     rows = {(r["impl"], r["mode"]): r for impl in impls for r in bench.run_impl(impl, shape, ["fw", "fwbw"], cpu, args)}
     for impl in impls[:4]:
         for mode in ("fw", "fwbw"):
@@ -302,8 +321,10 @@ def test_compile_ahead_uses_one_length_per_triton_specialisation(steps, expected
 def test_compile_ahead_starts_workers_that_accept_their_command_line(capsys):
     """--compile-workers: the worker processes parse their arguments and exit 0 (here, without a GPU, with
     nothing to compile); a worker that failed would be reported."""
-    units = [(bench.Shape(cell, NH, D, 2, 8), bench.Impl("triton", "fusedrnn", torch.float32), ["fw", "fwbw"])
-             for cell, NH, D in (("lstm", 2, 4), ("gru", 1, 8), ("slstm", 3, 16))]
+    units = [
+        (bench.Shape(cell, NH, D, 2, 8), bench.Impl("triton", "fusedrnn", torch.float32), ["fw", "fwbw"])
+        for cell, NH, D in (("lstm", 2, 4), ("gru", 1, 8), ("slstm", 3, 16))
+    ]
     units.append((bench.Shape("lstm", 2, 4, 2, 8), bench.Impl("cudnn-bf16", "cudnn", torch.bfloat16), ["fw"]))
     args = argparse.Namespace(compile_workers=2, dtype="float32", modes=["fw", "fwbw"])
     fake_gpu = argparse.Namespace(type="cuda")  # compile_ahead only asks for the device type
@@ -318,11 +339,30 @@ def _gpu_like_rows() -> list[dict]:
 
     def add(impl, kind, cell, heads, B, T, mode, ms=None, reason=None, dtype="bfloat16"):
         NH, D = heads if heads else (None, None)
-        rows.append({"record": "row", "impl": impl, "kind": kind, "cell": cell, "num_heads": NH, "head_dim": D,
-                     "hidden": 768, "batch": B, "steps": T, "dtype": dtype, "mode": mode,
-                     "status": "ok" if ms else "skipped", "reason": reason, "ms": ms, "first_ms": 2000.0 if ms else None,
-                     "reps": 10 if ms else None, "warmup": 2 if ms else None, "estimate_ms": None, "device": "cuda:0",
-                     "time": "2026-01-01T00:00:00+00:00"})
+        rows.append(
+            {
+                "record": "row",
+                "impl": impl,
+                "kind": kind,
+                "cell": cell,
+                "num_heads": NH,
+                "head_dim": D,
+                "hidden": 768,
+                "batch": B,
+                "steps": T,
+                "dtype": dtype,
+                "mode": mode,
+                "status": "ok" if ms else "skipped",
+                "reason": reason,
+                "ms": ms,
+                "first_ms": 2000.0 if ms else None,
+                "reps": 10 if ms else None,
+                "warmup": 2 if ms else None,
+                "estimate_ms": None,
+                "device": "cuda:0",
+                "time": "2026-01-01T00:00:00+00:00",
+            }
+        )
 
     for cell in ("lstm", "slstm"):
         for mode, scale in (("fw", 1.0), ("fwbw", 3.0)):
@@ -343,8 +383,16 @@ def _gpu_like_rows() -> list[dict]:
 def test_plot_from_regenerates_tables_and_plot(tmp_path, capsys):
     source = tmp_path / "device" / "bench.jsonl"
     source.parent.mkdir()
-    run = {"record": "run", "schema": 1, "started": "2026-01-01T00:00:00+00:00", "command": "python -m fusedrnn bench",
-           "device": "NVIDIA H100 80GB HBM3", "commit": "abc1234", "versions": {"torch": "2.11.0"}, "note": "x"}
+    run = {
+        "record": "run",
+        "schema": 1,
+        "started": "2026-01-01T00:00:00+00:00",
+        "command": "python -m fusedrnn bench",
+        "device": "NVIDIA H100 80GB HBM3",
+        "commit": "abc1234",
+        "versions": {"torch": "2.11.0"},
+        "note": "x",
+    }
     end = {"record": "end", "finished": "2026-01-01T00:08:00+00:00", "units_left": 0, "seconds": 480.0}
     source.write_text("\n".join(json.dumps(r) for r in [run, *_gpu_like_rows(), end]) + "\n")
     out = tmp_path / "docs"
@@ -355,8 +403,10 @@ def test_plot_from_regenerates_tables_and_plot(tmp_path, capsys):
     assert "Device: NVIDIA H100 80GB HBM3; commit abc1234" in md
     # LSTM tables: a column per implementation and the speed-up of the fastest fusedrnn backend over cuDNN
     header = next(line for line in md.splitlines() if line.startswith("| NH × D"))
-    assert header == ("| NH × D | B | T | triton | alternating | cudnn-bf16 | cudnn-fp16 | torch-loop | "
-                      "fastest fusedrnn vs cudnn-bf16 | fastest fusedrnn vs cudnn-fp16 |")
+    assert header == (
+        "| NH × D | B | T | triton | alternating | cudnn-bf16 | cudnn-fp16 | torch-loop | "
+        "fastest fusedrnn vs cudnn-bf16 | fastest fusedrnn vs cudnn-fp16 |"
+    )
     assert "| 12 × 64 | 16 | 1024 | 1.00 | 6.00 | 15.0 | 2.50 | – | 15.0× | 2.5× |" in md
     assert "| 1 × 768 | 16 | 1024 | – | 6.00 | 15.0 | 2.50 | – | 2.5× | 0.4× |" in md
     assert "- triton skipped (2 rows): head_dim 768 > 128" in md
@@ -375,7 +425,7 @@ def test_report_keeps_the_last_measurement_of_a_row(tmp_path):
     rows = _gpu_like_rows()[:1]
     again = dict(rows[0], ms=0.5)
     path = tmp_path / "log.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [rows[0], again]) + "\n{\"record\": \"row\", \"impl")  # cut short
+    path.write_text("\n".join(json.dumps(r) for r in [rows[0], again]) + '\n{"record": "row", "impl')  # cut short
     runs, loaded = report.load(path)
     assert runs == [] and len(loaded) == 1 and loaded[0]["ms"] == 0.5
 
@@ -430,8 +480,16 @@ def test_info_formats_every_cuda_kernel_family(arch):
         picked.setdefault((v.kind, v.family), v)
     assert len(picked) >= (3 if arch == "sm_80" else 6)  # every family of this arch, forward and backward
     for v in picked.values():
-        call = Call(get_cell(v.cell), batch=20, steps=7, num_heads=2, head_dim=v.head_dim, dtype=torch.bfloat16,
-                    device=torch.device("cpu"), requires_grad=v.kind == "backward")
+        call = Call(
+            get_cell(v.cell),
+            batch=20,
+            steps=7,
+            num_heads=2,
+            head_dim=v.head_dim,
+            dtype=torch.bfloat16,
+            device=torch.device("cpu"),
+            requires_grad=v.kind == "backward",
+        )
         entry = info.variant_entry(v, call)
         data = info.collect(call)
         data["launch"]["cuda"] = {"arch": arch, v.kind: entry}
@@ -464,8 +522,28 @@ def test_fallback_progress_bar_logs_lines():
 @pytest.mark.gpu
 def test_bench_on_gpu_times_every_implementation(tmp_path):
     out = tmp_path / "out"
-    args = ["--cells", "lstm", "slstm", "--heads", "4x16", "1x64", "--batch", "4", "--steps", "64",
-            "--reps", "10", "--max-reps", "10", "--loop-max-ms", "1e6", "--compile-workers", "2", "--out", str(out)]
+    args = [
+        "--cells",
+        "lstm",
+        "slstm",
+        "--heads",
+        "4x16",
+        "1x64",
+        "--batch",
+        "4",
+        "--steps",
+        "64",
+        "--reps",
+        "10",
+        "--max-reps",
+        "10",
+        "--loop-max-ms",
+        "1e6",
+        "--compile-workers",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert bench.main(args) == 0
     data = json.loads((out / "bench.json").read_text())
     assert data["runs"][0]["compile_workers"] == 2 and data["runs"][0]["compile_seconds"] > 0
@@ -483,8 +561,14 @@ def test_bench_on_gpu_times_every_implementation(tmp_path):
 @pytest.mark.gpu
 def test_demo_gpu_defaults_learn():
     """The GPU preset, unchanged: it must learn (accuracy on 16x longer sequences) and finish quickly."""
-    result = subprocess.run([sys.executable, "-m", "fusedrnn", "demo", "--plot", ""], capture_output=True, text=True,
-                            cwd=ROOT, timeout=600, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "fusedrnn", "demo", "--plot", ""],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=True,
+    )
     accuracy = float(re.search(r"accuracy on length-\d+ sequences .*: (\d\.\d+)", result.stdout).group(1))
     assert "preset gpu" in result.stdout and accuracy >= 0.99, result.stdout
 
@@ -503,8 +587,12 @@ def test_kernel_breakdown_script_runs_on_cpu(capsys):
     spec = importlib.util.spec_from_file_location("kernel_breakdown", ROOT / "benchmarks" / "kernel_breakdown.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["lstm:2x16", "--backend", "reference", "--device", "cpu", "--batch", "2", "--steps", "3",
-                        "--iters", "1"]) == 0
+    assert (
+        module.main(
+            ["lstm:2x16", "--backend", "reference", "--device", "cpu", "--batch", "2", "--steps", "3", "--iters", "1"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "== lstm:2x16 on reference (cpu)" in out
     total = float(re.search(r"^\s*([0-9.]+)\s+total$", out, re.M).group(1))

@@ -111,8 +111,13 @@ def test_backend_names_map_to_ours_on_the_cpu(monkeypatch):
     inputs = _problem("lstm", 2, 3, 1, 4, dtype=torch.float32)
     for backend in compat.BACKENDS:
         flashrnn(*inputs, function="lstm", backend=backend)
-    expected = {"vanilla": "reference", "vanilla_fwbw": "reference", "cuda": "auto", "cuda_fused": "auto",
-                "triton_fused": "auto"}
+    expected = {
+        "vanilla": "reference",
+        "vanilla_fwbw": "reference",
+        "cuda": "auto",
+        "cuda_fused": "auto",
+        "triton_fused": "auto",
+    }
     assert dict(zip(compat.BACKENDS, chosen)) == expected
 
 
@@ -138,8 +143,16 @@ def test_config_layouts_and_initial_val(flashrnn_package):
     """A FlashRNNConfig with non-default layouts and initial values replaces function / backend / dtype."""
     B, T, NH, D = 3, 6, 2, 5
     config = flashrnn_package.FlashRNNConfig(
-        function="slstm", backend="vanilla", num_heads=NH, head_dim=D, dtype="float64", input_shape="TBGHD",
-        recurrent_shape="HPGD", bias_shape="HDG", output_shape="STBHD", initial_val=[0.5, -0.3, 0.0, 0.2],
+        function="slstm",
+        backend="vanilla",
+        num_heads=NH,
+        head_dim=D,
+        dtype="float64",
+        input_shape="TBGHD",
+        recurrent_shape="HPGD",
+        bias_shape="HDG",
+        output_shape="STBHD",
+        initial_val=[0.5, -0.3, 0.0, 0.2],
     )
     Wx, R, b, _ = _problem("slstm", B, T, NH, D, with_state=False)
     inputs = [Wx.permute(1, 0, 2, 3, 4), R.permute(1, 3, 0, 2), b.permute(1, 2, 0), None]
@@ -184,8 +197,10 @@ def test_slstm_fresh_states_are_per_element(flashrnn_package):
     Wx, R, b, states = _problem("slstm", 4, 5, 2, 3)
     states[1:, [0, 2]] = 0.0  # rows 0 and 2 fresh: c = n = m = 0
     got = flashrnn(Wx, R, b, states, function="slstm", backend="vanilla")
-    rows = [flashrnn_package.flashrnn(Wx[i : i + 1], R, b, states[:, i : i + 1], function="slstm", backend="vanilla")
-            for i in range(4)]
+    rows = [
+        flashrnn_package.flashrnn(Wx[i : i + 1], R, b, states[:, i : i + 1], function="slstm", backend="vanilla")
+        for i in range(4)
+    ]
     for k in range(2):
         assert max_error(got[k], torch.cat([row[k] for row in rows], dim=1)) <= 1e-12
     batched = flashrnn_package.flashrnn(Wx, R, b, states, function="slstm", backend="vanilla")
@@ -209,34 +224,141 @@ def test_public_names():
 
 _ERROR_CASES = [
     # (id, arguments changed from a valid GRU call, error, message)
-    ("unknown_function", dict(function="mlstm"), ValueError, r"function: expected one of \['elman', 'gru', 'lstm', 'slstm'\], got 'mlstm'"),
+    (
+        "unknown_function",
+        dict(function="mlstm"),
+        ValueError,
+        r"function: expected one of \['elman', 'gru', 'lstm', 'slstm'\], got 'mlstm'",
+    ),
     ("function_case", dict(function="LSTM"), ValueError, r"function: expected one of .* got 'LSTM'"),
-    ("unknown_backend", dict(backend="cudnn"), ValueError, r"backend: expected one of \['cuda', 'cuda_fused', 'triton_fused', 'vanilla', 'vanilla_fwbw'\] .*got 'cudnn'"),
+    (
+        "unknown_backend",
+        dict(backend="cudnn"),
+        ValueError,
+        r"backend: expected one of \['cuda', 'cuda_fused', 'triton_fused', 'vanilla', 'vanilla_fwbw'\] .*got 'cudnn'",
+    ),
     ("our_backend_name", dict(backend="reference"), ValueError, r"backend: expected one of .*got 'reference'"),
-    ("unknown_dtype", dict(dtype="float8"), ValueError, r"dtype: expected one of \['bfloat16', 'float16', 'float32', 'float64'\] or None, got 'float8'"),
-    ("Wx_rank", dict(Wx=torch.zeros(3, 4, 3, 10)), ValueError, r"Wx: expected a 5-d tensor \[B, T, G, H, D\], got shape \(3, 4, 3, 10\)"),
-    ("Wx_gates", dict(Wx=torch.zeros(3, 4, 4, 2, 5, dtype=torch.float64)), ValueError, r"Wx: expected shape \(3, 4, 3, 2, 5\) \[B, T, G, H, D\] \('gru' has 3 input gates\), got \(3, 4, 4, 2, 5\)"),
+    (
+        "unknown_dtype",
+        dict(dtype="float8"),
+        ValueError,
+        r"dtype: expected one of \['bfloat16', 'float16', 'float32', 'float64'\] or None, got 'float8'",
+    ),
+    (
+        "Wx_rank",
+        dict(Wx=torch.zeros(3, 4, 3, 10)),
+        ValueError,
+        r"Wx: expected a 5-d tensor \[B, T, G, H, D\], got shape \(3, 4, 3, 10\)",
+    ),
+    (
+        "Wx_gates",
+        dict(Wx=torch.zeros(3, 4, 4, 2, 5, dtype=torch.float64)),
+        ValueError,
+        r"Wx: expected shape \(3, 4, 3, 2, 5\) \[B, T, G, H, D\] \('gru' has 3 input gates\), got \(3, 4, 4, 2, 5\)",
+    ),
     ("Wx_not_tensor", dict(Wx=[[1.0]]), TypeError, r"Wx: expected a torch.Tensor \[B, T, G, H, D\], got list"),
-    ("R_gates", dict(R=torch.zeros(4, 2, 5, 5, dtype=torch.float64)), ValueError, r"R: expected shape \(3, 2, 5, 5\) \[G, H, D, P\] \('gru' has 3 recurrent gates; H and D of Wx\), got \(4, 2, 5, 5\)"),
-    ("R_not_square", dict(R=torch.zeros(3, 2, 5, 4, dtype=torch.float64)), ValueError, r"R: expected shape \(3, 2, 5, 5\)"),
-    ("b_gates", dict(b=torch.zeros(3, 2, 5, dtype=torch.float64)), ValueError, r"b: expected shape \(4, 2, 5\) \[G, H, D\] \('gru' has 4 bias gates"),
-    ("states_rank", dict(states=torch.zeros(1, 3, 2, 5, dtype=torch.float64)), ValueError, r"states: expected a 5-d tensor \[S, B, T, H, D\], got shape \(1, 3, 2, 5\)"),
-    ("states_count", dict(states=torch.zeros(2, 3, 1, 2, 5, dtype=torch.float64)), ValueError, r"states: expected shape \(1, 3, 1, 2, 5\) \[S, B, T, H, D\] \('gru' has 1 states"),
-    ("states_no_time", dict(states=torch.zeros(1, 3, 0, 2, 5, dtype=torch.float64)), ValueError, r"states: expected at least one entry on axis T of SBTHD, got shape \(1, 3, 0, 2, 5\)"),
-    ("R_dtype", dict(R=torch.zeros(3, 2, 5, 5)), TypeError, r"R: expected dtype torch.float64 \(the dtype of Wx\), got torch.float32"),
-    ("states_dtype", dict(states=torch.zeros(1, 3, 1, 2, 5)), TypeError, r"states: expected dtype torch.float64 \(the dtype of Wx\), got torch.float32"),
-    ("config_clipval", dict(config=SimpleNamespace(function="gru", backend="vanilla", gradient_recurrent_clipval=1.0)), ValueError, r"config.gradient_recurrent_clipval: only None is supported .* got 1.0"),
-    ("config_cut", dict(config=SimpleNamespace(function="gru", backend="vanilla", gradient_recurrent_cut=True)), ValueError, r"config.gradient_recurrent_cut: only False is supported"),
-    ("config_forward_clip", dict(config=SimpleNamespace(function="gru", backend="vanilla", forward_clipval=3.0)), ValueError, r"config.forward_clipval: only None"),
-    ("config_constants", dict(config=SimpleNamespace(function="gru", backend="vanilla", constants={"eps": 1e-6})), ValueError, r"config.constants: only \{\} is supported"),
-    ("config_layout", dict(config=SimpleNamespace(function="gru", backend="vanilla", input_shape="BTGH")), ValueError, r"config.input_shape: expected a permutation of 'BTGHD', got 'BTGH'"),
-    ("config_num_heads", dict(config=SimpleNamespace(function="gru", backend="vanilla", num_heads=4)), ValueError, r"config.num_heads: expected 2 \(from Wx's shape\) or unset, got 4"),
-    ("config_initial_val", dict(config=SimpleNamespace(function="gru", backend="vanilla", initial_val=[1.0, 2.0]), states=None), ValueError, r"config.initial_val: expected one value or 1 \(one per state \('h',\)\), got 2"),
-    ("config_function", dict(config=SimpleNamespace(function="rnn", backend="vanilla")), ValueError, r"function: expected one of .* got 'rnn'"),
+    (
+        "R_gates",
+        dict(R=torch.zeros(4, 2, 5, 5, dtype=torch.float64)),
+        ValueError,
+        r"R: expected shape \(3, 2, 5, 5\) \[G, H, D, P\] \('gru' has 3 recurrent gates; H and D of Wx\), got \(4, 2, 5, 5\)",
+    ),
+    (
+        "R_not_square",
+        dict(R=torch.zeros(3, 2, 5, 4, dtype=torch.float64)),
+        ValueError,
+        r"R: expected shape \(3, 2, 5, 5\)",
+    ),
+    (
+        "b_gates",
+        dict(b=torch.zeros(3, 2, 5, dtype=torch.float64)),
+        ValueError,
+        r"b: expected shape \(4, 2, 5\) \[G, H, D\] \('gru' has 4 bias gates",
+    ),
+    (
+        "states_rank",
+        dict(states=torch.zeros(1, 3, 2, 5, dtype=torch.float64)),
+        ValueError,
+        r"states: expected a 5-d tensor \[S, B, T, H, D\], got shape \(1, 3, 2, 5\)",
+    ),
+    (
+        "states_count",
+        dict(states=torch.zeros(2, 3, 1, 2, 5, dtype=torch.float64)),
+        ValueError,
+        r"states: expected shape \(1, 3, 1, 2, 5\) \[S, B, T, H, D\] \('gru' has 1 states",
+    ),
+    (
+        "states_no_time",
+        dict(states=torch.zeros(1, 3, 0, 2, 5, dtype=torch.float64)),
+        ValueError,
+        r"states: expected at least one entry on axis T of SBTHD, got shape \(1, 3, 0, 2, 5\)",
+    ),
+    (
+        "R_dtype",
+        dict(R=torch.zeros(3, 2, 5, 5)),
+        TypeError,
+        r"R: expected dtype torch.float64 \(the dtype of Wx\), got torch.float32",
+    ),
+    (
+        "states_dtype",
+        dict(states=torch.zeros(1, 3, 1, 2, 5)),
+        TypeError,
+        r"states: expected dtype torch.float64 \(the dtype of Wx\), got torch.float32",
+    ),
+    (
+        "config_clipval",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", gradient_recurrent_clipval=1.0)),
+        ValueError,
+        r"config.gradient_recurrent_clipval: only None is supported .* got 1.0",
+    ),
+    (
+        "config_cut",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", gradient_recurrent_cut=True)),
+        ValueError,
+        r"config.gradient_recurrent_cut: only False is supported",
+    ),
+    (
+        "config_forward_clip",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", forward_clipval=3.0)),
+        ValueError,
+        r"config.forward_clipval: only None",
+    ),
+    (
+        "config_constants",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", constants={"eps": 1e-6})),
+        ValueError,
+        r"config.constants: only \{\} is supported",
+    ),
+    (
+        "config_layout",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", input_shape="BTGH")),
+        ValueError,
+        r"config.input_shape: expected a permutation of 'BTGHD', got 'BTGH'",
+    ),
+    (
+        "config_num_heads",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", num_heads=4)),
+        ValueError,
+        r"config.num_heads: expected 2 \(from Wx's shape\) or unset, got 4",
+    ),
+    (
+        "config_initial_val",
+        dict(config=SimpleNamespace(function="gru", backend="vanilla", initial_val=[1.0, 2.0]), states=None),
+        ValueError,
+        r"config.initial_val: expected one value or 1 \(one per state \('h',\)\), got 2",
+    ),
+    (
+        "config_function",
+        dict(config=SimpleNamespace(function="rnn", backend="vanilla")),
+        ValueError,
+        r"function: expected one of .* got 'rnn'",
+    ),
 ]
 
 
-@pytest.mark.parametrize("change, error, match", [case[1:] for case in _ERROR_CASES], ids=[case[0] for case in _ERROR_CASES])
+@pytest.mark.parametrize(
+    "change, error, match", [case[1:] for case in _ERROR_CASES], ids=[case[0] for case in _ERROR_CASES]
+)
 def test_errors(change, error, match):
     Wx, R, b, states = _problem("gru", 3, 4, 2, 5)
     args = dict(Wx=Wx, R=R, b=b, states=states, function="gru", backend="vanilla", dtype="float64")

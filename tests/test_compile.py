@@ -24,15 +24,20 @@ def _op_args(cell, backend, dtype, device, lengths, save):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("lengths", [None, [5, 0, 2]], ids=["full", "lengths"])
 def test_opcheck_reference(cell, lengths):
-    torch.library.opcheck(torch.ops.fusedrnn.forward.default, _op_args(cell, "reference", torch.float64, "cpu", lengths, True))
+    torch.library.opcheck(
+        torch.ops.fusedrnn.forward.default, _op_args(cell, "reference", torch.float64, "cpu", lengths, True)
+    )
 
 
 @no_gpu
 @pytest.mark.parametrize("backend", ["triton", "alternating"])
 def test_opcheck_fused_interpreter(backend):
     args = _op_args("gru", backend, torch.float32, "cpu", [5, 1, 3], True)
-    torch.library.opcheck(torch.ops.fusedrnn.forward.default, args,
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.fusedrnn.forward.default,
+        args,
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
 
 
 class TinyModel(torch.nn.Module):

@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 needs_cuda_core = pytest.mark.skipif(cuda_core_available() is not None, reason=str(cuda_core_available()))
 
 
-
 # --- resource model and compilation (CI) ---------------------------------------------------------------
 
 
@@ -53,14 +52,23 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                         assert (s.ctas_per_head > 1) == (D > CTA_MAX_HEAD_DIM)
                         if s.family == "grid":  # over a cooperative grid: 16-bit, 16 rows, R in registers and smem
                             assert dtype != "float32" and rows == 16 and s.cluster_size == 1 and s.ctas <= h100.sms
-                            assert s.smem == grid_smem_bytes(kind, cell, D, D // s.ctas, s.warps, s.k_steps_in_registers,
-                                                             s.k_steps_per_chunk, s.chunks_in_flight)
+                            assert s.smem == grid_smem_bytes(
+                                kind,
+                                cell,
+                                D,
+                                D // s.ctas,
+                                s.warps,
+                                s.k_steps_in_registers,
+                                s.k_steps_per_chunk,
+                                s.chunks_in_flight,
+                            )
                             continue
                         if s.family == "split_k":  # 16-bit, 1 to 8 rows, over a cluster, K over the warps
                             assert kind == "forward" and dtype != "float32" and rows <= 8 and s.cluster > 1
                             assert s.warps == s.row_groups * s.k_groups and (D // 16) % (2 * s.k_groups) == 0
-                            assert s == split_shape(cell, D, s.cluster, s.row_groups, s.k_groups, s.k_steps_in_registers,
-                                                    rows)
+                            assert s == split_shape(
+                                cell, D, s.cluster, s.row_groups, s.k_groups, s.k_steps_in_registers, rows
+                            )
                             # fewer rows: the 8-row tiling where they are a power of two (others may cost registers)
                             if rows & (rows - 1) == 0:
                                 eight = kernel_shape(kind, cell, D, dtype, h100, 8)
@@ -69,8 +77,9 @@ def test_model_picks_most_warps_then_deepest_prefetch():
                         assert rows >= 8, s  # fewer rows only for forward_split_k
                         trans = s.family in ("transposed", "cluster")
                         ksm = s.k_steps_in_smem if s.family == "cluster" else 0
-                        assert s.smem == smem_bytes(kind, cell, D, dtype, s.stages, rows, trans, D // s.cluster_size,
-                                                    s.cluster_size, ksm)
+                        assert s.smem == smem_bytes(
+                            kind, cell, D, dtype, s.stages, rows, trans, D // s.cluster_size, s.cluster_size, ksm
+                        )
                         if trans and kind == "backward":  # M = D over 16-unit tiles, clustered or not
                             assert s.warps * 16 * s.tiles_per_warp == D
                         else:
@@ -90,7 +99,11 @@ def test_launch_rows_and_supports_agree(monkeypatch):
     monkeypatch.setattr(planner, "device_facts", lambda index: facts)
     device = torch.device("cuda", 0)
     bw = planner.plan_kernel("backward", "gru", 128, torch.bfloat16, 16, 6, facts)
-    assert bw.shape.rows == 8 and bw.family == "transposed" and bw.name.startswith("backward_transposed<1, frnn::BF16, 128,")
+    assert (
+        bw.shape.rows == 8
+        and bw.family == "transposed"
+        and bw.name.startswith("backward_transposed<1, frnn::BF16, 128,")
+    )
     fw = planner.plan_kernel("forward", "lstm", 128, torch.bfloat16, 16, 6, facts)
     assert fw.shape.rows == 8 and fw.name.startswith("forward_transposed<0, frnn::BF16, 128,")
     assert planner.plan_kernel("forward", "lstm", 64, torch.bfloat16, 16, 12, facts).family == "cta"
@@ -101,8 +114,10 @@ def test_launch_rows_and_supports_agree(monkeypatch):
     # clusters, then the fewest rows: B = 16 in 6 clusters of 3 rows (2 rows: 8 clusters, 2 waves), B = 8 in 4 of 2
     # (1 row: 2 waves), B = 72 in 12 of 6 (2 waves; 5 rows: 15 clusters, 3 waves), 3 heads x B = 4 in 6 of 2, 3 heads
     # x B = 21 in 12 of 6
-    rows = {(B, NH): planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, B, NH, facts).shape.rows
-            for B, NH in ((16, 1), (8, 1), (72, 1), (4, 3), (21, 3), (1, 1))}
+    rows = {
+        (B, NH): planner.plan_kernel("forward", "lstm", 768, torch.bfloat16, B, NH, facts).shape.rows
+        for B, NH in ((16, 1), (8, 1), (72, 1), (4, 3), (21, 3), (1, 1))
+    }
     assert rows == {(16, 1): 3, (8, 1): 2, (72, 1): 6, (4, 3): 2, (21, 3): 6, (1, 1): 1}
 
     monkeypatch.setattr(cuda_backend, "cuda_core_available", lambda: None)
@@ -160,7 +175,12 @@ def test_model_splits_wide_heads_over_the_smallest_cluster():
     carries the cluster size; the launch counts its CTAs against the SMs when it picks the batch rows."""
     h100 = ARCH_LIMITS["sm_90a"]
     shape = kernel_shape("forward", "lstm", 256, "bfloat16", h100, 8)
-    assert (shape.family, shape.cluster, shape.warps, shape.tiles_per_warp) == ("cluster", 4, 8, 1)  # 2 CTAs: 16 warps, 188 regs
+    assert (shape.family, shape.cluster, shape.warps, shape.tiles_per_warp) == (
+        "cluster",
+        4,
+        8,
+        1,
+    )  # 2 CTAs: 16 warps, 188 regs
     assert kernel_shape("forward", "elman", 512, "bfloat16", h100, 8).cluster == 8
     v = variant("forward", "lstm", "bfloat16", 256, h100, 8)
     assert v.name == "forward_cluster<0, frnn::BF16, 256, 1, 4, 8, 4, 0>" and v.shape.cluster == 4
@@ -202,21 +222,28 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
     from fusedrnn.backends.cuda.kernels import CELL_IDS
 
     h100, a100 = ARCH_LIMITS["sm_90a"], ARCH_LIMITS["sm_80"]
-    for kind, cell, D, limits in [("forward", "lstm", 2048, h100), ("backward", "lstm", 2048, h100),
-                                  ("backward", "lstm", 768, h100), ("forward", "gru", 1024, h100),
-                                  ("forward", "lstm", 256, a100), ("backward", "slstm", 768, a100)]:
+    for kind, cell, D, limits in [
+        ("forward", "lstm", 2048, h100),
+        ("backward", "lstm", 2048, h100),
+        ("backward", "lstm", 768, h100),
+        ("forward", "gru", 1024, h100),
+        ("forward", "lstm", 256, a100),
+        ("backward", "slstm", 768, a100),
+    ]:
         s = kernel_shape(kind, cell, D, "bfloat16", limits)
         assert s.family == "grid" and D % s.ctas == 0 and s.ctas <= limits.sms, (kind, cell, D, s)
         kr, ck, ring = s.k_steps_in_registers, s.k_steps_per_chunk, s.chunks_in_flight
         ks, ntl = grid_dims(kind, cell, D, D // s.ctas)
         kw = ks // s.warps
         assert ks % s.warps == 0 and 1 <= kr <= kw and kw % ck == 0 and 2 <= ring <= kw // ck
-        assert s.registers == grid_registers(kind, cell, D, D // s.ctas, kr, -(-16 * D // s.ctas //
-                                             (32 * s.warps))) <= 255
+        assert (
+            s.registers == grid_registers(kind, cell, D, D // s.ctas, kr, -(-16 * D // s.ctas // (32 * s.warps))) <= 255
+        )
         assert s.smem <= limits.smem_per_block
         v = variant(kind, cell, "bfloat16", D, limits)
-        assert v.name == (f"{kind}_grid<{CELL_IDS[cell]}, frnn::BF16, {D}, "
-                          f"{D // s.ctas}, {s.warps}, {kr}, {ck}, {ring}>")
+        assert v.name == (
+            f"{kind}_grid<{CELL_IDS[cell]}, frnn::BF16, {D}, {D // s.ctas}, {s.warps}, {kr}, {ck}, {ring}>"
+        )
     # LSTM 2048 (32 MB of R): 128 CTAs of 16 units, part of R in shared memory
     s = kernel_shape("forward", "lstm", 2048, "bfloat16", h100)
     assert (s.ctas, s.warps) == (128, 8) and s.k_steps_in_registers < 2048 // 16 // 8
@@ -239,16 +266,28 @@ def test_model_runs_heads_beyond_a_cluster_over_a_cooperative_grid(monkeypatch):
 def test_compile_all_compiles_every_variant_without_spills(tmp_path):
     """What CI promises: every shipped variant compiles for sm_80 and sm_90a with NVRTC, and none spills."""
     env = {**os.environ, "FUSEDRNN_CACHE_DIR": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-m", "fusedrnn", "info", "--compile-all", "--arch", "sm_80", "--arch",
-                          "sm_90a"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
+    run = subprocess.run(
+        [sys.executable, "-m", "fusedrnn", "info", "--compile-all", "--arch", "sm_80", "--arch", "sm_90a"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=1800,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     expected = sum(len(shipped_variants(arch)[0]) for arch in ("sm_80", "sm_90a"))
     ok = [line for line in run.stdout.splitlines() if "  ok  " in line]
     assert len(ok) == expected, run.stdout[-4000:]
     assert f"{expected} of {expected} variants compiled without spills" in run.stdout
     # the second run reads the cache
-    again = subprocess.run([sys.executable, "-m", "fusedrnn", "info", "--compile-all", "--arch", "sm_90a"],
-                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "fusedrnn", "info", "--compile-all", "--arch", "sm_90a"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert again.returncode == 0 and again.stdout.count("  cached") == len(shipped_variants("sm_90a")[0])
 
 
@@ -342,8 +381,7 @@ def test_cuda_gpu_refusals_are_the_expected_ones(cell, D, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B,T,NH,D", [(64, 1024, 3, 64), (5, 33, 2, 48), (16, 256, 6, 128), (17, 40, 2, 32)],
-                         ids=str)
+@pytest.mark.parametrize("B,T,NH,D", [(64, 1024, 3, 64), (5, 33, 2, 48), (16, 256, 6, 128), (17, 40, 2, 32)], ids=str)
 def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
     if _supported(cell, B, T, NH, D, torch.bfloat16) is not None:
         pytest.skip(_supported(cell, B, T, NH, D, torch.bfloat16))
@@ -354,8 +392,11 @@ def test_cuda_gpu_more_shapes(cell, B, T, NH, D):
 # tiles, lengths, one and many heads
 # the last five and Elman 384 / 512 run forward_split_k (K split over the warps; 8-row tiles) in the forward, LSTM 384
 # in 16-row tiles forward_transposed with part of R in shared memory
-CLUSTER_CASES = [(c, 256) for c in CELLS] + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)] + [
-    ("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
+CLUSTER_CASES = (
+    [(c, 256) for c in CELLS]
+    + [("lstm", 192), ("gru", 192), ("elman", 384), ("elman", 512)]
+    + [("lstm", 384), ("lstm", 768), ("gru", 768), ("elman", 768), ("slstm", 768)]
+)
 
 
 @pytest.mark.gpu
@@ -380,8 +421,7 @@ def _inference_matches_reference(cell, B, T, NH, D, dtype, lengths):
     x, R, b, state = random_problem(cell, B, T, NH, D, dtype=dtype, device="cuda")
     with torch.no_grad():
         y, final = rnn(x, R, b, state, cell=cell, backend="cuda", lengths=lengths)
-        y_ref, final_ref = rnn(*(t.float() for t in (x, R, b, state)), cell=cell, backend="reference",
-                               lengths=lengths)
+        y_ref, final_ref = rnn(*(t.float() for t in (x, R, b, state)), cell=cell, backend="reference", lengths=lengths)
     errors = {"y": max_error(y, y_ref), "final": max_error(final, final_ref)}
     assert all(e <= TOL[dtype]["fw"] for e in errors.values()), errors
     if lengths is not None:
@@ -412,9 +452,17 @@ def test_cuda_gpu_cluster_training_matches_reference(cell, D, B, T, NH, dtype):
 # forward_split_k (K split over the warps of a cluster) in tilings besides the model's pick: (cell, D, cluster,
 # row groups, K groups, K steps of R in registers, batch rows per CTA); the model's picks run in the cluster tests
 # above (B = 16, 3 and 21 there take 3, 1 and 6 rows at D = 768 on an H100 or H200)
-SPLIT_TILINGS = [("lstm", 768, 16, 2, 4, 7, 8), ("lstm", 768, 16, 12, 1, 24, 4), ("gru", 768, 16, 3, 4, 8, 2),
-                 ("slstm", 768, 16, 4, 2, 11, 5), ("elman", 768, 8, 1, 4, 7, 3), ("lstm", 384, 8, 12, 1, 22, 7),
-                 ("gru", 512, 8, 4, 2, 15, 4), ("slstm", 384, 8, 4, 2, 10, 8), ("lstm", 384, 16, 2, 4, 6, 6)]
+SPLIT_TILINGS = [
+    ("lstm", 768, 16, 2, 4, 7, 8),
+    ("lstm", 768, 16, 12, 1, 24, 4),
+    ("gru", 768, 16, 3, 4, 8, 2),
+    ("slstm", 768, 16, 4, 2, 11, 5),
+    ("elman", 768, 8, 1, 4, 7, 3),
+    ("lstm", 384, 8, 12, 1, 22, 7),
+    ("gru", 512, 8, 4, 2, 15, 4),
+    ("slstm", 384, 8, 4, 2, 10, 8),
+    ("lstm", 384, 16, 2, 4, 6, 6),
+]
 
 
 @pytest.mark.gpu
@@ -440,8 +488,9 @@ def test_cuda_gpu_split_forward_matches_reference(tiling, B, T, NH, dtype, monke
 
 # Heads over a cooperative grid: LSTM / GRU 1024 and LSTM 2048 as shipped on sm_90, and smaller heads of every cell
 # with the device's clusters hidden (what sm_80 runs, the same kernels)
-GRID_CASES = [("lstm", 2048), ("lstm", 1024), ("gru", 1024)] + [(c, 256) for c in CELLS] + [("slstm", 768),
-                                                                                             ("elman", 512)]
+GRID_CASES = (
+    [("lstm", 2048), ("lstm", 1024), ("gru", 1024)] + [(c, 256) for c in CELLS] + [("slstm", 768), ("elman", 512)]
+)
 
 
 @pytest.mark.gpu
@@ -569,8 +618,12 @@ def test_auto_picks_cuda_and_falls_back_with_a_log_line(caplog, monkeypatch):
     caplog.set_level("INFO", logger="fusedrnn")
     # LSTM 1 x 768 trains on cuda (forward over a cluster, backward over a grid); in float32 (the grid kernels are
     # 16-bit) it does not
-    assert select_backend("auto", Call(get_cell("lstm"), 16, 1024, 1, 768, torch.bfloat16, torch.device("cuda"),
-                                       True)).name == "cuda"
+    assert (
+        select_backend(
+            "auto", Call(get_cell("lstm"), 16, 1024, 1, 768, torch.bfloat16, torch.device("cuda"), True)
+        ).name
+        == "cuda"
+    )
     large = Call(get_cell("lstm"), 16, 1024, 1, 768, torch.float32, torch.device("cuda"), True)
     assert select_backend("auto", large).name == "alternating"
     assert any("falls back from backend 'cuda'" in r.getMessage() for r in caplog.records)
@@ -651,8 +704,9 @@ def test_cuda_first_call_and_host_overhead(tmp_path):
     Host time is the fastest of 30 batches of 20 launches: under ``-n 8`` the other workers' compilations
     share the CPU, and the median batch then measures them (74 us seen once where alone it is 23 us)."""
     env = {**os.environ, "FUSEDRNN_CACHE_DIR": str(tmp_path)}  # an empty cache: everything compiles
-    run = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, cwd=ROOT,
-                         timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     print("first call:", got)
@@ -668,10 +722,24 @@ def test_cuda_compute_sanitizer(tool):
         pytest.skip("compute-sanitizer is not installed")
     # --report-api-errors no: the driver-symbol probes of torch / cuda-bindings (cuGetProcAddress returning
     # "invalid argument" by design) are host API results, not errors of the kernels under test
-    run = subprocess.run([sanitizer, "--tool", tool, "--report-api-errors", "no", "--error-exitcode", "1",
-                          sys.executable, str(ROOT / "tests" / "sanitize_cuda.py")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=900,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.run(
+        [
+            sanitizer,
+            "--tool",
+            tool,
+            "--report-api-errors",
+            "no",
+            "--error-exitcode",
+            "1",
+            sys.executable,
+            str(ROOT / "tests" / "sanitize_cuda.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     out = "\n".join(line for line in (run.stdout + run.stderr).splitlines() if "Host Frame" not in line)
     print(out[-3000:])
     assert run.returncode == 0, out[-6000:]

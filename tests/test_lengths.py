@@ -37,7 +37,9 @@ def test_reference_lengths_equal_each_row_alone(cell):
         x, R, b, state = inputs
         row_inputs = (x[row : row + 1, :L], R, b, state[:, row : row + 1])
         y_r, final_r, (dx_r, dR_r, db_r, dstate_r) = run_with_grads(
-            lambda *a: rnn(*a, cell=cell, backend="reference"), row_inputs, dy[row : row + 1, :L],
+            lambda *a: rnn(*a, cell=cell, backend="reference"),
+            row_inputs,
+            dy[row : row + 1, :L],
             dfinal[:, row : row + 1],
         )
         assert max_error(y[row, :L], y_r[0]) < 1e-12
@@ -70,7 +72,12 @@ def test_lengths_all_full_is_the_unmasked_call(backend):
 def test_lengths_accept_any_integer_tensor_or_list():
     x, R, b, state = random_problem("gru", 3, 5, 1, 4)
     expected = rnn(x, R, b, state, cell="gru", lengths=torch.tensor([5, 2, 0]))
-    for lengths in ([5, 2, 0], (5, 2, 0), torch.tensor([5, 2, 0], dtype=torch.int32), torch.tensor([5, 2, 0]).to(torch.uint8)):
+    for lengths in (
+        [5, 2, 0],
+        (5, 2, 0),
+        torch.tensor([5, 2, 0], dtype=torch.int32),
+        torch.tensor([5, 2, 0]).to(torch.uint8),
+    ):
         got = rnn(x, R, b, state, cell="gru", lengths=lengths)
         assert all(torch.equal(g, e) for g, e in zip(got, expected))
 
@@ -112,6 +119,7 @@ def test_fresh_state_and_zero_length_rows():
 
 # --- fused backends in the interpreter (CI) --------------------------------------------------------------
 
+
 @no_gpu
 @pytest.mark.parametrize("backend", ["triton", "alternating"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
@@ -123,8 +131,18 @@ def test_fused_backends_lengths_interpreter(backend, cell, dtype):
 @no_gpu
 @pytest.mark.parametrize("backend", ["triton", "alternating"])
 def test_fused_backends_lengths_fresh_state_interpreter(backend):
-    check_backend(backend, "slstm", 17, 4, 1, 16, torch.float32, "cpu", with_state=False,
-                  lengths=[4, 1, 2, 3, 0, 4, 4, 1, 2, 3, 4, 4, 0, 1, 2, 3, 4])
+    check_backend(
+        backend,
+        "slstm",
+        17,
+        4,
+        1,
+        16,
+        torch.float32,
+        "cpu",
+        with_state=False,
+        lengths=[4, 1, 2, 3, 0, 4, 4, 1, 2, 3, 4, 4, 0, 1, 2, 3, 4],
+    )
 
 
 # --- GPU ------------------------------------------------------------------------------------------------

@@ -23,7 +23,11 @@ def test_ci_runs_the_readme_test_command():
 def test_demo_runs_and_learns():
     out = subprocess.run(
         [sys.executable, "-m", "fusedrnn", "demo", "--steps", "150", "--eval-length", "64"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=True,
     ).stdout
     losses = [float(v) for v in re.findall(r"loss (\d+\.\d+)", out)]
     assert losses[-1] < 0.5 * losses[0], out

@@ -25,8 +25,14 @@ def _torch_module_problem(kind, input_size, hidden, B, T, with_state):
     R = w_hh.reshape(gates, 1, hidden, hidden)
     if kind == "gru":
         # b gates (r, z, n_in, n_hidden): r and z biases add; n keeps its hidden bias inside r * (...)
-        b = torch.stack([b_ih[:hidden] + b_hh[:hidden], b_ih[hidden : 2 * hidden] + b_hh[hidden : 2 * hidden],
-                         b_ih[2 * hidden :], b_hh[2 * hidden :]]).reshape(4, 1, hidden)
+        b = torch.stack(
+            [
+                b_ih[:hidden] + b_hh[:hidden],
+                b_ih[hidden : 2 * hidden] + b_hh[hidden : 2 * hidden],
+                b_ih[2 * hidden :],
+                b_hh[2 * hidden :],
+            ]
+        ).reshape(4, 1, hidden)
     else:
         b = (b_ih + b_hh).reshape(gates, 1, hidden)
     torch_state = None
@@ -131,8 +137,10 @@ def test_reference_float64_math_by_hand():
     _, final = rnn(x, R, b, state, cell="slstm", backend="reference")
     h, c, n, m = (state[s, 0, 0].tolist() for s in range(4))
     for d in range(2):
-        pre = [x[0, 0, g, 0, d].item() + sum(R[g, 0, d, j].item() * h[j] for j in range(2)) + b[g, 0, d].item()
-               for g in range(4)]
+        pre = [
+            x[0, 0, g, 0, d].item() + sum(R[g, 0, d, j].item() * h[j] for j in range(2)) + b[g, 0, d].item()
+            for g in range(4)
+        ]
         log_f_m = math.log(sig(pre[1])) + m[d]
         m_new = pre[0] if n[d] == 0 else max(pre[0], log_f_m)
         i, f = math.exp(pre[0] - m_new), math.exp(log_f_m - m_new)

@@ -96,11 +96,13 @@ def test_kernels_take_the_reference_branch_and_split_ties(backend, NH, D, dtype)
     dy = torch.randn(B, 1, NH, D, device="cuda")
     dfinal = torch.randn(4, B, NH, D, device="cuda")
 
-    y, final, (dx, _, _, dstate) = run_with_grads(lambda *a: rnn(*a, cell="slstm", backend=backend),
-                                                  (x, R, b, state), dy, dfinal)
+    y, final, (dx, _, _, dstate) = run_with_grads(
+        lambda *a: rnn(*a, cell="slstm", backend=backend), (x, R, b, state), dy, dfinal
+    )
     ref_inputs = [t.float() for t in (x, R, b, state)]
     y_ref, final_ref, (dx_ref, _, _, ds_ref) = run_with_grads(
-        lambda *a: rnn(*a, cell="slstm", backend="reference"), ref_inputs, dy, dfinal)
+        lambda *a: rnn(*a, cell="slstm", backend="reference"), ref_inputs, dy, dfinal
+    )
     tol = TOL[dtype]
     assert max_error(y, y_ref) <= tol["fw"] and max_error(final, final_ref) <= tol["fw"]
 
@@ -111,8 +113,10 @@ def test_kernels_take_the_reference_branch_and_split_ties(backend, NH, D, dtype)
     far = gap.abs() > TIE_MARGIN  # [B, NH, D]
     # dx [B, 1, G, NH, D] and d(c, n, m) [3, B, NH, D] are element-wise in the branch's elements at T = 1 (dh, dR and
     # db sum over units or rows, near ties included)
-    checks = (("dx", dx, dx_ref, [s[0] for s in sides], far[:, None, None]),
-              ("d(c, n, m)", dstate[1:], ds_ref[1:], [s[1][1:] for s in sides], far[None]))
+    checks = (
+        ("dx", dx, dx_ref, [s[0] for s in sides], far[:, None, None]),
+        ("d(c, n, m)", dstate[1:], ds_ref[1:], [s[1][1:] for s in sides], far[None]),
+    )
     for name, got, ref, one_sided, far_here in checks:
         scale = max(1.0, ref.abs().max().item())  # max_error's scale
         err = (got.double() - ref.double()).abs() / scale

@@ -14,7 +14,6 @@ from .helpers import FUSED_GPU_SHAPES, check_backend, random_problem, run_with_g
 CELLS = ["lstm", "gru", "elman", "slstm"]
 
 
-
 def check_against_reference(cell, B, T, NH, D, dtype, device, with_state=True):
     check_backend("triton", cell, B, T, NH, D, dtype, device, with_state)
 

@@ -59,8 +59,7 @@ def test_unbounded_variables_are_errors_that_name_them():
 def test_operators_and_precedence():
     # % is the loosest arithmetic operator (ConstrINT): a + b % c * d == 0 is (a+b) % (c*d) == 0
     assert sols("a + b % c * d == 0; a <= 3; b <= 3; c <= 2; d <= 2;") == {
-        (a, b, c, d) for a in range(1, 4) for b in range(1, 4) for c in (1, 2) for d in (1, 2)
-        if (a + b) % (c * d) == 0
+        (a, b, c, d) for a in range(1, 4) for b in range(1, 4) for c in (1, 2) for d in (1, 2) if (a + b) % (c * d) == 0
     }
     assert sols("x <= 9; x // 4 == 2;") == {(8,), (9,)}
     assert sols("x <= 9; (x + 1) % 4 == 2;") == {(1,), (5,), (9,)}
@@ -112,7 +111,8 @@ def test_large_domains_stay_intervals():
     assert r.status == "optimal" and parse(text).check(s) == []
     best = max(
         4 * n * w * 1024 - 3 * (n * w * 1024 // 4 + 1024 * n)
-        for w in (8, 16, 32) for n in range(1, 33)
+        for w in (8, 16, 32)
+        for n in range(1, 33)
         if n * w * 1024 // 4 + 1024 * n <= 65536
         and 1 <= 4 * n * w * 1024 - 2 * (n * w * 1024 // 4 + 1024 * n) <= 232448
     )
@@ -284,18 +284,31 @@ def test_cli_errors(tmp_path, capsys):
 def test_cli_subprocess(tmp_path):
     """The real entry point, as CI and users call it."""
     good = tmp_path / "good.txt"
-    good.write_text("# ConstrINT syntax\nHD == 96; HD % (T * W) == 0;\nT == [8, 16, 32];\nW <= 8;\n"
-                    "# objective: maximize T * W\n")
+    good.write_text(
+        "# ConstrINT syntax\nHD == 96; HD % (T * W) == 0;\nT == [8, 16, 32];\nW <= 8;\n# objective: maximize T * W\n"
+    )
     bad = tmp_path / "bad.txt"
     bad.write_text("x <= 3;\nx <= (2;\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "fusedrnn.tune", str(good)], capture_output=True, text=True,
-                       env=env, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "fusedrnn.tune", str(good)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["status"] == "optimal" and got["objective"] == 96 and 96 % got["objective"] == 0
-    r = subprocess.run([sys.executable, "-m", "fusedrnn.tune", str(bad)], capture_output=True, text=True,
-                       env=env, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "fusedrnn.tune", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 2 and "line 2, column 8" in r.stderr
 
 
@@ -308,8 +321,7 @@ def test_tune_does_not_import_torch():
         "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy')]\n"
         "assert not bad, bad\n"
     )
-    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "fusedrnn")], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "fusedrnn")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 
 
@@ -320,9 +332,7 @@ def test_list_literal_object_reused_in_builder_is_one_choice_per_occurrence():
     x, y = m.var("x", 1, 9), m.var("y", 1, 9)
     sizes = ListLiteral([2, 3])
     m.add(x == sizes, y == sizes, (x + sizes == 5) | (x == 9))
-    assert {(s["x"], s["y"]) for s in solve(m, all_solutions=True).solutions} == {
-        (2, 2), (2, 3), (3, 2), (3, 3)
-    }
+    assert {(s["x"], s["y"]) for s in solve(m, all_solutions=True).solutions} == {(2, 2), (2, 3), (3, 2), (3, 3)}
 
 
 def test_benchmark_problems_solve_and_verify():

@@ -40,17 +40,20 @@ def settled_at_root(text: str, status: str) -> None:
 # --- linear and polynomial congruences -------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    # terms all even, target odd (products and powers included)
-    f"e <= {BIG}; f <= {BIG}; g <= {BIG}; 2 * e * f + 4 * g == 7",
-    f"i <= {BIG}; j <= {BIG}; k <= {BIG}; 2 * i ^ 2 + 6 * j == 2 * k + 1",
-    # multiples of 3 against 3k + 2
-    f"a <= {BIG}; b <= {BIG}; c <= {BIG}; 3 * a * b + 6 * b ^ 2 == 3 * c + 2",
-    # x is 3 mod 4 from x % 4 == 3; 2 * y is even
-    f"x <= {BIG}; y <= {BIG}; x % 4 == 3; x == 2 * y",
-    # divisibility links carry classes: 6 | x and 10 | y, so x + y is even
-    f"x <= {BIG}; y <= {BIG}; x % 6 == 0; y % 10 == 0; x + y == 2 * z + 1; z <= {BIG}",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # terms all even, target odd (products and powers included)
+        f"e <= {BIG}; f <= {BIG}; g <= {BIG}; 2 * e * f + 4 * g == 7",
+        f"i <= {BIG}; j <= {BIG}; k <= {BIG}; 2 * i ^ 2 + 6 * j == 2 * k + 1",
+        # multiples of 3 against 3k + 2
+        f"a <= {BIG}; b <= {BIG}; c <= {BIG}; 3 * a * b + 6 * b ^ 2 == 3 * c + 2",
+        # x is 3 mod 4 from x % 4 == 3; 2 * y is even
+        f"x <= {BIG}; y <= {BIG}; x % 4 == 3; x == 2 * y",
+        # divisibility links carry classes: 6 | x and 10 | y, so x + y is even
+        f"x <= {BIG}; y <= {BIG}; x % 6 == 0; y % 10 == 0; x + y == 2 * z + 1; z <= {BIG}",
+    ],
+)
 def test_congruence_proves_infeasible_at_root(text):
     settled_at_root(text, "infeasible")
 
@@ -75,18 +78,21 @@ def test_congruence_solution_respects_classes():
 # --- residue masks: squares and sums of squares ---------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    # a sum of two squares is never 3 mod 4
-    f"a <= {BIG}; b <= {BIG}; k <= {BIG}; a ^ 2 + b ^ 2 == 4 * k + 3",
-    # ... nor of three squares 7 mod 8
-    f"x <= {BIG}; y <= {BIG}; z <= {BIG}; w <= {BIG}; x ^ 2 + y ^ 2 + z ^ 2 == 8 * w + 7",
-    # two odd squares add up to 2 mod 4, which is no square
-    f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 2 + b ^ 2 == c ^ 2; a % 2 == 1; b % 2 == 1",
-    # squares are 0 or 1 mod 3
-    f"a <= {BIG}; b <= {BIG}; a ^ 2 == 3 * b + 2",
-    # fourth powers are 0 or 1 mod 5 (and mod 16): a^4 + b^4 is 0, 1, 2 mod 5
-    f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 4 + b ^ 4 == 5 * c + 3",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a sum of two squares is never 3 mod 4
+        f"a <= {BIG}; b <= {BIG}; k <= {BIG}; a ^ 2 + b ^ 2 == 4 * k + 3",
+        # ... nor of three squares 7 mod 8
+        f"x <= {BIG}; y <= {BIG}; z <= {BIG}; w <= {BIG}; x ^ 2 + y ^ 2 + z ^ 2 == 8 * w + 7",
+        # two odd squares add up to 2 mod 4, which is no square
+        f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 2 + b ^ 2 == c ^ 2; a % 2 == 1; b % 2 == 1",
+        # squares are 0 or 1 mod 3
+        f"a <= {BIG}; b <= {BIG}; a ^ 2 == 3 * b + 2",
+        # fourth powers are 0 or 1 mod 5 (and mod 16): a^4 + b^4 is 0, 1, 2 mod 5
+        f"a <= {BIG}; b <= {BIG}; c <= {BIG}; a ^ 4 + b ^ 4 == 5 * c + 3",
+    ],
+)
 def test_residue_masks_prove_infeasible_at_root(text):
     settled_at_root(text, "infeasible")
 
@@ -114,8 +120,10 @@ def test_difference_of_squares():
 
 def test_combined_equalities():
     # 2 c^2 == 8 s + 5 follows from the two: even against odd
-    settled_at_root(f"a <= {BIG}; b <= {BIG}; c <= {BIG}; s <= {BIG}; a ^ 2 + b ^ 2 == c ^ 2;"
-                    " a ^ 2 + b ^ 2 + c ^ 2 == 8 * s + 5", "infeasible")
+    settled_at_root(
+        f"a <= {BIG}; b <= {BIG}; c <= {BIG}; s <= {BIG}; a ^ 2 + b ^ 2 == c ^ 2; a ^ 2 + b ^ 2 + c ^ 2 == 8 * s + 5",
+        "infeasible",
+    )
 
 
 def test_pythagorean_with_divisibility_links():
@@ -159,10 +167,18 @@ def test_sums_of_strict_divisors():
     a, b, c, x = (r.solution[k] for k in "abcx")
     assert r.status == "feasible" and a + b + c == x and x % a == x % b == x % c == 0 and a < b < c < x
     # a lattice: y | x and z | x strictly, w | y and w | z strictly, side sum y + z <= x - 1
-    r = solve("x <= 60; x % y == 0; x % z == 0; y % w == 0; z % w == 0; w < y; w < z; y < z; z < x;"
-              " y + z + 1 <= x; w >= 2", all_solutions=True)
-    brute = [(x, y, z, w) for x in range(1, 61) for y in range(1, x) for z in range(y + 1, x)
-             for w in range(2, y) if x % y == 0 and x % z == 0 and y % w == 0 and z % w == 0 and y + z + 1 <= x]
+    r = solve(
+        "x <= 60; x % y == 0; x % z == 0; y % w == 0; z % w == 0; w < y; w < z; y < z; z < x; y + z + 1 <= x; w >= 2",
+        all_solutions=True,
+    )
+    brute = [
+        (x, y, z, w)
+        for x in range(1, 61)
+        for y in range(1, x)
+        for z in range(y + 1, x)
+        for w in range(2, y)
+        if x % y == 0 and x % z == 0 and y % w == 0 and z % w == 0 and y + z + 1 <= x
+    ]
     got = sorted((s["x"], s["y"], s["z"], s["w"]) for s in r.solutions)
     assert got == sorted(brute)
 
@@ -246,13 +262,15 @@ def divisor_problem(rng: random.Random, box: int, wide: bool = False):
     for j in range(1, n):
         for i in rng.sample(range(j), rng.randint(1, j)):
             cons.append(f"({names[j]}) % ({names[i]}) == 0")
-            cons.append(rng.choice(["{a} < {b}", "{a} + 1 <= {b}", "{b} > {a}", "{a} != {b}"])
-                        .format(a=names[i], b=names[j]))
+            cons.append(
+                rng.choice(["{a} < {b}", "{a} + 1 <= {b}", "{b} > {a}", "{a} != {b}"]).format(a=names[i], b=names[j])
+            )
     if n >= 3 and rng.random() < 0.7:
         k = rng.randint(2, n - 1)
         parts = rng.sample(names[:-1], k)
-        cons.append(f"{' + '.join(parts)} {rng.choice(['==', '<=', '>=', '!='])} {names[-1]}"
-                    + rng.choice(["", " + 1", " - 1"]))
+        cons.append(
+            f"{' + '.join(parts)} {rng.choice(['==', '<=', '>=', '!='])} {names[-1]}" + rng.choice(["", " + 1", " - 1"])
+        )
     return names, cons
 
 

@@ -14,9 +14,13 @@ from fusedrnn.tune.model import ListLiteral
 
 # CI: derandomized so a run is reproducible; locally FUSEDRNN_TUNE_EXAMPLES raises the count.
 settings.register_profile(
-    "tune-ci", max_examples=int(os.environ.get("FUSEDRNN_TUNE_EXAMPLES", "400")), deadline=None,
-    derandomize=not os.environ.get("FUSEDRNN_TUNE_RANDOM"), database=None,
-    suppress_health_check=[HealthCheck.too_slow], print_blob=True,
+    "tune-ci",
+    max_examples=int(os.environ.get("FUSEDRNN_TUNE_EXAMPLES", "400")),
+    deadline=None,
+    derandomize=not os.environ.get("FUSEDRNN_TUNE_RANDOM"),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
 )
 PROFILE = settings.get_profile("tune-ci")
 
@@ -37,8 +41,10 @@ def leaf(n_vars: int):
 def expr(n_vars: int, allow_lists: bool):
     base = leaf(n_vars)
     if allow_lists:
-        base = st.one_of(base, st.builds(lambda v: ("list", tuple(sorted(set(v)))),
-                                         st.lists(st.integers(-2, 12), min_size=1, max_size=3)))
+        base = st.one_of(
+            base,
+            st.builds(lambda v: ("list", tuple(sorted(set(v)))), st.lists(st.integers(-2, 12), min_size=1, max_size=3)),
+        )
     return st.recursive(
         base,
         lambda sub: st.one_of(
@@ -56,8 +62,11 @@ def relation(n_vars: int):
         st.tuples(st.just("rel"), st.sampled_from(REL_OPS), e, e),
         # divisibility and membership, the ConstrINT staples
         st.builds(lambda a, b: ("rel", "==", ("%", a, b), ("const", 0)), e, e),
-        st.builds(lambda a, v: ("rel", "==", a, ("list", tuple(sorted(set(v))))), e,
-                  st.lists(st.integers(0, 16), min_size=1, max_size=4)),
+        st.builds(
+            lambda a, v: ("rel", "==", a, ("list", tuple(sorted(set(v))))),
+            e,
+            st.lists(st.integers(0, 16), min_size=1, max_size=4),
+        ),
     )
 
 
@@ -65,8 +74,10 @@ def domain(positive: bool):
     lo = st.integers(1, 3) if positive else st.integers(-3, 2)
     return st.one_of(
         st.builds(lambda a, w: ("range", a, a + w), lo, st.integers(0, 5)),
-        st.builds(lambda v: ("values", tuple(sorted(set(v)))),
-                  st.lists(st.integers(1 if positive else -4, 12), min_size=1, max_size=5)),
+        st.builds(
+            lambda v: ("values", tuple(sorted(set(v)))),
+            st.lists(st.integers(1 if positive else -4, 12), min_size=1, max_size=5),
+        ),
     )
 
 
@@ -110,7 +121,12 @@ def lists_in(e, out):
 
 
 CMP = {
-    "==": int.__eq__, "!=": int.__ne__, "<=": int.__le__, "<": int.__lt__, ">=": int.__ge__, ">": int.__gt__,
+    "==": int.__eq__,
+    "!=": int.__ne__,
+    "<=": int.__le__,
+    "<": int.__lt__,
+    ">=": int.__ge__,
+    ">": int.__gt__,
 }
 
 
@@ -211,8 +227,16 @@ def problem_model(n, doms, constraints, objective) -> Model:
         for _, op, a, b in c:
             left = as_model_expr(build(a, vs), vs)
             right = as_model_expr(build(b, vs), vs)
-            rels.append({"==": left.__eq__, "!=": left.__ne__, "<=": left.__le__, "<": left.__lt__,
-                         ">=": left.__ge__, ">": left.__gt__}[op](right))
+            rels.append(
+                {
+                    "==": left.__eq__,
+                    "!=": left.__ne__,
+                    "<=": left.__le__,
+                    "<": left.__lt__,
+                    ">=": left.__ge__,
+                    ">": left.__gt__,
+                }[op](right)
+            )
         con = rels[0]
         for r in rels[1:]:
             con = con | r

@@ -22,8 +22,17 @@ from .registry import (
     select_backend,
 )
 
-__all__ = ["Backend", "Call", "register_backend", "backend_names", "get_backend", "availability",
-           "compile_availability", "select_backend", "BACKEND_ENV"]
+__all__ = [
+    "Backend",
+    "Call",
+    "register_backend",
+    "backend_names",
+    "get_backend",
+    "availability",
+    "compile_availability",
+    "select_backend",
+    "BACKEND_ENV",
+]
 
 try:
     from . import triton  # noqa: F401

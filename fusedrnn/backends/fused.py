@@ -75,12 +75,19 @@ def make_function(name: str, forward, backward, backend: str) -> type[torch.auto
         if torch.is_grad_enabled():  # create_graph=True: the kernels' backward is not itself differentiable
             raise RuntimeError(
                 f"backend {backend!r}: double backward (a gradient with create_graph=True) is not supported by "
-                "the fused kernels; run this call with backend='reference' for higher-order gradients")
+                "the fused kernels; run this call with backend='reference' for higher-order gradients"
+            )
         R, pre, states, lengths = ctx.saved_tensors
         dx, dR, db, dstate0 = fused_backward(backward, ctx.cell_name, ctx.dtype, R, pre, states, lengths, dy, dfinal)
         needs = ctx.needs_input_grad
-        return (None, dx if needs[1] else None, dR if needs[2] else None, db if needs[3] else None,
-                dstate0 if needs[4] else None, None)
+        return (
+            None,
+            dx if needs[1] else None,
+            dR if needs[2] else None,
+            db if needs[3] else None,
+            dstate0 if needs[4] else None,
+            None,
+        )
 
     return type(name, (torch.autograd.Function,), {"forward": staticmethod(fw), "backward": staticmethod(bw)})
 
@@ -115,13 +122,22 @@ def make_op_functions(forward, backward):
     return op_forward, op_backward
 
 
-def fused_backend(name: str, priority: int, supports: Callable[[Call], str | None], forward, backward,
-                  description: str) -> Backend:
+def fused_backend(
+    name: str, priority: int, supports: Callable[[Call], str | None], forward, backward, description: str
+) -> Backend:
     """The Backend of launch functions ``forward`` / ``backward`` (see ``make_function``): the autograd Function,
     inference without saving, the custom-op pair and the saved layouts. ``auto`` uses it on CUDA devices only
     (the Triton interpreter on CPU tensors is for tests, never a fast path)."""
     function = make_function(f"{name.capitalize()}RNN", forward, backward, name)
     op_forward, op_backward = make_op_functions(forward, backward)
-    return Backend(name=name, priority=priority, supports=supports, run=make_run(function, forward),
-                   description=description, auto_devices=frozenset({"cuda"}), op_forward=op_forward,
-                   op_backward=op_backward, op_saved_shapes=saved_shapes)
+    return Backend(
+        name=name,
+        priority=priority,
+        supports=supports,
+        run=make_run(function, forward),
+        description=description,
+        auto_devices=frozenset({"cuda"}),
+        op_forward=op_forward,
+        op_backward=op_backward,
+        op_saved_shapes=saved_shapes,
+    )

@@ -18,8 +18,15 @@ import torch
 
 from ..cells import Cell
 
-__all__ = ["Backend", "Call", "register_backend", "backend_names", "compile_availability", "select_backend",
-           "BACKEND_ENV"]
+__all__ = [
+    "Backend",
+    "Call",
+    "register_backend",
+    "backend_names",
+    "compile_availability",
+    "select_backend",
+    "BACKEND_ENV",
+]
 
 LOGGER = logging.getLogger("fusedrnn")
 

@@ -17,9 +17,7 @@ __all__ = ["Cell", "register_cell", "get_cell", "cell_names"]
 
 # (x_t [B, Gx, NH, D], r_t [B, Gr, NH, D] = R @ h_{t-1}, b [Gb, NH, D], states (S x [B, NH, D]))
 #   -> new states (S x [B, NH, D]); states[0] is always h.
-StepFn = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]
-]
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,7 @@ _CELLS: dict[str, Cell] = {}
 def register_cell(cell: Cell) -> Cell:
     if len(cell.initial) != cell.num_states:
         raise ValueError(
-            f"cell {cell.name!r}: initial has {len(cell.initial)} values, expected one per state "
-            f"({cell.num_states})"
+            f"cell {cell.name!r}: initial has {len(cell.initial)} values, expected one per state ({cell.num_states})"
         )
     for field, gates in (("x_slots", cell.gates_x), ("r_slots", cell.gates_r)):
         slots = getattr(cell, field)

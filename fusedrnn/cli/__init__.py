@@ -38,8 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if argv[0] not in COMMANDS:
-        print(f"{program()}: error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)} "
-              f"(see {program()} --help)", file=sys.stderr)
+        print(
+            f"{program()}: error: unknown command {argv[0]!r}; expected one of {', '.join(COMMANDS)} "
+            f"(see {program()} --help)",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(f".{argv[0]}", __name__)
     return int(module.main(argv[1:]))

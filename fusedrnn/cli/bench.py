@@ -96,8 +96,12 @@ __all__ = ["Shape", "main", "measure", "plan", "SCHEMA"]
 
 SCHEMA = 1
 CELL_ORDER = ("lstm", "gru", "elman", "slstm")
-GPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["48x16", "12x64", "6x128", "3x256", "1x768"],
-                                "batch": [16], "steps": [1024]}  # DESIGN.md §4: B = 16, T = 1024, hidden 768
+GPU_DEFAULTS: dict[str, Any] = {
+    "cells": list(CELL_ORDER),
+    "heads": ["48x16", "12x64", "6x128", "3x256", "1x768"],
+    "batch": [16],
+    "steps": [1024],
+}  # DESIGN.md §4: B = 16, T = 1024, hidden 768
 CPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["4x8", "2x16"], "batch": [1, 8], "steps": [32]}
 BASELINES = ("cudnn-bf16", "cudnn-fp16", "torch-loop")
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "cuda")
@@ -110,9 +114,11 @@ PROBE_STEPS = 16  # steps of the torch-loop probe that estimates its time per ca
 LONG_CALL_MS = 20.0  # calls at least this long get no warm-up beyond the first two calls
 MAX_EXTRA_WARMUP = 5  # enough for clocks, caches and the allocator to settle before sub-ms calls are timed
 COMPILE_TIMEOUT_S = 600.0  # a compile worker that takes longer is stopped; the run compiles what is missing
-TIMING_NOTE = ("fusedrnn and flashrnn are timed from the input pre-activations x (the input projection W·x is "
-               "outside the recurrence); cuDNN runs its own input projection inside. fw: forward without "
-               "autograd; fwbw: forward + backward of sum(y) with respect to every input.")
+TIMING_NOTE = (
+    "fusedrnn and flashrnn are timed from the input pre-activations x (the input projection W·x is "
+    "outside the recurrence); cuDNN runs its own input projection inside. fw: forward without "
+    "autograd; fwbw: forward + backward of sum(y) with respect to every input."
+)
 
 
 @dataclass(frozen=True)
@@ -181,8 +187,9 @@ def flashrnn_case(backend: str, shape: Shape, dtype: torch.dtype, device: torch.
     x, R, b = _inputs(shape, dtype, device)
     name = str(dtype).removeprefix("torch.")
     # flashrnn returns every state at every step [S, B, T, NH, D]; y = h is state 0
-    return _callables(lambda: flashrnn.flashrnn(x, R, b, function=shape.cell, backend=backend, dtype=name)[0][0],
-                      (x, R, b))
+    return _callables(
+        lambda: flashrnn.flashrnn(x, R, b, function=shape.cell, backend=backend, dtype=name)[0][0], (x, R, b)
+    )
 
 
 def flashrnn_runs(backend: str, cell: str) -> bool:
@@ -224,8 +231,16 @@ class Impl:
     def skip_reason(self, shape: Shape, mode: str, device: torch.device) -> str | None:
         """Why this implementation is not timed at this shape (before anything is allocated), or None."""
         if self.kind == "fusedrnn":
-            call = Call(get_cell(shape.cell), shape.batch, shape.steps, shape.num_heads, shape.head_dim, self.dtype,
-                        device, mode == "fwbw")
+            call = Call(
+                get_cell(shape.cell),
+                shape.batch,
+                shape.steps,
+                shape.num_heads,
+                shape.head_dim,
+                self.dtype,
+                device,
+                mode == "fwbw",
+            )
             return get_backend(self.name).supports(call)
         if self.kind == "cudnn" and device.type == "cuda" and not torch.backends.cudnn.is_available():
             return "cuDNN is not available in this torch build"
@@ -237,8 +252,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def row_key(row: dict) -> tuple:
-    return (row["impl"], row["cell"], row["num_heads"], row["head_dim"], row["hidden"], row["batch"], row["steps"],
-            row["dtype"], row["mode"])
+    return (
+        row["impl"],
+        row["cell"],
+        row["num_heads"],
+        row["head_dim"],
+        row["hidden"],
+        row["batch"],
+        row["steps"],
+        row["dtype"],
+        row["mode"],
+    )
 
 
 # --- timing ------------------------------------------------------------------------------------------------
@@ -265,8 +289,9 @@ def _median_ms(fn: Callable[[], object], reps: int, warmup: int, device: torch.d
     return statistics.median(_wall_ms(fn, device) for _ in range(reps))
 
 
-def measure(fn: Callable[[], object], device: torch.device, min_reps: int = 10, max_reps: int = 100,
-            target_ms: float = 100.0) -> dict[str, float | int]:
+def measure(
+    fn: Callable[[], object], device: torch.device, min_reps: int = 10, max_reps: int = 100, target_ms: float = 100.0
+) -> dict[str, float | int]:
     """Time ``fn``: the first call alone (compilation included), then the median of adaptive repetitions.
 
     The second call sizes the run: ``target_ms`` of repetitions, at least ``min_reps`` and at most ``max_reps``;
@@ -327,10 +352,27 @@ def _now() -> str:
 
 def _row(impl: Impl, shape: Shape, mode: str, device: torch.device, **fields) -> dict:
     heads = (None, None) if impl.kind == "cudnn" else (shape.num_heads, shape.head_dim)
-    row = {"impl": impl.name, "kind": impl.kind, "cell": shape.cell, "num_heads": heads[0], "head_dim": heads[1],
-           "hidden": shape.hidden, "batch": shape.batch, "steps": shape.steps, "dtype": _dtype_name(impl.dtype),
-           "mode": mode, "status": "ok", "reason": None, "ms": None, "first_ms": None, "reps": None, "warmup": None,
-           "estimate_ms": None, "device": str(device), "time": _now()}
+    row = {
+        "impl": impl.name,
+        "kind": impl.kind,
+        "cell": shape.cell,
+        "num_heads": heads[0],
+        "head_dim": heads[1],
+        "hidden": shape.hidden,
+        "batch": shape.batch,
+        "steps": shape.steps,
+        "dtype": _dtype_name(impl.dtype),
+        "mode": mode,
+        "status": "ok",
+        "reason": None,
+        "ms": None,
+        "first_ms": None,
+        "reps": None,
+        "warmup": None,
+        "estimate_ms": None,
+        "device": str(device),
+        "time": _now(),
+    }
     row.update(fields)
     return row
 
@@ -361,8 +403,15 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
                 _free(device)
                 continue
             if estimate > args.loop_max_ms:
-                yield _row(impl, shape, mode, device, status="skipped", estimate_ms=round(estimate, 3),
-                           reason=f"too slow: estimated time per call > {args.loop_max_ms:g} ms (--loop-max-ms)")
+                yield _row(
+                    impl,
+                    shape,
+                    mode,
+                    device,
+                    status="skipped",
+                    estimate_ms=round(estimate, 3),
+                    reason=f"too slow: estimated time per call > {args.loop_max_ms:g} ms (--loop-max-ms)",
+                )
             else:
                 runnable.append((mode, estimate))
         todo = [mode for mode, _ in runnable]
@@ -384,8 +433,17 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
         for mode in todo:
             try:
                 timing = measure(case[mode], device, args.reps, args.max_reps, args.target_ms)
-                yield _row(impl, shape, mode, device, ms=round(timing["ms"], 5), first_ms=round(timing["first_ms"], 3),
-                           reps=timing["reps"], warmup=timing["warmup"], estimate_ms=estimates.get(mode))
+                yield _row(
+                    impl,
+                    shape,
+                    mode,
+                    device,
+                    ms=round(timing["ms"], 5),
+                    first_ms=round(timing["first_ms"], 3),
+                    reps=timing["reps"],
+                    warmup=timing["warmup"],
+                    estimate_ms=estimates.get(mode),
+                )
             except Exception as error:  # out of memory, a failed build: recorded, sweep goes on
                 status = "skipped" if impl.kind == "flashrnn" else "error"
                 yield _row(impl, shape, mode, device, status=status, reason=_error_text(error))
@@ -405,8 +463,15 @@ def _representative_steps(steps: list[int]) -> list[int]:
     return sorted(classes.values())
 
 
-def compile_only(pairs: list[tuple[str, int, int]], batches: list[int], steps: list[int], modes: list[str],
-                 backends: list[str], dtype: torch.dtype, device: torch.device) -> None:
+def compile_only(
+    pairs: list[tuple[str, int, int]],
+    batches: list[int],
+    steps: list[int],
+    modes: list[str],
+    backends: list[str],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
     """One call of each fusedrnn backend per (cell, heads) pair, batch size and mode, at short sequence lengths
     of the same compile classes: fills Triton's on-disk kernel cache for a later run (failures are ignored:
     the run itself reports them)."""
@@ -446,11 +511,25 @@ def compile_ahead(units: list, args, device: torch.device) -> float:
     workers = []
     for i in range(min(args.compile_workers, len(pairs))):
         group = [f"{cell}:{NH}x{D}" for cell, NH, D in pairs[i :: args.compile_workers]]
-        command = [sys.executable, "-m", "fusedrnn", "bench", "--compile-only", *group, "--dtype", args.dtype,
-                   "--modes", *args.modes, "--backends", *backends, "--batch", *map(str, batches),
-                   "--steps", *map(str, steps)]
-        workers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env=env))
+        command = [
+            sys.executable,
+            "-m",
+            "fusedrnn",
+            "bench",
+            "--compile-only",
+            *group,
+            "--dtype",
+            args.dtype,
+            "--modes",
+            *args.modes,
+            "--backends",
+            *backends,
+            "--batch",
+            *map(str, batches),
+            "--steps",
+            *map(str, steps),
+        ]
+        workers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
     for worker in workers:
         try:
             _, err = worker.communicate(timeout=COMPILE_TIMEOUT_S)
@@ -458,11 +537,15 @@ def compile_ahead(units: list, args, device: torch.device) -> float:
             worker.kill()
             _, err = worker.communicate()
         if worker.returncode != 0:
-            print(f"a compile worker failed (exit {worker.returncode}); the run compiles what it lacks itself: "
-                  + (err.strip().splitlines() or [""])[-1][:300])
+            print(
+                f"a compile worker failed (exit {worker.returncode}); the run compiles what it lacks itself: "
+                + (err.strip().splitlines() or [""])[-1][:300]
+            )
     seconds = time.perf_counter() - start
-    print(f"compiled ahead by {len(workers)} processes in {seconds:.0f} s ({len(pairs)} (cell, heads) pairs); "
-          "first_ms of fusedrnn rows therefore excludes most compilation")
+    print(
+        f"compiled ahead by {len(workers)} processes in {seconds:.0f} s ({len(pairs)} (cell, heads) pairs); "
+        "first_ms of fusedrnn rows therefore excludes most compilation"
+    )
     return seconds
 
 
@@ -470,15 +553,19 @@ def _format_row(row: dict) -> str:
     heads = f"{row['num_heads']}x{row['head_dim']}" if row["num_heads"] else f"h{row['hidden']}"
     where = f"{row['cell']:5s} {heads:7s} B={row['batch']:<4d} T={row['steps']:<5d} {row['mode']:4s} {row['impl']:20s}"
     if row["status"] == "ok":
-        return (f"{where} {row['ms']:10.3f} ms  (first call {row['first_ms'] / 1000:.2f} s, median of "
-                f"{row['reps']})")
+        return f"{where} {row['ms']:10.3f} ms  (first call {row['first_ms'] / 1000:.2f} s, median of {row['reps']})"
     return f"{where} {row['status']}: {row['reason']}"
 
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
@@ -491,11 +578,19 @@ def _run_record(device: torch.device, args) -> dict:
     name = found[0]["name"] if device.type == "cuda" and found else "cpu"
     v = versions()
     keep = ("python", "fusedrnn", "torch", "torch_cuda", "cudnn", "triton")
-    return {"record": "run", "schema": SCHEMA, "started": _now(), "finished": None,
-            "command": "python -m fusedrnn bench " + shlex.join(args.argv), "device": name,
-            "device_info": found[0] if found and device.type == "cuda" else None,
-            "commit": args.commit or _git_commit(), "versions": {k: v[k] for k in keep}, "note": TIMING_NOTE,
-            "units_left": None}
+    return {
+        "record": "run",
+        "schema": SCHEMA,
+        "started": _now(),
+        "finished": None,
+        "command": "python -m fusedrnn bench " + shlex.join(args.argv),
+        "device": name,
+        "device_info": found[0] if found and device.type == "cuda" else None,
+        "commit": args.commit or _git_commit(),
+        "versions": {k: v[k] for k in keep},
+        "note": TIMING_NOTE,
+        "units_left": None,
+    }
 
 
 def _parse_heads(values: list[str]) -> list[tuple[int, int]]:
@@ -516,15 +611,19 @@ def _implementations(args, device: torch.device) -> tuple[list[Impl], list[str]]
     dtype = getattr(torch, args.dtype)
     notes = []
     if device.type != "cuda":
-        notes.append("no CUDA device: timing the PyTorch loop (reference backend) only, at tiny default sizes; "
-                     "fusedrnn's GPU backends, cuDNN and flashrnn need a GPU")
+        notes.append(
+            "no CUDA device: timing the PyTorch loop (reference backend) only, at tiny default sizes; "
+            "fusedrnn's GPU backends, cuDNN and flashrnn need a GPU"
+        )
         return [Impl("torch-loop", "torch-loop", dtype)], notes
     gpu_backends = [name for name in backend_names() if name != "reference"]
     chosen = args.backends if args.backends is not None else gpu_backends
     unknown = [name for name in chosen if name not in gpu_backends]
     if unknown:
-        raise ValueError(f"--backends: unknown or non-GPU backend(s) {unknown}; registered GPU backends: "
-                         f"{gpu_backends} (the reference backend is the 'torch-loop' baseline)")
+        raise ValueError(
+            f"--backends: unknown or non-GPU backend(s) {unknown}; registered GPU backends: "
+            f"{gpu_backends} (the reference backend is the 'torch-loop' baseline)"
+        )
     impls = [Impl(name, "fusedrnn", dtype) for name in gpu_backends if name in chosen]
     if args.with_flashrnn is not None:
         try:
@@ -547,8 +646,11 @@ def _implementations(args, device: torch.device) -> tuple[list[Impl], list[str]]
 def _write_outputs(rows_path: Path, out: Path, quiet: bool = False) -> None:
     runs, rows = report.load(rows_path)
     out.mkdir(parents=True, exist_ok=True)
-    written = [report.write_json(out / "bench.json", runs, rows), report.write_csv(out / "bench.csv", rows),
-               report.write_markdown(out / "bench.md", runs, rows)]
+    written = [
+        report.write_json(out / "bench.json", runs, rows),
+        report.write_csv(out / "bench.csv", rows),
+        report.write_markdown(out / "bench.md", runs, rows),
+    ]
     png = report.write_plot(out / "bench.png", rows)
     if png is not None:
         written.append(png)
@@ -559,52 +661,100 @@ def _write_outputs(rows_path: Path, out: Path, quiet: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = Parser(prog=program("bench"), description=__doc__.splitlines()[0],
-                                     epilog="Without a GPU only the PyTorch loop runs, at tiny sizes. The JSON "
-                                            "schema and the timing rules are in this module's docstring "
-                                            "(python -c 'import fusedrnn.cli.bench as b; help(b)').")
-    sweep = parser.add_argument_group("sweep (defaults: GPU: all cells, 5 head splits of 768, B 16, T 1024; "
-                                      "CPU: all cells, 4x8 and 2x16, B 1 and 8, T 32)")
+    parser = Parser(
+        prog=program("bench"),
+        description=__doc__.splitlines()[0],
+        epilog="Without a GPU only the PyTorch loop runs, at tiny sizes. The JSON "
+        "schema and the timing rules are in this module's docstring "
+        "(python -c 'import fusedrnn.cli.bench as b; help(b)').",
+    )
+    sweep = parser.add_argument_group(
+        "sweep (defaults: GPU: all cells, 5 head splits of 768, B 16, T 1024; "
+        "CPU: all cells, 4x8 and 2x16, B 1 and 8, T 32)"
+    )
     sweep.add_argument("--cells", nargs="+", choices=cell_names())
     sweep.add_argument("--heads", nargs="+", metavar="NHxD", help="(heads, head size) pairs, e.g. 12x64 1x768")
     sweep.add_argument("--batch", nargs="+", type=positive, metavar="B", help="batch sizes")
     sweep.add_argument("--steps", nargs="+", type=positive, metavar="T", help="sequence lengths")
-    sweep.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
-                       help="dtype of fusedrnn, torch-loop and flashrnn inputs (default: GPU bfloat16, CPU float32)")
-    sweep.add_argument("--modes", nargs="+", default=["fw", "fwbw"], choices=["fw", "fwbw"],
-                       help="fw: forward only; fwbw: forward + backward (default: both)")
+    sweep.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        help="dtype of fusedrnn, torch-loop and flashrnn inputs (default: GPU bfloat16, CPU float32)",
+    )
+    sweep.add_argument(
+        "--modes",
+        nargs="+",
+        default=["fw", "fwbw"],
+        choices=["fw", "fwbw"],
+        help="fw: forward only; fwbw: forward + backward (default: both)",
+    )
     impls = parser.add_argument_group("implementations")
-    impls.add_argument("--backends", nargs="+", metavar="NAME",
-                       help="fusedrnn GPU backends to time (default: every registered one)")
-    impls.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
-                       help="baselines to time (default: all; none: '--baselines' alone)")
-    impls.add_argument("--with-flashrnn", nargs="*", choices=FLASHRNN_BACKENDS, metavar="BACKEND",
-                       help="also time the flashrnn package (backends: " + ", ".join(FLASHRNN_BACKENDS)
-                            + "; default " + " ".join(FLASHRNN_DEFAULT) + "); nvcc builds take minutes")
-    impls.add_argument("--loop-max-ms", type=non_negative,
-                       help="torch-loop runs only where its estimated time per call is at most this (default: "
-                            f"{LOOP_MAX_MS:g} on a GPU; no limit on the CPU, where it is all that runs)")
+    impls.add_argument(
+        "--backends", nargs="+", metavar="NAME", help="fusedrnn GPU backends to time (default: every registered one)"
+    )
+    impls.add_argument(
+        "--baselines",
+        nargs="*",
+        default=list(BASELINES),
+        choices=BASELINES,
+        help="baselines to time (default: all; none: '--baselines' alone)",
+    )
+    impls.add_argument(
+        "--with-flashrnn",
+        nargs="*",
+        choices=FLASHRNN_BACKENDS,
+        metavar="BACKEND",
+        help="also time the flashrnn package (backends: "
+        + ", ".join(FLASHRNN_BACKENDS)
+        + "; default "
+        + " ".join(FLASHRNN_DEFAULT)
+        + "); nvcc builds take minutes",
+    )
+    impls.add_argument(
+        "--loop-max-ms",
+        type=non_negative,
+        help="torch-loop runs only where its estimated time per call is at most this (default: "
+        f"{LOOP_MAX_MS:g} on a GPU; no limit on the CPU, where it is all that runs)",
+    )
     timing = parser.add_argument_group("timing")
     timing.add_argument("--reps", type=positive, default=10, help="minimum timed calls per row (default 10)")
     timing.add_argument("--max-reps", type=positive, default=100, help="maximum timed calls per row (default 100)")
-    timing.add_argument("--target-ms", type=positive_float, default=100.0,
-                        help="aim for this much timed work per row, within the limits above (default 100)")
-    timing.add_argument("--time-budget", type=non_negative, metavar="SECONDS",
-                        help="stop cleanly after this many seconds (finish the current row, write the outputs)")
-    timing.add_argument("--compile-workers", type=at_least(0), default=0, metavar="N",
-                        help="compile the Triton kernels of every shape first, in N parallel processes (GPU; "
-                             "default 0: each first call compiles its own); first_ms then excludes compilation")
+    timing.add_argument(
+        "--target-ms",
+        type=positive_float,
+        default=100.0,
+        help="aim for this much timed work per row, within the limits above (default 100)",
+    )
+    timing.add_argument(
+        "--time-budget",
+        type=non_negative,
+        metavar="SECONDS",
+        help="stop cleanly after this many seconds (finish the current row, write the outputs)",
+    )
+    timing.add_argument(
+        "--compile-workers",
+        type=at_least(0),
+        default=0,
+        metavar="N",
+        help="compile the Triton kernels of every shape first, in N parallel processes (GPU; "
+        "default 0: each first call compiles its own); first_ms then excludes compilation",
+    )
     timing.add_argument("--compile-only", nargs="+", metavar="CELL:NHxD", help=argparse.SUPPRESS)
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="output directory (default fusedrnn-bench; with --plot-from: FILE's directory)")
-    output.add_argument("--resume", metavar="FILE",
-                        help="continue the JSONL log FILE of an earlier run: skip the rows already in it")
-    output.add_argument("--plot-from", metavar="FILE",
-                        help="measure nothing: tables, JSON, CSV, markdown and plot from FILE (.json or .jsonl)")
+    output.add_argument(
+        "--resume", metavar="FILE", help="continue the JSONL log FILE of an earlier run: skip the rows already in it"
+    )
+    output.add_argument(
+        "--plot-from",
+        metavar="FILE",
+        help="measure nothing: tables, JSON, CSV, markdown and plot from FILE (.json or .jsonl)",
+    )
     output.add_argument("--commit", help="commit recorded with the run (default: git rev-parse, if available)")
     output.add_argument("--quiet", action="store_true", help="no line per row and no final table on stdout")
-    output.add_argument("--dry-run", action="store_true", help="print how many rows each implementation would "
-                                                               "measure, and stop")
+    output.add_argument(
+        "--dry-run", action="store_true", help="print how many rows each implementation would measure, and stop"
+    )
     args = parser.parse_args(argv)
     args.argv = argv
 
@@ -623,7 +773,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
     cells = [c for c in CELL_ORDER if c in (args.cells or defaults["cells"])] + [
-        c for c in (args.cells or []) if c not in CELL_ORDER]
+        c for c in (args.cells or []) if c not in CELL_ORDER
+    ]
     try:
         heads = _parse_heads(args.heads or defaults["heads"])
     except argparse.ArgumentTypeError as error:
@@ -687,8 +838,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for shape, impl, modes in units:
                 if args.time_budget is not None and time.perf_counter() - start > args.time_budget:
-                    print(f"time budget of {args.time_budget:g} s spent: {left} rows not measured; continue with "
-                          f"--resume {log_path}")
+                    print(
+                        f"time budget of {args.time_budget:g} s spent: {left} rows not measured; continue with "
+                        f"--resume {log_path}"
+                    )
                     break
                 bar.set_postfix_str(f"{shape.label()} {impl.name}")
                 for row in run_impl(impl, shape, modes, device, args):
@@ -702,8 +855,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"interrupted: {left} rows not measured; continue with --resume {log_path}")
         finally:
             bar.close()
-            log.write(json.dumps({"record": "end", "finished": _now(), "units_left": left,
-                                  "seconds": round(time.perf_counter() - start, 1)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "record": "end",
+                        "finished": _now(),
+                        "units_left": left,
+                        "seconds": round(time.perf_counter() - start, 1),
+                    }
+                )
+                + "\n"
+            )
     print(f"{total - left} rows in {time.perf_counter() - start:.0f} s; log: {log_path}")
     _write_outputs(log_path, out, args.quiet)
     return 0

@@ -38,10 +38,30 @@ __all__ = ["TinyRNN", "counting_batch", "main", "PRESETS"]
 # sweet spot (float32 R fits on chip). A peak learning rate of 2e-3 instead of 1e-2 kept the 768-unit model
 # at chance for over 230 steps at length 128.
 PRESETS: dict[str, dict[str, object]] = {
-    "cpu": {"cell": "lstm", "heads": 4, "head_dim": 8, "train_length": 24, "eval_length": 256, "batch": 64,
-            "steps": 300, "lr": 1e-2, "schedule": "constant", "clip": 0.0},
-    "gpu": {"cell": "lstm", "heads": 12, "head_dim": 64, "train_length": 128, "eval_length": 2048, "batch": 128,
-            "steps": 400, "lr": 1e-2, "schedule": "cosine", "clip": 1.0},
+    "cpu": {
+        "cell": "lstm",
+        "heads": 4,
+        "head_dim": 8,
+        "train_length": 24,
+        "eval_length": 256,
+        "batch": 64,
+        "steps": 300,
+        "lr": 1e-2,
+        "schedule": "constant",
+        "clip": 0.0,
+    },
+    "gpu": {
+        "cell": "lstm",
+        "heads": 12,
+        "head_dim": 64,
+        "train_length": 128,
+        "eval_length": 2048,
+        "batch": 128,
+        "steps": 400,
+        "lr": 1e-2,
+        "schedule": "cosine",
+        "clip": 1.0,
+    },
 }
 EVAL_SEQUENCES = 256  # sequences of the final test
 EVAL_CHUNK_ELEMENTS = 1 << 28  # x elements per evaluation forward pass (1 GiB in float32): fits small GPUs
@@ -97,8 +117,9 @@ def learning_rate(step: int, steps: int, peak: float, schedule: str = "cosine") 
 
 
 @torch.no_grad()
-def evaluate(model: TinyRNN, sequences: int, length: int, modulus: int, device, backend: str,
-             dtype: torch.dtype, skip: int = 0) -> tuple[float, float, float]:
+def evaluate(
+    model: TinyRNN, sequences: int, length: int, modulus: int, device, backend: str, dtype: torch.dtype, skip: int = 0
+) -> tuple[float, float, float]:
     """(accuracy over all positions, over positions >= ``skip``, fraction of sequences entirely right)."""
     per_sequence = length * model.cell.num_gates_x * model.num_heads * model.head_dim
     chunk = max(1, min(sequences, EVAL_CHUNK_ELEMENTS // max(1, per_sequence)))
@@ -119,8 +140,12 @@ def _save_plot(path: str, history: dict[str, list], args: argparse.Namespace) ->
         return
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(history["step"], history["loss"], lw=0.8)
-    ax_loss.set(yscale="log", xlabel="training step", ylabel="cross-entropy loss",
-                title=f"training loss (length {args.train_length})")
+    ax_loss.set(
+        yscale="log",
+        xlabel="training step",
+        ylabel="cross-entropy loss",
+        title=f"training loss (length {args.train_length})",
+    )
     ax_acc.plot(history["step"], history["train_acc"], lw=0.8, alpha=0.6, label=f"train (length {args.train_length})")
     ax_acc.plot(history["eval_step"], history["eval_acc"], "o-", label=f"test (length {args.eval_length})")
     ax_acc.axhline(1 / args.modulus, color="gray", ls=":", lw=0.8, label="chance")
@@ -156,17 +181,24 @@ def _compare_with_reference(model: TinyRNN, args: argparse.Namespace, device: to
             model.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(model(inputs, backend, dtype).flatten(0, 1), targets.flatten())
             loss.backward()
+
         return fn
 
     fast, slow = _time_ms(step(args.backend_name), device), _time_ms(step("reference"), device)
-    print(f"forward + backward of one batch: {args.backend_name} {fast:.1f} ms, reference (PyTorch loop) "
-          f"{slow:.1f} ms: {slow / fast:.1f}x")
+    print(
+        f"forward + backward of one batch: {args.backend_name} {fast:.1f} ms, reference (PyTorch loop) "
+        f"{slow:.1f} ms: {slow / fast:.1f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog=program("demo"), description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
-                        help="default sizes: 'gpu' when CUDA is available, else 'cpu' (default: auto)")
+    parser.add_argument(
+        "--preset",
+        choices=["auto", *PRESETS],
+        default="auto",
+        help="default sizes: 'gpu' when CUDA is available, else 'cpu' (default: auto)",
+    )
     parser.add_argument("--cell", choices=["lstm", "slstm", "gru", "elman"])
     parser.add_argument("--steps", type=positive, help="training steps")
     parser.add_argument("--train-length", type=positive, help="sequence length in training")
@@ -175,19 +207,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=positive, help="number of heads NH")
     parser.add_argument("--head-dim", type=positive, help="head size D (hidden size = NH * D)")
     parser.add_argument("--lr", type=positive_float, help="(peak) learning rate of Adam")
-    parser.add_argument("--schedule", choices=["constant", "cosine"], help="learning rate: constant, or warm-up "
-                        "over 5%% of the steps, then cosine decay to a tenth")
+    parser.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        help="learning rate: constant, or warm-up over 5%% of the steps, then cosine decay to a tenth",
+    )
     parser.add_argument("--clip", type=non_negative, help="clip the gradient norm at this value (0: no clipping)")
     parser.add_argument("--modulus", type=at_least(2), default=2, help="count ones mod this (2: parity; default 2)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="dtype of the recurrence (parameters stay float32; default float32)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of the recurrence (parameters stay float32; default float32)",
+    )
     parser.add_argument("--backend", default="auto", help="fusedrnn backend (default: auto, the fastest available)")
     parser.add_argument("--device", type=device_arg, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--plot", default="fusedrnn-demo.png",
-                        help="where to save the training curves (PNG; needs matplotlib; '' for none; "
-                             "default: fusedrnn-demo.png in the current directory)")
-    parser.add_argument("--no-compare", action="store_true",
-                        help="skip timing one batch on the reference backend for comparison")
+    parser.add_argument(
+        "--plot",
+        default="fusedrnn-demo.png",
+        help="where to save the training curves (PNG; needs matplotlib; '' for none; "
+        "default: fusedrnn-demo.png in the current directory)",
+    )
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip timing one batch on the reference backend for comparison"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -222,11 +265,15 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, p
         return 2
     optim = torch.optim.Adam(model.parameters(), lr=args.lr)
     task = "running parity" if args.modulus == 2 else f"counting mod {args.modulus}"
-    print(f"{task} with a {args.heads}x{args.head_dim} {args.cell} (hidden {args.heads * args.head_dim}, "
-          f"{sum(p.numel() for p in model.parameters())} parameters) on {device}, {args.dtype}, "
-          f"backend {args.backend_name}, preset {preset}")
-    print(f"training: {args.steps} steps of {args.batch} sequences of length {args.train_length}; "
-          f"test: length {args.eval_length}")
+    print(
+        f"{task} with a {args.heads}x{args.head_dim} {args.cell} (hidden {args.heads * args.head_dim}, "
+        f"{sum(p.numel() for p in model.parameters())} parameters) on {device}, {args.dtype}, "
+        f"backend {args.backend_name}, preset {preset}"
+    )
+    print(
+        f"training: {args.steps} steps of {args.batch} sequences of length {args.train_length}; "
+        f"test: length {args.eval_length}"
+    )
 
     history: dict[str, list] = {"step": [], "loss": [], "train_acc": [], "eval_step": [], "eval_acc": []}
     checkpoints = {max(1, round(args.steps * k / CHECKPOINTS)) for k in range(1, CHECKPOINTS + 1)}
@@ -258,24 +305,34 @@ def _train(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, p
             eval_s += time.perf_counter() - eval_start
             history["eval_step"].append(step)
             history["eval_acc"].append(eval_acc)
-            bar.write(f"step {step:5d}  loss {loss_value:.4f}  accuracy: train {history['train_acc'][-1]:.3f}, "
-                      f"length {args.eval_length} {eval_acc:.3f}  ({time.perf_counter() - start:.1f} s)")
+            bar.write(
+                f"step {step:5d}  loss {loss_value:.4f}  accuracy: train {history['train_acc'][-1]:.3f}, "
+                f"length {args.eval_length} {eval_acc:.3f}  ({time.perf_counter() - start:.1f} s)"
+            )
     bar.close()
     elapsed = time.perf_counter() - start
     # the speed of training proper: without the first step (kernel compilation) and the test evaluations
     steady_s = max(elapsed - first_step_s - eval_s, 1e-9)
     steady_steps = args.steps - 1
-    print(f"trained {args.steps} steps in {elapsed:.1f} s (first step, kernel compilation included: "
-          f"{first_step_s:.2f} s; test evaluations: {eval_s:.1f} s)")
+    print(
+        f"trained {args.steps} steps in {elapsed:.1f} s (first step, kernel compilation included: "
+        f"{first_step_s:.2f} s; test evaluations: {eval_s:.1f} s)"
+    )
     if steady_steps:
-        print(f"training speed: {steady_steps / steady_s:.1f} steps/s, "
-              f"{steady_steps * args.batch * args.train_length / steady_s:,.0f} tokens/s")
+        print(
+            f"training speed: {steady_steps / steady_s:.1f} steps/s, "
+            f"{steady_steps * args.batch * args.train_length / steady_s:,.0f} tokens/s"
+        )
 
-    accuracy, beyond, whole = evaluate(model, EVAL_SEQUENCES, args.eval_length, args.modulus, device,
-                                       args.backend_name, dtype, skip=args.train_length)
+    accuracy, beyond, whole = evaluate(
+        model, EVAL_SEQUENCES, args.eval_length, args.modulus, device, args.backend_name, dtype, skip=args.train_length
+    )
     print(f"accuracy on length-{args.eval_length} sequences (trained on length {args.train_length}): {accuracy:.3f}")
-    beyond_text = (f"positions {args.train_length + 1}..{args.eval_length} (beyond the training length): {beyond:.3f}; "
-                   if args.eval_length > args.train_length else "")
+    beyond_text = (
+        f"positions {args.train_length + 1}..{args.eval_length} (beyond the training length): {beyond:.3f}; "
+        if args.eval_length > args.train_length
+        else ""
+    )
     print(f"  {beyond_text}sequences entirely right: {whole:.3f} ({EVAL_SEQUENCES} sequences)")
     if args.backend_name != "reference" and not args.no_compare:
         _compare_with_reference(model, args, device, dtype)

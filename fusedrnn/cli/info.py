@@ -37,12 +37,24 @@ __all__ = ["versions", "devices", "triton_cache", "backend_report", "launch_repo
 
 # Environment variables that change what fusedrnn runs (README's table); reported when set.
 ENV_VARS = (
-    BACKEND_ENV, "TRITON_INTERPRET", "TRITON_CACHE_DIR", "FUSEDRNN_ALTERNATING_GRAPHS",
-    "FUSEDRNN_ALTERNATING_F32_GEMM", "FUSEDRNN_ALTERNATING_PREFETCH", "FUSEDRNN_CACHE_DIR", "CUDA_VISIBLE_DEVICES",
+    BACKEND_ENV,
+    "TRITON_INTERPRET",
+    "TRITON_CACHE_DIR",
+    "FUSEDRNN_ALTERNATING_GRAPHS",
+    "FUSEDRNN_ALTERNATING_F32_GEMM",
+    "FUSEDRNN_ALTERNATING_PREFETCH",
+    "FUSEDRNN_CACHE_DIR",
+    "CUDA_VISIBLE_DEVICES",
 )
 # Packages that can provide NVRTC (the CUDA backend compiles with it at run time)
-NVRTC_DISTRIBUTIONS = ("cuda-bindings", "cuda-python", "cuda-core", "nvidia-cuda-nvrtc", "nvidia-cuda-nvrtc-cu12",
-                       "nvidia-cuda-nvrtc-cu13")
+NVRTC_DISTRIBUTIONS = (
+    "cuda-bindings",
+    "cuda-python",
+    "cuda-core",
+    "nvidia-cuda-nvrtc",
+    "nvidia-cuda-nvrtc-cu12",
+    "nvidia-cuda-nvrtc-cu13",
+)
 
 
 def _distribution_version(name: str) -> str | None:
@@ -106,8 +118,11 @@ def devices() -> list[dict[str, object]]:
             "sms": props.multi_processor_count,
             "memory_gib": round(props.total_memory / 2**30, 1),
         }
-        for key, attr in (("shared_memory_per_block_optin", "shared_memory_per_block_optin"),
-                          ("registers_per_sm", "regs_per_multiprocessor"), ("l2_cache_bytes", "L2_cache_size")):
+        for key, attr in (
+            ("shared_memory_per_block_optin", "shared_memory_per_block_optin"),
+            ("registers_per_sm", "regs_per_multiprocessor"),
+            ("l2_cache_bytes", "L2_cache_size"),
+        ):
             if hasattr(props, attr):
                 entry[key] = getattr(props, attr)
         found.append(entry)
@@ -136,8 +151,11 @@ def backend_report(call: Call) -> dict[str, object]:
     """Each backend's answer for ``call`` (None: can run it), backends that failed to load, and auto's pick."""
     report: dict[str, object] = {"backends": {}, "not_loaded": {}, "auto": None, "auto_reason": None}
     for name, reason in availability(call).items():
-        report["backends"][name] = {"available": reason is None, "reason": reason,
-                                    "description": get_backend(name).description}
+        report["backends"][name] = {
+            "available": reason is None,
+            "reason": reason,
+            "description": get_backend(name).description,
+        }
     registered = set(backend_names())
     from .. import backends as package
 
@@ -222,8 +240,10 @@ def compile_all(arches: list[str], jobs: int) -> int:
         work += [(v, arch) for v in found]
         for line in refused:
             print(f"{arch}  not shipped  {line}")
-    print(f"compiling {len(work)} variants for {', '.join(arches)} with {jobs} processes "
-          f"(cache: {nvrtc.cache_dir()})", flush=True)
+    print(
+        f"compiling {len(work)} variants for {', '.join(arches)} with {jobs} processes (cache: {nvrtc.cache_dir()})",
+        flush=True,
+    )
     bad = 0
     start = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
@@ -234,9 +254,12 @@ def compile_all(arches: list[str], jobs: int) -> int:
                 continue
             status = "SPILLS" if result.spills else "ok" if result.registers >= 0 else "NO-REPORT"
             bad += status != "ok"
-            print(f"{arch}  {status:6s}  {v.name:44s} registers {result.registers:3d} (model {v.shape.registers:3d})"
-                  f"  spill {result.spill_stores}/{result.spill_loads} B  smem {v.shape.smem // 1024} KB"
-                  f"  {v.threads} threads{'  cached' if result.from_cache else ''}", flush=True)
+            print(
+                f"{arch}  {status:6s}  {v.name:44s} registers {result.registers:3d} (model {v.shape.registers:3d})"
+                f"  spill {result.spill_stores}/{result.spill_loads} B  smem {v.shape.smem // 1024} KB"
+                f"  {v.threads} threads{'  cached' if result.from_cache else ''}",
+                flush=True,
+            )
     print(f"{len(work) - bad} of {len(work)} variants compiled without spills in {time.perf_counter() - start:.1f} s")
     return 1 if bad else 0
 
@@ -259,9 +282,15 @@ def cuda_report(call: Call) -> dict[str, object]:
 
 def variant_entry(v: Variant, call: Call) -> dict[str, object]:
     """One cuda variant's launch for ``call``: heads x batch tiles x CTAs per head, and the family's shape."""
-    return {"kernel": v.name, "family": v.family, "heads": call.num_heads,
-            "batch_tiles": -(-call.batch // v.shape.rows), "ctas_per_head": v.shape.ctas_per_head,
-            "threads": v.threads, "shape": dataclasses.asdict(v.shape)}
+    return {
+        "kernel": v.name,
+        "family": v.family,
+        "heads": call.num_heads,
+        "batch_tiles": -(-call.batch // v.shape.rows),
+        "ctas_per_head": v.shape.ctas_per_head,
+        "threads": v.threads,
+        "shape": dataclasses.asdict(v.shape),
+    }
 
 
 def collect(call: Call) -> dict[str, object]:
@@ -269,10 +298,17 @@ def collect(call: Call) -> dict[str, object]:
     return {
         "versions": versions(),
         "devices": devices(),
-        "call": {"cell": call.cell.name, "num_heads": call.num_heads, "head_dim": call.head_dim,
-                 "hidden": call.num_heads * call.head_dim, "batch": call.batch, "steps": call.steps,
-                 "dtype": str(call.dtype).removeprefix("torch."), "device": str(call.device),
-                 "requires_grad": call.requires_grad},
+        "call": {
+            "cell": call.cell.name,
+            "num_heads": call.num_heads,
+            "head_dim": call.head_dim,
+            "hidden": call.num_heads * call.head_dim,
+            "batch": call.batch,
+            "steps": call.steps,
+            "dtype": str(call.dtype).removeprefix("torch."),
+            "device": str(call.device),
+            "requires_grad": call.requires_grad,
+        },
         "backends": backend_report(call),
         "compile": compile_availability(),  # backends that compile their kernels here, no GPU needed: None = can
         "launch": {"cuda": cuda_report(call), **launch_report(call)},
@@ -289,13 +325,21 @@ def format_report(data: dict[str, object]) -> str:
     """The human-readable form of ``collect``'s dict."""
     v, lines = data["versions"], []
     lines.append(f"fusedrnn {v['fusedrnn']} ({v['fusedrnn_path']})")
-    lines.append(f"python {v['python']}, torch {v['torch']} (CUDA {v['torch_cuda'] or 'none'}, "
-                 f"cuDNN {v['cudnn'] or 'none'}), triton {v['triton']}")
+    lines.append(
+        f"python {v['python']}, torch {v['torch']} (CUDA {v['torch_cuda'] or 'none'}, "
+        f"cuDNN {v['cudnn'] or 'none'}), triton {v['triton']}"
+    )
     packages = ", ".join(f"{k} {val}" for k, val in v["nvrtc_packages"].items())
     lines.append(f"NVRTC: {v['nvrtc']}" + (f" [{packages}]" if packages else ""))
     for name, reason in data["compile"].items():
-        lines.append(f"{name} kernels: " + ("can be compiled here (no GPU needed: info --compile-all)" if reason is None
-                                            else f"cannot be compiled here: {reason}"))
+        lines.append(
+            f"{name} kernels: "
+            + (
+                "can be compiled here (no GPU needed: info --compile-all)"
+                if reason is None
+                else f"cannot be compiled here: {reason}"
+            )
+        )
     if data["devices"]:
         for d in data["devices"]:
             extra = ""
@@ -303,16 +347,22 @@ def format_report(data: dict[str, object]) -> str:
                 extra += f", {d['shared_memory_per_block_optin'] // 1024} KB shared memory per block"
             if "l2_cache_bytes" in d:
                 extra += f", {d['l2_cache_bytes'] // 2**20} MB L2"
-            lines.append(f"device cuda:{d['index']}: {d['name']}, compute capability {d['capability']}, "
-                         f"{d['sms']} SMs, {d['memory_gib']} GiB{extra}")
+            lines.append(
+                f"device cuda:{d['index']}: {d['name']}, compute capability {d['capability']}, "
+                f"{d['sms']} SMs, {d['memory_gib']} GiB{extra}"
+            )
     else:
-        lines.append("device: no CUDA device (torch.cuda.is_available() is False): fusedrnn runs the reference "
-                     "backend on the CPU")
+        lines.append(
+            "device: no CUDA device (torch.cuda.is_available() is False): fusedrnn runs the reference "
+            "backend on the CPU"
+        )
     c = data["call"]
     lines.append("")
-    lines.append(f"call: {c['cell']}, {c['num_heads']} heads x {c['head_dim']} (hidden {c['hidden']}), "
-                 f"B {c['batch']}, T {c['steps']}, {c['dtype']}, {c['device']}, "
-                 + ("training (forward + backward)" if c["requires_grad"] else "inference (forward only)"))
+    lines.append(
+        f"call: {c['cell']}, {c['num_heads']} heads x {c['head_dim']} (hidden {c['hidden']}), "
+        f"B {c['batch']}, T {c['steps']}, {c['dtype']}, {c['device']}, "
+        + ("training (forward + backward)" if c["requires_grad"] else "inference (forward only)")
+    )
     b = data["backends"]
     lines.append("backends:")
     for name, entry in b["backends"].items():
@@ -335,24 +385,30 @@ def format_report(data: dict[str, object]) -> str:
             lines.append(f"cuda {kind}: refused: {entry}")
         elif entry:
             shape = entry["shape"]
-            lines.append(f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['heads']} heads x "
-                         f"{entry['batch_tiles']} tiles of {shape['rows']} rows x {entry['ctas_per_head']} CTAs "
-                         f"per head, {entry['threads']} threads, {entry['family']} family, "
-                         + (f"{shape['stages']}-stage prefetch, " if "stages" in shape else "") +
-                         f"{shape['smem'] // 1024} KB shared memory, ~{shape['registers']} registers per thread "
-                         "(model)")
+            lines.append(
+                f"cuda {kind} ({cu['arch']}): {entry['kernel']}, grid {entry['heads']} heads x "
+                f"{entry['batch_tiles']} tiles of {shape['rows']} rows x {entry['ctas_per_head']} CTAs "
+                f"per head, {entry['threads']} threads, {entry['family']} family, "
+                + (f"{shape['stages']}-stage prefetch, " if "stages" in shape else "")
+                + f"{shape['smem'] // 1024} KB shared memory, ~{shape['registers']} registers per thread "
+                "(model)"
+            )
     if "error" in launch:
         lines.append(f"launch configuration: {launch['error']}")
     else:
         t = launch["triton"]
         sms = f"{t['sms']} SMs" if t["sms"] else "no GPU: batch tile chosen as if SMs were unlimited"
         note = "" if t["fits"] else " (head_dim too large: the Triton backend refuses this call)"
-        lines.append(f"triton launch{note}: grid {t['grid'][0]} heads x {t['grid'][1]} batch tiles = "
-                     f"{t['programs']} programs ({sms}); BLOCK_B {t['BLOCK_B']}, BLOCK_D {t['BLOCK_D']}, "
-                     f"{t['num_warps']} warps; R on chip {t['r_bytes_per_head'] // 1024} KB per head")
+        lines.append(
+            f"triton launch{note}: grid {t['grid'][0]} heads x {t['grid'][1]} batch tiles = "
+            f"{t['programs']} programs ({sms}); BLOCK_B {t['BLOCK_B']}, BLOCK_D {t['BLOCK_D']}, "
+            f"{t['num_warps']} warps; R on chip {t['r_bytes_per_head'] // 1024} KB per head"
+        )
         if t["saved_for_backward_bytes"]:
-            lines.append(f"  saved for backward: {_mb(t['saved_for_backward_bytes'])} (float32 gate "
-                         "pre-activations and states, per call)")
+            lines.append(
+                f"  saved for backward: {_mb(t['saved_for_backward_bytes'])} (float32 gate "
+                "pre-activations and states, per call)"
+            )
         a = launch.get("alternating", {})
         if "error" in a:
             lines.append(f"alternating: {a['error']}")
@@ -361,9 +417,11 @@ def format_report(data: dict[str, object]) -> str:
             if a["forward_fused_tile"]:
                 tile = ", ".join(f"{k} {v}" for k, v in a["forward_fused_tile"].items())
                 lines.append(f"alternating forward: one fused kernel per step (R·h and the cell; {tile}); backward:")
-            lines.append(f"alternating launch: per step {a['gemm']} (GEMM mode {a['gemm_mode']}), then one "
-                         f"pointwise kernel of {a['pointwise_programs']} programs x {a['block']} elements "
-                         f"({a['num_warps']} warps); the T-step loop runs {graph}")
+            lines.append(
+                f"alternating launch: per step {a['gemm']} (GEMM mode {a['gemm_mode']}), then one "
+                f"pointwise kernel of {a['pointwise_programs']} programs x {a['block']} elements "
+                f"({a['num_warps']} warps); the T-step loop runs {graph}"
+            )
     cache = data["triton_cache"]
     if cache["exists"]:
         lines.append(f"triton kernel cache: {cache['dir']}: {cache['entries']} entries, {_mb(cache['bytes'])}")
@@ -387,13 +445,21 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--inference", action="store_true", help="forward only (default: training, forward + backward)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     build = parser.add_argument_group("CUDA backend kernels (no GPU needed)")
-    build.add_argument("--compile-all", action="store_true",
-                       help="compile every kernel variant the cuda backend ships for --arch into the cubin cache, one "
-                            "line per variant (registers, spill bytes); exit 1 if any fails to compile or spills")
-    build.add_argument("--arch", action="append", choices=sorted(ARCH_LIMITS),
-                       help="target of --compile-all (repeatable; default sm_80 and sm_90a)")
-    build.add_argument("--jobs", type=positive, default=os.cpu_count() or 1,
-                       help="parallel compilations (default: CPUs)")
+    build.add_argument(
+        "--compile-all",
+        action="store_true",
+        help="compile every kernel variant the cuda backend ships for --arch into the cubin cache, one "
+        "line per variant (registers, spill bytes); exit 1 if any fails to compile or spills",
+    )
+    build.add_argument(
+        "--arch",
+        action="append",
+        choices=sorted(ARCH_LIMITS),
+        help="target of --compile-all (repeatable; default sm_80 and sm_90a)",
+    )
+    build.add_argument(
+        "--jobs", type=positive, default=os.cpu_count() or 1, help="parallel compilations (default: CPUs)"
+    )
     args = parser.parse_args(argv)
     if args.compile_all:
         return compile_all(args.arch or ["sm_80", "sm_90a"], args.jobs)
@@ -401,8 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--arch goes with --compile-all")
 
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    call = Call(get_cell(args.cell), args.batch, args.steps, args.heads, args.head_dim, getattr(torch, args.dtype),
-                device, not args.inference)
+    call = Call(
+        get_cell(args.cell),
+        args.batch,
+        args.steps,
+        args.heads,
+        args.head_dim,
+        getattr(torch, args.dtype),
+        device,
+        not args.inference,
+    )
     data = collect(call)
     if args.json:
         json.dump(data, sys.stdout, indent=1)

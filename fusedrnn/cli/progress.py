@@ -81,5 +81,11 @@ def progress(total: int, desc: str, disable: bool = False):
     except ImportError:
         return Progress(total, desc, disable=disable)
     tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, dynamic_ncols=True,
-                mininterval=0.1 if tty else LOG_INTERVAL_S)
+    return tqdm(
+        total=total,
+        desc=desc,
+        file=sys.stderr,
+        disable=disable,
+        dynamic_ncols=True,
+        mininterval=0.1 if tty else LOG_INTERVAL_S,
+    )

@@ -13,11 +13,39 @@ from pathlib import Path
 
 from .plotting import pyplot
 
-__all__ = ["load", "write_json", "write_csv", "write_markdown", "write_plot", "text_tables", "markdown", "summary",
-           "tables"]
+__all__ = [
+    "load",
+    "write_json",
+    "write_csv",
+    "write_markdown",
+    "write_plot",
+    "text_tables",
+    "markdown",
+    "summary",
+    "tables",
+]
 
-FIELDS = ("impl", "kind", "cell", "num_heads", "head_dim", "hidden", "batch", "steps", "dtype", "mode", "status",
-          "reason", "ms", "first_ms", "reps", "warmup", "estimate_ms", "device", "time")
+FIELDS = (
+    "impl",
+    "kind",
+    "cell",
+    "num_heads",
+    "head_dim",
+    "hidden",
+    "batch",
+    "steps",
+    "dtype",
+    "mode",
+    "status",
+    "reason",
+    "ms",
+    "first_ms",
+    "reps",
+    "warmup",
+    "estimate_ms",
+    "device",
+    "time",
+)
 CELL_ORDER = ("lstm", "gru", "elman", "slstm")
 CELL_TITLES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman", "slstm": "sLSTM"}
 MODE_TITLES = {"fw": "forward", "fwbw": "forward + backward"}
@@ -26,8 +54,17 @@ REFERENCE_POINT = {"batch": 16, "steps": 1024, "heads": (12, 64)}  # DESIGN.md �
 
 
 def _key(row: dict) -> tuple:
-    return (row["impl"], row["cell"], row["num_heads"], row["head_dim"], row["hidden"], row["batch"], row["steps"],
-            row["dtype"], row["mode"])
+    return (
+        row["impl"],
+        row["cell"],
+        row["num_heads"],
+        row["head_dim"],
+        row["hidden"],
+        row["batch"],
+        row["steps"],
+        row["dtype"],
+        row["mode"],
+    )
 
 
 def load(path: str | Path) -> tuple[list[dict], list[dict]]:
@@ -73,8 +110,16 @@ def _kind_rank(row: dict) -> int:
 
 def _sort_key(row: dict) -> tuple:
     cell = CELL_ORDER.index(row["cell"]) if row["cell"] in CELL_ORDER else len(CELL_ORDER)
-    return (cell, row["cell"], row["mode"], row["head_dim"] or 0, row["hidden"], row["batch"], row["steps"],
-            _kind_rank(row))
+    return (
+        cell,
+        row["cell"],
+        row["mode"],
+        row["head_dim"] or 0,
+        row["hidden"],
+        row["batch"],
+        row["steps"],
+        _kind_rank(row),
+    )
 
 
 def write_json(path: Path, runs: list[dict], rows: list[dict]) -> Path:
@@ -126,14 +171,27 @@ def tables(rows: list[dict]) -> list[dict]:
     for (cell, mode), group in sorted(groups.items(), key=lambda item: _sort_key(item[1][0])):
         columns = _columns(group)
         kinds = {(r["impl"], r["dtype"]): r["kind"] for r in group}
-        by_key = {(r["impl"], r["dtype"], r["num_heads"], r["head_dim"], r["hidden"], r["batch"], r["steps"]): r
-                  for r in group}
-        points = sorted({(r["num_heads"], r["head_dim"], r["hidden"], r["batch"], r["steps"])
-                         for r in group if r["kind"] != "cudnn"}, key=lambda p: (p[1], p[2], p[3], p[4]))
+        by_key = {
+            (r["impl"], r["dtype"], r["num_heads"], r["head_dim"], r["hidden"], r["batch"], r["steps"]): r
+            for r in group
+        }
+        points = sorted(
+            {
+                (r["num_heads"], r["head_dim"], r["hidden"], r["batch"], r["steps"])
+                for r in group
+                if r["kind"] != "cudnn"
+            },
+            key=lambda p: (p[1], p[2], p[3], p[4]),
+        )
         covered = {(p[2], p[3], p[4]) for p in points}
-        points += sorted({(None, None, r["hidden"], r["batch"], r["steps"]) for r in group
-                          if r["kind"] == "cudnn" and (r["hidden"], r["batch"], r["steps"]) not in covered},
-                         key=lambda p: p[2:])
+        points += sorted(
+            {
+                (None, None, r["hidden"], r["batch"], r["steps"])
+                for r in group
+                if r["kind"] == "cudnn" and (r["hidden"], r["batch"], r["steps"]) not in covered
+            },
+            key=lambda p: p[2:],
+        )
         cudnn_columns = [c for c in columns if kinds[c] == "cudnn"]
         has_fused = any(kinds[c] == "fusedrnn" for c in columns)
         header = ["NH × D", "B", "T"] + [_label(c, columns) for c in columns]
@@ -160,11 +218,16 @@ def tables(rows: list[dict]) -> list[dict]:
                     line.append(f"{values[column] / min(fused):.1f}×" if ok else "")
             body.append(line)
         reasons = Counter((r["impl"], r["status"], r["reason"]) for r in group if r["status"] != "ok")
-        notes = [f"{impl} {status} ({count} row{'s' * (count > 1)}): {reason}"
-                 for (impl, status, reason), count in sorted(reasons.items(), key=lambda i: (i[0][0], str(i[0][2])))]
+        notes = [
+            f"{impl} {status} ({count} row{'s' * (count > 1)}): {reason}"
+            for (impl, status, reason), count in sorted(reasons.items(), key=lambda i: (i[0][0], str(i[0][2])))
+        ]
         dtypes = sorted({r["dtype"] for r in group if r["kind"] != "cudnn"})
-        title = f"{CELL_TITLES.get(cell, cell)}, {MODE_TITLES.get(mode, mode)}" + (
-            f" ({', '.join(dtypes)})" if dtypes else "") + ", ms per call"
+        title = (
+            f"{CELL_TITLES.get(cell, cell)}, {MODE_TITLES.get(mode, mode)}"
+            + (f" ({', '.join(dtypes)})" if dtypes else "")
+            + ", ms per call"
+        )
         result.append({"title": title, "header": header, "body": body, "notes": notes})
     return result
 
@@ -188,8 +251,10 @@ def summary(rows: list[dict]) -> dict | None:
     columns = _columns(at)
     kinds = {(r["impl"], r["dtype"]): r["kind"] for r in at}
     by_key = {(r["impl"], r["dtype"], r["cell"], r["num_heads"], r["head_dim"], r["hidden"], r["mode"]): r for r in at}
-    points = sorted({(r["cell"], r["num_heads"], r["head_dim"], r["hidden"]) for r in at if r["kind"] != "cudnn"},
-                    key=lambda p: (CELL_ORDER.index(p[0]) if p[0] in CELL_ORDER else 99, p[2]))
+    points = sorted(
+        {(r["cell"], r["num_heads"], r["head_dim"], r["hidden"]) for r in at if r["kind"] != "cudnn"},
+        key=lambda p: (CELL_ORDER.index(p[0]) if p[0] in CELL_ORDER else 99, p[2]),
+    )
     body = []
     for cell, NH, D, hidden in points:
         line = [CELL_TITLES.get(cell, cell), f"{NH} × {D}"]
@@ -202,13 +267,18 @@ def summary(rows: list[dict]) -> dict | None:
             line.append(" / ".join(values) if any(values) else "")
         body.append(line)
     title = f"Summary: B = {batch}, T = {steps}, ms per call ({' / '.join(modes)})"
-    return {"title": title, "header": ["cell", "NH × D"] + [_label(c, columns) for c in columns], "body": body,
-            "notes": []}
+    return {
+        "title": title,
+        "header": ["cell", "NH × D"] + [_label(c, columns) for c in columns],
+        "body": body,
+        "notes": [],
+    }
 
 
 def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
-    widths = [max(len(header[i]), *(len(line[i]) for line in body)) if body else len(header[i])
-              for i in range(len(header))]
+    widths = [
+        max(len(header[i]), *(len(line[i]) for line in body)) if body else len(header[i]) for i in range(len(header))
+    ]
     fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in body]
 
@@ -235,10 +305,14 @@ def _run_lines(runs: list[dict]) -> list[str]:
         part = "" if len(runs) == 1 else f" (part {i + 1} of {len(runs)})"
         left = run.get("units_left")
         status = "" if not left else f"; stopped early, {left} rows left for --resume"
-        lines.append(f"- Run{part}: {run.get('started', '?')} to {run.get('finished') or '?'}, "
-                     f"{run.get('seconds', '?')} s{status}.")
-        lines.append(f"  Device: {run.get('device', '?')}; commit {run.get('commit') or 'unknown'}; torch "
-                     f"{v.get('torch')}, CUDA {v.get('torch_cuda')}, cuDNN {v.get('cudnn')}, triton {v.get('triton')}.")
+        lines.append(
+            f"- Run{part}: {run.get('started', '?')} to {run.get('finished') or '?'}, "
+            f"{run.get('seconds', '?')} s{status}."
+        )
+        lines.append(
+            f"  Device: {run.get('device', '?')}; commit {run.get('commit') or 'unknown'}; torch "
+            f"{v.get('torch')}, CUDA {v.get('torch_cuda')}, cuDNN {v.get('cudnn')}, triton {v.get('triton')}."
+        )
         lines.append(f"  Command: `{run.get('command', '?')}`")
     if runs and runs[0].get("note"):
         lines.append(f"- {runs[0]['note']}")
@@ -249,8 +323,10 @@ def markdown(runs: list[dict], rows: list[dict]) -> str:
     """Markdown for BENCHMARKS.md: provenance, a summary at one (B, T), then one table per (cell, mode) with
     speed-ups over cuDNN."""
     parts = _run_lines(runs)
-    parts.append("- Times are medians in ms per call; – : not run (see the notes under each table); the "
-                 "speed-up columns divide cuDNN's time by the fastest fusedrnn backend's.")
+    parts.append(
+        "- Times are medians in ms per call; – : not run (see the notes under each table); the "
+        "speed-up columns divide cuDNN's time by the fastest fusedrnn backend's."
+    )
     for table in [summary(rows), *tables(rows)]:
         if table is None:
             continue
@@ -291,8 +367,11 @@ def write_plot(path: Path, rows: list[dict]) -> Path | None:
     batch = _pick([r["batch"] for r in ok], REFERENCE_POINT["batch"])
     steps = _pick([r["steps"] for r in ok], REFERENCE_POINT["steps"])
     head_splits = sorted({(r["num_heads"], r["head_dim"]) for r in headed if r["hidden"] == hidden}, key=lambda h: h[1])
-    heads = REFERENCE_POINT["heads"] if REFERENCE_POINT["heads"] in head_splits else (
-        head_splits[len(head_splits) // 2] if head_splits else None)
+    heads = (
+        REFERENCE_POINT["heads"]
+        if REFERENCE_POINT["heads"] in head_splits
+        else (head_splits[len(head_splits) // 2] if head_splits else None)
+    )
 
     from matplotlib.ticker import FuncFormatter
 
@@ -312,8 +391,9 @@ def write_plot(path: Path, rows: list[dict]) -> Path | None:
                     at = [r["ms"] for r in mine if r["hidden"] == hidden and r["batch"] == batch]
                     pts = [(D, at[0]) for _, D in head_splits] if at else []
                 else:
-                    pts = sorted((r["head_dim"], r["ms"]) for r in mine
-                                 if r["hidden"] == hidden and r["batch"] == batch)
+                    pts = sorted(
+                        (r["head_dim"], r["ms"]) for r in mine if r["hidden"] == hidden and r["batch"] == batch
+                    )
                 if pts:
                     (line,) = ax_heads.plot(*zip(*pts), label=impl, **style)
                     handles[impl] = line
@@ -326,13 +406,19 @@ def write_plot(path: Path, rows: list[dict]) -> Path | None:
                         (line,) = ax_batch.plot(*zip(*pts), label=impl, **style)
                         handles[impl] = line
             title = f"{CELL_TITLES.get(cell, cell)} {mode}"
-            ax_heads.set(title=f"{title}: hidden {hidden}, B={batch}, T={steps}",
-                         xlabel="head size D (NH = hidden / D)", ylabel="ms per call")
+            ax_heads.set(
+                title=f"{title}: hidden {hidden}, B={batch}, T={steps}",
+                xlabel="head size D (NH = hidden / D)",
+                ylabel="ms per call",
+            )
             if head_splits:
                 ax_heads.set_xscale("log", base=2)
                 ax_heads.set_xticks([D for _, D in head_splits], [f"{NH}×{D}" for NH, D in head_splits], fontsize=7)
-            ax_batch.set(title=f"{title}: {heads[0]}×{heads[1]}, T={steps}" if heads else title, xlabel="batch size B",
-                         ylabel="ms per call")
+            ax_batch.set(
+                title=f"{title}: {heads[0]}×{heads[1]}, T={steps}" if heads else title,
+                xlabel="batch size B",
+                ylabel="ms per call",
+            )
             batches = sorted({r["batch"] for r in subset})
             if batches:
                 ax_batch.set_xscale("log", base=2)
@@ -343,8 +429,14 @@ def write_plot(path: Path, rows: list[dict]) -> Path | None:
                 ax.yaxis.set_minor_formatter(tick_label)
                 ax.grid(True, which="both", alpha=0.3)
                 ax.title.set_fontsize(9)
-    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 7),
-               bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="upper center",
+        ncol=min(len(handles), 7),
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.3 * len(cells))))
     fig.savefig(path, dpi=110)
     plt.close(fig)

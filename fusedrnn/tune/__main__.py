@@ -27,14 +27,21 @@ def main(argv: list[str] | None = None) -> int:
         description="Solve an integer constraint problem (ConstrINT-compatible syntax) and print JSON.",
     )
     ap.add_argument("problem", help="problem file ('-' for stdin)")
-    ap.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS",
-                    help="stop after this many seconds (status 'timeout', best solution so far)")
-    ap.add_argument("--all", action="store_true", help="also list every solution under \"solutions\"")
-    ap.add_argument("--objective", default=None, metavar="'maximize EXPR'",
-                    help="objective, overriding a '# objective:' line")
-    ap.add_argument("--stats", action="store_true", help="add search statistics under \"stats\"")
-    ap.add_argument("--strip-parens", action="store_true",
-                    help="ignore parentheses like ConstrINT does (exact ConstrINT reading)")
+    ap.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this many seconds (status 'timeout', best solution so far)",
+    )
+    ap.add_argument("--all", action="store_true", help='also list every solution under "solutions"')
+    ap.add_argument(
+        "--objective", default=None, metavar="'maximize EXPR'", help="objective, overriding a '# objective:' line"
+    )
+    ap.add_argument("--stats", action="store_true", help='add search statistics under "stats"')
+    ap.add_argument(
+        "--strip-parens", action="store_true", help="ignore parentheses like ConstrINT does (exact ConstrINT reading)"
+    )
     args = ap.parse_args(argv)
 
     path = args.problem
@@ -49,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
-        print(f"{path}:{line}: error: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
-              file=sys.stderr)
+        print(
+            f"{path}:{line}: error: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            file=sys.stderr,
+        )
         return 2
 
     try:

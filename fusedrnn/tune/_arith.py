@@ -259,6 +259,7 @@ def count_in(vals: tuple[int, ...], lo, hi) -> int:
 # (Granger's congruence arithmetic), so the gcd of a sum's coefficients, the residues of fixed factors
 # and the congruences of the variables combine into one class per expression.
 
+
 def cong_add(a, b):
     """The class of x + y for x in class a, y in class b."""
     m = gcd(a[0], b[0])
@@ -318,6 +319,7 @@ def crt(a, b):
 
 
 # Residue sets modulo a small m as bit masks (bit r set: residue r is possible).
+
 
 def full_mask(m: int) -> int:
     return (1 << m) - 1

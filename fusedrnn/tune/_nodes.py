@@ -1233,8 +1233,10 @@ class RMod(Rel):
             g = gcd(cb[0], cs[0])
             t = (cb[1] - cs[1]) % g or g
             width = top // t
-            if not small.bwd(small.L[small.i], min(small.H[small.i] if small.H[small.i] != INF else top,
-                                                    (width - t) // 2, big.H[big.i] - t)):
+            if not small.bwd(
+                small.L[small.i],
+                min(small.H[small.i] if small.H[small.i] != INF else top, (width - t) // 2, big.H[big.i] - t),
+            ):
                 return False
             if not big.bwd(max(big.L[big.i], small.L[small.i] + t), (width + t) // 2):
                 return False

@@ -36,8 +36,29 @@ from .model import (
 
 _RELOPS = ("==", "!=", "<=", "<", ">=", ">")
 # Longest operators first so that "//" is not read as two "/".
-_OPERATORS = ("//", "**", "||", "==", "!=", "<=", ">=", "+", "-", "*", "%", "^", "<", ">", "|",
-              "(", ")", "[", "]", ",", ";")
+_OPERATORS = (
+    "//",
+    "**",
+    "||",
+    "==",
+    "!=",
+    "<=",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "%",
+    "^",
+    "<",
+    ">",
+    "|",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    ";",
+)
 _OBJECTIVE = re.compile(r"\s*objective\s*:\s*(maximi[sz]e|minimi[sz]e)\b", re.IGNORECASE)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"[0-9]+(?:_[0-9]+)*")
@@ -89,8 +110,7 @@ def tokenize(text: str, line: int = 1, col0: int = 0) -> tuple[list[Token], list
             if ch == "/":
                 raise ParseError("'/' is not supported; use '//' for integer (floor) division", line, col)
             if ch == "&":
-                raise ParseError("'&' is not supported; end the constraint with ';' and start another",
-                                 line, col)
+                raise ParseError("'&' is not supported; end the constraint with ';' and start another", line, col)
             raise ParseError(f"unexpected character {ch!r}", line, col)
         kind = m.lastgroup
         end = m.end()
@@ -104,10 +124,10 @@ def tokenize(text: str, line: int = 1, col0: int = 0) -> tuple[list[Token], list
             if om:
                 col = i - line_start + 1
                 sense = om.group(1).lower()
-                objectives.append((sense, text[om.end():end], line, om.end() - line_start, col))
+                objectives.append((sense, text[om.end() : end], line, om.end() - line_start, col))
         elif kind == "int":
             if end < n and (text[end].isalpha() or text[end] == "_"):
-                raise ParseError(f"invalid number {text[i:end + 1]!r}", line, i - line_start + 1)
+                raise ParseError(f"invalid number {text[i : end + 1]!r}", line, i - line_start + 1)
             tokens.append(Token("int", m.group(), line, i - line_start + 1))
         else:
             tokens.append(Token(kind, m.group(), line, i - line_start + 1))
@@ -346,4 +366,4 @@ def parse_objective(model: Model, text: str) -> Objective:
     m = re.match(r"\s*(maximi[sz]e|minimi[sz]e|max|min)\b", text, re.IGNORECASE)
     if not m:
         raise ParseError("an objective reads 'maximize EXPR' or 'minimize EXPR'", 1, 1)
-    return parse_objective_expr(model, m.group(1), text[m.end():], 1, m.end())
+    return parse_objective_expr(model, m.group(1), text[m.end() :], 1, m.end())

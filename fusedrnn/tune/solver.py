@@ -1118,8 +1118,7 @@ def solve(
         elif isinstance(objective, Sequence) and len(objective) == 2:
             obj = Objective(objective[0], objective[1])
         else:
-            raise TypeError("objective must be 'maximize EXPR', 'minimize EXPR', an Objective or "
-                            "(sense, expr)")
+            raise TypeError("objective must be 'maximize EXPR', 'minimize EXPR', an Objective or (sense, expr)")
     if timeout is not None:
         timeout = max(0.0, timeout - (time.perf_counter() - t0))
     # The solver allocates many short-lived tuples and lists and makes no garbage cycles worth

@@ -45,6 +45,12 @@ def _supports(call: Call) -> str | None:
 
 
 ALTERNATING = register_backend(
-    fused_backend("alternating", 10, _supports, forward, backward,
-                  "per step a cuBLAS GEMM over heads and a fused Triton pointwise kernel, in a CUDA graph; any D")
+    fused_backend(
+        "alternating",
+        10,
+        _supports,
+        forward,
+        backward,
+        "per step a cuBLAS GEMM over heads and a fused Triton pointwise kernel, in a CUDA graph; any D",
+    )
 )

@@ -79,8 +79,16 @@ from ..triton.launch import cell_constants, dot_precision, fast_math
 from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
 
 __all__ = [
-    "forward", "backward", "backward_steps", "weight_gradient", "clear_cache", "cached_plans",
-    "float32_gemm_output", "gemm_mode", "FusedTile", "forward_tile",
+    "forward",
+    "backward",
+    "backward_steps",
+    "weight_gradient",
+    "clear_cache",
+    "cached_plans",
+    "float32_gemm_output",
+    "gemm_mode",
+    "FusedTile",
+    "forward_tile",
 ]
 
 GRAPHS_ENV = "FUSEDRNN_ALTERNATING_GRAPHS"  # "0": run the step loop eagerly on CUDA too (debugging, timing)
@@ -226,8 +234,16 @@ def _sms(device: torch.device) -> int | None:
     return sm_count(device.index or 0) if device.type == "cuda" else None
 
 
-def forward_tile(num_gates_r: int, B: int, NH: int, D: int, dtype: torch.dtype, device: torch.device,
-                 fused: bool | None = None, **overrides: int) -> FusedTile | None:
+def forward_tile(
+    num_gates_r: int,
+    B: int,
+    NH: int,
+    D: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    fused: bool | None = None,
+    **overrides: int,
+) -> FusedTile | None:
     """The forward path of a call, decided here only: None runs the GEMM path (per step a cuBLAS GEMM and
     ``forward_step_kernel``), a FusedTile runs ``forward_fused_step_kernel`` with that launch shape.
 
@@ -391,21 +407,54 @@ class _ForwardPlan(_Plan):
     def pointwise(self, t: int, save: bool | None = None) -> None:
         N, B, T, NH, D = self.dims
         forward_step_kernel[self.grid](
-            self.table, self.gates, self.bias, self.carry, self.hbuf,
-            self.lens_arg, t, N, B, T, NH, D, **self.consts,
-            SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
-            BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None, num_warps=NUM_WARPS,
+            self.table,
+            self.gates,
+            self.bias,
+            self.carry,
+            self.hbuf,
+            self.lens_arg,
+            t,
+            N,
+            B,
+            T,
+            NH,
+            D,
+            **self.consts,
+            SAVE=self.save if save is None else save,
+            FAST=self.fast,
+            PREFETCH=self.prefetch,
+            BLOCK=BLOCK,
+            HAS_LENGTHS=self.lens is not None,
+            num_warps=NUM_WARPS,
         )
 
     def fused_step(self, t: int, precision: str, save: bool | None = None) -> None:
         N, B, T, NH, D = self.dims
         tile = self.tile
         forward_fused_step_kernel[self.grid](
-            self.table, self.W, self.bias, self.carry, self.hbuf,
-            self.lens_arg, t, N, B, T, NH, D, **self.consts,
-            SAVE=self.save if save is None else save, FAST=self.fast, PREFETCH=self.prefetch,
-            HAS_LENGTHS=self.lens is not None, DOT_PRECISION=precision, BLOCK_B=tile.block_b,
-            BLOCK_J=tile.block_j, BLOCK_K=tile.block_k, K_CHAINS=tile.k_chains, num_warps=tile.num_warps,
+            self.table,
+            self.W,
+            self.bias,
+            self.carry,
+            self.hbuf,
+            self.lens_arg,
+            t,
+            N,
+            B,
+            T,
+            NH,
+            D,
+            **self.consts,
+            SAVE=self.save if save is None else save,
+            FAST=self.fast,
+            PREFETCH=self.prefetch,
+            HAS_LENGTHS=self.lens is not None,
+            DOT_PRECISION=precision,
+            BLOCK_B=tile.block_b,
+            BLOCK_J=tile.block_j,
+            BLOCK_K=tile.block_k,
+            K_CHAINS=tile.k_chains,
+            num_warps=tile.num_warps,
             num_stages=tile.num_stages,
         )
 
@@ -443,9 +492,23 @@ class _BackwardPlan(_Plan):
     def pointwise(self, t: int) -> None:
         N, B, T, NH, D = self.dims
         backward_step_kernel[self.grid](
-            self.table, self.dh_part, self.dcarry, self.dpg, self.db_acc,
-            self.lens_arg, t, N, B, T, NH, D, **self.consts,
-            FAST=self.fast, PREFETCH=self.prefetch, BLOCK=BLOCK, HAS_LENGTHS=self.lens is not None,
+            self.table,
+            self.dh_part,
+            self.dcarry,
+            self.dpg,
+            self.db_acc,
+            self.lens_arg,
+            t,
+            N,
+            B,
+            T,
+            NH,
+            D,
+            **self.consts,
+            FAST=self.fast,
+            PREFETCH=self.prefetch,
+            BLOCK=BLOCK,
+            HAS_LENGTHS=self.lens is not None,
             num_warps=NUM_WARPS,
         )
 
@@ -455,13 +518,38 @@ class _BackwardPlan(_Plan):
             self.gemm()
 
 
-def _plan(kind: str, cell_name: str, B: int, T: int, NH: int, D: int, dtype, device, has_lengths: bool,
-          save: bool = True, tile: FusedTile | None = None):
+def _plan(
+    kind: str,
+    cell_name: str,
+    B: int,
+    T: int,
+    NH: int,
+    D: int,
+    dtype,
+    device,
+    has_lengths: bool,
+    save: bool = True,
+    tile: FusedTile | None = None,
+):
     """The cached plan of a call. Key: (kind, cell, B, T, NH, D, dtype, device, save, GEMM mode, prefetch,
     matmul flags, with lengths, path), path = "gemm" or the forward's FusedTile."""
     mode = gemm_mode(dtype, device)
-    key = (kind, cell_name, B, T, NH, D, dtype, device, save, mode, _prefetch(device), _matmul_flags(dtype, device),
-           has_lengths, "gemm" if tile is None else tile)
+    key = (
+        kind,
+        cell_name,
+        B,
+        T,
+        NH,
+        D,
+        dtype,
+        device,
+        save,
+        mode,
+        _prefetch(device),
+        _matmul_flags(dtype, device),
+        has_lengths,
+        "gemm" if tile is None else tile,
+    )
     with _LOCK:
         plan = _PLANS.get(key)
         if plan is None:

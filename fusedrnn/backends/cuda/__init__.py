@@ -63,9 +63,17 @@ def _supports(call: Call) -> str | None:
     return None
 
 
-CUDA = register_backend(dataclasses.replace(
-    fused_backend("cuda", 30, _supports, forward, backward,
-                  "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for "
-                  "D <= 128, a thread-block cluster per head beyond (sm_90), else a cooperative grid"),
-    can_compile=cuda_core_available,
-))
+CUDA = register_backend(
+    dataclasses.replace(
+        fused_backend(
+            "cuda",
+            30,
+            _supports,
+            forward,
+            backward,
+            "persistent fused CUDA kernels (NVRTC), R in registers, one CTA per (head, 8 or 16 rows) for "
+            "D <= 128, a thread-block cluster per head beyond (sm_90), else a cooperative grid",
+        ),
+        can_compile=cuda_core_available,
+    )
+)

@@ -36,8 +36,10 @@ class GridShape(Shape):
         return self.ctas
 
     def template_args(self, kind: str, head_dim: int) -> str:
-        return (f"{head_dim // self.ctas}, {self.warps}, {self.k_steps_in_registers}, {self.k_steps_per_chunk}, "
-                f"{self.chunks_in_flight}")
+        return (
+            f"{head_dim // self.ctas}, {self.warps}, {self.k_steps_in_registers}, {self.k_steps_per_chunk}, "
+            f"{self.chunks_in_flight}"
+        )
 
 
 GRID_OVERHEAD = value("GRID_OVERHEAD")
@@ -99,9 +101,15 @@ def problem(kind: str, cell_name: str, D: int, limits: Limits) -> Model:
     beyond = grid * ks * 16 - 8 * 1024 * 32  # (exchange bytes - 8 MB) / 32
     m.add(32 * (excess - 1) >= beyond, (excess == 1) | (32 * (excess - 2) < beyond))
     w = GRID_STEP_TIME
-    m.minimize(w["exchange_kb_beyond_8mb"] * excess + w["exchange_bytes_per_32"] * grid * ks * 16
-               + w["r_fragment_from_smem"] * (ks - kr * warps) * ntl + w["mma_per_warp"] * kw * ntl
-               + w["element_per_thread"] * per_thread + w["warp"] * warps - ring * ck)
+    m.minimize(
+        w["exchange_kb_beyond_8mb"] * excess
+        + w["exchange_bytes_per_32"] * grid * ks * 16
+        + w["r_fragment_from_smem"] * (ks - kr * warps) * ntl
+        + w["mma_per_warp"] * kw * ntl
+        + w["element_per_thread"] * per_thread
+        + w["warp"] * warps
+        - ring * ck
+    )
     return m
 
 
@@ -113,16 +121,24 @@ def fit(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows
         return "the cooperative-grid kernels take 16 batch rows per CTA"
     result = problem(kind, cell_name, D, limits).solve()
     if result.solution is None:
-        return (f"no {kind} tiling of {cell_name} with head_dim {D} keeps R on chip over a grid of up to "
-                f"{limits.sms} CTAs ({limits.regs_per_sm} registers and {limits.smem_per_block // 1024} KB shared "
-                f"memory per SM)")
+        return (
+            f"no {kind} tiling of {cell_name} with head_dim {D} keeps R on chip over a grid of up to "
+            f"{limits.sms} CTAs ({limits.regs_per_sm} registers and {limits.smem_per_block // 1024} KB shared "
+            f"memory per SM)"
+        )
     return grid_shape_of(kind, cell_name, D, result.solution)
 
 
 def grid_shape_of(kind: str, cell_name: str, D: int, v: dict) -> GridShape:
     """The shape of a solution ``v`` of the grid problem (16 rows)."""
     units, warps, kr, ck, ring = v["units"], v["warps"], v["kr"], v["ck"], v["ring"]
-    return GridShape(warps=warps, rows=16, ctas=D // units, k_steps_in_registers=kr, k_steps_per_chunk=ck,
-                     chunks_in_flight=ring, registers=grid_registers(kind, cell_name, D, units, kr,
-                                                                      v["elements_per_thread"]),
-                     smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring))
+    return GridShape(
+        warps=warps,
+        rows=16,
+        ctas=D // units,
+        k_steps_in_registers=kr,
+        k_steps_per_chunk=ck,
+        chunks_in_flight=ring,
+        registers=grid_registers(kind, cell_name, D, units, kr, v["elements_per_thread"]),
+        smem=grid_smem_bytes(kind, cell_name, D, units, warps, kr, ck, ring),
+    )

@@ -64,8 +64,12 @@ def cluster_capacity(device_index: int, cluster: int) -> int:
         stream = _stream(_current_stream_handle(device))
         return max(1, kernel.occupancy.max_active_clusters(config, stream=stream))
     except Exception as error:  # an old driver or cuda-core without the query: every SM counted
-        LOGGER.warning("fusedrnn cuda: cannot ask how many clusters of %d fit at once (%s); assuming SMs / %d",
-                       cluster, error, cluster)
+        LOGGER.warning(
+            "fusedrnn cuda: cannot ask how many clusters of %d fit at once (%s); assuming SMs / %d",
+            cluster,
+            error,
+            cluster,
+        )
         return max(1, sm_count(device_index) // cluster)
 
 
@@ -78,8 +82,9 @@ class _Loaded:
         Device(device.index or 0).set_current()  # the primary context, which torch uses too
         compiled = compile_variant(v, arch_of(device))
         if compiled.spills:
-            LOGGER.warning("fusedrnn cuda: %s spills %d bytes of registers (slower, still correct)", v.name,
-                           compiled.spill_stores)
+            LOGGER.warning(
+                "fusedrnn cuda: %s spills %d bytes of registers (slower, still correct)", v.name, compiled.spill_stores
+            )
         self.module = ObjectCode.from_cubin(compiled.cubin)
         self.kernel = self.module.get_kernel(compiled.symbol.encode())  # the mangled name, as bytes
         if v.shape.smem > _DEFAULT_SMEM:
@@ -103,8 +108,9 @@ class _Loaded:
             dims = (shape.ctas_per_head, *grid) if shape.cooperative else grid
             if shape.cooperative:
                 extra["is_cooperative"] = True
-            config = self.configs[grid] = LaunchConfig(grid=dims, block=self.variant.threads, shmem_size=shape.smem,
-                                                       **extra)
+            config = self.configs[grid] = LaunchConfig(
+                grid=dims, block=self.variant.threads, shmem_size=shape.smem, **extra
+            )
         launch(_stream(_current_stream_handle(device)), config, self.kernel, *args)
 
 
@@ -156,8 +162,9 @@ def _stream(handle: int):
 _LOADED: dict[tuple[int, str], _Loaded] = {}
 
 
-def _loaded(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int,
-            num_heads: int) -> _Loaded:
+def _loaded(
+    kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, device: torch.device, batch: int, num_heads: int
+) -> _Loaded:
     v = planner.plan_kernel(kind, cell_name, head_dim, dtype, batch, num_heads, planner.device_facts(device.index or 0))
     if isinstance(v, str):  # the backend's supports() refused this call; reaching here is a bug
         raise ValueError(f"backend 'cuda' cannot run this call: {v}")
@@ -191,8 +198,25 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
     states = empty(S, NH, T + 1, B, D, dtype=torch.float32, device=x.device) if save else None
     grid = (NH, -(-B // loaded.variant.shape.rows))
     extra = grid_buffers(loaded.variant, "forward", cell_name, *grid, x.device)
-    loaded.launch(grid, x.device, _ptr(x), _ptr(R), _ptr(b), _ptr(state), _ptr(lengths), _ptr(y), _ptr(final),
-                  _ptr(pre), _ptr(states), B, T, NH, int(save), loaded.variant.shape.smem, *(_ptr(t) for t in extra))
+    loaded.launch(
+        grid,
+        x.device,
+        _ptr(x),
+        _ptr(R),
+        _ptr(b),
+        _ptr(state),
+        _ptr(lengths),
+        _ptr(y),
+        _ptr(final),
+        _ptr(pre),
+        _ptr(states),
+        B,
+        T,
+        NH,
+        int(save),
+        loaded.variant.shape.smem,
+        *(_ptr(t) for t in extra),
+    )
     return y, final, pre, states
 
 
@@ -213,8 +237,24 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
     db_part = empty(tiles * part_rows, GB, NH, D, dtype=torch.float32, device=R.device)
     dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     extra = grid_buffers(loaded.variant, "backward", cell_name, NH, tiles, R.device)
-    loaded.launch((NH, tiles), R.device, _ptr(R), _ptr(pre), _ptr(states), _ptr(lengths), _ptr(dy), _ptr(dfinal),
-                  _ptr(dgate), _ptr(db_part), _ptr(dstate0), B, T, NH, shape.smem, *(_ptr(t) for t in extra))
+    loaded.launch(
+        (NH, tiles),
+        R.device,
+        _ptr(R),
+        _ptr(pre),
+        _ptr(states),
+        _ptr(lengths),
+        _ptr(dy),
+        _ptr(dfinal),
+        _ptr(dgate),
+        _ptr(db_part),
+        _ptr(dstate0),
+        B,
+        T,
+        NH,
+        shape.smem,
+        *(_ptr(t) for t in extra),
+    )
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
 
 

@@ -67,7 +67,6 @@ NT_CHOICES = (1, 2, 4)
 CLUSTER_SIZES = (2, 4, 8, 16)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class CtaShape(Shape):
     """forward_cta / backward_cta: one CTA per (head, batch tile), ``tiles_per_warp`` tiles of 8 hidden units per warp
@@ -107,8 +106,18 @@ class ClusterShape(CtaShape):
         return f"{self.tiles_per_warp}, {self.stages}, {self.rows}, {self.cluster}{tail}"
 
 
-def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows: int = 16, trans: bool = False,
-               units=None, cluster=1, ksm=0):
+def smem_bytes(
+    kind: str,
+    cell_name: str,
+    D: int,
+    dtype_name: str,
+    stages,
+    rows: int = 16,
+    trans: bool = False,
+    units=None,
+    cluster=1,
+    ksm=0,
+):
     """Dynamic shared memory of a kernel with ``rows`` batch rows per CTA (``trans``: the transposed kernel; over a
     ``cluster`` > 1 of CTAs, ``units`` of the head per CTA, ``ksm`` K steps of R per warp in shared memory): the
     same formulas as ``Layout`` in the kernel sources (``stages``, ``units``, ``cluster`` and ``ksm`` may be solver
@@ -122,16 +131,31 @@ def smem_bytes(kind: str, cell_name: str, D: int, dtype_name: str, stages, rows:
     out = (cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4  # forward_transposed's output stage (f32)
     if kind == "forward":
         r_part = ksm * cell.num_gates_r * U * 32 if clustered else 0  # 256 B per gate, 8 units and K step
-        return (2 * h + stages * (rows * (cell.num_gates_x * U + pad) * e) + (2 * out if trans else 0)
-                + (16 * cluster if clustered else 0) + r_part)  # the mbarriers (2 per sender), R in shared memory
+        return (
+            2 * h
+            + stages * (rows * (cell.num_gates_x * U + pad) * e)
+            + (2 * out if trans else 0)
+            + (16 * cluster if clustered else 0)
+            + r_part
+        )  # the mbarriers (2 per sender), R in shared memory
     p = rows * ((cell.num_gates_b * U if trans else cell.num_gates_r * D) + pad) * e  # dp: every slot / R's gates
     # partial dh, received partials, mbarriers
     exchange = rows * (D + 4) * 4 + 2 * D * rows * 4 + 16 if clustered else 0
     return 2 * p + stages * ((cell.num_gates_b + cell.num_states) * rows * (U + 4) * 4 + h) + exchange
 
 
-def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int = 16, overhead: bool = True,
-              trans: bool = False, cluster: bool = False, ksm=0):
+def registers(
+    kind: str,
+    cell_name: str,
+    D: int,
+    dtype_name: str,
+    nt,
+    rows: int = 16,
+    overhead: bool = True,
+    trans: bool = False,
+    cluster: bool = False,
+    ksm=0,
+):
     """The model's registers per thread (``nt`` may be a solver variable); ``overhead=False`` leaves out the fixed
     overheads (for calibrating them against ptxas). Counted for 16 batch rows per CTA (2 rows per thread) and
     used for 8 as well: fewer elements, but ptxas then hoists more (seen: 154 registers with 8 rows, 142 with 16,
@@ -148,7 +172,8 @@ def registers(kind: str, cell_name: str, D: int, dtype_name: str, nt, rows: int 
         else:
             cell_overhead = (BW_T_CELL_OVERHEAD if trans else BW_CELL_OVERHEAD).get(cell.name, 0)
             fixed = DTYPE_OVERHEAD.get(dtype_name, {}).get(kind, 0) + (
-                FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + cell_overhead)
+                FW_OVERHEAD if kind == "forward" else BW_OVERHEAD + cell_overhead
+            )
     per_tile = 4 * S + 2 * GB  # states (or their gradients) per element, biases (or their sums) per unit
     # a step's inputs are copied in 16-byte chunks (TileCopy: per tensor a source pointer for each chunk a thread
     # copies and a row mask; at most 9 chunks over the backward's three tensors and 2 of the forward's x in the
@@ -184,21 +209,45 @@ def backward_cluster_registers(cell_name: str, dtype_name: str, nt, units_16, pa
     kstep = 8 if elt_bytes(dtype_name) == 4 else 16
     batch_tiles = rows // 8
     accumulators = 4 * batch_tiles * nt + 12 * batch_tiles * (1 // nt)
-    return (4 * nt * cell.num_gates_r * units_16 * (16 // kstep) + accumulators
-            + pairs * (2 * (cell.num_states + cell.num_gates_b) + 4) + BW_C_OVERHEAD
-            + DTYPE_OVERHEAD.get(dtype_name, {}).get("backward", 0))
+    return (
+        4 * nt * cell.num_gates_r * units_16 * (16 // kstep)
+        + accumulators
+        + pairs * (2 * (cell.num_states + cell.num_gates_b) + 4)
+        + BW_C_OVERHEAD
+        + DTYPE_OVERHEAD.get(dtype_name, {}).get("backward", 0)
+    )
 
 
-def _registers_of(kind: str, cell_name: str, D: int, dtype_name: str, rows: int, trans: bool, clustered: bool, nt,
-                  units_16, pairs, ksm=0):
+def _registers_of(
+    kind: str,
+    cell_name: str,
+    D: int,
+    dtype_name: str,
+    rows: int,
+    trans: bool,
+    clustered: bool,
+    nt,
+    units_16,
+    pairs,
+    ksm=0,
+):
     """The registers per thread of the kernel a problem describes (solver variables or their values)."""
     if clustered and kind == "backward":
         return backward_cluster_registers(cell_name, dtype_name, nt, units_16, pairs, rows)
     return registers(kind, cell_name, D, dtype_name, nt, rows, trans=trans, cluster=clustered, ksm=ksm)
 
 
-def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-             clusters: tuple[int, ...] = (), streamed: bool = False) -> Model:
+def _problem(
+    kind: str,
+    cell_name: str,
+    D: int,
+    dtype_name: str,
+    limits: Limits,
+    rows: int,
+    trans: bool,
+    clusters: tuple[int, ...] = (),
+    streamed: bool = False,
+) -> Model:
     """``clusters``: the cluster sizes to choose from (forward_transposed over a cluster), none: one CTA per head;
     ``streamed``: the forward over a cluster with some of R's K steps in shared memory (a solver variable)."""
     m = Model()
@@ -220,7 +269,7 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
         pairs = m.var("pairs_per_thread", 1, 8)
         m.add(units == 16 * per16, warps * 16 * nt == D, pairs * 64 * warps == units * rows)
         if elt_bytes(dtype_name) == 2:  # dp by ldmatrix (a K-step pair within one slot); the scalar loads
-            m.add(per16 % 2 == 0)         # spilled (sLSTM D = 192, 48 units: 254 registers where the model said 196)
+            m.add(per16 % 2 == 0)  # spilled (sLSTM D = 192, 48 units: 254 registers where the model said 196)
     elif clusters:  # a K step reads one CTA's slice of h (the forward waits for it just before)
         m.add(warps * 8 * nt == units, units % 16 == 0)
     else:
@@ -235,8 +284,10 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
     m.add(8 * eighths >= regs, 8 * eighths <= regs + 7)
     m.add(regs <= limits.max_regs_per_thread)
     m.add(eighths * 8 * 128 * groups <= limits.regs_per_sm)
-    m.add(smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, units, cluster if clusters else 1, ksm)
-          <= limits.smem_per_block)
+    m.add(
+        smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, units, cluster if clusters else 1, ksm)
+        <= limits.smem_per_block
+    )
     objective = -MAX_STAGES * 10 * nt + stages  # most warps first, then the deepest prefetch
     if streamed:  # before both: the fewest K steps read from shared memory each step
         objective = objective - 1000 * ksm
@@ -247,8 +298,9 @@ def _problem(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits,
 
 
 @functools.cache
-def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int = 16,
-                 exclude: tuple[str, ...] = ()) -> Shape | str:
+def kernel_shape(
+    kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int = 16, exclude: tuple[str, ...] = ()
+) -> Shape | str:
     """The launch shape of kernel ``kind`` ("forward" / "backward") with ``rows`` batch rows per CTA, or why none
     fits: the families in order (one CTA per head, transposed, cluster, K split over the warps, grid). ``exclude``:
     families not to consider (for sweeps that time the shape the model would give without one, e.g. ("split_k",))."""
@@ -272,14 +324,17 @@ def kernel_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Lim
         if alt is not None and (shape is None or alt.warps >= shape.warps):
             shape = alt
     if shape is None:
-        return (f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in registers "
-                f"({limits.max_regs_per_thread} registers per thread, {limits.regs_per_sm} per SM, "
-                f"{limits.smem_per_block // 1024} KB shared memory)")
+        return (
+            f"no {kind} tiling of {cell_name} with head_dim {D} in {dtype_name} keeps R in registers "
+            f"({limits.max_regs_per_thread} registers per thread, {limits.regs_per_sm} per SM, "
+            f"{limits.smem_per_block // 1024} KB shared memory)"
+        )
     return shape
 
 
-def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int,
-                   exclude: tuple[str, ...] = ()) -> Shape | str:
+def _cluster_shape(
+    kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, exclude: tuple[str, ...] = ()
+) -> Shape | str:
     """A head wider than one CTA's: forward_cluster / backward_cluster (the solver picks the cluster's size), else
     forward_grid / backward_grid over a cooperative grid, or why neither."""
     if kind == "backward":  # only where the forward runs too (a call that trains needs both)
@@ -303,24 +358,53 @@ def _cluster_shape(kind: str, cell_name: str, D: int, dtype_name: str, limits: L
     over_grid = grid.fit(kind, cell_name, D, dtype_name, limits, rows)
     if not isinstance(over_grid, str):
         return over_grid
-    cluster = ("no thread-block cluster (sm_90)" if not clusters else
-               f"no cluster of up to {limits.max_cluster} CTAs holds R ({limits.max_regs_per_thread} registers per "
-               f"thread, {limits.regs_per_sm} per SM, {limits.smem_per_block // 1024} KB shared memory)")
+    cluster = (
+        "no thread-block cluster (sm_90)"
+        if not clusters
+        else f"no cluster of up to {limits.max_cluster} CTAs holds R ({limits.max_regs_per_thread} registers per "
+        f"thread, {limits.regs_per_sm} per SM, {limits.smem_per_block // 1024} KB shared memory)"
+    )
     return f"{kind} {cell_name} head_dim {D} {dtype_name}: {cluster}; {over_grid}"
 
 
-def _solve(kind: str, cell_name: str, D: int, dtype_name: str, limits: Limits, rows: int, trans: bool,
-           clusters: tuple[int, ...] = (), streamed: bool = False) -> CtaShape | None:
+def _solve(
+    kind: str,
+    cell_name: str,
+    D: int,
+    dtype_name: str,
+    limits: Limits,
+    rows: int,
+    trans: bool,
+    clusters: tuple[int, ...] = (),
+    streamed: bool = False,
+) -> CtaShape | None:
     result = _problem(kind, cell_name, D, dtype_name, limits, rows, trans, clusters, streamed).solve()
     if result.solution is None:
         return None
     nt, stages, warps = (result.solution[k] for k in ("nt", "stages", "warps"))
     cluster = result.solution["cluster"] if clusters else 1
     ksm = result.solution.get("ksm", 0)
-    regs = _registers_of(kind, cell_name, D, dtype_name, rows, trans, bool(clusters), nt, D // cluster // 16,
-                         result.solution.get("pairs_per_thread"), ksm)
-    common = dict(tiles_per_warp=nt, stages=stages, warps=warps, rows=rows, registers=regs,
-                  smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm))
+    regs = _registers_of(
+        kind,
+        cell_name,
+        D,
+        dtype_name,
+        rows,
+        trans,
+        bool(clusters),
+        nt,
+        D // cluster // 16,
+        result.solution.get("pairs_per_thread"),
+        ksm,
+    )
+    common = dict(
+        tiles_per_warp=nt,
+        stages=stages,
+        warps=warps,
+        rows=rows,
+        registers=regs,
+        smem=smem_bytes(kind, cell_name, D, dtype_name, stages, rows, trans, D // cluster, cluster, ksm),
+    )
     if clusters:
         return ClusterShape(**common, cluster=cluster, k_steps_in_smem=ksm)
     return TransposedShape(**common) if trans else CtaShape(**common)

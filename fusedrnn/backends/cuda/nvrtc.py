@@ -159,8 +159,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def compile_kernel(source: str, name: str, arch: str, options: tuple[str, ...] = (), *,
-                   cache: bool = True) -> CompiledKernel:
+def compile_kernel(
+    source: str, name: str, arch: str, options: tuple[str, ...] = (), *, cache: bool = True
+) -> CompiledKernel:
     """Compile kernel ``name`` (a name expression: "kernel" or "kernel<args>") of ``source`` for ``arch``
     ("sm_80", "sm_90a", ...) to a cubin, from the cache when it holds the variant.
 
@@ -177,8 +178,12 @@ def compile_kernel(source: str, name: str, arch: str, options: tuple[str, ...] =
     from_cache = meta is not None
     if meta is None:
         cubin, symbol, log = _compile(source, name, arch, options)
-        meta = {"symbol": symbol, "log": log, "cubin_sha256": hashlib.sha256(cubin).hexdigest(),
-                **_resources(log, symbol)}
+        meta = {
+            "symbol": symbol,
+            "log": log,
+            "cubin_sha256": hashlib.sha256(cubin).hexdigest(),
+            **_resources(log, symbol),
+        }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, json.dumps(meta).encode() + b"\n" + cubin)  # json.dumps escapes every newline

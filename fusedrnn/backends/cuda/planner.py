@@ -41,8 +41,9 @@ class DeviceFacts:
         if self.resident is not None:
             found = dict(self.resident).get(cluster)
             if found is None:
-                raise ValueError(f"cluster: no resident count given for clusters of {cluster} CTAs "
-                                 f"(given: {dict(self.resident)})")
+                raise ValueError(
+                    f"cluster: no resident count given for clusters of {cluster} CTAs (given: {dict(self.resident)})"
+                )
             return found
         from .launch import cluster_capacity
 
@@ -95,8 +96,9 @@ _PLANS: dict[tuple, Variant | str] = {}
 _MAX_PLANS = 4096  # distinct calls remembered (then forgotten all at once)
 
 
-def plan_kernel(kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, batch: int, num_heads: int,
-                facts: DeviceFacts) -> Variant | str:
+def plan_kernel(
+    kind: str, cell_name: str, head_dim: int, dtype: torch.dtype, batch: int, num_heads: int, facts: DeviceFacts
+) -> Variant | str:
     """The variant of kernel ``kind`` ("forward" / "backward") a call runs, or why none: remembered per call and
     device facts (dispatch asks twice per call, training four times)."""
     forced = _FORCED.get(kind)
@@ -124,8 +126,9 @@ def plan(call, facts: DeviceFacts | None = None) -> CallPlan | str:
     return CallPlan(found["forward"], found.get("backward"))
 
 
-def _pick(kind: str, cell_name: str, head_dim: int, dtype: str, batch: int, num_heads: int,
-          facts: DeviceFacts) -> Variant | str:
+def _pick(
+    kind: str, cell_name: str, head_dim: int, dtype: str, batch: int, num_heads: int, facts: DeviceFacts
+) -> Variant | str:
     """8 batch rows per CTA where (heads x batch tiles of 8 x CTAs per head) still fit on the SMs in one wave (a
     step's work per thread halves; the MMAs stay), else 16. A head over a cluster whose 16-row variant the model
     refuses (LSTM D = 768: the h buffers and output stages double) takes the 8-row one in several waves of
@@ -142,16 +145,19 @@ def _pick(kind: str, cell_name: str, head_dim: int, dtype: str, batch: int, num_
     ctas = num_heads * -(-batch // 16) * (wide.shape.ctas_per_head if not isinstance(wide, str) else 0)
     if not isinstance(wide, str) and wide.shape.cooperative and ctas > sms:
         # a cooperative grid's CTAs must all be resident: one per SM
-        wide = (f"no {kind} variant of {cell_name} with head_dim {head_dim} fits this call: the cooperative grid "
-                f"needs every CTA resident, {num_heads} heads x {-(-batch // 16)} batch tiles of 16 x "
-                f"{wide.shape.ctas_per_head} CTAs > {sms} SMs")
+        wide = (
+            f"no {kind} variant of {cell_name} with head_dim {head_dim} fits this call: the cooperative grid "
+            f"needs every CTA resident, {num_heads} heads x {-(-batch // 16)} batch tiles of 16 x "
+            f"{wide.shape.ctas_per_head} CTAs > {sms} SMs"
+        )
     if isinstance(wide, str) and not isinstance(found, str) and found.shape.cluster_size > 1:
         return found  # 8 rows in several waves of clusters
     return wide
 
 
-def _fewest_waves(kind: str, cell_name: str, head_dim: int, dtype: str, batch: int, num_heads: int,
-                  facts: DeviceFacts) -> Variant:
+def _fewest_waves(
+    kind: str, cell_name: str, head_dim: int, dtype: str, batch: int, num_heads: int, facts: DeviceFacts
+) -> Variant:
     """The K-split forward in SPLIT_ROWS rows per CTA with the fewest waves of clusters (clusters over the clusters
     resident at once), then the fewest rows (docs/large_heads.md has the measurements behind the order)."""
     options = []

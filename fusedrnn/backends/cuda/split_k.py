@@ -48,8 +48,12 @@ def split_smem_bytes(cell_name: str, D: int, units, warps, k_groups, row_tiles_p
     mbarriers, the warps' partial sums [k_groups][8][GR·units + 4] (f32), R's K steps past ``kr`` of each warp (512
     bytes per fragment; all of R is GR·units·D / 256 fragments). Arguments may be solver variables."""
     GR = get_cell(cell_name).num_gates_r
-    return (2 * 8 * (D + 8) * 2 + 16 + 32 * k_groups * (GR * units + 4)
-            + 512 * (GR * units * D // 256 - warps * kr * row_tiles_per_warp))
+    return (
+        2 * 8 * (D + 8) * 2
+        + 16
+        + 32 * k_groups * (GR * units + 4)
+        + 512 * (GR * units * D // 256 - warps * kr * row_tiles_per_warp)
+    )
 
 
 def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, near_all, odd_rows=0, overhead: bool = True):
@@ -61,15 +65,22 @@ def split_registers(cell_name: str, row_tiles_per_warp, kr, per_thread, near_all
     solver variables."""
     cell = get_cell(cell_name)
     pair = 2 * cell.num_states + 2 * cell.num_gates_b + cell.num_gates_x + 3
-    return 8 * row_tiles_per_warp + 4 * row_tiles_per_warp * kr + 8 + pair * per_thread + (
-        SPLIT_OVERHEAD + (SPLIT_NEAR_ALL + SPLIT_ODD_ROWS * odd_rows) * near_all if overhead else 0)
+    return (
+        8 * row_tiles_per_warp
+        + 4 * row_tiles_per_warp * kr
+        + 8
+        + pair * per_thread
+        + (SPLIT_OVERHEAD + (SPLIT_NEAR_ALL + SPLIT_ODD_ROWS * odd_rows) * near_all if overhead else 0)
+    )
 
 
 def problem(cell_name: str, D: int, limits: Limits, odd_rows: int = 0) -> Model:
     GR = get_cell(cell_name).num_gates_r
     m = Model()
-    cluster = m.var("cluster", values=[c for c in SPLIT_CLUSTERS if c <= limits.max_cluster and D % (8 * c) == 0
-                                       and GR * D // c % 16 == 0])
+    cluster = m.var(
+        "cluster",
+        values=[c for c in SPLIT_CLUSTERS if c <= limits.max_cluster and D % (8 * c) == 0 and GR * D // c % 16 == 0],
+    )
     units = m.var("units", 8, D)
     warps = m.var("warps", values=list(SPLIT_WARPS))
     k_groups = m.var("k_groups", values=list(SPLIT_K_GROUPS))
@@ -89,25 +100,37 @@ def problem(cell_name: str, D: int, limits: Limits, odd_rows: int = 0) -> Model:
     m.add(split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr) <= limits.smem_per_block)
     # the predicted time of 1024 steps (calibration.py: SPLIT_STEP_TIME)
     w = SPLIT_STEP_TIME
-    m.minimize(w["r_fragment_from_smem"] * (GR * units * D // 256 - warps * kr * mpw) + w["k_pair_per_warp"] * k_pairs
-               + w["cta_of_cluster"] * cluster + w["unit_pair_per_thread"] * per_thread + w["warp"] * warps
-               + w["partial_sum_per_gate_row_and_k_group"] * k_groups * GR * units
-               + w["r_element_per_cta"] * GR * units * D)
+    m.minimize(
+        w["r_fragment_from_smem"] * (GR * units * D // 256 - warps * kr * mpw)
+        + w["k_pair_per_warp"] * k_pairs
+        + w["cta_of_cluster"] * cluster
+        + w["unit_pair_per_thread"] * per_thread
+        + w["warp"] * warps
+        + w["partial_sum_per_gate_row_and_k_group"] * k_groups * GR * units
+        + w["r_element_per_cta"] * GR * units * D
+    )
     return m
 
 
-def split_shape(cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int,
-                rows: int = 8) -> SplitKShape:
+def split_shape(
+    cell_name: str, D: int, cluster: int, row_groups: int, k_groups: int, kr: int, rows: int = 8
+) -> SplitKShape:
     """forward_split_k's shape: ``row_groups`` x ``k_groups`` warps over a cluster of ``cluster`` CTAs, ``kr`` K steps
     of R per warp in registers, ``rows`` (1 to 8) batch rows per CTA."""
     units, warps = D // cluster, row_groups * k_groups
     mpw = get_cell(cell_name).num_gates_r * units // 16 // row_groups
     near_all = int(kr >= D // 16 // k_groups - 1)
     per_thread = -(-rows * units // (64 * warps))
-    return SplitKShape(warps=warps, rows=rows, cluster=cluster, row_groups=row_groups, k_groups=k_groups,
-                       k_steps_in_registers=kr,
-                       registers=split_registers(cell_name, mpw, kr, per_thread, near_all, _odd_rows(rows)),
-                       smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr))
+    return SplitKShape(
+        warps=warps,
+        rows=rows,
+        cluster=cluster,
+        row_groups=row_groups,
+        k_groups=k_groups,
+        k_steps_in_registers=kr,
+        registers=split_registers(cell_name, mpw, kr, per_thread, near_all, _odd_rows(rows)),
+        smem=split_smem_bytes(cell_name, D, units, warps, k_groups, mpw, kr),
+    )
 
 
 def _odd_rows(rows: int) -> int:

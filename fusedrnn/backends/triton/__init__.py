@@ -24,6 +24,12 @@ def _supports(call: Call) -> str | None:
 
 
 TRITON = register_backend(
-    fused_backend("triton", 20, _supports, forward, backward,
-                  "fused Triton kernels, R on chip, one program per (head, batch tile); D <= 128")
+    fused_backend(
+        "triton",
+        20,
+        _supports,
+        forward,
+        backward,
+        "fused Triton kernels, R on chip, one program per (head, batch tile); D <= 128",
+    )
 )

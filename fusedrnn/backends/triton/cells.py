@@ -31,8 +31,9 @@ def _div(a, b, FAST: tl.constexpr):
     if FAST:
         # div.approx.ftz.f32: max 2 ulp error for |b| in [2^-126, 2^126] (here b = n' >= 1); .ftz spares the
         # denormal scaling ptxas wraps around the non-ftz form
-        return tl.inline_asm_elementwise("div.approx.ftz.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32,
-                                         is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(
+            "div.approx.ftz.f32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.float32, is_pure=True, pack=1
+        )
     return a / b
 
 
@@ -55,16 +56,18 @@ def _tanh(v, FAST: tl.constexpr):
 def _exp2(v, FAST: tl.constexpr):
     if FAST:
         # ex2.approx.ftz.f32: one MUFU instruction, relative error ~2^-22
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True,
-                                         pack=1)
+        return tl.inline_asm_elementwise(
+            "ex2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1
+        )
     return tl.exp2(v)
 
 
 @triton.jit
 def _log2(v, FAST: tl.constexpr):
     if FAST:
-        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True,
-                                         pack=1)
+        return tl.inline_asm_elementwise(
+            "lg2.approx.ftz.f32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1
+        )
     return tl.log2(v)
 
 

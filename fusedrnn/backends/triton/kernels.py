@@ -38,8 +38,21 @@ def route_to_slot(p0, p1, p2, p3, v, SLOT: tl.constexpr):
 
 
 @triton.jit
-def route_gates(p0, p1, p2, p3, v0, v1, v2, v3, N: tl.constexpr,
-                S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, S3: tl.constexpr):
+def route_gates(
+    p0,
+    p1,
+    p2,
+    p3,
+    v0,
+    v1,
+    v2,
+    v3,
+    N: tl.constexpr,
+    S0: tl.constexpr,
+    S1: tl.constexpr,
+    S2: tl.constexpr,
+    S3: tl.constexpr,
+):
     """Add the first N of v0..v3, in that order, to their slots S0..S3 (the rest are placeholders)."""
     p0, p1, p2, p3 = route_to_slot(p0, p1, p2, p3, v0, S0)
     if N > 1:
@@ -118,13 +131,38 @@ def _load_matrices(R, i_n, NH, D, o_d, GR: tl.constexpr, TRANSPOSE: tl.constexpr
 
 @triton.jit
 def rnn_forward_kernel(
-    x, R, b, state0, lengths, y, final, pre, states,
-    B, T, NH, D,
-    CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
-    XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
-    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, SAVE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    FAST: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    x,
+    R,
+    b,
+    state0,
+    lengths,
+    y,
+    final,
+    pre,
+    states,
+    B,
+    T,
+    NH,
+    D,
+    CELL: tl.constexpr,
+    GX: tl.constexpr,
+    GR: tl.constexpr,
+    GB: tl.constexpr,
+    S: tl.constexpr,
+    XS0: tl.constexpr,
+    XS1: tl.constexpr,
+    XS2: tl.constexpr,
+    XS3: tl.constexpr,
+    RS0: tl.constexpr,
+    RS1: tl.constexpr,
+    RS2: tl.constexpr,
+    RS3: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SAVE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    FAST: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr,
 ):
     """HAS_LENGTHS: row b runs lengths[b] steps; later steps keep its states and write y = 0."""
     i_n, i_b = tl.program_id(0), tl.program_id(1)
@@ -194,8 +232,23 @@ def rnn_forward_kernel(
 
 
 @triton.jit
-def _dp_dot_r(p0, p1, p2, p3, r0, r1, r2, r3, dt: tl.constexpr, GR: tl.constexpr, RS0: tl.constexpr, RS1: tl.constexpr,
-              RS2: tl.constexpr, RS3: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _dp_dot_r(
+    p0,
+    p1,
+    p2,
+    p3,
+    r0,
+    r1,
+    r2,
+    r3,
+    dt: tl.constexpr,
+    GR: tl.constexpr,
+    RS0: tl.constexpr,
+    RS1: tl.constexpr,
+    RS2: tl.constexpr,
+    RS3: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     """Σ_g dp_{RS_g} @ R[g]: what the slot gradients add to dh_{t-1}."""
     acc = tl.dot(pick_slot(p0, p1, p2, p3, RS0).to(dt), r0, input_precision=DOT_PRECISION)
     if GR > 1:
@@ -209,11 +262,31 @@ def _dp_dot_r(p0, p1, p2, p3, r0, r1, r2, r3, dt: tl.constexpr, GR: tl.constexpr
 
 @triton.jit
 def rnn_backward_kernel(
-    R, pre, states, lengths, dy, dfinal, dgate, db_part, dstate0,
-    B, T, NH, D,
-    CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
-    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST: tl.constexpr,
+    R,
+    pre,
+    states,
+    lengths,
+    dy,
+    dfinal,
+    dgate,
+    db_part,
+    dstate0,
+    B,
+    T,
+    NH,
+    D,
+    CELL: tl.constexpr,
+    GR: tl.constexpr,
+    GB: tl.constexpr,
+    S: tl.constexpr,
+    RS0: tl.constexpr,
+    RS1: tl.constexpr,
+    RS2: tl.constexpr,
+    RS3: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    FAST: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
 ):
     """Walks t = T-1 .. 0: dp_t = cell backward(dh_t + dy_t, ...); dh_{t-1} = direct + Σ_g dp_{RS_g} @ R[g].
@@ -267,9 +340,7 @@ def rnn_backward_kernel(
         g_dy = tl.load(p_dy + (o_b64 * T + t_prev)[:, None] * HD + o_d[None, :], mask=m_bd, other=0.0)
         g_dy = g_dy.to(tl.float32)
 
-        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(
-            CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3
-        )
+        p0, p1, p2, p3, d0, d1, d2, d3 = cell_backward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3, d0, d1, d2, d3)
         if HAS_LENGTHS:
             d0, d1 = tl.where(live, d0, e0), tl.where(live, d1, e1)
             d2, d3 = tl.where(live, d2, e2), tl.where(live, d3, e3)
@@ -302,9 +373,23 @@ def rnn_backward_kernel(
 
 @triton.jit
 def weight_grad_kernel(
-    dgate, states, dR_part, NH, T, B, GB, H_STRIDE, ROWS_PER_CHUNK, D,
-    RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    dgate,
+    states,
+    dR_part,
+    NH,
+    T,
+    B,
+    GB,
+    H_STRIDE,
+    ROWS_PER_CHUNK,
+    D,
+    RS0: tl.constexpr,
+    RS1: tl.constexpr,
+    RS2: tl.constexpr,
+    RS3: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """dR_part[c, g, n] = Σ over rows r = (b, t) of chunk c of dgate[b, t, RS_g, n]ᵀ h_{t-1}[b, n].
 

@@ -94,10 +94,26 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int 
     tile = tiling(B, NH, D, x.device)
     grid = (NH, triton.cdiv(B, tile["BLOCK_B"]))
     rnn_forward_kernel[grid](
-        x, R, b, state, x if lengths is None else lengths, y, final, y if pre is None else pre,
-        y if states is None else states, B, T, NH, D, **consts,
-        BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"], SAVE=save,
-        DOT_PRECISION=dot_precision(x.dtype), FAST=fast_math(x.dtype, x.device), HAS_LENGTHS=lengths is not None,
+        x,
+        R,
+        b,
+        state,
+        x if lengths is None else lengths,
+        y,
+        final,
+        y if pre is None else pre,
+        y if states is None else states,
+        B,
+        T,
+        NH,
+        D,
+        **consts,
+        BLOCK_B=tile["BLOCK_B"],
+        BLOCK_D=tile["BLOCK_D"],
+        SAVE=save,
+        DOT_PRECISION=dot_precision(x.dtype),
+        FAST=fast_math(x.dtype, x.device),
+        HAS_LENGTHS=lengths is not None,
         num_warps=num_warps or tile["num_warps"],
     )
     return y, final, pre, states
@@ -114,9 +130,25 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_war
     db_part = empty(grid[1], consts["GB"], NH, D, dtype=torch.float32, device=R.device)
     dstate0 = empty(S, B, NH, D, dtype=torch.float32, device=R.device)
     rnn_backward_kernel[grid](
-        R, pre, states, dy if lengths is None else lengths, dy, dfinal, dgate, db_part, dstate0, B, T, NH, D,
-        **consts, BLOCK_B=tile["BLOCK_B"], BLOCK_D=tile["BLOCK_D"],
-        DOT_PRECISION=dot_precision(R.dtype), FAST=fast_math(R.dtype, R.device), HAS_LENGTHS=lengths is not None,
+        R,
+        pre,
+        states,
+        dy if lengths is None else lengths,
+        dy,
+        dfinal,
+        dgate,
+        db_part,
+        dstate0,
+        B,
+        T,
+        NH,
+        D,
+        **consts,
+        BLOCK_B=tile["BLOCK_B"],
+        BLOCK_D=tile["BLOCK_D"],
+        DOT_PRECISION=dot_precision(R.dtype),
+        FAST=fast_math(R.dtype, R.device),
+        HAS_LENGTHS=lengths is not None,
         num_warps=num_warps or tile["num_warps"],
     )
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
@@ -142,10 +174,25 @@ def weight_gradient(cell_name: str, dgate, states):
     part = empty(chunks, GR, NH, D, D, dtype=torch.float32, device=dgate.device)
     dtype = dgate.dtype
     weight_grad_kernel[(GR, NH, chunks)](
-        dgate, states, part, NH, T, B, GB, states.stride(1), rows_per_chunk, D,
-        RS0=consts["RS0"], RS1=consts["RS1"], RS2=consts["RS2"], RS3=consts["RS3"],
-        BLOCK_R=_WEIGHT_GRAD_ROWS, BLOCK_D=block_d, DOT_PRECISION=dot_precision(dtype),
-        num_warps=8 if block_d >= 64 else 4, num_stages=3,
+        dgate,
+        states,
+        part,
+        NH,
+        T,
+        B,
+        GB,
+        states.stride(1),
+        rows_per_chunk,
+        D,
+        RS0=consts["RS0"],
+        RS1=consts["RS1"],
+        RS2=consts["RS2"],
+        RS3=consts["RS3"],
+        BLOCK_R=_WEIGHT_GRAD_ROWS,
+        BLOCK_D=block_d,
+        DOT_PRECISION=dot_precision(dtype),
+        num_warps=8 if block_d >= 64 else 4,
+        num_stages=3,
     )
     return part.sum(dim=0).to(dtype)
 
