@@ -193,3 +193,29 @@ def refuse_scripting(module: nn.Module) -> None:
         f"torch.jit.script cannot compile fusedrnn.nn.{type(module).__name__} (its forward dispatches to "
         f"fusedrnn's backends in Python); use torch.compile(model), or torch.jit.trace(model, example_inputs)"
     )
+
+
+class TorchModuleRules(nn.Module):
+    """What the layers and the cells share as torch modules: scripting refused with a pointer to torch.compile /
+    torch.jit.trace, and a dense torch state_dict offered to a multi-head module explained."""
+
+    num_heads: int
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        refuse_scripting(self)
+        return self
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Any,
+        prefix: str,
+        local_metadata: Any,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        multi_head_load_errors(self, state_dict, prefix, self.num_heads, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

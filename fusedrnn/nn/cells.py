@@ -9,10 +9,9 @@ the same function (``runs_on_torch_ops``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import ClassVar, cast
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ..api import rnn
@@ -20,15 +19,14 @@ from ..cells import Cell, get_cell
 from ._common import (
     TORCH_STEP_OPS,
     DenseRecurrentCache,
+    TorchModuleRules,
     check_backend,
     check_heads,
     check_input_dtype,
     check_size,
     initialise,
     kernel_weights,
-    multi_head_load_errors,
     recurrent_parameters,
-    refuse_scripting,
     runs_on_torch_ops,
 )
 
@@ -37,7 +35,7 @@ __all__ = ["RecurrentCellBase", "LSTMCell", "GRUCell", "RNNCell"]
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
-class RecurrentCellBase(nn.Module):
+class RecurrentCellBase(TorchModuleRules):
     """Shared implementation; use LSTMCell, GRUCell or RNNCell.
 
     Arguments in torch.nn.RNNCellBase's positional order (input_size, hidden_size, bias, device, dtype), then
@@ -93,25 +91,6 @@ class RecurrentCellBase(nn.Module):
     def reset_parameters(self) -> None:
         """torch.nn's initialisation, U(-1/√H, 1/√H); the recurrent weights' per head, U(-1/√D, 1/√D)."""
         initialise(self, self.hidden_size, self.head_dim)
-
-    def __prepare_scriptable__(self) -> nn.Module:
-        refuse_scripting(self)
-        return self
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Any,
-        prefix: str,
-        local_metadata: Any,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        multi_head_load_errors(self, state_dict, prefix, self.num_heads, error_msgs)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     def _check_state(self, hx: object, batch: int, unbatched: bool, like: torch.Tensor) -> list[torch.Tensor] | None:
         """hx (torch's format) as its tensors, each [B, H]; RuntimeError for shapes, dtypes and devices other

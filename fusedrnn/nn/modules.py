@@ -32,6 +32,7 @@ from ..cells import Cell, get_cell
 from ._common import (
     TORCH_SEQUENCE_OPS,
     DenseRecurrentCache,
+    TorchModuleRules,
     check_backend,
     check_dropout,
     check_heads,
@@ -39,9 +40,7 @@ from ._common import (
     check_size,
     initialise,
     kernel_weights,
-    multi_head_load_errors,
     recurrent_parameters,
-    refuse_scripting,
     runs_on_torch_ops,
 )
 
@@ -50,7 +49,7 @@ __all__ = ["RecurrentBase", "LSTM", "GRU", "RNN", "SLSTM"]
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
-class RecurrentBase(nn.Module):
+class RecurrentBase(TorchModuleRules):
     """Shared implementation; use LSTM, GRU, RNN or SLSTM.
 
     Arguments in torch.nn.RNNBase's positional order (input_size, hidden_size, num_layers, bias,
@@ -168,25 +167,6 @@ class RecurrentBase(nn.Module):
 
     def flatten_parameters(self) -> None:
         """No-op, for code written for torch.nn.LSTM (fusedrnn's kernels read the parameters as they are)."""
-
-    def __prepare_scriptable__(self) -> nn.Module:
-        refuse_scripting(self)
-        return self
-
-    def _load_from_state_dict(
-        self,
-        state_dict: Any,
-        prefix: str,
-        local_metadata: Any,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        multi_head_load_errors(self, state_dict, prefix, self.num_heads, error_msgs)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     # --- states ------------------------------------------------------------------------------------------
 
