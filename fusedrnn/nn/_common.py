@@ -17,8 +17,8 @@ is a view of weight_hh and their b [Gb, NH, D] one of bias_hh (GRU: its gates pl
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -193,6 +193,33 @@ def refuse_scripting(module: nn.Module) -> None:
         f"torch.jit.script cannot compile fusedrnn.nn.{type(module).__name__} (its forward dispatches to "
         f"fusedrnn's backends in Python); use torch.compile(model), or torch.jit.trace(model, example_inputs)"
     )
+
+
+def check_state_parts(
+    cell: Cell, hx: object, owner: str, suffix: str, expected: tuple[int, ...], layout: str, like: torch.Tensor
+) -> list[torch.Tensor]:
+    """A module's state argument ``hx`` (torch's format: one tensor, or a tuple of one per state) as its tensors,
+    each of shape ``expected``: TypeError for a wrong container, RuntimeError for shapes, dtypes and devices other
+    than the input's, as torch's RNN modules raise. ``suffix`` follows each state's name in messages ("_0")."""
+    if cell.num_states == 1 and not isinstance(hx, torch.Tensor):
+        raise TypeError(f"hx: expected a tensor h{suffix} for {owner}, got {type(hx).__name__}")
+    if cell.num_states > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != cell.num_states):
+        raise TypeError(
+            f"hx: expected a tuple of {cell.num_states} tensors ({', '.join(cell.states)}) for {owner}, got "
+            f"{type(hx).__name__}"
+        )
+    parts = [hx] if isinstance(hx, torch.Tensor) else list(cast(Sequence[torch.Tensor], hx))
+    for name, part in zip(cell.states, parts):
+        label = f"hx ({name}{suffix})"
+        if not isinstance(part, torch.Tensor):
+            raise TypeError(f"{label}: expected a tensor, got {type(part).__name__}")
+        if tuple(part.shape) != expected:
+            raise RuntimeError(f"{label}: expected shape {expected} {layout}, got {tuple(part.shape)}")
+        if part.dtype != like.dtype and not torch.is_autocast_enabled(part.device.type):
+            raise RuntimeError(f"{label}: expected dtype {like.dtype} (the input's), got {part.dtype}")
+        if part.device != like.device:
+            raise RuntimeError(f"{label}: expected device {like.device} (the input's), got {part.device}")
+    return parts
 
 
 class TorchModuleRules(nn.Module):

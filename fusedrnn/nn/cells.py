@@ -8,8 +8,7 @@ the same function (``runs_on_torch_ops``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, cast
+from typing import ClassVar
 
 import torch
 from torch.nn import functional as F
@@ -24,6 +23,7 @@ from ._common import (
     check_heads,
     check_input_dtype,
     check_size,
+    check_state_parts,
     initialise,
     kernel_weights,
     recurrent_parameters,
@@ -97,26 +97,9 @@ class RecurrentCellBase(TorchModuleRules):
         than the input's, as torch."""
         if hx is None:
             return None
-        cell = self.cell
-        if cell.num_states == 1 and not isinstance(hx, torch.Tensor):
-            raise TypeError(f"hx: expected a tensor h for {type(self).__name__}, got {type(hx).__name__}")
-        if cell.num_states > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != cell.num_states):
-            raise TypeError(
-                f"hx: expected a tuple of {cell.num_states} tensors ({', '.join(cell.states)}) for "
-                f"{type(self).__name__}, got {type(hx).__name__}"
-            )
-        parts = [hx] if isinstance(hx, torch.Tensor) else list(cast(Sequence[torch.Tensor], hx))
         expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
-        for name, part in zip(cell.states, parts):
-            if not isinstance(part, torch.Tensor):
-                raise TypeError(f"hx ({name}): expected a tensor, got {type(part).__name__}")
-            if tuple(part.shape) != expected:
-                layout = "[hidden_size]" if unbatched else "[batch, hidden_size]"
-                raise RuntimeError(f"hx ({name}): expected shape {expected} {layout}, got {tuple(part.shape)}")
-            if part.dtype != like.dtype and not torch.is_autocast_enabled(part.device.type):
-                raise RuntimeError(f"hx ({name}): expected dtype {like.dtype} (the input's), got {part.dtype}")
-            if part.device != like.device:
-                raise RuntimeError(f"hx ({name}): expected device {like.device} (the input's), got {part.device}")
+        layout = "[hidden_size]" if unbatched else "[batch, hidden_size]"
+        parts = check_state_parts(self.cell, hx, type(self).__name__, "", expected, layout, like)
         return [p.unsqueeze(0) for p in parts] if unbatched else parts
 
     def forward(self, input: torch.Tensor, hx: State | None = None) -> State:

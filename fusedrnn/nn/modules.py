@@ -19,8 +19,7 @@ does for packed input.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +37,7 @@ from ._common import (
     check_heads,
     check_input_dtype,
     check_size,
+    check_state_parts,
     initialise,
     kernel_weights,
     recurrent_parameters,
@@ -176,26 +176,9 @@ class RecurrentBase(TorchModuleRules):
         container raises TypeError."""
         if hx is None:
             return None
-        cell = self.cell
-        if cell.num_states == 1 and not isinstance(hx, torch.Tensor):
-            raise TypeError(f"hx: expected a tensor h_0 for {type(self).__name__}, got {type(hx).__name__}")
-        if cell.num_states > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != cell.num_states):
-            raise TypeError(
-                f"hx: expected a tuple of {cell.num_states} tensors ({', '.join(cell.states)}) for "
-                f"{type(self).__name__}, got {type(hx).__name__}"
-            )
-        parts = [hx] if isinstance(hx, torch.Tensor) else list(cast(Sequence[torch.Tensor], hx))
         expected = (self.num_layers * self.num_directions,) + (() if unbatched else (batch,)) + (self.hidden_size,)
-        for name, part in zip(cell.states, parts):
-            if not isinstance(part, torch.Tensor):
-                raise TypeError(f"hx ({name}_0): expected a tensor, got {type(part).__name__}")
-            if tuple(part.shape) != expected:
-                layout = "[num_layers * num_directions" + ("" if unbatched else ", batch") + ", hidden_size]"
-                raise RuntimeError(f"hx ({name}_0): expected shape {expected} {layout}, got {tuple(part.shape)}")
-            if part.dtype != like.dtype and not torch.is_autocast_enabled(part.device.type):
-                raise RuntimeError(f"hx ({name}_0): expected dtype {like.dtype} (the input's), got {part.dtype}")
-            if part.device != like.device:
-                raise RuntimeError(f"hx ({name}_0): expected device {like.device} (the input's), got {part.device}")
+        layout = "[num_layers * num_directions" + ("" if unbatched else ", batch") + ", hidden_size]"
+        parts = check_state_parts(self.cell, hx, type(self).__name__, "_0", expected, layout, like)
         return [p.unsqueeze(1) for p in parts] if unbatched else parts
 
     # --- forward -----------------------------------------------------------------------------------------
