@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full benchmark sweep of issue 6 (BENCHMARKS.md and the README plot) as one device command on
+# The full benchmark sweep (BENCHMARKS.md and the README plot) as one device command on
 # nvidia-h100-x1: 4 cells x 5 head splits of hidden 768 x B in {1, 16, 64, 256} x T in {256, 1024, 4096},
 # forward and forward + backward, bf16; fusedrnn's GPU backends, cuDNN bf16 / fp16 and the PyTorch loop.
 # Results under $OUT (or ./out): bench.jsonl (appended row by row), bench.json, bench.csv, bench.md, bench.png,

@@ -164,7 +164,7 @@ def test_shipped_variants_are_distinct_and_cover_the_issue_sizes():
                 assert ("forward", cell, "float16", D) in have and ("backward", cell, "bfloat16", D) in have
     assert all(("keeps R in" in line or "holds R" in line) for line in refused)
     clustered = {(v.cell, v.dtype, v.head_dim) for v in found if v.shape.cluster_size > 1}
-    for cell in CELLS:  # 3 x 256 (issue 8) in every cell, 16-bit, forward and backward
+    for cell in CELLS:  # 3 x 256 in every cell, 16-bit, forward and backward
         assert (cell, "bfloat16", 256) in clustered and (cell, "float16", 256) in clustered
         assert variant("backward", cell, "bfloat16", 256, ARCH_LIMITS["sm_90a"], 8).name.startswith("backward_cluster<")
     assert not any(v.shape.cluster_size > 1 for v in shipped_variants("sm_80")[0])
@@ -293,7 +293,7 @@ def test_compile_all_compiles_every_variant_without_spills(tmp_path):
 
 @needs_cuda_core
 def test_cluster_exchange_benchmark_compiles_for_sm_90a():
-    """benchmarks/cluster_exchange.py (issue 8's exchange measured alone; a GPU tool): both kernels compile."""
+    """benchmarks/cluster_exchange.py (the cluster exchange measured alone; a GPU tool): both kernels compile."""
     import importlib.util
 
     from fusedrnn.backends.cuda.nvrtc import compile_kernel
