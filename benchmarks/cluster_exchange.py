@@ -1,4 +1,5 @@
-"""The per-step h exchange of a head split over a thread-block cluster (the cluster kernels' critical path), measured alone.
+"""The per-step h exchange of a head split over a thread-block cluster (the critical path of the cluster kernels),
+measured alone.
 
 Every CTA of a cluster owns a slice of h (``--slice`` bytes: its units × the batch rows × the element size) and
 each step sends it to every CTA of the cluster (itself included), then waits for all slices of that step. Two
