@@ -5,15 +5,23 @@ A version is NAME=DIR[:STAGES]: DIR holds a copy of the package (DIR/fusedrnn, e
 [BACKEND/]CELL:NHxD (backend cuda unless named), B = 16, T = 1024, bf16, fw (no autograd) and fwbw, timed as
 ``fusedrnn bench`` times them (fusedrnn.cli.bench.measure: CUDA events, median). Each process first runs 2 s of
 GEMMs so that the clocks are up. Rows go to OUT (JSON lines); the table shows each version's fastest round and the
-spread of its rounds. The default configs are BENCHMARKS.md's protocol shapes.
+spread of its rounds (min, median, max minus min). The default configs are BENCHMARKS.md's protocol shapes.
+
+With ``--one-process`` every version is imported into one process under its own package name (``fusedrnn_NAME``;
+the trees import themselves relatively) and the versions alternate per config and mode, round by round, each first
+in every other round, so that clock drift and the machine's state fall on all of them alike (STAGES is not
+supported there).
 
     git archive BASE | tar -x -C /tmp/base
     python benchmarks/ab_sources.py ab.jsonl base=/tmp/base new=. --rounds 3
+    python benchmarks/ab_sources.py ab.jsonl base=/tmp/base new=. --rounds 7 --one-process
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -59,6 +67,57 @@ def _child(name: str, path: str, configs: list[str], out: str) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
+def _import_as(alias: str, path: str):
+    """The fusedrnn package under ``path`` imported as ``alias`` (its modules import each other relatively)."""
+    init = os.path.join(path, "fusedrnn", "__init__.py")
+    if not os.path.isfile(init):
+        raise SystemExit(f"version {alias}: expected a directory holding fusedrnn/, got {path!r}")
+    spec = importlib.util.spec_from_file_location(alias, init, submodule_search_locations=[os.path.dirname(init)])
+    assert spec is not None and spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module(alias + ".cli.bench")
+
+
+def _one_process(versions: list[tuple[str, str]], configs: list[str], rounds: int, out: str) -> None:
+    import torch
+
+    benches = {name: _import_as(f"fusedrnn_{name}", path) for name, path in versions}
+    device = torch.device("cuda")
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    start = time.time()
+    while time.time() - start < 2.0:
+        a @ a
+    torch.cuda.synchronize()
+    for config in configs:
+        backend, _, spec = config.rpartition("/")
+        cell, heads = spec.split(":")
+        num_heads, head_dim = map(int, heads.split("x"))
+        cases = {}
+        for name, bench in benches.items():
+            torch.manual_seed(0)
+            try:
+                shape = bench.Shape(cell, num_heads, head_dim, 16, 1024)
+                cases[name] = bench.fusedrnn_case(backend or "cuda", shape, torch.bfloat16, device)
+            except Exception as error:
+                cases[name] = error
+        for mode in ("fw", "fwbw"):
+            for round_ in range(rounds):
+                order = list(benches.items())
+                for name, bench in order if round_ % 2 == 0 else order[::-1]:  # neither always first
+                    row = {"version": name, "config": config, "mode": mode, "round": round_}
+                    try:
+                        case = cases[name]
+                        if isinstance(case, Exception):
+                            raise case
+                        row["ms"] = bench.measure(case[mode], device, min_reps=20, max_reps=200, target_ms=150)["ms"]
+                    except Exception as error:  # recorded; the other versions go on
+                        row["error"] = str(error)[:300]
+                    with open(out, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["--child"]:
         name, path, out, configs = sys.argv[2:6]
@@ -69,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("versions", nargs="+", help="NAME=DIR[:STAGES]")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help=f"comma-separated (default {DEFAULT_CONFIGS})")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one-process", action="store_true", help="all versions in one process, alternating")
     args = parser.parse_args(argv)
     versions = []
     for spec in args.versions:
@@ -76,16 +136,22 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             parser.error(f"versions: expected NAME=DIR, got {spec!r}")
         versions.append((name, path))
-    for _ in range(args.rounds):
-        for name, path in versions:
-            subprocess.run([sys.executable, __file__, "--child", name, path, args.out, args.configs], check=False)
+    if args.one_process:
+        _one_process(versions, args.configs.split(","), args.rounds, args.out)
+    else:
+        for _ in range(args.rounds):
+            for name, path in versions:
+                subprocess.run([sys.executable, __file__, "--child", name, path, args.out, args.configs], check=False)
     rows = [json.loads(line) for line in open(args.out)]
-    print("config mode " + " ".join(name for name, _ in versions))
+    print("config mode " + " ".join(f"{name} (min, median, spread)" for name, _ in versions))
     for key in sorted({(r["config"], r["mode"]) for r in rows}):
         cells = []
         for name, _ in versions:
-            times = [r["ms"] for r in rows if (r["config"], r["mode"]) == key and r["version"] == name and "ms" in r]
-            cells.append(f"{min(times):.3f} (+{max(times) - min(times):.3f})" if times else "error")
+            times = sorted(
+                r["ms"] for r in rows if (r["config"], r["mode"]) == key and r["version"] == name and "ms" in r
+            )
+            median = times[len(times) // 2] if times else 0.0
+            cells.append(f"{times[0]:.3f} {median:.3f} +{times[-1] - times[0]:.3f}" if times else "error")
         print(*key, *cells)
     return 0
 

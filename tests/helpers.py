@@ -47,16 +47,15 @@ def run_with_grads(fn, inputs, dy, dfinal):
 
 GRAD_NAMES = ["dx", "dR", "db", "dstate"]
 
-# Tolerances on max_error, per dtype of the inputs, for a fused backend against the reference computing
-# the same rounded inputs in float32. The kernels keep states in float32 and round h (forward) and the
-# gate gradients (backward) to the input dtype only as MMA operands; the error is that rounding, propagated.
-#   float32: exact fp32 FMAs (no TF32 unless torch allows it); only summation order differs.
-#   float16: 2^-11 relative per rounded operand, over D-term dot products and T steps.
-#   bfloat16: 2^-8 relative per rounded operand: 8x float16's.
+# Tolerances on max_error, per dtype of the inputs, for a fused backend against the reference computing the same
+# rounded inputs in float32. Each bound is about 3x the largest error measured for correct kernels (cuda, triton,
+# alternating on the H100, fuzzed shapes: docs/testing.md has the distribution and the command), and below the
+# smallest injected defect (tests/test_injected_defects.py). 16-bit: the outputs' own rounding (2^-12 / 2^-9 of
+# values up to 1) plus h rounded as an MMA operand, propagated; float32: summation order only (no TF32).
 TOL = {
-    torch.float32: {"fw": 2e-5, "bw": 5e-5},
-    torch.float16: {"fw": 5e-3, "bw": 2e-2},
-    torch.bfloat16: {"fw": 4e-2, "bw": 1e-1},
+    torch.float32: {"fw": 1e-5, "bw": 3e-5},
+    torch.float16: {"fw": 2.5e-3, "bw": 2.5e-3},
+    torch.bfloat16: {"fw": 2e-2, "bw": 2e-2},
 }
 # sLSTM's (c, n, m) is one representative of the cell's state: (c·e^-δ, n·e^-δ, m + δ) gives the same h at every
 # later step. The stabiliser m' = max(ĩ, log σ(f̃) + m) picks the representative, and where its two arguments are
