@@ -12,6 +12,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import compat
+from fusedrnn.compat import _flashrnn
 from fusedrnn.compat import flashrnn
 
 from .helpers import max_error
@@ -106,7 +107,7 @@ def test_backend_names_map_to_ours_on_the_cpu(monkeypatch):
         chosen.append(backend)
         return fusedrnn.rnn(*args, backend=backend, **kwargs)
 
-    monkeypatch.setattr(compat, "rnn", recording_rnn)
+    monkeypatch.setattr(_flashrnn, "rnn", recording_rnn)
     # float32: the alternating backend could run it in Triton's interpreter, but is never picked on the CPU
     inputs = _problem("lstm", 2, 3, 1, 4, dtype=torch.float32)
     for backend in compat.BACKENDS:
@@ -131,7 +132,7 @@ def test_cuda_backend_runs_alternating_on_a_gpu(monkeypatch):
         chosen.append(backend)
         return fusedrnn.rnn(*args, backend=backend, **kwargs)
 
-    monkeypatch.setattr(compat, "rnn", recording_rnn)
+    monkeypatch.setattr(_flashrnn, "rnn", recording_rnn)
     inputs = [t.cuda() for t in _problem("gru", 3, 7, 2, 16, dtype=torch.float32)]
     all_states, last = flashrnn(*inputs, function="gru", backend="cuda")
     expected_all, expected_last = flashrnn(*inputs, function="gru", backend="vanilla")

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from .api import initial_state, rnn
-from .backends import Call, backend_names, get_backend
-from .cells import Cell, get_cell
+from ..api import initial_state, rnn
+from ..backends import Call, backend_names, get_backend
+from ..cells import Cell, get_cell
 
 __all__ = ["flashrnn", "FUNCTIONS", "BACKENDS", "DTYPES"]
 
