@@ -12,8 +12,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import compat
-from fusedrnn.compat import _flashrnn
-from fusedrnn.compat import flashrnn
+from fusedrnn.compat import _flashrnn, flashrnn
 
 from .helpers import max_error
 
