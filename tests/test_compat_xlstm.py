@@ -219,10 +219,14 @@ def test_matches_xlstm_cuda_backend(xlstm, dtype):
     (2^-8 relative), grown over T = 32: 5e-2 on values of order one, 10x below a layout mistake. float32: ours is
     exact to 1e-6 and theirs carries its bfloat16 rounding, so the same bound."""
     B, T, NH, D = 4, 32, 4, 32
-    theirs = _layer(xlstm, "cuda", NH, D).cuda()
-    ours = copy.deepcopy(theirs).to(dtype)
-    compat_xlstm.use_fusedrnn(ours)
-    theirs = theirs.to(dtype)
+    theirs = _layer(xlstm, "cuda", NH, D)  # compiles xlstm's kernels (nvcc)
+    compat_xlstm.install()
+    try:
+        ours = _layer(xlstm, "cuda", NH, D)  # the same parameter layout, no compilation
+    finally:
+        compat_xlstm.uninstall()
+    ours.load_state_dict(theirs.state_dict())
+    ours, theirs = ours.to("cuda", dtype), theirs.to("cuda", dtype)
     x = torch.randn(B, T, NH * D, device="cuda", dtype=dtype)
     out_ours, state_ours = ours(x, return_last_state=True)
     out_theirs, state_theirs = theirs(x, return_last_state=True)
