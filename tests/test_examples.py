@@ -48,3 +48,26 @@ def test_examples_on_the_gpu(name):
     argv = ["--device", "cuda"] + (["--steps", "5"] if name.startswith("xlstm") else ["--repeats", "1"])
     summary = _load(name).main(argv)
     assert summary["device"] == "cuda"
+
+
+def test_a_missing_package_fails_where_the_test_extra_is_installed(monkeypatch):
+    """import_test_package skips where fusedrnn's [test] extra is not installed and fails where it is (CI)."""
+    import importlib.metadata as metadata
+
+    from . import helpers
+
+    requires = ['pytest>=7; extra == "test"', 'xlstm==2.0.6; extra == "test"', "torch>=2.4"]
+    installed = {"pytest"}
+
+    def distribution(name):
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "requires", lambda name: requires)
+    monkeypatch.setattr(metadata, "distribution", distribution)
+    assert helpers._test_extra_installed("xlstm")  # every other package of the extra is there
+    with pytest.raises(pytest.fail.Exception, match="in fusedrnn's \\[test\\] extra"):
+        helpers.import_test_package("a_module_that_does_not_exist", "xlstm")
+    installed.clear()  # pytest missing too: the extra is not installed
+    with pytest.raises(pytest.skip.Exception, match="xlstm is not installed"):
+        helpers.import_test_package("a_module_that_does_not_exist", "xlstm")
