@@ -47,6 +47,7 @@ DEVICE = torch.device("cuda")
 SMOKE = "--smoke" in sys.argv
 if SMOKE:
     DEVICE = torch.device("cpu")
+    torch.set_num_threads(1)  # tiny tensors: more threads only contend
 ROWS: list[dict] = []
 STARTED = time.perf_counter()
 
@@ -336,7 +337,12 @@ def bench_calls(args, out) -> None:
     from fusedrnn.compat import flashrnn
 
     B, NH, D, T = (2, 2, 8, 4) if SMOKE else (64, 4, 128, 64)
-    config = SimpleNamespace(function="slstm", backend="cuda", recurrent_shape="HPGD", bias_shape="HGD")
+    # tirex-2 names flashrnn's "cuda" backend on a GPU (ours: "alternating" where it runs the call); "cuda_fused"
+    # (ours: "auto") for comparison
+    configs = {
+        name: SimpleNamespace(function="slstm", backend=name, recurrent_shape="HPGD", bias_shape="HGD")
+        for name in ("cuda", "cuda_fused")
+    }
     Wx = torch.randn(B, T, 4, NH, D, device=DEVICE, dtype=torch.bfloat16)
     R = (torch.randn(NH, D, 4, D, device=DEVICE) * D**-0.5).to(torch.bfloat16)
     b = torch.randn(NH, 4, D, device=DEVICE, dtype=torch.bfloat16)
@@ -362,9 +368,19 @@ def bench_calls(args, out) -> None:
     one = Wx[:, :1]
     flipped = torch.flip(Wx, dims=(1,)).contiguous()
     for pattern, impl, fn in (
-        ("one step", "compat.flashrnn", lambda: flashrnn(one, R, b, state5, config=config)),
+        ("one step", "compat.flashrnn cuda", lambda: flashrnn(one, R, b, state5, config=configs["cuda"])),
+        ("one step", "compat.flashrnn cuda_fused", lambda: flashrnn(one, R, b, state5, config=configs["cuda_fused"])),
         ("one step", "fusedrnn.rnn", lambda: fusedrnn.rnn(one, R_ours, b_ours, state4, cell="slstm")),
-        (f"flipped sequence T={T}", "compat.flashrnn", lambda: flashrnn(flipped, R, b, None, config=config)),
+        (
+            f"flipped sequence T={T}",
+            "compat.flashrnn cuda",
+            lambda: flashrnn(flipped, R, b, None, config=configs["cuda"]),
+        ),
+        (
+            f"flipped sequence T={T}",
+            "compat.flashrnn cuda_fused",
+            lambda: flashrnn(flipped, R, b, None, config=configs["cuda_fused"]),
+        ),
         (f"flipped sequence T={T}", "fusedrnn.rnn", lambda: fusedrnn.rnn(flipped, R_ours, b_ours, None, cell="slstm")),
     ):
         guarded(out, args.budget_s, **base, pattern=pattern, impl=impl)(per_call(fn, 200))

@@ -88,6 +88,16 @@ def test_cell_matches_tirex_in_float32(tirex, B, T, NH, D):
         assert max_error(final_ours, final_theirs) <= TOL_CELL_FLOAT32
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter case runs where there is no GPU")
+def test_cell_on_triton_in_the_interpreter(tirex):
+    theirs = _cells(tirex, make_model(tirex, embedding_dim=32, num_heads=2, num_blocks=1))[0]
+    _float32_torch_path(theirs)
+    ours = compat_tirex.use_fusedrnn(copy.deepcopy(theirs), backend="triton", dtype=torch.float32)
+    x = torch.randn(2, 5, 128)
+    for a, e in zip(ours(x, None), theirs(x, None)):
+        assert max_error(a, e) <= TOL_CELL_FLOAT32
+
+
 def test_forecast_matches_tirex_in_float32(tirex):
     theirs = make_model(tirex)
     for cell in _cells(tirex, theirs):
