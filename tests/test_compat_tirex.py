@@ -136,6 +136,20 @@ def test_state_dict_and_class(tirex):
     )
 
 
+def test_a_converted_model_pickles(tirex):
+    """torch.save of a whole converted model loads back (pickle finds the fused cell class by name)."""
+    import io
+
+    model = compat_tirex.use_fusedrnn(make_model(tirex), backend="reference", dtype=torch.float32)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert [type(c) for c in _cells(tirex, loaded)] == [type(c) for c in _cells(tirex, model)]
+    context = _context(2, 64)
+    assert torch.equal(loaded.forecast(context)[0], model.forecast(context)[0])
+
+
 def test_bad_arguments(tirex):
     with pytest.raises(TypeError, match="module: expected a torch.nn.Module"):
         compat_tirex.use_fusedrnn(object())

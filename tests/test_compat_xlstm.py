@@ -187,6 +187,17 @@ def test_state_dict_unchanged(xlstm):
     assert isinstance(layer.slstm_cell, xlstm.blocks.slstm.cell.sLSTMCell_vanilla)
 
 
+def test_the_fused_classes_pickle(xlstm):
+    """pickle finds the fused cell classes by name (xlstm's own modules do not unpickle: its ParameterProxy
+    recurses in __getattr__, so a whole-model round trip is not testable here)."""
+    import pickle
+
+    for backend in ("vanilla", "cuda"):
+        base = getattr(xlstm.blocks.slstm.cell, f"sLSTMCell_{backend}")
+        fused = compat_xlstm.fused_cell_class(base)
+        assert pickle.loads(pickle.dumps(fused)) is fused
+
+
 @pytest.mark.parametrize(
     "option,value",
     [("gradient_recurrent_cut", True), ("gradient_recurrent_clipval", 1.0), ("forward_clipval", 2.0)],

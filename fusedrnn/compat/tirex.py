@@ -86,6 +86,16 @@ def fused_cell_class(base: type) -> type:
     return _fused_classes[base]
 
 
+def __getattr__(name: str) -> type:
+    """The fused cell class by name (``sLSTMCell_fusedrnn``), created on first use: pickle finds a converted
+    cell's class here (``torch.save(model)`` and loading it elsewhere)."""
+    if name.endswith("_fusedrnn"):
+        base = getattr(_tirex_cells(), name.removesuffix("_fusedrnn"), None)
+        if isinstance(base, type):
+            return fused_cell_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def use_fusedrnn(
     module: torch.nn.Module, backend: str = "auto", dtype: torch.dtype = _DEFAULT_DTYPE
 ) -> torch.nn.Module:

@@ -212,6 +212,16 @@ def fused_cell_class(base: type) -> type:
     return fused
 
 
+def __getattr__(name: str) -> type:
+    """The fused cell classes by name (``sLSTMCell_vanilla_fusedrnn``, ``sLSTMCell_cuda_fusedrnn``), created on
+    first use: pickle finds a converted cell's class here (``torch.save(model)`` and loading it elsewhere)."""
+    if name.endswith("_fusedrnn"):
+        base = getattr(_xlstm_cells(), name.removesuffix("_fusedrnn"), None)
+        if isinstance(base, type):
+            return fused_cell_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _convert(cell: Any, backend: str) -> None:
     _check_config(cell.config)
     if not isinstance(cell, _FusedRecurrence):
