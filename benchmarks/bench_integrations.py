@@ -9,9 +9,10 @@ on. Rows:
 
 - ``xlstm``: a stack of 4 sLSTM blocks (xlstm's ``xLSTMBlockStack``, embedding 768, 4 heads of 192, B = 16,
   T = 1024, bfloat16): fusedrnn (``fusedrnn.compat.xlstm``) against xlstm's ``cuda`` backend, forward and forward +
-  backward, the recurrence alone (one sLSTM cell's forward on the pre-activations) and the whole stack; the first
-  call of each (building the stack and its first forward: xlstm compiles its kernels with nvcc there, fusedrnn its
-  own with NVRTC at the first call), with empty kernel caches (``--warm-caches`` keeps them); the recurrence's
+  backward (the training step less the optimizer's, the same for both), the recurrence alone (one sLSTM cell's
+  forward on the pre-activations) and the whole stack; the first call of each (building the stack, one forward and
+  one backward: xlstm compiles its kernels with nvcc when it builds, fusedrnn its own with NVRTC at their first
+  calls), with empty kernel caches (``--warm-caches`` keeps them); the recurrence's
   share of the stack's time (4 cells' time over the stack's); the largest difference of the two stacks' outputs.
 - ``tirex``: TiRex's architecture (12 sLSTM blocks of 4 heads of 128, patches of 32, random weights) forecasting
   64 series with context 2048 (64 tokens), 32 steps ahead: its ``torch`` path, its ``torch`` path compiled (as
@@ -149,8 +150,8 @@ def bench_xlstm(args, out) -> None:
                         compat_xlstm.uninstall()
                 else:
                     stack = xlstm_stack(theirs_backend, blocks, E, NH, T)  # cuda: compiles its kernels (nvcc)
-                with torch.no_grad():
-                    stack(x)
+                stack(x).float().mean().backward()  # a training step's kernels: forward and backward
+                stack.zero_grad(set_to_none=True)
                 return stack
 
             stacks[impl], seconds = first_call_s(make_and_call)
@@ -159,7 +160,9 @@ def bench_xlstm(args, out) -> None:
         return run
 
     for impl in ("fusedrnn", "xlstm-cuda"):
-        guarded(out, args.budget_s, **base, impl=impl, part="stack", mode="first call (build + forward)")(build(impl))
+        guarded(out, args.budget_s, **base, impl=impl, part="stack", mode="first call (build + forward + backward)")(
+            build(impl)
+        )
 
     for impl, stack in stacks.items():
         cell = stack.blocks[0].xlstm.slstm_cell
