@@ -321,8 +321,10 @@ def flashrnn(
     Returns:
         (all states at every step [S, B, T, NH, D], final states [S, B, 1, NH, D]), in Wx's dtype and
         config.output_shape (default "SBTHD"); the first tensor excludes the initial state. h is
-        ``all[0]``. LSTM's c and sLSTM's c, n, m per step are recomputed from h by a pointwise loop
-        over T (fusedrnn's kernels return only h per step): for the fastest path call ``fusedrnn.rnn``.
+        ``all[0]``. LSTM's c and sLSTM's c, n, m per step: for one step (T = 1) the final states; without
+        a gradient on a fused backend, the states its kernel saves; otherwise recomputed from h by a
+        differentiable pointwise loop over T (fusedrnn.rnn returns only h per step): where only h is
+        needed, ``fusedrnn.rnn`` is faster.
 
     Differences from flashrnn 1.0.8, in corner cases:
         - sLSTM's fresh-state test (n == 0 -> m' = i~) is per element here and in flashrnn's CUDA kernels;
