@@ -103,7 +103,7 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 # --- xLSTM ------------------------------------------------------------------------------------------------------
 
 
-def xlstm_stack(backend: str, blocks: int, embedding: int, heads: int, context: int) -> torch.nn.Module:
+def xlstm_stack(backend: str, blocks: int, embedding: int, heads: int, context: int, batch: int) -> torch.nn.Module:
     from xlstm import xLSTMBlockStack, xLSTMBlockStackConfig
     from xlstm.blocks.slstm.block import sLSTMBlockConfig
     from xlstm.blocks.slstm.layer import sLSTMLayerConfig
@@ -112,7 +112,8 @@ def xlstm_stack(backend: str, blocks: int, embedding: int, heads: int, context: 
     # xlstm's README configuration of an sLSTM block
     config = xLSTMBlockStackConfig(
         slstm_block=sLSTMBlockConfig(
-            slstm=sLSTMLayerConfig(backend=backend, num_heads=heads, conv1d_kernel_size=4),
+            # batch_size: a hint xlstm's cuda kernels may use
+            slstm=sLSTMLayerConfig(backend=backend, num_heads=heads, conv1d_kernel_size=4, batch_size=batch),
             feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu"),
         ),
         num_blocks=blocks,
@@ -145,11 +146,11 @@ def bench_xlstm(args, out) -> None:
                 if impl == "fusedrnn":
                     compat_xlstm.install()  # cuda-layout cells without nvcc
                     try:
-                        stack = xlstm_stack("cuda", blocks, E, NH, T)
+                        stack = xlstm_stack("cuda", blocks, E, NH, T, B)
                     finally:
                         compat_xlstm.uninstall()
                 else:
-                    stack = xlstm_stack(theirs_backend, blocks, E, NH, T)  # cuda: compiles its kernels (nvcc)
+                    stack = xlstm_stack(theirs_backend, blocks, E, NH, T, B)  # cuda: compiles its kernels (nvcc)
                 stack(x).float().mean().backward()  # a training step's kernels: forward and backward
                 stack.zero_grad(set_to_none=True)
                 return stack
