@@ -45,6 +45,8 @@ from typing import Any
 import torch
 
 from ..api import rnn
+from ..cells import get_cell
+from ._flashrnn import _state_sequence
 
 __all__ = ["use_fusedrnn", "install", "uninstall", "is_installed", "fused_cell_class"]
 
@@ -172,15 +174,11 @@ class _FusedRecurrence:
 
     def _all_states(self, input: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Every state at every step [S, T, B, H] (xlstm's internal layout) from the internal input."""
-        from ._flashrnn import _state_sequence
-
         x = self._internal_to_x(input)
         y, _ = self._fusedrnn_run(x, state)
         R, b = self._fusedrnn_weights()
         B, T, _, NH, D = x.shape
         states = state.view(-1, B, NH, D).to(x.dtype)
-        from ..cells import get_cell
-
         spec = get_cell(CELLS[self.config.function])
         sequence = _state_sequence(spec, x, R.to(x.dtype), b.to(x.dtype), states, y)  # [S, B, T, NH, D]
         return sequence.transpose(1, 2).reshape(-1, T, B, NH * D)
