@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What runs on the GPU machine: the GPU tests, then the benchmarks, logs under $OUT (or ./out).
-# Usage: bash benchmarks/run_device.sh [bench|test|all]
+# Usage: bash benchmarks/run_device.sh [bench|test|integrations|all]
 set -uo pipefail
 out=${OUT:-out}
 mkdir -p "$out"
@@ -14,4 +14,8 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
 fi
 if [ "$what" = test ] || [ "$what" = all ]; then
   python3 -m pytest -q -m gpu -n 8 -p no:cacheprovider tests 2>&1 | tee "$out/gpu-tests.txt" | tail -40
+fi
+if [ "$what" = integrations ]; then
+  # xlstm / TiRex against their own CUDA paths (needs xlstm, tirex-ts and, for their kernels, nvcc and ninja)
+  python3 benchmarks/bench_integrations.py --out "$out/integrations.jsonl" 2>&1 | tee "$out/integrations.txt"
 fi

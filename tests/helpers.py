@@ -116,3 +116,47 @@ def check_backend(backend, cell, B, T, NH, D, dtype, device, with_state=True, le
         y = got[0]
         for row, length in enumerate(lengths.tolist()):
             assert (y[row, length:] == 0).all(), f"y of row {row} after its length {length} is not zero"
+
+
+def _test_extra_installed(missing: str) -> bool:
+    """Whether fusedrnn is installed with its [test] extra: every distribution of that extra but ``missing`` is
+    present (CI installs the extra; a developer running the tests without it has some of them missing)."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = metadata.requires("fusedrnn") or []
+    except metadata.PackageNotFoundError:
+        return False
+    names = []
+    for line in requirements:
+        requirement = Requirement(line)
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": "test"}):
+            if not requirement.marker.evaluate({"extra": ""}):  # in the test extra, not a core dependency
+                names.append(requirement.name)
+    if not names:
+        return False
+    for name in names:
+        if name.lower().replace("_", "-") == missing.lower().replace("_", "-"):
+            continue
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            return False
+    return True
+
+
+def import_test_package(module: str, distribution: str):
+    """``module`` imported; a skip naming ``distribution`` when it is missing and fusedrnn's [test] extra is not
+    installed; a failure when the extra is installed (CI must run these tests, not skip them)."""
+    import importlib
+
+    import pytest
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        if _test_extra_installed(distribution):
+            pytest.fail(f"{distribution} is in fusedrnn's [test] extra but cannot be imported: {error}")
+        pytest.skip(f"{distribution} is not installed (pip install -e '.[test]' installs it): {error}")

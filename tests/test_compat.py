@@ -12,7 +12,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import compat
-from fusedrnn.compat import flashrnn
+from fusedrnn.compat import _flashrnn, flashrnn
 
 from .helpers import max_error
 
@@ -106,7 +106,7 @@ def test_backend_names_map_to_ours_on_the_cpu(monkeypatch):
         chosen.append(backend)
         return fusedrnn.rnn(*args, backend=backend, **kwargs)
 
-    monkeypatch.setattr(compat, "rnn", recording_rnn)
+    monkeypatch.setattr(_flashrnn, "rnn", recording_rnn)
     # float32: the alternating backend could run it in Triton's interpreter, but is never picked on the CPU
     inputs = _problem("lstm", 2, 3, 1, 4, dtype=torch.float32)
     for backend in compat.BACKENDS:
@@ -131,7 +131,7 @@ def test_cuda_backend_runs_alternating_on_a_gpu(monkeypatch):
         chosen.append(backend)
         return fusedrnn.rnn(*args, backend=backend, **kwargs)
 
-    monkeypatch.setattr(compat, "rnn", recording_rnn)
+    monkeypatch.setattr(_flashrnn, "rnn", recording_rnn)
     inputs = [t.cuda() for t in _problem("gru", 3, 7, 2, 16, dtype=torch.float32)]
     all_states, last = flashrnn(*inputs, function="gru", backend="cuda")
     expected_all, expected_last = flashrnn(*inputs, function="gru", backend="vanilla")
@@ -365,3 +365,87 @@ def test_errors(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         flashrnn(**args)
+
+
+# --- the calls tirex-2 (TiRex's successor) makes through flashrnn -------------------------------------------------
+# Its sLSTM layers keep R as [NH, D_in, G, D_out] ("HPGD") and b as [NH, G, D] ("HGD") and pass a FlashRNNConfig;
+# a full sequence per call, the reverse direction by flipping the input in time, and one call per token (states
+# carried) for single-step updates.
+
+
+def _tirex2_problem(B, T, NH, D, dtype=torch.float32):
+    config = SimpleNamespace(
+        function="slstm", backend="vanilla", recurrent_shape="HPGD", bias_shape="HGD", num_heads=NH, head_dim=D
+    )
+    Wx = torch.randn(B, T, 4, NH, D, dtype=dtype)
+    R = (torch.randn(NH, D, 4, D) / D**0.5).to(dtype)
+    b = (torch.randn(NH, 4, D) * 0.5).to(dtype)
+    return config, Wx, R, b
+
+
+def test_tirex2_single_steps_equal_one_call():
+    B, T, NH, D = 3, 6, 2, 8
+    config, Wx, R, b = _tirex2_problem(B, T, NH, D)
+    all_states, last = flashrnn(Wx, R, b, None, config=config)
+    states = torch.zeros(4, B, 1, NH, D)  # tirex-2's zero_state
+    hs = []
+    for t in range(T):
+        y, states = flashrnn(Wx[:, t : t + 1], R, b, states, config=config)
+        assert y.shape == (4, B, 1, NH, D) and states.shape == (4, B, 1, NH, D)
+        hs.append(y[0])
+    assert max_error(torch.cat(hs, dim=1), all_states[0]) <= TOL[torch.float32]
+    assert max_error(states, last) <= TOL[torch.float32]
+
+
+def test_tirex2_call_patterns_equal_flashrnn(flashrnn_package):
+    """Each pattern (one call, flipped input, one call per step) against the flashrnn package doing the same."""
+    B, T, NH, D = 2, 5, 2, 8
+    _, Wx, R, b = _tirex2_problem(B, T, NH, D)
+    # the config tirex-2 builds (its defaults: "cuda_fused", bfloat16; vanilla and float32 to run on the CPU)
+    config = flashrnn_package.FlashRNNConfig(
+        hidden_dim=NH * D,
+        num_heads=NH,
+        head_dim=D,
+        backend="vanilla",
+        function="slstm",
+        recurrent_shape="HPGD",
+        bias_shape="HGD",
+        dtype="float32",
+        enable_automatic_mixed_precision=True,
+    )
+    flipped = torch.flip(Wx, dims=(1,)).contiguous()
+    ours, theirs = (
+        [f(x, R, b, None, config=config) for x in (Wx, flipped)] for f in (flashrnn, flashrnn_package.flashrnn)
+    )
+    for (all_ours, last_ours), (all_theirs, last_theirs) in zip(ours, theirs):
+        assert max_error(all_ours, all_theirs) <= TOL[torch.float32]
+        assert max_error(last_ours, last_theirs) <= TOL[torch.float32]
+    state = torch.zeros(4, B, 1, NH, D)
+    ours_step, theirs_step = state, state
+    for t in range(T):
+        y_ours, ours_step = flashrnn(Wx[:, t : t + 1], R, b, ours_step, config=config)
+        y_theirs, theirs_step = flashrnn_package.flashrnn(Wx[:, t : t + 1], R, b, theirs_step, config=config)
+        assert max_error(y_ours, y_theirs) <= TOL[torch.float32]
+
+
+def test_one_step_calls_recompute_nothing(monkeypatch):
+    """A one-step call returns its final states as the state sequence: no recomputation from h."""
+    monkeypatch.setattr(_flashrnn, "_state_sequence", None)  # calling it would raise TypeError
+    config, Wx, R, b = _tirex2_problem(2, 1, 2, 8)
+    all_states, last = flashrnn(Wx, R, b, torch.zeros(4, 2, 1, 2, 8), config=config)
+    assert torch.equal(all_states, last)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter case runs where there is no GPU")
+@pytest.mark.parametrize("function", ["lstm", "slstm"])
+def test_inference_takes_the_states_from_the_fused_kernel(monkeypatch, function):
+    """Without a gradient, a fused backend's call takes every state at every step from what its kernel saves
+    (Triton's interpreter here); they equal the reference's recomputation."""
+    inputs = _problem(function, 3, 6, 2, 16, dtype=torch.float32)
+    with torch.no_grad():
+        expected = flashrnn(*inputs, function=function, backend="vanilla")
+        monkeypatch.setattr(_flashrnn, "_resolve_backend", lambda backend, call: "triton")
+        monkeypatch.setattr(_flashrnn, "_state_sequence", None)  # the kernel's states, not a recomputation
+        got = flashrnn(*inputs, function=function, backend="triton_fused")
+    for a, e in zip(got, expected):
+        assert a.shape == e.shape and max_error(a, e) <= TOL[torch.float32]

@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from .api import initial_state, rnn
-from .backends import Call, backend_names, get_backend
-from .cells import Cell, get_cell
+from ..api import SUPPORTED_DTYPES, initial_state, rnn
+from ..backends import Backend, Call, backend_names, get_backend, select_backend
+from ..backends.fused import saved_shapes
+from ..cells import Cell, get_cell
 
 __all__ = ["flashrnn", "FUNCTIONS", "BACKENDS", "DTYPES"]
 
@@ -89,6 +90,8 @@ def _permute(name: str, tensor: object, layout: str, target: str) -> torch.Tenso
         raise ValueError(
             f"{name}: expected a {len(layout)}-d tensor [{', '.join(layout)}], got shape {tuple(tensor.shape)}"
         )
+    if layout == target:  # the default layouts: no permute (a per-call host cost for one-step callers)
+        return tensor
     return tensor.permute([layout.index(letter) for letter in target])
 
 
@@ -318,8 +321,10 @@ def flashrnn(
     Returns:
         (all states at every step [S, B, T, NH, D], final states [S, B, 1, NH, D]), in Wx's dtype and
         config.output_shape (default "SBTHD"); the first tensor excludes the initial state. h is
-        ``all[0]``. LSTM's c and sLSTM's c, n, m per step are recomputed from h by a pointwise loop
-        over T (fusedrnn's kernels return only h per step): for the fastest path call ``fusedrnn.rnn``.
+        ``all[0]``. LSTM's c and sLSTM's c, n, m per step: for one step (T = 1) the final states; without
+        a gradient on a fused backend, the states its kernel saves; otherwise recomputed from h by a
+        differentiable pointwise loop over T (fusedrnn.rnn returns only h per step): where only h is
+        needed, ``fusedrnn.rnn`` is faster.
 
     Differences from flashrnn 1.0.8, in corner cases:
         - sLSTM's fresh-state test (n == 0 -> m' = i~) is per element here and in flashrnn's CUDA kernels;
@@ -349,9 +354,45 @@ def flashrnn(
         device=x.device,
         requires_grad=torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, R, b, states)),
     )
-    y, final = rnn(x, R_ours, b_ours, state, cell=spec, backend=_resolve_backend(options.backend, call))
-    if state is None:
-        state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
-    all_states = _state_sequence(spec, x, R_ours, b_ours, state, y)  # [S, B, T, NH, D]
+    backend_name = _resolve_backend(options.backend, call)
+    kernel = _backend_keeping_states(backend_name, call) if T > 1 and spec.num_states > 1 else None
+    if kernel is not None and kernel.op_forward is not None:
+        # inference on a fused backend: the states per step come from the kernel (what it saves for backward)
+        if state is None:
+            state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
+        _, final, _, saved = kernel.op_forward(spec, x, R_ours, b_ours, state, None, True)
+        all_states = saved[:, :, 1:].permute(0, 3, 2, 1, 4).to(x.dtype)  # [S, NH, T + 1, B, D] -> [S, B, T, NH, D]
+        return _in_layout(options, all_states, final)
+    y, final = rnn(x, R_ours, b_ours, state, cell=spec, backend=backend_name)
+    if T == 1 or spec.num_states == 1:
+        # one step (a caller stepping one token at a time): its states are the final states, nothing to recompute
+        all_states = final.unsqueeze(2) if T == 1 else y.unsqueeze(0)  # [S, B, T, NH, D]
+    else:
+        if state is None:
+            state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
+        all_states = _state_sequence(spec, x, R_ours, b_ours, state, y)
+    return _in_layout(options, all_states, final)
+
+
+def _in_layout(options: _Options, all_states: torch.Tensor, final: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """all_states [S, B, T, NH, D] and final [S, B, NH, D] in config.output_shape (final with T = 1)."""
+    if options.output_shape == _OUTPUT:
+        return all_states, final.unsqueeze(2)
     order = [_OUTPUT.index(letter) for letter in options.output_shape]
     return all_states.permute(order), final.unsqueeze(2).permute(order)
+
+
+def _backend_keeping_states(backend_name: str, call: Call) -> Backend | None:
+    """The backend that runs this call when it can give every state at every step from its kernel's saved states
+    instead of their recomputation from h (a loop over T of pointwise launches, far slower than the kernel):
+    inference (the saved states are not differentiable outputs) on a backend with the fused backends' saved
+    layout, outside autocast and torch.compile (which fusedrnn.rnn handles); else None."""
+    if call.requires_grad or call.dtype not in SUPPORTED_DTYPES or call.batch == 0:
+        return None
+    if torch.is_autocast_enabled(call.device.type) or torch.compiler.is_compiling():
+        return None
+    try:
+        backend = select_backend(backend_name, call)
+    except ValueError:
+        return None
+    return backend if backend.op_saved_shapes is saved_shapes else None
