@@ -67,6 +67,13 @@ def check_backend(backend: object) -> str:
     return backend
 
 
+def check_checkpoint(checkpoint: object, budget: object) -> tuple[int | None, int | None]:
+    """The layers' checkpoint options, checked as ``fusedrnn.rnn`` checks them (at most one; ints >= 1)."""
+    from ..checkpoint import check_options
+
+    return check_options(checkpoint, budget)
+
+
 def recurrent_parameters(
     cell: Cell, input_size: int, hidden_size: int, head_dim: int, bias: bool, factory: dict
 ) -> dict[str, nn.Parameter]:

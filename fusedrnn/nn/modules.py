@@ -33,6 +33,7 @@ from ._common import (
     DenseRecurrentCache,
     TorchModuleRules,
     check_backend,
+    check_checkpoint,
     check_dropout,
     check_heads,
     check_input_dtype,
@@ -54,8 +55,9 @@ class RecurrentBase(TorchModuleRules):
 
     Arguments in torch.nn.RNNBase's positional order (input_size, hidden_size, num_layers, bias,
     batch_first, dropout, bidirectional, proj_size, device, dtype), then fusedrnn's, keyword-only:
-    num_heads (block-diagonal recurrence over heads of size hidden_size / num_heads; default 1) and
-    backend (a fusedrnn backend name, or "auto")."""
+    num_heads (block-diagonal recurrence over heads of size hidden_size / num_heads; default 1),
+    backend (a fusedrnn backend name, or "auto") and, for training on long sequences, checkpoint (steps per
+    recomputed segment) or checkpoint_budget (bytes per layer and direction), as in ``fusedrnn.rnn``."""
 
     cell_name: ClassVar[str] = ""
     torch_class: ClassVar[type[nn.Module] | None] = None  # the torch.nn module of the same function, if any
@@ -75,6 +77,8 @@ class RecurrentBase(TorchModuleRules):
         *,
         num_heads: int = 1,
         backend: str = "auto",
+        checkpoint: int | None = None,
+        checkpoint_budget: int | None = None,
     ) -> None:
         super().__init__()
         self.input_size = check_size("input_size", input_size)
@@ -84,6 +88,7 @@ class RecurrentBase(TorchModuleRules):
         self.proj_size = self._check_proj_size(proj_size)
         self.dropout = check_dropout(dropout)
         self.backend = check_backend(backend)
+        self.checkpoint, self.checkpoint_budget = check_checkpoint(checkpoint, checkpoint_budget)
         if self.dropout > 0 and num_layers == 1:
             warnings.warn(  # torch.nn's warning, word for word
                 "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
@@ -158,6 +163,9 @@ class RecurrentBase(TorchModuleRules):
             text += f", num_heads={self.num_heads}"
         if self.backend != "auto":
             text += f", backend={self.backend!r}"
+        for name in ("checkpoint", "checkpoint_budget"):
+            if getattr(self, name) is not None:
+                text += f", {name}={getattr(self, name)}"
         return text
 
     def reset_parameters(self) -> None:
@@ -167,6 +175,11 @@ class RecurrentBase(TorchModuleRules):
 
     def flatten_parameters(self) -> None:
         """No-op, for code written for torch.nn.LSTM (fusedrnn's kernels read the parameters as they are)."""
+
+    @property
+    def _checkpointing(self) -> bool:
+        """Training with a checkpoint option: fusedrnn.rnn (torch's CPU ops would save every step)."""
+        return (self.checkpoint is not None or self.checkpoint_budget is not None) and torch.is_grad_enabled()
 
     # --- states ------------------------------------------------------------------------------------------
 
@@ -199,7 +212,7 @@ class RecurrentBase(TorchModuleRules):
             self._check_features(input.data)
             batch = int(input.batch_sizes[0]) if len(input.batch_sizes) else 0
             parts = self._check_state(hx, batch, False, input.data)
-            if runs_on_torch_ops(self.cell, self.backend, input.data):
+            if runs_on_torch_ops(self.cell, self.backend, input.data) and not self._checkpointing:
                 packed_out, packed_finals = self._run_torch_packed(input, parts)
                 return packed_out, self._state(packed_finals, False)
             x, padded_lengths = pad_packed_sequence(input, batch_first=True)  # [B, T, I], original order
@@ -230,7 +243,7 @@ class RecurrentBase(TorchModuleRules):
 
         # torch's packed op for lengths; pack_padded_sequence refuses empty rows and an empty batch
         empty_rows = lengths is not None and (B == 0 or bool(lengths.min() == 0))
-        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows:
+        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows and not self._checkpointing:
             if lengths is None:
                 out, finals = self._run_torch(x3, None, parts)
             else:
@@ -327,7 +340,17 @@ class RecurrentBase(TorchModuleRules):
                 source = x if direction == 0 else _reverse(x, lengths)
                 gates = F.linear(source, w_ih, b_ih).view(B, T, cell.num_gates_x, NH, D)
                 s0 = None if states is None else states[:, index]
-                y, final = rnn(gates, R, b, s0, cell=cell, backend=self.backend, lengths=lengths)
+                y, final = rnn(
+                    gates,
+                    R,
+                    b,
+                    s0,
+                    cell=cell,
+                    backend=self.backend,
+                    lengths=lengths,
+                    checkpoint=self.checkpoint,
+                    checkpoint_budget=self.checkpoint_budget,
+                )
                 y = y.reshape(B, T, self.hidden_size)
                 outputs.append(y if direction == 0 else _reverse(y, lengths))
                 finals.append(final)
@@ -467,6 +490,8 @@ class RNN(RecurrentBase):
         *,
         num_heads: int = 1,
         backend: str = "auto",
+        checkpoint: int | None = None,
+        checkpoint_budget: int | None = None,
     ) -> None:
         if nonlinearity != "tanh":
             raise ValueError(f"nonlinearity: expected 'tanh' (fusedrnn's Elman cell), got {nonlinearity!r}")
@@ -483,6 +508,8 @@ class RNN(RecurrentBase):
             dtype,
             num_heads=num_heads,
             backend=backend,
+            checkpoint=checkpoint,
+            checkpoint_budget=checkpoint_budget,
         )
         self.nonlinearity = nonlinearity
 
