@@ -44,6 +44,7 @@ from ._common import (
     recurrent_parameters,
     runs_on_torch_ops,
 )
+from .decode import Decoder, step_plan
 
 __all__ = ["RecurrentBase", "LSTM", "GRU", "RNN", "SLSTM"]
 
@@ -363,12 +364,16 @@ class RecurrentBase(TorchModuleRules):
     def step(self, input: torch.Tensor, hx: State | None = None) -> tuple[torch.Tensor, State]:
         """One time step, for inference and decoding: input [B, I] (or [I]), hx as ``forward``'s. Returns
         (the last layer's h [B, H], the new state), what ``forward`` gives for a one-step sequence. With
-        fusedrnn's backends (a GPU) no host synchronisation, so it can be captured in a CUDA graph."""
+        fusedrnn's backends (a GPU) no host synchronisation, so it can be captured in a CUDA graph. Without
+        autograd (under torch.no_grad, or nothing requiring a gradient) a step runs on a plan made once per batch
+        size, dtype and device (``decode.StepPlan``); ``decoder`` also keeps the state in place."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional layer needs the whole sequence; call forward")
         if not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
             shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
             raise ValueError(f"input: expected a tensor [B, I] or [I] (one step), got {shape}")
+        if self._planned_step(input):
+            return self._step_planned(input, hx)
         sequence = input.unsqueeze(0)  # [1, B, I] / [1, I]
         if self.batch_first and input.dim() == 2:
             sequence = input.unsqueeze(1)  # [B, 1, I]
@@ -377,6 +382,39 @@ class RecurrentBase(TorchModuleRules):
         if input.dim() == 1:
             return output.squeeze(0), new_state
         return (output[:, 0] if self.batch_first else output[0]), new_state
+
+    def _planned_step(self, input: torch.Tensor) -> bool:
+        """Whether ``step`` runs on its StepPlan: fusedrnn's backends, no autograd, no autocast, not compiling."""
+        if torch.is_grad_enabled() and (input.requires_grad or any(p.requires_grad for p in self._flat_weights)):
+            return False
+        device_type = input.device.type
+        return not (
+            runs_on_torch_ops(self.cell, self.backend, input)
+            or torch.is_autocast_enabled(device_type)
+            or torch.compiler.is_compiling()
+        )
+
+    def _step_planned(self, input: torch.Tensor, hx: State | None) -> tuple[torch.Tensor, State]:
+        self._check_features(input)
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        B, L, NH, D, S = x.shape[0], self.num_layers, self.num_heads, self.head_dim, self.cell.num_states
+        parts = self._check_state(hx, B, unbatched, input)
+        plan = step_plan(self, B, x.dtype, x.device)
+        if parts is None:
+            states = [plan.initial] * L
+        else:  # [L, S, B, NH, D]: each layer's states contiguous, one copy for all
+            states = list(torch.stack(parts, dim=1).view(L, S, B, NH, D).unbind(0))
+        out = torch.empty(S, L, B, NH, D, dtype=x.dtype, device=x.device)
+        h = plan.advance(x, states, list(out.unbind(1)))
+        finals = list(out.view(S, L, B, NH * D).unbind(0))
+        return (h.squeeze(0) if unbatched else h), self._state(finals, unbatched)
+
+    def decoder(self, batch: int = 1, hx: State | None = None) -> Decoder:
+        """A ``Decoder``: steps of inputs [batch, input_size] with the state kept in place, for decoding loops and
+        CUDA graphs (``h = decoder(x)``; ``decoder.state``; ``decoder.reset(hx)``). Starts from ``hx`` (torch's
+        format, [num_layers, batch, hidden_size] per state) or the cell's initial state."""
+        return Decoder(self, batch, hx)
 
     # --- conversion from / to torch.nn -------------------------------------------------------------------
 
