@@ -31,7 +31,7 @@ import traceback
 import torch
 
 import fusedrnn.nn as fnn
-from fusedrnn import rnn
+from fusedrnn import checkpoint, rnn
 from fusedrnn.backends import Call, select_backend
 from fusedrnn.cells import get_cell
 from fusedrnn.cli import floors
@@ -293,13 +293,15 @@ def _saved_bytes(fn_forward, inputs) -> tuple[int, int, torch.Tensor]:
     return total, sum(n for ptr, n in storages.items() if ptr in input_ptrs), out
 
 
-def _long_one(T: int, k: int | None, inputs: tuple, results: dict, args) -> None:
-    """One path (k None: saving; else checkpoint=k) at T steps: time, saved bytes, peak, ratio to saving."""
+def _long_one(T: int, k: int | None, overlap: bool, inputs: tuple, results: dict, args) -> None:
+    """One path (k None: saving; else checkpoint=k, the recomputation on a side stream with ``overlap``) at T steps:
+    time, saved bytes, peak, ratio to saving."""
     x, R, b = inputs
     B, _, _, NH, D = x.shape
-    name = "saving" if k is None else f"checkpoint={k}"
+    name = "saving" if k is None else f"checkpoint={k}" + (" overlap" if overlap else "")
 
     def forward():
+        checkpoint.OVERLAP_RECOMPUTATION = overlap
         return rnn(x, R, b, cell="lstm", checkpoint=k)[0]
 
     def fwbw():
@@ -322,8 +324,8 @@ def _long_one(T: int, k: int | None, inputs: tuple, results: dict, args) -> None
         peak = torch.cuda.max_memory_allocated() - before
         reps = args.reps if T <= 16384 else max(3, args.reps // 3)
         ms = median_ms(fwbw, reps, warmup=1)
-        results.setdefault(k, {})[T] = ms
-        ratio = None if k is None or T not in results.get(None, {}) else ms / results[None][T]
+        results.setdefault(name, {})[T] = ms
+        ratio = None if k is None or T not in results.get("saving", {}) else ms / results["saving"][T]
         at_bar = T == max(args.long_steps) and k is not None
         emit(
             section="long",
@@ -349,16 +351,18 @@ def _long_one(T: int, k: int | None, inputs: tuple, results: dict, args) -> None
 
 def long(args) -> None:
     B, NH, D = 16, 1, 768
-    results: dict[int | None, dict[int, float]] = {}
+    results: dict[str, dict[int, float]] = {}
     for T in args.long_steps:
         x = torch.randn(B, T, 4, NH, D, device=DEVICE, dtype=DTYPE, requires_grad=True)
         R = (torch.randn(4, NH, D, D, device=DEVICE) / D**0.5).to(DTYPE).requires_grad_()
         b = torch.zeros(4, NH, D, device=DEVICE, dtype=DTYPE, requires_grad=True)
         for k in [None, *args.ks]:
-            _long_one(T, k, (x, R, b), results, args)
+            _long_one(T, k, False, (x, R, b), results, args)
+            if k is not None and args.overlap:
+                _long_one(T, k, True, (x, R, b), results, args)
         x = R = b = None
         torch.cuda.empty_cache()
-    for k, by_T in results.items():
+    for name, by_T in results.items():
         if len(by_T) < 2:
             continue
         steps = sorted(by_T)
@@ -370,7 +374,7 @@ def long(args) -> None:
         emit(
             section="long",
             name="slope",
-            impl="saving" if k is None else f"checkpoint={k}",
+            impl=name,
             steps=steps,
             us_per_step=round(slope * 1000, 4),
             intercept_ms=round(intercept, 3),
@@ -391,6 +395,9 @@ def main(argv=None) -> None:
     parser.add_argument("--graph-steps", type=int, default=32, help="decode: steps captured in one graph")
     parser.add_argument("--ks", type=int, nargs="+", default=[1024], help="long: checkpoint segment lengths")
     parser.add_argument("--long-steps", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    parser.add_argument(
+        "--overlap", action="store_true", help="long: also each k with the recomputation on a side stream"
+    )
     args = parser.parse_args(argv)
     for name in args.only:
         SECTIONS[name](args)

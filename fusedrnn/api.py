@@ -8,7 +8,7 @@ import torch
 
 from .backends import Call, select_backend
 from .cells import Cell, get_cell
-from .checkpoint import checkpointed_run, resolve_steps
+from .checkpoint import checkpointed_run, overlap_allowed, resolve_steps
 
 __all__ = ["rnn", "initial_state"]
 
@@ -144,10 +144,11 @@ def rnn(
             y, final, _, _ = torch.ops.fusedrnn.forward(x, R, b, state, lengths, spec.name, name, requires_grad)
             return y, final
         call = Call(spec, B, T, NH, D, x.dtype, x.device, requires_grad, lengths is not None)
-        run = select_backend(backend, call).run
+        chosen = select_backend(backend, call)
         if steps is not None and requires_grad:
-            return checkpointed_run(run, spec, x, R, b, state, lengths, steps)
-        return run(spec, x, R, b, state, lengths)
+            overlap = overlap_allowed(chosen.name, call)
+            return checkpointed_run(chosen.run, spec, x, R, b, state, lengths, steps, overlap)
+        return chosen.run(spec, x, R, b, state, lengths)
 
 
 def _autocast(

@@ -13,6 +13,7 @@ ceil(T / k) segment-start states and, during the backward, one segment's saved t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -92,7 +93,7 @@ def _segment_lengths(lengths: torch.Tensor | None, start: int, stop: int) -> tor
 
 class _Checkpointed(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, cell: Cell, steps: int, x, R, b, state, lengths):  # type: ignore[override]
+    def forward(ctx, run, cell: Cell, steps: int, overlap: bool, x, R, b, state, lengths):  # type: ignore[override]
         B, T, _, NH, D = x.shape
         y = x.new_empty(B, T, NH, D)
         starts = []
@@ -104,7 +105,7 @@ class _Checkpointed(torch.autograd.Function):
                 y_part, current = run(cell, x[:, start:stop], R, b, current, _segment_lengths(lengths, start, stop))
                 y[:, start:stop] = y_part
         ctx.save_for_backward(x, R, b, lengths, *starts)
-        ctx.run, ctx.cell, ctx.steps = run, cell, steps
+        ctx.run, ctx.cell, ctx.steps, ctx.overlap = run, cell, steps, overlap
         return y, current
 
     @staticmethod
@@ -117,7 +118,7 @@ class _Checkpointed(torch.autograd.Function):
         x, R, b, lengths, *starts = ctx.saved_tensors
         run, cell, steps = ctx.run, ctx.cell, ctx.steps
         B, T, _, NH, D = x.shape
-        needs_x, needs_R, needs_b, needs_state = ctx.needs_input_grad[3:7]
+        needs_x, needs_R, needs_b, needs_state = ctx.needs_input_grad[4:8]
         if dy is None:
             dy = x.new_zeros(B, T, NH, D)
         # dR and db summed over segments in float32 (16-bit partial sums would round once per segment)
@@ -125,24 +126,44 @@ class _Checkpointed(torch.autograd.Function):
         dR = torch.zeros(R.shape, dtype=accumulate, device=R.device)
         db = torch.zeros(b.shape, dtype=accumulate, device=b.device)
         dx = torch.empty_like(x) if needs_x else None
+        streams = _side_streams(x.device) if ctx.overlap else None
+        main = torch.cuda.current_stream(x.device) if streams is not None else None
+
+        def recompute(index: int):
+            """Segment ``index``'s forward with saving: its leaves and outputs (on its side stream, if any)."""
+            start, stop = index * steps, min(index * steps + steps, T)
+            context = contextlib.nullcontext()
+            if streams is not None:
+                stream = streams[index % 2]
+                stream.wait_stream(main)
+                context = torch.cuda.stream(stream)
+            with context, torch.enable_grad():
+                leaves = [t.detach().requires_grad_() for t in (x[:, start:stop], R, b, starts[index])]
+                return leaves, run(cell, *leaves, _segment_lengths(lengths, start, stop))
+
         dstate = dfinal
+        ahead = None
         for index in range(len(starts) - 1, -1, -1):
-            start = index * steps
-            stop = min(start + steps, T)
-            leaves = [t.detach().requires_grad_() for t in (x[:, start:stop], R, b, starts[index])]
-            with torch.enable_grad():
-                y_part, final_part = run(cell, *leaves, _segment_lengths(lengths, start, stop))
+            start, stop = index * steps, min(index * steps + steps, T)
+            leaves, (y_part, final_part) = ahead if ahead is not None else recompute(index)
+            # with side streams, the next segment's recomputation runs while this segment's backward does
+            ahead = recompute(index - 1) if streams is not None and index > 0 else None
             if dstate is None:
                 dstate = torch.zeros_like(final_part)
             grads = torch.autograd.grad((y_part, final_part), leaves, (dy[:, start:stop], dstate), allow_unused=True)
             dx_part, dR_part, db_part, dstate = (
                 torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)
             )
+            if streams is not None:  # the gradients were made on a side stream and are read on this one
+                main.wait_stream(streams[index % 2])
+                for g in (dx_part, dR_part, db_part, dstate):
+                    g.record_stream(main)
             if dx is not None:
                 dx[:, start:stop] = dx_part
             dR += dR_part
             db += db_part
         return (
+            None,
             None,
             None,
             None,
@@ -154,9 +175,46 @@ class _Checkpointed(torch.autograd.Function):
         )
 
 
-def checkpointed_run(run, cell: Cell, x, R, b, state, lengths, steps: int):
+# Experimental, off: recompute segment i - 1 on a side stream while segment i's backward runs (two CUDA streams).
+# The forward then costs about once beside the backward instead of twice, where the two kernels fit on the SMs
+# together. Only for backends whose kernels may share the GPU (``overlap_allowed``); to be validated on a device
+# (tests/test_checkpoint.py's GPU tests run both ways) before it is turned on.
+OVERLAP_RECOMPUTATION = False
+
+
+@functools.cache
+def _side_streams_of(device_index: int) -> tuple:
+    return torch.cuda.Stream(device_index), torch.cuda.Stream(device_index)
+
+
+def _side_streams(device: torch.device):
+    return _side_streams_of(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def overlap_allowed(backend: str, call) -> bool:
+    """Whether the recomputation may overlap the backward for ``call`` on ``backend``: CUDA tensors, a backend of
+    ordinary kernels (``triton``; ``cuda`` unless both its kernels are cooperative grids: a grid needs all its CTAs
+    resident and waits for SMs, and two grids waiting for each other's SMs could wait forever; a grid beside
+    kernels that finish on their own waits only until they do); not ``alternating`` (shared static buffers and
+    graphs)."""
+    if not OVERLAP_RECOMPUTATION or call.device.type != "cuda":
+        return False
+    if backend == "triton":
+        return True
+    if backend == "cuda":
+        from .backends.cuda.planner import plan
+
+        found = plan(call)
+        return not isinstance(found, str) and not (
+            found.forward.shape.cooperative and found.backward is not None and found.backward.shape.cooperative
+        )
+    return False
+
+
+def checkpointed_run(run, cell: Cell, x, R, b, state, lengths, steps: int, overlap: bool = False):
     """``run`` (a backend's: validated inputs, differentiable) over segments of ``steps`` steps, recomputed in
-    the backward (see the module's docstring). Without a gradient it is ``run`` itself: nothing is saved then."""
+    the backward (see the module's docstring). Without a gradient it is ``run`` itself: nothing is saved then.
+    ``overlap``: recompute on side streams (``OVERLAP_RECOMPUTATION``; CUDA only)."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, R, b, state))):
         return run(cell, x, R, b, state, lengths)
-    return _Checkpointed.apply(run, cell, steps, x, R, b, state, lengths)
+    return _Checkpointed.apply(run, cell, steps, overlap, x, R, b, state, lengths)

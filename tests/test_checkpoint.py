@@ -169,22 +169,62 @@ def test_layer_bidirectional_with_lengths(backend):
 # --- on the device (pytest -m gpu) -------------------------------------------------------------------------
 
 
+def test_overlap_only_where_allowed(monkeypatch):
+    """The experimental side-stream recomputation: never on the CPU nor on 'alternating', and off by default."""
+    from fusedrnn import checkpoint
+    from fusedrnn.backends.registry import Call
+
+    cpu = Call(get_cell("lstm"), 2, 8, 1, 16, torch.float32, torch.device("cpu"), True)
+    assert not checkpoint.overlap_allowed("triton", cpu)
+    monkeypatch.setattr(checkpoint, "OVERLAP_RECOMPUTATION", True)
+    assert not checkpoint.overlap_allowed("triton", cpu)
+    gpu = Call(get_cell("lstm"), 2, 8, 1, 16, torch.float32, torch.device("cuda"), True)
+    assert not checkpoint.overlap_allowed("alternating", gpu) and not checkpoint.overlap_allowed("reference", gpu)
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
 @pytest.mark.parametrize("backend", ["cuda", "triton", "alternating"])
 @pytest.mark.parametrize(("NH", "D"), [(12, 64), (1, 768)])
 @pytest.mark.parametrize("steps", [1, 100, 333, 2048])
-def test_gpu_equals_saving_path(backend, NH, D, steps):
-    """float32 on the fused GPU backends: forward bitwise; gradients within summation order."""
+def test_gpu_equals_saving_path(backend, NH, D, steps, overlap, monkeypatch):
+    """float32 on the fused GPU backends: forward bitwise; gradients within summation order; with the recomputation
+    on side streams too (where ``overlap_allowed``), whose synchronisation a race would break."""
+    from fusedrnn import checkpoint
     from fusedrnn.backends import select_backend
     from fusedrnn.backends.registry import Call
 
+    monkeypatch.setattr(checkpoint, "OVERLAP_RECOMPUTATION", overlap)
     call = Call(get_cell("lstm"), 16, 1000, NH, D, torch.float32, torch.device("cuda"), True)
     try:
         select_backend(backend, call)
     except ValueError as error:
         pytest.skip(str(error))
+    if overlap and not checkpoint.overlap_allowed(backend, call):
+        pytest.skip(f"no overlap on {backend} for {NH}x{D}")
     saving, checkpointed = _compare("lstm", backend, 16, 1000, NH, D, steps, device="cuda", lengths=None)
     _assert_same(saving, checkpointed, tol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_gpu_overlap_bfloat16_with_lengths(backend, monkeypatch):
+    """The side-stream recomputation against the sequential one, bfloat16, lengths, 12 x 64: the same kernels on
+    the same inputs in the same order per stream: y and the final state bitwise, the gradients too unless a GEMM
+    picks another algorithm on the other stream (a bfloat16 rounding); a race reads a buffer early."""
+    from fusedrnn import checkpoint
+
+    inputs, dy, dfinal = problem_with_grads("lstm", 16, 2000, 12, 64, torch.bfloat16, "cuda")
+    lengths = torch.randint(0, 2001, (16,))
+
+    def call():
+        return lambda *a: rnn(*a, cell="lstm", backend=backend, lengths=lengths, checkpoint=128)
+
+    results = []
+    for overlap in (False, True):
+        monkeypatch.setattr(checkpoint, "OVERLAP_RECOMPUTATION", overlap)
+        results.append(run_with_grads(call(), inputs, dy, dfinal))
+    _assert_same(*results, tol=1e-2)  # a race gives garbage, far beyond this
 
 
 @pytest.mark.gpu
