@@ -43,9 +43,9 @@ def _assert_same(saving, checkpointed, exact=True, tol=SUM_ORDER_TOL):
         assert max_error(g_c, g) <= tol, f"{name}: {max_error(g_c, g)}"
 
 
-# steps: 1 (every step), 3 (does not divide T = 7), 7 (= T), 20 (> T)
+# steps: 1 (every step), 3 (does not divide T = 7), 20 (> T: one segment)
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("steps", [1, 3, 7, 20])
+@pytest.mark.parametrize("steps", [1, 3, 20])
 def test_lstm_equals_saving_path(backend, steps):
     _assert_same(*_compare("lstm", backend, 3, 7, 2, 16, steps))
 
@@ -143,7 +143,7 @@ def test_double_backward_refused():
         torch.autograd.grad(y.sum(), x, create_graph=True)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", ["reference"])  # the layers' plumbing; the kernels are tested above
 def test_layer_bidirectional_with_lengths(backend):
     """Two layers, both directions, lengths and an initial state: outputs and every parameter's gradient."""
     torch.manual_seed(torch.initial_seed())
