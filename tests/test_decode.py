@@ -49,6 +49,18 @@ def test_planned_step_equals_forward(module_cls, backend, dtype):
         assert all(s.shape == (2, 16) for s in _parts(state))
 
 
+def test_step_in_training_mode_keeps_dropout():
+    """Dropout between layers in training mode: step runs forward, whose dropout draws from torch's generator."""
+    module = fnn.LSTM(3, 8, num_layers=2, dropout=0.5, backend="reference", dtype=torch.float64).train()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        h, _ = module.step(x)
+        torch.manual_seed(1)
+        expected, _ = module(x.unsqueeze(0))
+    assert torch.equal(h, expected[0])
+
+
 def test_step_with_gradients_still_differentiable():
     """With autograd on, step runs forward (the plan has none): gradients flow to the parameters."""
     module = fnn.LSTM(3, 8, backend="reference", dtype=torch.float64)
@@ -72,6 +84,7 @@ def test_decoder_equals_forward_state_in_place(module_cls):
         h = decoder(x[t])
         assert not h.requires_grad and max_error(h, out[t]) <= TOL[torch.float64], t
     assert [s.data_ptr() for s in _parts(decoder.state)] == buffers  # kept in place
+    assert all(s._base is not None for s in _parts(decoder.state))  # views of the buffer, not copies
     for got, expected in zip(_parts(decoder.state), _parts(final)):
         assert max_error(got, expected) <= TOL[torch.float64]
     decoder.reset()  # the cell's initial state: the decoder restarts

@@ -96,9 +96,10 @@ class Decoder:
 
     Made by ``module.decoder(batch, hx=None)``. The checks and the backend are decided once, here; a step costs
     per layer a GEMM, the backend's one-step launch and a copy of the new state, nothing else on the host. No
-    autograd (use ``module.step`` or ``forward`` to train). The input's shape, dtype and device are checked on
-    every call; the parameters are read live (an optimizer step is seen). In a CUDA graph: capture
-    ``h = decoder(x_static)`` after one eager call; every replay advances the state."""
+    autograd and no dropout between layers, as in eval mode (use ``module.step`` or ``forward`` to train). The
+    input's shape, dtype and device are checked on every call; the parameters are read live (an optimizer step is
+    seen). In a CUDA graph: capture ``h = decoder(x_static)`` after one eager call; every replay advances the
+    state. The returned h is the graph's (or the call's) output buffer: the next call may overwrite it."""
 
     def __init__(self, module: RecurrentBase, batch: int, hx: object = None) -> None:
         if module.bidirectional:

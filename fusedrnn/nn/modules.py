@@ -384,8 +384,11 @@ class RecurrentBase(TorchModuleRules):
         return (output[:, 0] if self.batch_first else output[0]), new_state
 
     def _planned_step(self, input: torch.Tensor) -> bool:
-        """Whether ``step`` runs on its StepPlan: fusedrnn's backends, no autograd, no autocast, not compiling."""
+        """Whether ``step`` runs on its StepPlan: fusedrnn's backends, no autograd, no autocast, not compiling, no
+        dropout between layers (training mode)."""
         if torch.is_grad_enabled() and (input.requires_grad or any(p.requires_grad for p in self._flat_weights)):
+            return False
+        if self.dropout and self.training and self.num_layers > 1:
             return False
         device_type = input.device.type
         return not (
