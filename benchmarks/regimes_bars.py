@@ -362,6 +362,11 @@ def long(args) -> None:
                 _long_one(T, k, True, (x, R, b), results, args)
         x = R = b = None
         torch.cuda.empty_cache()
+    _slopes(results)
+
+
+def _slopes(results: dict[str, dict[int, float]]) -> None:
+    """Per path, the least-squares line ms = intercept + slope · T over the measured T, and its worst residual."""
     for name, by_T in results.items():
         if len(by_T) < 2:
             continue
