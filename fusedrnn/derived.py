@@ -24,6 +24,9 @@ def _count_optimizer_step(*_: object) -> None:
 register_optimizer_step_post_hook(_count_optimizer_step)
 
 
-def fingerprint(t: torch.Tensor) -> tuple:
-    """Equal for two looks at ``t`` exactly when no change of its values was seen in between (see above)."""
+def fingerprint(t: torch.Tensor) -> tuple | None:
+    """Equal for two looks at ``t`` exactly when no change of its values was seen in between (see above); None for
+    a tensor whose changes cannot be seen (an inference tensor has no version counter): never reuse then."""
+    if t.is_inference():
+        return None
     return (t.data_ptr(), t._version, _optimizer_steps, t.dtype, t.device, t.shape, t.stride())

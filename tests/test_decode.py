@@ -162,6 +162,28 @@ def test_dense_expansion_follows_fused_adam():
         assert max_error(module(x)[0], reference(x)[0]) <= TOL[torch.float32]
 
 
+def test_inference_tensors_are_never_reused():
+    """Inference tensors have no version counter: weights made under torch.inference_mode are copied every call."""
+    with torch.inference_mode():
+        x, R, b, state = _inputs()
+        first = _alternating(x, R, b, state)
+        R.mul_(1.5)  # unseen by any fingerprint
+        got = _alternating(x, R, b, state)
+        expected = rnn(x, R, b, state, cell="lstm", backend="reference")[0]
+    assert fingerprint(R) is None and not torch.equal(first, got)
+    assert max_error(got, expected) <= TOL[torch.float32]
+
+
+def test_decoder_made_in_inference_mode_runs_outside():
+    module = fnn.LSTM(3, 8, backend="reference")
+    x = torch.randn(1, 3)
+    with torch.inference_mode():
+        decoder = module.decoder(1)
+        inside = decoder(x).clone()
+    decoder.reset()
+    assert torch.equal(decoder(x), inside)
+
+
 def test_fingerprint_sees_fused_optimizer_steps():
     """torch's fused Adam writes parameters without bumping their version counter; its step must still count."""
     p = torch.nn.Parameter(torch.randn(4))

@@ -133,7 +133,7 @@ class DenseRecurrentCache:
     with one head."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple, torch.Tensor]] = {}
+        self._entries: dict[str, tuple[tuple | None, torch.Tensor]] = {}
 
     def get(self, name: str, w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
         if num_heads == 1:
@@ -142,7 +142,7 @@ class DenseRecurrentCache:
             return dense_recurrent(w_hh, num_heads)
         key = fingerprint(w_hh)
         entry = self._entries.get(name)
-        if entry is None or entry[0] != key:
+        if key is None or entry is None or entry[0] != key:
             entry = (key, dense_recurrent(w_hh.detach(), num_heads))
             self._entries[name] = entry
         return entry[1]

@@ -48,7 +48,7 @@ class StepPlan:
         tensors = [cast(torch.Tensor, self._params[name]) for name in names]
         key = tuple(fingerprint(t) for t in tensors)
         entry = self._weights[layer]
-        if entry is None or entry[0] != key:
+        if entry is None or entry[0] != key or None in key:
             for name, t in zip(names, tensors):
                 if t.dtype != self.dtype or t.device != self.device:
                     raise RuntimeError(
@@ -113,7 +113,8 @@ class Decoder:
         cell, L, NH, D = module.cell, module.num_layers, module.num_heads, module.head_dim
         self.input_shape = (batch, module.input_size)
         # [L, S, B, NH, D]: each layer's states contiguous, as the kernels read them
-        self._buffer = torch.empty(L, cell.num_states, batch, NH, D, dtype=weight.dtype, device=weight.device)
+        with torch.inference_mode(False):  # updated in place by later calls, inside inference mode or not
+            self._buffer = torch.empty(L, cell.num_states, batch, NH, D, dtype=weight.dtype, device=weight.device)
         self._layers = list(self._buffer.unbind(0))
         self.reset(hx)
 

@@ -324,7 +324,7 @@ class _LaidOut:
 
     def __init__(self, W: torch.Tensor) -> None:
         self.W = W
-        self.held: tuple[torch.Tensor, tuple] | None = None
+        self.held: tuple[torch.Tensor, tuple | None] | None = None
 
     def load(self, R: torch.Tensor) -> None:
         """R [Gr, NH, D, D] into W unless W holds this R unchanged (``fusedrnn.derived.fingerprint``): decoding one
@@ -332,7 +332,7 @@ class _LaidOut:
         another call of the same size may refill W between replays."""
         key = fingerprint(R)
         capturing = R.is_cuda and torch.cuda.is_current_stream_capturing()
-        if self.held is not None and self.held[1] == key and not capturing:
+        if key is not None and self.held is not None and self.held[1] == key and not capturing:
             return
         NH, D = R.shape[1], R.shape[3]
         self.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
@@ -346,7 +346,8 @@ def _weights(num_gates_r: int, NH: int, D: int, dtype: torch.dtype, device: torc
     key = (num_gates_r, NH, D, dtype, device)
     laid_out = _WEIGHTS.get(key)
     if laid_out is None:
-        laid_out = _LaidOut(empty(NH, num_gates_r * D, D, dtype=dtype, device=device))
+        with torch.inference_mode(False):  # see _plan
+            laid_out = _LaidOut(empty(NH, num_gates_r * D, D, dtype=dtype, device=device))
         _WEIGHTS[key] = laid_out
     return laid_out
 
@@ -579,10 +580,13 @@ def _plan(
     with _LOCK:
         plan = _PLANS.get(key)
         if plan is None:
-            if kind == "fw":
-                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile)
-            else:
-                plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
+            # static buffers outlive the call: made under torch.inference_mode they would be inference tensors,
+            # which no later call outside it may fill
+            with torch.inference_mode(False):
+                if kind == "fw":
+                    plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile)
+                else:
+                    plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
             _PLANS[key] = plan
             while len(_PLANS) > MAX_PLANS:
                 _PLANS.popitem(last=False)
