@@ -8,6 +8,7 @@ import torch
 
 from .backends import Call, select_backend
 from .cells import Cell, get_cell
+from .checkpoint import checkpointed_run, overlap_allowed, resolve_steps
 
 __all__ = ["rnn", "initial_state"]
 
@@ -56,6 +57,8 @@ def rnn(
     cell: str | Cell,
     backend: str = "auto",
     lengths: torch.Tensor | None = None,
+    checkpoint: int | None = None,
+    checkpoint_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a (multi-head) recurrent cell over a sequence.
 
@@ -72,6 +75,12 @@ def rnn(
             its final states are those after its last step. Inside the kernels, no batch splitting. Values
             are checked when lengths is on the CPU; on a GPU they are not (that would synchronise) and act
             as if clamped to 0..T.
+        checkpoint: for training on long sequences, keep fewer activations: the forward keeps the states every
+            ``checkpoint`` steps only and the backward recomputes one segment at a time (the forward runs twice;
+            see ``fusedrnn.checkpoint``). None (default): save every step's activations. No effect without a
+            gradient. The results equal the saving path's (dR and db summed per segment).
+        checkpoint_budget: instead of ``checkpoint``, the bytes the call may keep for the backward beyond its
+            inputs; the longest segment that fits is chosen (``fusedrnn.checkpoint.checkpoint_steps``).
 
     Returns:
         y [B, T, NH, D] (h at every step) and the final states [S, B, NH, D], in x's dtype.
@@ -114,6 +123,9 @@ def rnn(
             raise ValueError(f"{name}: expected device {x.device} (the device of x), got {tensor.device}")
 
     compiling = torch.compiler.is_compiling()
+    steps = resolve_steps(spec, B, T, NH, D, x.dtype, checkpoint, checkpoint_budget)
+    if steps is not None and compiling:
+        raise NotImplementedError("checkpoint: not supported under torch.compile; call rnn without it there")
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, x.device, check_values=not compiling)
 
@@ -132,7 +144,11 @@ def rnn(
             y, final, _, _ = torch.ops.fusedrnn.forward(x, R, b, state, lengths, spec.name, name, requires_grad)
             return y, final
         call = Call(spec, B, T, NH, D, x.dtype, x.device, requires_grad, lengths is not None)
-        return select_backend(backend, call).run(spec, x, R, b, state, lengths)
+        chosen = select_backend(backend, call)
+        if steps is not None and requires_grad:
+            overlap = overlap_allowed(chosen.name, call)
+            return checkpointed_run(chosen.run, spec, x, R, b, state, lengths, steps, overlap)
+        return chosen.run(spec, x, R, b, state, lengths)
 
 
 def _autocast(

@@ -597,3 +597,52 @@ def test_kernel_breakdown_script_runs_on_cpu(capsys):
     assert "== lstm:2x16 on reference (cpu)" in out
     total = float(re.search(r"^\s*([0-9.]+)\s+total$", out, re.M).group(1))
     assert total > 0
+
+
+# --- bench --preset regimes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="counts the CPU's implementations (the PyTorch loop only)")
+@pytest.mark.parametrize(
+    ("narrowing", "rows"),
+    [
+        # 4 cells x 4 heads x (4 B at T 256, 1024 + 2 B at T 16384, 65536) x 2 modes
+        ([], 4 * 4 * (4 * 2 + 2 * 2) * 2),
+        # T 1024: B 16 and 256; T 65536: B 16 only (B 256 is past the preset's long-sequence batch limit)
+        (["--cells", "lstm", "--heads", "1x768", "--batch", "16", "256", "--steps", "1024", "65536"], 3 * 2),
+        (["--cells", "gru", "--heads", "12x64", "--batch", "1", "--steps", "256", "--modes", "fw"], 1),
+    ],
+)
+def test_bench_preset_regimes_rows(capsys, narrowing, rows):
+    assert bench.main(["--preset", "regimes", *narrowing, "--dry-run"]) == 0
+    assert f"{rows} rows to measure" in capsys.readouterr().out
+
+
+def test_floors_latency_and_compute(monkeypatch):
+    from fusedrnn.cli import floors
+
+    cpu = torch.device("cpu")
+    # one CTA per head of 64: 43 ns a step; forward + backward twice that
+    fw = floors.floor("lstm", 12, 64, 16, 1024, "fw", torch.bfloat16, cpu)
+    assert fw["floor_latency_ms"] == pytest.approx(1024 * 43e-6, abs=1e-5)  # rounded to 10 ns
+    assert fw["floor_compute_ms"] is None and fw["floor_ms"] == fw["floor_latency_ms"]
+    fwbw = floors.floor("lstm", 1, 2048, 16, 1024, "fwbw", torch.bfloat16, cpu)
+    assert fwbw["floor_latency_ms"] == pytest.approx(2 * 1024 * 1100e-6, abs=1e-5)
+    # B = 256, 1 x 768, T = 1024 at an H100's 989 TFLOP/s: 2 B T 4 D^2 FLOP, 1.25 ms; compute-bound
+    monkeypatch.setattr(floors, "_peak_tflops", lambda device: 989.0)
+    big = floors.floor("lstm", 1, 768, 256, 1024, "fw", torch.bfloat16, cpu)
+    assert big["floor_compute_ms"] == pytest.approx(2 * 256 * 1024 * 4 * 768**2 / 989e12 * 1e3, rel=1e-4)
+    assert big["floor_ms"] == big["floor_compute_ms"] > big["floor_latency_ms"]
+    assert "cluster of 16" in big["floor_basis"] and "TFLOP/s" in big["floor_basis"]
+
+
+def test_report_shows_floor_and_peak(tmp_path):
+    row = {
+        "record": "row", "impl": "cuda", "kind": "fusedrnn", "cell": "lstm", "num_heads": 1, "head_dim": 768,
+        "hidden": 768, "batch": 16, "steps": 1024, "dtype": "bfloat16", "mode": "fwbw", "status": "ok",
+        "reason": None, "ms": 3.5, "peak_mb": 2048.0, "floor_ms": 0.93,
+    }  # fmt: skip
+    log = tmp_path / "bench.jsonl"
+    log.write_text(json.dumps(row) + "\n")
+    text = report.text_tables(report.load(log)[1])
+    assert "floor" in text and "0.930" in text and "3.50 (2 GB)" in text

@@ -5,6 +5,7 @@ Every implementation runs in one process, on the same shapes:
     python -m fusedrnn bench                                   # B = 16, T = 1024, all cells and head splits
     python -m fusedrnn bench --cells lstm --heads 12x64 1x768 --batch 1 16 64 --steps 1024 --modes fwbw
     python -m fusedrnn bench --plot-from fusedrnn-bench/bench.jsonl   # tables and plot again, no measuring
+    python -m fusedrnn bench --preset regimes --cells lstm --heads 1x768 --batch 256   # a part of a named sweep
 
 Implementations ("impl" in the results):
 
@@ -58,7 +59,10 @@ JSON schema (``bench.json``, schema 1)::
                "status": "ok" | "skipped" | "error", "reason": str | null (why skipped / the error),
                "ms": float | null (median per call), "first_ms": float | null (first call, compilation included),
                "reps": int | null, "warmup": int | null (untimed calls before them, the first included),
-               "estimate_ms": float | null (torch-loop: the probe's estimate), "device": str, "time": ISO time}]}
+               "estimate_ms": float | null (torch-loop: the probe's estimate),
+               "peak_mb": float | null (--peak-memory: MiB allocated at the peak of one call beyond its inputs),
+               "floor_ms", "floor_latency_ms", "floor_compute_ms": float | null, "floor_basis": str | null (--floors:
+               the least time of the regime, fusedrnn/cli/floors.py), "device": str, "time": ISO time}]}
 
 ``bench.jsonl`` holds the same objects one per line, each with "record": "run" | "row" | "end" ("end" adds
 "finished" and "units_left" to the run before it). ``bench.csv`` has the rows' fields as columns.
@@ -88,7 +92,7 @@ from .. import rnn
 from ..backends import Call, backend_names, get_backend
 from ..cells import cell_names, get_cell
 from ..timing import median_ms
-from . import report
+from . import floors, report
 from .args import Parser, at_least, non_negative, positive, positive_float, program
 from .progress import progress
 
@@ -102,6 +106,21 @@ GPU_DEFAULTS: dict[str, Any] = {
     "batch": [16],
     "steps": [1024],
 }  # DESIGN.md §4: B = 16, T = 1024, hidden 768
+# Presets: a named sweep; options given beside one narrow it (e.g. --preset regimes --cells lstm --batch 1).
+PRESETS: dict[str, dict[str, Any]] = {
+    # the regimes users run (DESIGN.md §4): decode-sized to large batches, T to 65,536 (at B <= 16), heads of 64
+    # to one of 2048; cuDNN beside; the floor of each row and the peak memory of each call
+    "regimes": {
+        "cells": list(CELL_ORDER),
+        "heads": ["12x64", "3x256", "1x768", "1x2048"],
+        "batch": [1, 16, 64, 256],
+        "steps": [256, 1024, 16384, 65536],
+        "baselines": ["cudnn-bf16", "cudnn-fp16"],
+        "long_steps": (16384, 16),  # from this T on, only B up to this
+        "floors": True,
+        "peak_memory": True,
+    },
+}
 CPU_DEFAULTS: dict[str, Any] = {"cells": list(CELL_ORDER), "heads": ["4x8", "2x16"], "batch": [1, 8], "steps": [32]}
 BASELINES = ("cudnn-bf16", "cudnn-fp16", "torch-loop")
 FLASHRNN_BACKENDS = ("cuda_fused", "triton_fused", "cuda")
@@ -305,6 +324,27 @@ def measure(
     return {"ms": ms, "first_ms": first_ms, "reps": reps, "warmup": 2 + extra}
 
 
+def peak_mb(fn: Callable[[], object], device: torch.device) -> float | None:
+    """MiB that one more call of ``fn`` allocates at its peak beyond what was allocated before it (training: the
+    saved activations, the gradients and the workspaces; the inputs not counted). None off CUDA."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return round((torch.cuda.max_memory_allocated(device) - before) / 2**20, 1)
+
+
+def _floor_fields(impl: Impl, shape: Shape, mode: str, device: torch.device, args) -> dict:
+    if not getattr(args, "floors", False) or device.type != "cuda":
+        return {}
+    # cuDNN has no heads: its rows get the floor of one dense head of the same hidden size
+    NH, D = (1, shape.hidden) if impl.kind == "cudnn" else (shape.num_heads, shape.head_dim)
+    return floors.floor(shape.cell, NH, D, shape.batch, shape.steps, mode, impl.dtype, device)
+
+
 def loop_estimate_ms(shape: Shape, mode: str, dtype: torch.dtype, device: torch.device) -> float:
     """The torch-loop's time per call at ``shape``, scaled from a PROBE_STEPS-step run of the same shape."""
     steps = min(shape.steps, PROBE_STEPS)
@@ -335,12 +375,21 @@ def _release_backend_caches(impl: Impl) -> None:
 # --- the sweep ---------------------------------------------------------------------------------------------
 
 
-def plan(cells: list[str], heads: list[tuple[int, int]], batches: list[int], steps: list[int]) -> Iterator[Shape]:
+def plan(
+    cells: list[str],
+    heads: list[tuple[int, int]],
+    batches: list[int],
+    steps: list[int],
+    long_steps: tuple[int, int] | None = None,
+) -> Iterator[Shape]:
     """The sweep's shapes, sequence lengths outermost and then batch sizes, each in the order given: a run
     cut short by --time-budget has the first (T, B) points for every cell and head split (put the most
-    wanted first, e.g. --steps 1024 256 4096), and the tables sort the rows anyway."""
+    wanted first, e.g. --steps 1024 256 4096), and the tables sort the rows anyway. ``long_steps`` (T0, B0):
+    from T0 steps on only batches up to B0."""
     for T in steps:
         for B in batches:
+            if long_steps is not None and T >= long_steps[0] and B > long_steps[1]:
+                continue
             for cell in cells:
                 for NH, D in heads:
                     yield Shape(cell, NH, D, B, T)
@@ -370,6 +419,11 @@ def _row(impl: Impl, shape: Shape, mode: str, device: torch.device, **fields) ->
         "reps": None,
         "warmup": None,
         "estimate_ms": None,
+        "peak_mb": None,
+        "floor_ms": None,
+        "floor_latency_ms": None,
+        "floor_compute_ms": None,
+        "floor_basis": None,
         "device": str(device),
         "time": _now(),
     }
@@ -433,6 +487,7 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
         for mode in todo:
             try:
                 timing = measure(case[mode], device, args.reps, args.max_reps, args.target_ms)
+                extra = {"peak_mb": peak_mb(case[mode], device)} if getattr(args, "peak_memory", False) else {}
                 yield _row(
                     impl,
                     shape,
@@ -443,6 +498,8 @@ def run_impl(impl: Impl, shape: Shape, modes: list[str], device: torch.device, a
                     reps=timing["reps"],
                     warmup=timing["warmup"],
                     estimate_ms=estimates.get(mode),
+                    **extra,
+                    **_floor_fields(impl, shape, mode, device, args),
                 )
             except Exception as error:  # out of memory, a failed build: recorded, sweep goes on
                 status = "skipped" if impl.kind == "flashrnn" else "error"
@@ -672,6 +729,13 @@ def main(argv: list[str] | None = None) -> int:
         "sweep (defaults: GPU: all cells, 5 head splits of 768, B 16, T 1024; "
         "CPU: all cells, 4x8 and 2x16, B 1 and 8, T 32)"
     )
+    sweep.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named sweep (regimes: B 1-256, T 256-65536 (T >= 16384 at B <= 16), heads 12x64 3x256 1x768 1x2048, "
+        "every cell, fw and fwbw, cuDNN bf16 / fp16, floors and peak memory); --cells, --heads, --batch, --steps, "
+        "--modes, --backends and --baselines narrow it",
+    )
     sweep.add_argument("--cells", nargs="+", choices=cell_names())
     sweep.add_argument("--heads", nargs="+", metavar="NHxD", help="(heads, head size) pairs, e.g. 12x64 1x768")
     sweep.add_argument("--batch", nargs="+", type=positive, metavar="B", help="batch sizes")
@@ -695,9 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     impls.add_argument(
         "--baselines",
         nargs="*",
-        default=list(BASELINES),
         choices=BASELINES,
-        help="baselines to time (default: all; none: '--baselines' alone)",
+        help="baselines to time (default: all, a preset's own; none: '--baselines' alone)",
     )
     impls.add_argument(
         "--with-flashrnn",
@@ -739,6 +802,17 @@ def main(argv: list[str] | None = None) -> int:
         help="compile the Triton kernels of every shape first, in N parallel processes (GPU; "
         "default 0: each first call compiles its own); first_ms then excludes compilation",
     )
+    timing.add_argument(
+        "--peak-memory",
+        action="store_true",
+        help="record each row's peak memory (one more call, CUDA only; on with --preset regimes)",
+    )
+    timing.add_argument(
+        "--floors",
+        action="store_true",
+        help="record each row's floor: latency (measured barrier per step) and compute (tensor-core peak); "
+        "CUDA only, on with --preset regimes (fusedrnn/cli/floors.py)",
+    )
     timing.add_argument("--compile-only", nargs="+", metavar="CELL:NHxD", help=argparse.SUPPRESS)
     output = parser.add_argument_group("output")
     output.add_argument("--out", help="output directory (default fusedrnn-bench; with --plot-from: FILE's directory)")
@@ -771,7 +845,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-reps ({args.max_reps}) must be >= --reps ({args.reps})")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
+    preset = PRESETS.get(args.preset or "", {})
+    defaults = {**(GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS), **preset}
+    if args.baselines is None:
+        args.baselines = list(preset.get("baselines", BASELINES))
+    args.floors = args.floors or preset.get("floors", False)
+    args.peak_memory = args.peak_memory or preset.get("peak_memory", False)
     cells = [c for c in CELL_ORDER if c in (args.cells or defaults["cells"])] + [
         c for c in (args.cells or []) if c not in CELL_ORDER
     ]
@@ -810,7 +889,7 @@ def main(argv: list[str] | None = None) -> int:
 
     units: list[tuple[Shape, Impl, list[str]]] = []
     planned: set[tuple] = set()
-    for shape in plan(cells, heads, batches, steps):
+    for shape in plan(cells, heads, batches, steps, preset.get("long_steps")):
         for impl in implementations:
             if not impl.applies(shape.cell):
                 continue

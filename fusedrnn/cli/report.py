@@ -43,6 +43,11 @@ FIELDS = (
     "reps",
     "warmup",
     "estimate_ms",
+    "peak_mb",
+    "floor_ms",
+    "floor_latency_ms",
+    "floor_compute_ms",
+    "floor_basis",
     "device",
     "time",
 )
@@ -194,12 +199,21 @@ def tables(rows: list[dict]) -> list[dict]:
         )
         cudnn_columns = [c for c in columns if kinds[c] == "cudnn"]
         has_fused = any(kinds[c] == "fusedrnn" for c in columns)
-        header = ["NH × D", "B", "T"] + [_label(c, columns) for c in columns]
+        # the floor of a point (bench --floors): any fusedrnn row's there (cuDNN rows carry a dense head's)
+        point_floor = {
+            (r["num_heads"], r["head_dim"], r["hidden"], r["batch"], r["steps"]): r["floor_ms"]
+            for r in group
+            if r.get("floor_ms") is not None and r["kind"] != "cudnn"
+        }
+        header = ["NH × D", "B", "T"] + (["floor"] if point_floor else []) + [_label(c, columns) for c in columns]
         if has_fused:
             header += [f"fastest fusedrnn vs {_label(c, columns)}" for c in cudnn_columns]
         body = []
         for NH, D, hidden, B, T in points:
             line = [f"{NH} × {D}" if NH else f"(hidden {hidden})", str(B), str(T)]
+            if point_floor:
+                found_floor = point_floor.get((NH, D, hidden, B, T))
+                line.append("" if found_floor is None else format_ms(found_floor))
             values = {}
             for column in columns:
                 heads = (None, None) if kinds[column] == "cudnn" else (NH, D)
@@ -208,7 +222,8 @@ def tables(rows: list[dict]) -> list[dict]:
                     line.append("")
                 elif found["status"] == "ok":
                     values[column] = found["ms"]
-                    line.append(format_ms(found["ms"]))
+                    peak = found.get("peak_mb")
+                    line.append(format_ms(found["ms"]) + ("" if peak is None else f" ({peak / 1024:.2g} GB)"))
                 else:
                     line.append("–" if found["status"] == "skipped" else "error")
             if has_fused:
@@ -325,7 +340,9 @@ def markdown(runs: list[dict], rows: list[dict]) -> str:
     parts = _run_lines(runs)
     parts.append(
         "- Times are medians in ms per call; – : not run (see the notes under each table); the "
-        "speed-up columns divide cuDNN's time by the fastest fusedrnn backend's."
+        "speed-up columns divide cuDNN's time by the fastest fusedrnn backend's. With bench --floors, \"floor\" is "
+        "the least time the regime allows (measured barrier per step, or the tensor-core peak: "
+        "fusedrnn/cli/floors.py); with --peak-memory, (x GB) is the call's peak allocation beyond its inputs."
     )
     for table in [summary(rows), *tables(rows)]:
         if table is None:

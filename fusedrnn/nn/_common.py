@@ -25,6 +25,7 @@ from torch import nn
 
 from ..backends import BACKEND_ENV
 from ..cells import Cell
+from ..derived import fingerprint
 
 # cells that torch computes with its own fused CPU ops (same gate orders and function): torch._VF's ops for
 # a sequence and for one step, looked up once (torch._VF's attribute lookup costs host time on every call)
@@ -65,6 +66,13 @@ def check_backend(backend: object) -> str:
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a backend name (str), got {type(backend).__name__}")
     return backend
+
+
+def check_checkpoint(checkpoint: object, budget: object) -> tuple[int | None, int | None]:
+    """The layers' checkpoint options, checked as ``fusedrnn.rnn`` checks them (at most one; ints >= 1)."""
+    from ..checkpoint import check_options
+
+    return check_options(checkpoint, budget)
 
 
 def recurrent_parameters(
@@ -120,20 +128,21 @@ def dense_recurrent(w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 class DenseRecurrentCache:
-    """dense_recurrent of a module's weight_hh parameters, kept while a parameter is unchanged (same storage
-    and version) and no graph is recorded: inference with heads then costs what it costs with one head."""
+    """dense_recurrent of a module's weight_hh parameters, kept while a parameter is unchanged
+    (``fusedrnn.derived.fingerprint``) and no graph is recorded: inference with heads then costs what it costs
+    with one head."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple, torch.Tensor]] = {}
+        self._entries: dict[str, tuple[tuple | None, torch.Tensor]] = {}
 
     def get(self, name: str, w_hh: torch.Tensor, num_heads: int) -> torch.Tensor:
         if num_heads == 1:
             return w_hh
         if torch.is_grad_enabled() and w_hh.requires_grad:
             return dense_recurrent(w_hh, num_heads)
-        key = (w_hh.data_ptr(), w_hh._version, w_hh.dtype, w_hh.device, w_hh.shape)
+        key = fingerprint(w_hh)
         entry = self._entries.get(name)
-        if entry is None or entry[0] != key:
+        if key is None or entry is None or entry[0] != key:
             entry = (key, dense_recurrent(w_hh.detach(), num_heads))
             self._entries[name] = entry
         return entry[1]

@@ -33,6 +33,7 @@ from ._common import (
     DenseRecurrentCache,
     TorchModuleRules,
     check_backend,
+    check_checkpoint,
     check_dropout,
     check_heads,
     check_input_dtype,
@@ -43,6 +44,7 @@ from ._common import (
     recurrent_parameters,
     runs_on_torch_ops,
 )
+from .decode import Decoder, step_plan
 
 __all__ = ["RecurrentBase", "LSTM", "GRU", "RNN", "SLSTM"]
 
@@ -54,8 +56,9 @@ class RecurrentBase(TorchModuleRules):
 
     Arguments in torch.nn.RNNBase's positional order (input_size, hidden_size, num_layers, bias,
     batch_first, dropout, bidirectional, proj_size, device, dtype), then fusedrnn's, keyword-only:
-    num_heads (block-diagonal recurrence over heads of size hidden_size / num_heads; default 1) and
-    backend (a fusedrnn backend name, or "auto")."""
+    num_heads (block-diagonal recurrence over heads of size hidden_size / num_heads; default 1),
+    backend (a fusedrnn backend name, or "auto") and, for training on long sequences, checkpoint (steps per
+    recomputed segment) or checkpoint_budget (bytes per layer and direction), as in ``fusedrnn.rnn``."""
 
     cell_name: ClassVar[str] = ""
     torch_class: ClassVar[type[nn.Module] | None] = None  # the torch.nn module of the same function, if any
@@ -75,6 +78,8 @@ class RecurrentBase(TorchModuleRules):
         *,
         num_heads: int = 1,
         backend: str = "auto",
+        checkpoint: int | None = None,
+        checkpoint_budget: int | None = None,
     ) -> None:
         super().__init__()
         self.input_size = check_size("input_size", input_size)
@@ -84,6 +89,7 @@ class RecurrentBase(TorchModuleRules):
         self.proj_size = self._check_proj_size(proj_size)
         self.dropout = check_dropout(dropout)
         self.backend = check_backend(backend)
+        self.checkpoint, self.checkpoint_budget = check_checkpoint(checkpoint, checkpoint_budget)
         if self.dropout > 0 and num_layers == 1:
             warnings.warn(  # torch.nn's warning, word for word
                 "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
@@ -158,6 +164,9 @@ class RecurrentBase(TorchModuleRules):
             text += f", num_heads={self.num_heads}"
         if self.backend != "auto":
             text += f", backend={self.backend!r}"
+        for name in ("checkpoint", "checkpoint_budget"):
+            if getattr(self, name) is not None:
+                text += f", {name}={getattr(self, name)}"
         return text
 
     def reset_parameters(self) -> None:
@@ -167,6 +176,11 @@ class RecurrentBase(TorchModuleRules):
 
     def flatten_parameters(self) -> None:
         """No-op, for code written for torch.nn.LSTM (fusedrnn's kernels read the parameters as they are)."""
+
+    @property
+    def _checkpointing(self) -> bool:
+        """Training with a checkpoint option: fusedrnn.rnn (torch's CPU ops would save every step)."""
+        return (self.checkpoint is not None or self.checkpoint_budget is not None) and torch.is_grad_enabled()
 
     # --- states ------------------------------------------------------------------------------------------
 
@@ -199,7 +213,7 @@ class RecurrentBase(TorchModuleRules):
             self._check_features(input.data)
             batch = int(input.batch_sizes[0]) if len(input.batch_sizes) else 0
             parts = self._check_state(hx, batch, False, input.data)
-            if runs_on_torch_ops(self.cell, self.backend, input.data):
+            if runs_on_torch_ops(self.cell, self.backend, input.data) and not self._checkpointing:
                 packed_out, packed_finals = self._run_torch_packed(input, parts)
                 return packed_out, self._state(packed_finals, False)
             x, padded_lengths = pad_packed_sequence(input, batch_first=True)  # [B, T, I], original order
@@ -230,7 +244,7 @@ class RecurrentBase(TorchModuleRules):
 
         # torch's packed op for lengths; pack_padded_sequence refuses empty rows and an empty batch
         empty_rows = lengths is not None and (B == 0 or bool(lengths.min() == 0))
-        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows:
+        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows and not self._checkpointing:
             if lengths is None:
                 out, finals = self._run_torch(x3, None, parts)
             else:
@@ -327,7 +341,17 @@ class RecurrentBase(TorchModuleRules):
                 source = x if direction == 0 else _reverse(x, lengths)
                 gates = F.linear(source, w_ih, b_ih).view(B, T, cell.num_gates_x, NH, D)
                 s0 = None if states is None else states[:, index]
-                y, final = rnn(gates, R, b, s0, cell=cell, backend=self.backend, lengths=lengths)
+                y, final = rnn(
+                    gates,
+                    R,
+                    b,
+                    s0,
+                    cell=cell,
+                    backend=self.backend,
+                    lengths=lengths,
+                    checkpoint=self.checkpoint,
+                    checkpoint_budget=self.checkpoint_budget,
+                )
                 y = y.reshape(B, T, self.hidden_size)
                 outputs.append(y if direction == 0 else _reverse(y, lengths))
                 finals.append(final)
@@ -340,12 +364,16 @@ class RecurrentBase(TorchModuleRules):
     def step(self, input: torch.Tensor, hx: State | None = None) -> tuple[torch.Tensor, State]:
         """One time step, for inference and decoding: input [B, I] (or [I]), hx as ``forward``'s. Returns
         (the last layer's h [B, H], the new state), what ``forward`` gives for a one-step sequence. With
-        fusedrnn's backends (a GPU) no host synchronisation, so it can be captured in a CUDA graph."""
+        fusedrnn's backends (a GPU) no host synchronisation, so it can be captured in a CUDA graph. Without
+        autograd (under torch.no_grad, or nothing requiring a gradient) a step runs on a plan made once per batch
+        size, dtype and device (``decode.StepPlan``); ``decoder`` also keeps the state in place."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional layer needs the whole sequence; call forward")
         if not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
             shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
             raise ValueError(f"input: expected a tensor [B, I] or [I] (one step), got {shape}")
+        if self._planned_step(input):
+            return self._step_planned(input, hx)
         sequence = input.unsqueeze(0)  # [1, B, I] / [1, I]
         if self.batch_first and input.dim() == 2:
             sequence = input.unsqueeze(1)  # [B, 1, I]
@@ -354,6 +382,42 @@ class RecurrentBase(TorchModuleRules):
         if input.dim() == 1:
             return output.squeeze(0), new_state
         return (output[:, 0] if self.batch_first else output[0]), new_state
+
+    def _planned_step(self, input: torch.Tensor) -> bool:
+        """Whether ``step`` runs on its StepPlan: fusedrnn's backends, no autograd, no autocast, not compiling, no
+        dropout between layers (training mode)."""
+        if torch.is_grad_enabled() and (input.requires_grad or any(p.requires_grad for p in self._flat_weights)):
+            return False
+        if self.dropout and self.training and self.num_layers > 1:
+            return False
+        device_type = input.device.type
+        return not (
+            runs_on_torch_ops(self.cell, self.backend, input)
+            or torch.is_autocast_enabled(device_type)
+            or torch.compiler.is_compiling()
+        )
+
+    def _step_planned(self, input: torch.Tensor, hx: State | None) -> tuple[torch.Tensor, State]:
+        self._check_features(input)
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        B, L, NH, D, S = x.shape[0], self.num_layers, self.num_heads, self.head_dim, self.cell.num_states
+        parts = self._check_state(hx, B, unbatched, input)
+        plan = step_plan(self, B, x.dtype, x.device)
+        if parts is None:
+            states = [plan.initial] * L
+        else:  # [L, S, B, NH, D]: each layer's states contiguous, one copy for all
+            states = list(torch.stack(parts, dim=1).view(L, S, B, NH, D).unbind(0))
+        out = torch.empty(S, L, B, NH, D, dtype=x.dtype, device=x.device)
+        h = plan.advance(x, states, list(out.unbind(1)))
+        finals = list(out.view(S, L, B, NH * D).unbind(0))
+        return (h.squeeze(0) if unbatched else h), self._state(finals, unbatched)
+
+    def decoder(self, batch: int = 1, hx: State | None = None) -> Decoder:
+        """A ``Decoder``: steps of inputs [batch, input_size] with the state kept in place, for decoding loops and
+        CUDA graphs (``h = decoder(x)``; ``decoder.state``; ``decoder.reset(hx)``). Starts from ``hx`` (torch's
+        format, [num_layers, batch, hidden_size] per state) or the cell's initial state."""
+        return Decoder(self, batch, hx)
 
     # --- conversion from / to torch.nn -------------------------------------------------------------------
 
@@ -467,6 +531,8 @@ class RNN(RecurrentBase):
         *,
         num_heads: int = 1,
         backend: str = "auto",
+        checkpoint: int | None = None,
+        checkpoint_budget: int | None = None,
     ) -> None:
         if nonlinearity != "tanh":
             raise ValueError(f"nonlinearity: expected 'tanh' (fusedrnn's Elman cell), got {nonlinearity!r}")
@@ -483,6 +549,8 @@ class RNN(RecurrentBase):
             dtype,
             num_heads=num_heads,
             backend=backend,
+            checkpoint=checkpoint,
+            checkpoint_budget=checkpoint_budget,
         )
         self.nonlinearity = nonlinearity
 

@@ -74,6 +74,7 @@ import torch
 import triton
 
 from ...cells import get_cell
+from ...derived import fingerprint
 from ..fused import empty, sm_count
 from ..triton.launch import cell_constants, dot_precision, fast_math
 from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
@@ -314,17 +315,41 @@ def forward_tile(
 # buffers, W included, are shared): calls from several threads enqueue one after the other.
 _LOCK = threading.RLock()
 _PLANS: OrderedDict[tuple, _Plan] = OrderedDict()
-# W of one (GR, NH, D, dtype, device), shared by every plan of that size (each call copies its R in first)
-_WEIGHTS: weakref.WeakValueDictionary[tuple, torch.Tensor] = weakref.WeakValueDictionary()
 
 
-def _weights(num_gates_r: int, NH: int, D: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+class _LaidOut:
+    """W [NH, Gr·D, D], R in the GEMM layout, of one (Gr, NH, D, dtype, device), shared by every plan of that size,
+    and what it holds: the R copied in last (referenced, so that no other tensor can take its memory and data_ptr
+    while W is said to hold it) and that R's fingerprint then."""
+
+    def __init__(self, W: torch.Tensor) -> None:
+        self.W = W
+        self.held: tuple[torch.Tensor, tuple | None] | None = None
+
+    def load(self, R: torch.Tensor) -> None:
+        """R [Gr, NH, D, D] into W unless W holds this R unchanged (``fusedrnn.derived.fingerprint``): decoding one
+        step at a time then copies no weights. While a CUDA graph is captured the copy is always recorded, since
+        another call of the same size may refill W between replays."""
+        key = fingerprint(R)
+        capturing = R.is_cuda and torch.cuda.is_current_stream_capturing()
+        if key is not None and self.held is not None and self.held[1] == key and not capturing:
+            return
+        NH, D = R.shape[1], R.shape[3]
+        self.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
+        self.held = (R, key)
+
+
+_WEIGHTS: weakref.WeakValueDictionary[tuple, _LaidOut] = weakref.WeakValueDictionary()
+
+
+def _weights(num_gates_r: int, NH: int, D: int, dtype: torch.dtype, device: torch.device) -> _LaidOut:
     key = (num_gates_r, NH, D, dtype, device)
-    W = _WEIGHTS.get(key)
-    if W is None:
-        W = empty(NH, num_gates_r * D, D, dtype=dtype, device=device)
-        _WEIGHTS[key] = W
-    return W
+    laid_out = _WEIGHTS.get(key)
+    if laid_out is None:
+        with torch.inference_mode(False):  # see _plan
+            laid_out = _LaidOut(empty(NH, num_gates_r * D, D, dtype=dtype, device=device))
+        _WEIGHTS[key] = laid_out
+    return laid_out
 
 
 class _Plan:
@@ -387,7 +412,8 @@ class _ForwardPlan(_Plan):
         self.dims = (B * NH * D, B, T, NH, D)
         self.save, self.fast, self.mode, self.prefetch = save, _fast(dtype, device), mode, _prefetch(device)
         self.dtype, self.tile = dtype, tile
-        self.W = _weights(GR, NH, D, dtype, device)  # [NH, GR·D, D]
+        self.weights = _weights(GR, NH, D, dtype, device)
+        self.W = self.weights.W  # [NH, GR·D, D]
         self.Wt = self.W.transpose(1, 2)  # [NH, D, GR·D], a view: cuBLAS reads it transposed
         self.hbuf = empty(1 if tile is None else 2, NH, B, D, dtype=dtype, device=device)
         self.h0 = self.hbuf[0]  # [NH, B, D]: the GEMM's operand; the initial h
@@ -476,7 +502,8 @@ class _BackwardPlan(_Plan):
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
         self.fast, self.mode, self.prefetch = _fast(dtype, device), mode, _prefetch(device)
-        self.W = _weights(GR, NH, D, dtype, device)
+        self.weights = _weights(GR, NH, D, dtype, device)
+        self.W = self.weights.W
         self.Wg = self.W.view(NH * GR, D, D)  # [n·GR + g] = R[g, n] as [D_out, D_in]
         self.dpg = empty(NH, GR, B, D, dtype=dtype, device=device)
         self.dh_part = empty(NH, GR, B, D, dtype=_gemm_out_dtype(mode, dtype), device=device)
@@ -553,10 +580,13 @@ def _plan(
     with _LOCK:
         plan = _PLANS.get(key)
         if plan is None:
-            if kind == "fw":
-                plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile)
-            else:
-                plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
+            # static buffers outlive the call: made under torch.inference_mode they would be inference tensors,
+            # which no later call outside it may fill
+            with torch.inference_mode(False):
+                if kind == "fw":
+                    plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile)
+                else:
+                    plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
             _PLANS[key] = plan
             while len(_PLANS) > MAX_PLANS:
                 _PLANS.popitem(last=False)
@@ -574,6 +604,8 @@ def clear_cache() -> None:
     """Drop every cached plan, graph and static buffer (memory returns to torch's caching allocator)."""
     with _LOCK:
         _PLANS.clear()
+        for laid_out in list(_WEIGHTS.values()):
+            laid_out.held = None
 
 
 # --- forward / backward of one call ------------------------------------------------------------------------
@@ -618,7 +650,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | N
             states[:, :, 0].copy_(state.transpose(1, 2))
         else:
             pre = states = None
-        plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
+        plan.weights.load(R)
         plan.bias.copy_(b)
         plan.carry.copy_(state)
         plan.h0.copy_(state[0].transpose(0, 1))
@@ -640,7 +672,7 @@ def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal):
         plan.set_lengths(lengths)
         dx = empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
         dr = empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
-        plan.W.view(NH, -1, D, D).copy_(R.transpose(0, 1))
+        plan.weights.load(R)
         plan.dcarry.copy_(dfinal)
         plan.dh_part.zero_()
         plan.db_acc.zero_()
