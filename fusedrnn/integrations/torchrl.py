@@ -68,7 +68,8 @@ def use_fusedrnn(module: nn.Module, backend: str = "auto") -> nn.Module:
         *hidden, is_init = hidden_and_is_init  # GRU: hidden [B, T, L, H]; LSTM: hidden, cell
         return _recurrent(getattr(self, attribute), cell, backend, input, hidden, is_init)
 
-    module.recurrent_backend = "triton"  # TorchRL then passes is_init through without splitting trajectories
+    # TorchRL then passes is_init through without splitting trajectories (setattr: a plain attribute of its module)
+    setattr(module, "recurrent_backend", "triton")  # noqa: B010
     setattr(module, method, types.MethodType(with_resets, module))
     return module
 
