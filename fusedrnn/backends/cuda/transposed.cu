@@ -165,11 +165,14 @@ __device__ __forceinline__ void forward_transposed_body(
   int len[NB][2];
   bool row_ok[NB][2];
   column_rows<NB>(lengths, has_lengths, B, T, b0, tq, row_ok, len);
-  bool sc[NB][2];  // whether step t starts an episode (its states are the cell's initial ones, without R·h)
+  // bit 2·j + c: whether step t starts an episode in column (j, c) (its states are the cell's initial ones, without
+  // R·h); one register, not 2·NB predicates (which made the cluster's sLSTM forward spill)
+  u32 sc = 0;
 #pragma unroll
   for (int j = 0; j < NB; ++j)
 #pragma unroll
-    for (int c = 0; c < 2; ++c) sc[j][c] = starts_at(resets, row_ok[j][c], b0 + 8 * j + 2 * tq + c, 0, T, len[j][c]);
+    for (int c = 0; c < 2; ++c)
+      sc |= (u32)starts_at(resets, row_ok[j][c], b0 + 8 * j + 2 * tq + c, 0, T, len[j][c]) << (2 * j + c);
   const int unit0 = warp * NT * 8 + gq;  // in this CTA's units (u0 + unit0: in the head)
   if constexpr (CL > 1) {  // h_0 of the other CTAs' units, from state0 (no exchange before step 0)
     for (int i = threadIdx.x; i < ROWS * D; i += NTH) {
@@ -192,7 +195,7 @@ __device__ __forceinline__ void forward_transposed_body(
 #pragma unroll
         for (int s = 0; s < C::S; ++s) {
           float v = row_ok[j][c] ? to_float1<E>(state0[(s * B + row) * HD + n * D + unit]) : 0.0f;
-          if (sc[j][c]) v = C::initial(s);
+          if ((sc >> (2 * j + c)) & 1u) v = C::initial(s);
           st[s][nt][j][c] = v;
           if (save && row_ok[j][c]) states[(n * (T + 1) * B + row) * D + unit + s * sset] = v;
         }
@@ -302,12 +305,12 @@ __device__ __forceinline__ void forward_transposed_body(
       }
     }
     if (t > 0) flush(hc, t - 1);  // while the MMAs run
-    bool sn[NB][2];  // whether step t + 1 starts an episode (read after the MMAs: fewer registers live across them)
+    u32 sn = 0;  // as sc, for step t + 1 (read after the MMAs: fewer registers live across them)
 #pragma unroll
     for (int j = 0; j < NB; ++j)
 #pragma unroll
       for (int c = 0; c < 2; ++c)
-        sn[j][c] = starts_at(resets, row_ok[j][c], b0 + 8 * j + 2 * tq + c, t + 1, T, len[j][c]);
+        sn |= (u32)starts_at(resets, row_ok[j][c], b0 + 8 * j + 2 * tq + c, t + 1, T, len[j][c]) << (2 * j + c);
 
     float* o = (float*)(outs + (t & 1) * L::FW_OUT);  // this step's output stage (this CTA's units)
 #pragma unroll
@@ -319,16 +322,17 @@ __device__ __forceinline__ void forward_transposed_body(
         for (int c = 0; c < 2; ++c) {
           const int r = 8 * j + 2 * tq + c;
           bool live = !has_lengths || t < len[j][c];
+          const bool fresh = (sc >> (2 * j + c)) & 1u, fresh_next = (sn >> (2 * j + c)) & 1u;
           float pe[4];  // slots = b + x + R·h, in that order
 #pragma unroll
           for (int k = 0; k < 4; ++k) pe[k] = k < C::GB ? bv[k][nt] : 0.0f;
 #pragma unroll
           for (int g = 0; g < C::GX; ++g) pe[C::xs(g)] += x_at<E>(xr[nt][j], g, c);
 #pragma unroll
-          for (int g = 0; g < C::GR; ++g) pe[C::rs(g)] += sc[j][c] ? 0.0f : acc[g >> 1][nt][j][2 * (g & 1) + c];
+          for (int g = 0; g < C::GR; ++g) pe[C::rs(g)] += fresh ? 0.0f : acc[g >> 1][nt][j][2 * (g & 1) + c];
           float se[4];
 #pragma unroll
-          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? (sc[j][c] ? C::initial(s) : st[s][nt][j][c]) : 0.0f;
+          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? (fresh ? C::initial(s) : st[s][nt][j][c]) : 0.0f;
           C::template forward<FAST>(pe, se);
           if (live) {
 #pragma unroll
@@ -340,7 +344,7 @@ __device__ __forceinline__ void forward_transposed_body(
             for (int k = 0; k < C::GB; ++k) o[(k * ROWS + r) * L::LDF + ounit] = pe[k];
 #pragma unroll
             for (int s = 0; s < C::S; ++s)  // the states step t + 1 uses
-              o[((C::GB + s) * ROWS + r) * L::LDF + ounit] = sn[j][c] ? C::initial(s) : st[s][nt][j][c];
+              o[((C::GB + s) * ROWS + r) * L::LDF + ounit] = fresh_next ? C::initial(s) : st[s][nt][j][c];
           }
         }
       }
@@ -360,10 +364,7 @@ __device__ __forceinline__ void forward_transposed_body(
         if (threadIdx.x < CL && threadIdx.x != rank) mbar_expect(bar + 8 * threadIdx.x, CW * 16);
       }
     }
-#pragma unroll
-    for (int j = 0; j < NB; ++j)
-#pragma unroll
-      for (int c = 0; c < 2; ++c) sc[j][c] = sn[j][c];
+    sc = sn;
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
