@@ -5,6 +5,8 @@ first step, last step), with and without lengths; the layers' two directions and
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -25,7 +27,8 @@ no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter c
 
 
 def make_resets(pattern: str, B: int, T: int) -> torch.Tensor:
-    """resets [B, T] of a pattern: none, every step, random (about one step in three), the first or the last step."""
+    """resets [B, T] of a pattern: none, every step, random (about one step in three), the first, the last or the
+    middle step."""
     resets = torch.zeros(B, T, dtype=torch.bool)
     if pattern == "every":
         resets[:] = True
@@ -35,6 +38,8 @@ def make_resets(pattern: str, B: int, T: int) -> torch.Tensor:
         resets[:, 0] = True
     elif pattern == "last":
         resets[:, -1] = True
+    elif pattern == "middle":  # deterministic: every row, half way
+        resets[:, T // 2] = True
     return resets
 
 
@@ -152,6 +157,45 @@ def test_alternating_gemm_path_resets_interpreter(cell, monkeypatch):
 def test_fused_resets_from_the_initial_state_interpreter(backend):
     """No initial state (sLSTM's fresh branch, n = 0) and a reset at every step of some rows."""
     check_resets(backend, "slstm", 17, 4, 1, 16, torch.float32, "cpu", "random", with_state=False)
+
+
+def _late(resets):
+    later = torch.zeros_like(resets)
+    later[:, 1:] = resets[:, :-1]
+    return later
+
+
+# launch-level stand-ins for reset defects inside a kernel: (forward's resets, backward's resets) from the true ones
+RESET_DEFECTS = {
+    "forward ignores resets": (lambda r: None, lambda r: r),
+    "backward ignores resets": (lambda r: r, lambda r: None),
+    "forward resets a step late": (_late, lambda r: r),
+}
+
+
+@pytest.mark.parametrize("defect", list(RESET_DEFECTS))
+@pytest.mark.parametrize("backend", ["triton", "alternating", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_comparison_catches_reset_defects(backend, defect, monkeypatch):
+    """check_resets passes on the backend and fails once its launch functions get wrong resets."""
+    from fusedrnn.backends import get_backend, registry
+    from fusedrnn.backends.fused import fused_backend
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_resets(backend, "gru", 3, 6, 1, 16, torch.float32, device, "middle")
+    launch = importlib.import_module(f"fusedrnn.backends.{backend}.launch")
+    forward_resets, backward_resets = RESET_DEFECTS[defect]
+
+    def forward(*args, resets=None):
+        return launch.forward(*args, resets=None if resets is None else forward_resets(resets))
+
+    def backward(*args, resets=None):
+        return launch.backward(*args, resets=None if resets is None else backward_resets(resets))
+
+    original = get_backend(backend)
+    defective = fused_backend(backend, original.priority, original.supports, forward, backward, original.description)
+    monkeypatch.setitem(registry._BACKENDS, backend, defective)
+    with pytest.raises(AssertionError):
+        check_resets(backend, "gru", 3, 6, 1, 16, torch.float32, device, "middle")
 
 
 def test_resets_under_torch_compile_op():
