@@ -4,6 +4,9 @@ trajectories reset by ``is_init`` inside a row, on fusedrnn against the same mod
 
 from __future__ import annotations
 
+import importlib.util
+import multiprocessing
+
 import pytest
 import torch
 
@@ -11,8 +14,18 @@ from fusedrnn.integrations.torchrl import use_fusedrnn
 
 from .helpers import max_error
 
-torchrl = pytest.importorskip("torchrl", reason="torchrl is part of the test extra")
-tensordict = pytest.importorskip("tensordict")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("torchrl") is None, reason="torchrl is not installed (it is part of the test extra)"
+)
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_start_method():
+    """Importing torchrl sets multiprocessing's start method to "spawn" for the whole process; other tests fork
+    workers that must inherit their monkeypatches. Imported here, inside the tests, and the method put back."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    yield
+    multiprocessing.set_start_method(method, force=True)
 
 
 def _modules(kind: str, layers: int):
@@ -52,11 +65,11 @@ def test_use_fusedrnn_equals_torchrl(kind, layers):
     obs = torch.randn(B, T, 5, dtype=torch.float64)
     weights = torch.randn(B, T, 8, dtype=torch.float64)
 
+    from tensordict import TensorDict
+
     def run(module):
         x = obs.clone().requires_grad_()
-        td = tensordict.TensorDict(
-            {"obs": x, "is_init": is_init[..., None], **{k: v.clone() for k, v in hidden.items()}}, [B, T]
-        )
+        td = TensorDict({"obs": x, "is_init": is_init[..., None], **{k: v.clone() for k, v in hidden.items()}}, [B, T])
         out = module(td)
         loss = (out["out"] * weights).sum() + out["next", "h"].sum()
         grads = torch.autograd.grad(loss, [x, *module.parameters()])
