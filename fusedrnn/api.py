@@ -57,6 +57,7 @@ def rnn(
     cell: str | Cell,
     backend: str = "auto",
     lengths: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None,
     checkpoint: int | None = None,
     checkpoint_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +76,13 @@ def rnn(
             its final states are those after its last step. Inside the kernels, no batch splitting. Values
             are checked when lengths is on the CPU; on a GPU they are not (that would synchronise) and act
             as if clamped to 0..T.
+        resets: episode starts [B, T] (bool, on x's device): where resets[b, t] is True, row b's states are
+            replaced by the cell's initial states (``initial_state``: zeros for every built-in cell) before
+            step t, so step t starts a new episode, as if the row were split there and each piece run alone
+            from the initial state. ``state`` then applies only to the steps before a row's first reset, and
+            no gradient flows across a reset (to ``state`` or to earlier steps). Steps past a row's length do
+            not run, so resets there are ignored. Inside the kernels, like lengths. TorchRL's ``is_init`` is
+            this flag (docs/resets.md).
         checkpoint: for training on long sequences, keep fewer activations: the forward keeps the states every
             ``checkpoint`` steps only and the backward recomputes one segment at a time (the forward runs twice;
             see ``fusedrnn.checkpoint``). None (default): save every step's activations. No effect without a
@@ -128,6 +136,8 @@ def rnn(
         raise NotImplementedError("checkpoint: not supported under torch.compile; call rnn without it there")
     if lengths is not None:
         lengths = check_lengths(lengths, B, T, x.device, check_values=not compiling)
+    if resets is not None:
+        resets = check_resets(resets, B, T, x.device)
 
     if state is None:
         state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
@@ -140,15 +150,16 @@ def rnn(
         if compiling:
             from . import ops
 
-            name = ops.resolve_backend(backend, spec.name, NH, D, x.dtype, x.device, requires_grad, lengths is not None)
-            y, final, _, _ = torch.ops.fusedrnn.forward(x, R, b, state, lengths, spec.name, name, requires_grad)
+            has = (lengths is not None, resets is not None)
+            name = ops.resolve_backend(backend, spec.name, NH, D, x.dtype, x.device, requires_grad, *has)
+            y, final, _, _ = torch.ops.fusedrnn.forward(x, R, b, state, lengths, resets, spec.name, name, requires_grad)
             return y, final
-        call = Call(spec, B, T, NH, D, x.dtype, x.device, requires_grad, lengths is not None)
+        call = Call(spec, B, T, NH, D, x.dtype, x.device, requires_grad, lengths is not None, resets is not None)
         chosen = select_backend(backend, call)
         if steps is not None and requires_grad:
             overlap = overlap_allowed(chosen.name, call)
-            return checkpointed_run(chosen.run, spec, x, R, b, state, lengths, steps, overlap)
-        return chosen.run(spec, x, R, b, state, lengths)
+            return checkpointed_run(chosen.run, spec, x, R, b, state, lengths, resets, steps, overlap)
+        return chosen.run(spec, x, R, b, state, lengths, resets)
 
 
 def _autocast(
@@ -182,3 +193,19 @@ def check_lengths(lengths: object, B: int, T: int, device: torch.device, check_v
         if low == T:
             return None
     return lengths.to(device=device, dtype=torch.int32)
+
+
+def check_resets(resets: object, B: int, T: int, device: torch.device) -> torch.Tensor:
+    """resets as a contiguous bool [B, T] tensor on ``device`` (the kernels read one byte per (row, step)). Errors
+    of torch's types: TypeError for a non-tensor or another dtype, ValueError for the shape, RuntimeError for the
+    device (as torch raises for operands on different devices); never copied across devices silently, since a
+    host mask in a GPU training loop would cost a copy per call."""
+    if not isinstance(resets, torch.Tensor):
+        raise TypeError(f"resets: expected a bool tensor [B, T] = [{B}, {T}], got {type(resets).__name__}")
+    if resets.dtype != torch.bool:
+        raise TypeError(f"resets: expected dtype torch.bool (True where a step starts an episode), got {resets.dtype}")
+    if tuple(resets.shape) != (B, T):
+        raise ValueError(f"resets: expected shape ({B}, {T}) (the batch and steps of x), got {tuple(resets.shape)}")
+    if resets.device != device:
+        raise RuntimeError(f"resets: expected device {device} (the device of x), got {resets.device}")
+    return resets.contiguous()

@@ -84,6 +84,11 @@ def resolve_steps(
     return steps
 
 
+def _segment_resets(resets: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    """The episode starts within [start, stop): a reset at a segment's first step replaces its starting state."""
+    return None if resets is None else resets[:, start:stop].contiguous()
+
+
 def _segment_lengths(lengths: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
     """Steps of each row within [start, stop): 0 for rows that ended before (their state passes through)."""
     if lengths is None:
@@ -93,7 +98,7 @@ def _segment_lengths(lengths: torch.Tensor | None, start: int, stop: int) -> tor
 
 class _Checkpointed(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run, cell: Cell, steps: int, overlap: bool, x, R, b, state, lengths):  # type: ignore[override]
+    def forward(ctx, run, cell: Cell, steps: int, overlap: bool, x, R, b, state, lengths, resets):
         B, T, _, NH, D = x.shape
         y = x.new_empty(B, T, NH, D)
         starts = []
@@ -102,20 +107,28 @@ class _Checkpointed(torch.autograd.Function):
             for start in range(0, T, steps):
                 stop = min(start + steps, T)
                 starts.append(current)
-                y_part, current = run(cell, x[:, start:stop], R, b, current, _segment_lengths(lengths, start, stop))
+                y_part, current = run(
+                    cell,
+                    x[:, start:stop],
+                    R,
+                    b,
+                    current,
+                    _segment_lengths(lengths, start, stop),
+                    _segment_resets(resets, start, stop),
+                )
                 y[:, start:stop] = y_part
-        ctx.save_for_backward(x, R, b, lengths, *starts)
+        ctx.save_for_backward(x, R, b, lengths, resets, *starts)
         ctx.run, ctx.cell, ctx.steps, ctx.overlap = run, cell, steps, overlap
         return y, current
 
     @staticmethod
-    def backward(ctx, dy, dfinal):  # type: ignore[override]
+    def backward(ctx, dy, dfinal):
         if torch.is_grad_enabled():
             raise RuntimeError(
                 "checkpoint: double backward (a gradient with create_graph=True) is not supported by the "
                 "checkpointed sequence; call rnn without checkpoint for higher-order gradients"
             )
-        x, R, b, lengths, *starts = ctx.saved_tensors
+        x, R, b, lengths, resets, *starts = ctx.saved_tensors
         run, cell, steps = ctx.run, ctx.cell, ctx.steps
         B, T, _, NH, D = x.shape
         needs_x, needs_R, needs_b, needs_state = ctx.needs_input_grad[4:8]
@@ -132,14 +145,15 @@ class _Checkpointed(torch.autograd.Function):
         def recompute(index: int):
             """Segment ``index``'s forward with saving: its leaves and outputs (on its side stream, if any)."""
             start, stop = index * steps, min(index * steps + steps, T)
-            context = contextlib.nullcontext()
+            context: contextlib.AbstractContextManager = contextlib.nullcontext()
             if streams is not None:
                 stream = streams[index % 2]
                 stream.wait_stream(main)
                 context = torch.cuda.stream(stream)
             with context, torch.enable_grad():
                 leaves = [t.detach().requires_grad_() for t in (x[:, start:stop], R, b, starts[index])]
-                return leaves, run(cell, *leaves, _segment_lengths(lengths, start, stop))
+                segment = (_segment_lengths(lengths, start, stop), _segment_resets(resets, start, stop))
+                return leaves, run(cell, *leaves, *segment)
 
         dstate = dfinal
         ahead = None
@@ -171,6 +185,7 @@ class _Checkpointed(torch.autograd.Function):
             dR.to(R.dtype) if needs_R else None,
             db.to(b.dtype) if needs_b else None,
             dstate if needs_state else None,
+            None,
             None,
         )
 
@@ -211,10 +226,10 @@ def overlap_allowed(backend: str, call) -> bool:
     return False
 
 
-def checkpointed_run(run, cell: Cell, x, R, b, state, lengths, steps: int, overlap: bool = False):
+def checkpointed_run(run, cell: Cell, x, R, b, state, lengths, resets, steps: int, overlap: bool = False):
     """``run`` (a backend's: validated inputs, differentiable) over segments of ``steps`` steps, recomputed in
     the backward (see the module's docstring). Without a gradient it is ``run`` itself: nothing is saved then.
     ``overlap``: recompute on side streams (``OVERLAP_RECOMPUTATION``; CUDA only)."""
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, R, b, state))):
-        return run(cell, x, R, b, state, lengths)
-    return _Checkpointed.apply(run, cell, steps, overlap, x, R, b, state, lengths)
+        return run(cell, x, R, b, state, lengths, resets)
+    return _Checkpointed.apply(run, cell, steps, overlap, x, R, b, state, lengths, resets)

@@ -2,8 +2,8 @@
 
 Two ops, shared by every backend (the backend is a string argument, resolved when the graph is traced):
 
-    fusedrnn::forward(x, R, b, state, lengths?, cell, backend, save) -> (y, final, saved0, saved1)
-    fusedrnn::backward(x?, R, b?, state?, lengths?, saved0, saved1, dy, dfinal, cell, backend)
+    fusedrnn::forward(x, R, b, state, lengths?, resets?, cell, backend, save) -> (y, final, saved0, saved1)
+    fusedrnn::backward(x?, R, b?, state?, lengths?, resets?, saved0, saved1, dy, dfinal, cell, backend)
         -> (dx, dR, db, dstate)
 
 Each has a fake (meta) implementation, so the compiler knows every output's shape without running a kernel,
@@ -37,18 +37,22 @@ def resolve_backend(
     device: torch.device,
     requires_grad: bool,
     has_lengths: bool,
+    has_resets: bool = False,
 ) -> str:
     """The backend name that ``backend`` ("auto" or a name) resolves to, evaluated once when a graph is
     traced and then a constant of that graph. Batch and steps may be symbolic there, so the choice is made
     for B = T = 1; the forward op checks the real shapes when it runs and raises if its backend cannot."""
-    call = Call(get_cell(cell), 1, 1, num_heads, head_dim, dtype, device, requires_grad, has_lengths)
+    call = Call(get_cell(cell), 1, 1, num_heads, head_dim, dtype, device, requires_grad, has_lengths, has_resets)
     return select_backend(backend, call).name
 
 
-def _backend_for_run(name: str, cell: str, x: torch.Tensor, requires_grad: bool, has_lengths: bool) -> Backend:
+def _backend_for_run(
+    name: str, cell: str, x: torch.Tensor, requires_grad: bool, has_lengths: bool, has_resets: bool
+) -> Backend:
     B, T, _, NH, D = x.shape
     backend = get_backend(name)
-    reason = backend.supports(Call(get_cell(cell), B, T, NH, D, x.dtype, x.device, requires_grad, has_lengths))
+    call = Call(get_cell(cell), B, T, NH, D, x.dtype, x.device, requires_grad, has_lengths, has_resets)
+    reason = backend.supports(call)
     if reason is not None:
         raise ValueError(f"backend {name!r} (chosen when the graph was traced) cannot run this call: {reason}")
     if backend.op_forward is None:
@@ -63,13 +67,14 @@ def forward(
     b: torch.Tensor,
     state: torch.Tensor,
     lengths: torch.Tensor | None,
+    resets: torch.Tensor | None,
     cell: str,
     backend: str,
     save: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    op_forward = _backend_for_run(backend, cell, x, save, lengths is not None).op_forward
+    op_forward = _backend_for_run(backend, cell, x, save, lengths is not None, resets is not None).op_forward
     assert op_forward is not None  # _backend_for_run refuses backends without one
-    return op_forward(get_cell(cell), x, R, b, state, lengths, save)
+    return op_forward(get_cell(cell), x, R, b, state, lengths, resets, save)
 
 
 def _saved_like(backend: str, cell: str, x: torch.Tensor, save: bool) -> list[torch.Tensor]:
@@ -87,6 +92,7 @@ def _forward_fake(
     b: torch.Tensor,
     state: torch.Tensor,
     lengths: torch.Tensor | None,
+    resets: torch.Tensor | None,
     cell: str,
     backend: str,
     save: bool,
@@ -102,6 +108,7 @@ def backward(
     b: torch.Tensor | None,
     state: torch.Tensor | None,
     lengths: torch.Tensor | None,
+    resets: torch.Tensor | None,
     saved0: torch.Tensor,
     saved1: torch.Tensor,
     dy: torch.Tensor,
@@ -111,7 +118,7 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     op_backward = get_backend(backend).op_backward
     assert op_backward is not None  # the forward ran through this backend's op_forward, so it has both
-    grads = op_backward(get_cell(cell), (x, R, b, state), lengths, (saved0, saved1), dy, dfinal)
+    grads = op_backward(get_cell(cell), (x, R, b, state), lengths, resets, (saved0, saved1), dy, dfinal)
     # a custom op's outputs are fresh contiguous tensors (the fake says so): no views, no odd strides
     return tuple(
         g.clone(memory_format=torch.contiguous_format) if g._base is not None else g.contiguous() for g in grads
@@ -125,6 +132,7 @@ def _backward_fake(
     b: torch.Tensor | None,
     state: torch.Tensor | None,
     lengths: torch.Tensor | None,
+    resets: torch.Tensor | None,
     saved0: torch.Tensor,
     saved1: torch.Tensor,
     dy: torch.Tensor,
@@ -143,21 +151,21 @@ def _backward_fake(
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
-    x, R, b, state, lengths, cell, backend, save = inputs
+    x, R, b, state, lengths, resets, cell, backend, save = inputs
     _, _, saved0, saved1 = output
     ctx.mark_non_differentiable(saved0, saved1)
     ctx.cell, ctx.backend = cell, backend
     ctx.shapes = (tuple(x.shape), tuple(state.shape), x.dtype)
     if get_backend(backend).backward_needs_inputs:
-        ctx.save_for_backward(x, R, b, state, lengths, saved0, saved1)
+        ctx.save_for_backward(x, R, b, state, lengths, resets, saved0, saved1)
     else:
-        ctx.save_for_backward(None, R, None, None, lengths, saved0, saved1)
+        ctx.save_for_backward(None, R, None, None, lengths, resets, saved0, saved1)
 
 
 def _backward_formula(
     ctx: Any, dy: torch.Tensor | None, dfinal: torch.Tensor | None, _dsaved0: object, _dsaved1: object
 ) -> tuple[torch.Tensor | None, ...]:
-    x, R, b, state, lengths, saved0, saved1 = ctx.saved_tensors
+    x, R, b, state, lengths, resets, saved0, saved1 = ctx.saved_tensors
     x_shape, state_shape, dtype = ctx.shapes
     B, T, _, NH, D = x_shape
     if dy is None:
@@ -170,6 +178,7 @@ def _backward_formula(
         b,
         state,
         lengths,
+        resets,
         saved0,
         saved1,
         dy.to(dtype).contiguous(),
@@ -177,7 +186,7 @@ def _backward_formula(
         ctx.cell,
         ctx.backend,
     )
-    return (*grads, None, None, None, None)
+    return (*grads, None, None, None, None, None)
 
 
 torch.library.register_autograd("fusedrnn::forward", _backward_formula, setup_context=_setup_context)

@@ -18,7 +18,7 @@ def _op_args(cell, backend, dtype, device, lengths, save):
     x, R, b, state = random_problem(cell, 3, 5, 2, 16, dtype=dtype, device=device)
     x, R, b, state = (t.requires_grad_() for t in (x, R, b, state))
     lens = None if lengths is None else torch.tensor(lengths, dtype=torch.int32, device=device)
-    return (x, R, b, state, lens, cell, backend, save)
+    return (x, R, b, state, lens, None, cell, backend, save)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -7,6 +7,7 @@ without it passes. Host-side stand-ins for defects inside the kernels; on the CP
 from __future__ import annotations
 
 import importlib
+from functools import partial
 
 import pytest
 import torch
@@ -126,8 +127,15 @@ def inject(monkeypatch):
         forward, backward = launch.forward, launch.backward
         wrapped_fw = wrappers.get("forward")
         wrapped_bw = wrappers.get("backward")
-        fw = forward if wrapped_fw is None else (lambda *a: wrapped_fw(forward, *a))
-        bw = backward if wrapped_bw is None else (lambda *a: wrapped_bw(backward, *a))
+        # the defects wrap the launch functions' positional arguments; resets (a keyword) passes through
+        fw = (
+            forward if wrapped_fw is None else (lambda *a, resets=None: wrapped_fw(partial(forward, resets=resets), *a))
+        )
+        bw = (
+            backward
+            if wrapped_bw is None
+            else (lambda *a, resets=None: wrapped_bw(partial(backward, resets=resets), *a))
+        )
         defective = fused_backend(name, backend.priority, backend.supports, fw, bw, backend.description)
         monkeypatch.setitem(registry._BACKENDS, name, defective)
 

@@ -26,17 +26,26 @@ def reference_rnn(
     b: torch.Tensor,
     state: torch.Tensor,
     lengths: torch.Tensor | None = None,
+    resets: torch.Tensor | None = None,
     *,
     operand_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """lengths [B] (integers) or None: row b runs lengths[b] steps; later steps keep its states, y = 0.
+    resets [B, T] (bool) or None: where set (and the step runs), the states are the cell's initial values before
+    that step; torch.where, so no gradient reaches the replaced states.
     operand_dtype: round h to this dtype where it enters R·h, as a 16-bit tensor-core kernel must (its states stay
     in the compute dtype): the accuracy studies' emulation of the fused kernels; None computes exactly."""
     compute = _COMPUTE_DTYPE[x.dtype]
     x_c, R_c, b_c = x.to(compute), R.to(compute), b.to(compute)
     states = tuple(state.to(compute).unbind(0))  # S x [B, NH, D]
+    if resets is not None:
+        fresh = [torch.full_like(states[0], value) for value in cell.initial]
+        starts = resets if lengths is None else resets & (torch.arange(x.shape[1], device=x.device) < lengths[:, None])
     ys = []
     for t, x_t in enumerate(x_c.unbind(1)):  # x_t [B, Gx, NH, D]
+        if resets is not None:
+            start = starts[:, t].view(-1, 1, 1)  # [B, 1, 1]
+            states = tuple(torch.where(start, f, s) for f, s in zip(fresh, states))
         h = states[0] if operand_dtype is None else states[0].to(operand_dtype).to(compute)
         # r_t[b, g, n, i] = sum_j R[g, n, i, j] h[b, n, j]
         r_t = torch.einsum("gnij,bnj->bgni", R_c, h)
@@ -53,18 +62,18 @@ def reference_rnn(
     return y.to(x.dtype), final.to(x.dtype)
 
 
-def reference_forward(cell: Cell, x, R, b, state, lengths, save: bool):
+def reference_forward(cell: Cell, x, R, b, state, lengths, resets, save: bool):
     """The custom-op form (fusedrnn.ops): nothing is saved; ``reference_backward`` recomputes."""
     with torch.no_grad():
-        y, final = reference_rnn(cell, x, R, b, state, lengths)
+        y, final = reference_rnn(cell, x, R, b, state, lengths, resets)
     empty = x.new_empty(0, dtype=torch.float32)
     return y, final, empty, empty.clone()
 
 
-def reference_backward(cell: Cell, inputs, lengths, saved, dy, dfinal):
+def reference_backward(cell: Cell, inputs, lengths, resets, saved, dy, dfinal):
     """Gradients for x, R, b, state by recomputing the forward under torch.func.vjp (a custom op's kernel
     runs below autograd, so it cannot call torch.autograd.grad)."""
-    vjp = torch.func.vjp(lambda x, R, b, state: reference_rnn(cell, x, R, b, state, lengths), *inputs)[1]
+    vjp = torch.func.vjp(lambda x, R, b, state: reference_rnn(cell, x, R, b, state, lengths, resets), *inputs)[1]
     return vjp((dy, dfinal))
 
 

@@ -47,10 +47,11 @@ class Call:
     device: torch.device
     requires_grad: bool
     has_lengths: bool = False
+    has_resets: bool = False
 
 
-# (cell, x [B,T,Gx,NH,D], R [Gr,NH,D,D], b [Gb,NH,D], state [S,B,NH,D], lengths [B] int32 or None)
-#   -> (y [B,T,NH,D], final [S,B,NH,D]); differentiable by autograd
+# (cell, x [B,T,Gx,NH,D], R [Gr,NH,D,D], b [Gb,NH,D], state [S,B,NH,D], lengths [B] int32 or None,
+#  resets [B,T] bool or None) -> (y [B,T,NH,D], final [S,B,NH,D]); differentiable by autograd
 RunFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -64,9 +65,9 @@ class Backend:
     # device types on which "auto" may pick this backend (it still runs elsewhere when named)
     auto_devices: frozenset[str] = frozenset({"cpu", "cuda"})
     # The same computation split for the custom ops that torch.compile sees (fusedrnn.ops):
-    #   op_forward(cell, x, R, b, state, lengths, save) -> (y, final, saved0, saved1), the saved tensors
+    #   op_forward(cell, x, R, b, state, lengths, resets, save) -> (y, final, saved0, saved1), the saved tensors
     #     shaped as op_saved_shapes(cell, B, T, NH, D) says when saving, else empty
-    #   op_backward(cell, inputs, lengths, (saved0, saved1), dy, dfinal) -> (dx, dR, db, dstate); inputs is
+    #   op_backward(cell, inputs, lengths, resets, (saved0, saved1), dy, dfinal) -> (dx, dR, db, dstate); inputs is
     #     (x, R, b, state) when backward_needs_inputs, else (None, R, None, None)
     op_forward: Callable | None = None
     op_backward: Callable | None = None

@@ -23,7 +23,7 @@ __all__ = ["STEP_BARRIER_NS", "TENSOR_PEAK_TFLOPS", "floor"]
 
 # ns per step of the barrier alone, H100 SXM, each CTA publishing its share of h (DESIGN.md's table and
 # docs/large_heads.md: benchmarks/cluster_exchange.py, the mbarrier exchange of 192 bytes per CTA)
-STEP_BARRIER_NS = {
+STEP_BARRIER_NS: dict[str, float | dict[int, float]] = {
     "cta": 43,  # two __syncthreads in one CTA
     "cluster": {2: 333, 4: 347, 8: 363, 16: 454},  # CTAs per cluster: asynchronous stores + mbarrier wait
     "grid": 1100,  # cooperative grid.sync(), 16 to 132 CTAs

@@ -6,8 +6,10 @@
   ``fusedrnn.compat.xlstm.use_fusedrnn(model)``.
 - ``fusedrnn.compat.tirex``: TiRex's (``tirex-ts``) sLSTM cells on fusedrnn:
   ``fusedrnn.compat.tirex.use_fusedrnn(model)``.
+- ``fusedrnn.compat.torchrl``: TorchRL's ``GRUModule`` / ``LSTMModule`` with episode resets inside the kernels:
+  ``fusedrnn.compat.torchrl.use_fusedrnn(module)``.
 
-The xlstm and tirex modules import their package on first use only; fusedrnn does not depend on them.
+The xlstm, tirex and torchrl modules import their package on first use only; fusedrnn does not depend on them.
 """
 
 from ._flashrnn import BACKENDS, DTYPES, FUNCTIONS, flashrnn

@@ -14,6 +14,14 @@ Variable lengths (``lengths=`` or a PackedSequence) are honoured inside the back
 own number of steps; outputs past a row's length are zero and its final states are those of its last step.
 The reverse direction of a bidirectional layer reads each row backwards from its last valid step, as torch
 does for packed input.
+
+Episode resets (``resets=``, RL rollouts holding several episodes per row) are honoured inside the backends too:
+each row is cut into episodes where a step starts one, and every episode runs as if alone. The forward
+direction starts each episode after the first from the cell's initial state (zeros); ``hx`` applies to the
+first. The reverse direction reads each episode backwards on its own: its state is reset after it processed an
+episode's first step (for the kernels: a reset flag on each episode's last step, read backwards), and its
+``hx`` part applies to the last episode, which it reads first. Every layer of a stack does the same, so no
+state or gradient crosses an episode boundary in any layer or direction (docs/resets.md).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..api import check_lengths, rnn
+from ..api import check_lengths, check_resets, rnn
 from ..cells import Cell, get_cell
 from ._common import (
     TORCH_SEQUENCE_OPS,
@@ -198,18 +206,28 @@ class RecurrentBase(TorchModuleRules):
     # --- forward -----------------------------------------------------------------------------------------
 
     def forward(
-        self, input: torch.Tensor | PackedSequence, hx: State | None = None, lengths: Any = None
+        self,
+        input: torch.Tensor | PackedSequence,
+        hx: State | None = None,
+        lengths: Any = None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | PackedSequence, State]:
         """Like torch.nn.LSTM / GRU / RNN: input [T, B, I] ([B, T, I] with batch_first, [T, I] unbatched, or
         a PackedSequence); hx as torch's (h_0, or (h_0, c_0), each [L·dirs, B, H]; SLSTM: (h, c, n, m)).
-        lengths: optional [B] steps per row (tensor input only). Returns (output, final state) in torch's
-        shapes; output past each row's length is zero.
+        lengths: optional [B] steps per row (tensor input only). resets: optional bool episode starts in the
+        input's layout without features ([T, B], [B, T] with batch_first, [T] unbatched; tensor input only, on
+        the input's device): True where a step starts a new episode (TorchRL's ``is_init``); see the module
+        docstring. Returns (output, final state) in torch's shapes; output past each row's length is zero.
 
         Errors of the types torch.nn raises: ValueError for an input of the wrong rank or dtype, RuntimeError
         for a wrong feature size, no time steps, or a state of the wrong shape, dtype or device."""
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths: must be None when input is a PackedSequence (it carries the lengths)")
+            if resets is not None:
+                raise ValueError(
+                    "resets: give a padded tensor input with lengths= (a PackedSequence has no [B, T] layout)"
+                )
             self._check_features(input.data)
             batch = int(input.batch_sizes[0]) if len(input.batch_sizes) else 0
             parts = self._check_state(hx, batch, False, input.data)
@@ -241,10 +259,13 @@ class RecurrentBase(TorchModuleRules):
         if lengths is not None:
             # checked and moved to the device once here, not again by every layer's and direction's rnn call
             lengths = check_lengths(lengths, B, T, x3.device, check_values=not torch.compiler.is_compiling())
+        if resets is not None:  # [B, T] for the kernels
+            resets = self._check_resets(resets, B, T, unbatched, x3.device)
 
         # torch's packed op for lengths; pack_padded_sequence refuses empty rows and an empty batch
         empty_rows = lengths is not None and (B == 0 or bool(lengths.min() == 0))
-        if runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows and not self._checkpointing:
+        on_torch = runs_on_torch_ops(self.cell, self.backend, x3) and not empty_rows
+        if on_torch and resets is None and not self._checkpointing:
             if lengths is None:
                 out, finals = self._run_torch(x3, None, parts)
             else:
@@ -253,9 +274,23 @@ class RecurrentBase(TorchModuleRules):
                 out = pad_packed_sequence(out_packed, batch_first=self.batch_first, total_length=T)[0]
         else:
             x = x3 if self.batch_first else x3.transpose(0, 1)
-            y, finals = self._run_layers(x, self._stacked(parts), lengths)
+            y, finals = self._run_layers(x, self._stacked(parts), lengths, resets)
             out = y if self.batch_first else y.transpose(0, 1)
         return (out.squeeze(batch_dim) if unbatched else out), self._state(finals, unbatched)
+
+    def _check_resets(self, resets: object, B: int, T: int, unbatched: bool, device: torch.device) -> torch.Tensor:
+        """resets in the input's layout as the kernels' [B, T] (fusedrnn.rnn checks dtype, shape and device once
+        more per call; here the layout's shape is named in the message)."""
+        layout = "[T]" if unbatched else "[B, T]" if self.batch_first else "[T, B]"
+        expected = (T,) if unbatched else (B, T) if self.batch_first else (T, B)
+        if not isinstance(resets, torch.Tensor):
+            raise TypeError(f"resets: expected a bool tensor {layout} = {list(expected)}, got {type(resets).__name__}")
+        if tuple(resets.shape) != expected:
+            raise ValueError(
+                f"resets: expected shape {expected} {layout} (the input's steps and batch), got {tuple(resets.shape)}"
+            )
+        flags = resets.unsqueeze(0) if unbatched else resets if self.batch_first else resets.t()
+        return check_resets(flags, B, T, device)
 
     def _check_features(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.input_size:
@@ -323,12 +358,17 @@ class RecurrentBase(TorchModuleRules):
         return stacked.view(*stacked.shape[:3], self.num_heads, self.head_dim)
 
     def _run_layers(
-        self, x: torch.Tensor, states: torch.Tensor | None, lengths: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        states: torch.Tensor | None,
+        lengths: torch.Tensor | None,
+        resets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x [B, T, I] through every layer and direction; returns the output [B, T, dirs·H] and the final
-        states in torch's format, each [L·dirs, B, H]."""
+        states in torch's format, each [L·dirs, B, H]. resets [B, T] bool or None."""
         B, T = x.shape[:2]
         cell, NH, D = self.cell, self.num_heads, self.head_dim
+        reverse_resets = None if resets is None or not self.bidirectional else _reverse_resets(resets, lengths)
         finals = []
         for layer in range(self.num_layers):
             outputs = []
@@ -349,6 +389,7 @@ class RecurrentBase(TorchModuleRules):
                     cell=cell,
                     backend=self.backend,
                     lengths=lengths,
+                    resets=resets if direction == 0 else reverse_resets,
                     checkpoint=self.checkpoint,
                     checkpoint_budget=self.checkpoint_budget,
                 )
@@ -361,23 +402,34 @@ class RecurrentBase(TorchModuleRules):
         stacked = torch.stack(finals, dim=1)  # [S, L·dirs, B, NH, D]
         return x, list(stacked.reshape(*stacked.shape[:3], self.hidden_size).unbind(0))
 
-    def step(self, input: torch.Tensor, hx: State | None = None) -> tuple[torch.Tensor, State]:
-        """One time step, for inference and decoding: input [B, I] (or [I]), hx as ``forward``'s. Returns
-        (the last layer's h [B, H], the new state), what ``forward`` gives for a one-step sequence. With
-        fusedrnn's backends (a GPU) no host synchronisation, so it can be captured in a CUDA graph. Without
-        autograd (under torch.no_grad, or nothing requiring a gradient) a step runs on a plan made once per batch
-        size, dtype and device (``decode.StepPlan``); ``decoder`` also keeps the state in place."""
+    def step(
+        self, input: torch.Tensor, hx: State | None = None, resets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """One time step, for inference and decoding: input [B, I] (or [I]), hx as ``forward``'s; resets: optional
+        bool [B] (or [1] unbatched): rows whose episode starts at this step run from the initial state instead of
+        hx (TorchRL's ``is_init`` in a rollout). Returns (the last layer's h [B, H], the new state), what
+        ``forward`` gives for a one-step sequence. With fusedrnn's backends (a GPU) no host synchronisation, so
+        it can be captured in a CUDA graph. Without autograd (under torch.no_grad, or nothing requiring a gradient)
+        and without resets a step runs on a plan made once per batch size, dtype and device (``decode.StepPlan``);
+        ``decoder`` also keeps the state in place."""
         if self.bidirectional:
             raise ValueError("step: a bidirectional layer needs the whole sequence; call forward")
         if not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
             shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
             raise ValueError(f"input: expected a tensor [B, I] or [I] (one step), got {shape}")
-        if self._planned_step(input):
+        if resets is None and self._planned_step(input):
             return self._step_planned(input, hx)
         sequence = input.unsqueeze(0)  # [1, B, I] / [1, I]
         if self.batch_first and input.dim() == 2:
             sequence = input.unsqueeze(1)  # [B, 1, I]
-        output, new_state = self.forward(sequence, hx)
+        if resets is not None:
+            batch = input.shape[0] if input.dim() == 2 else 1
+            if not isinstance(resets, torch.Tensor) or resets.numel() != batch or resets.dim() > 1:
+                shape = tuple(resets.shape) if isinstance(resets, torch.Tensor) else type(resets).__name__
+                raise ValueError(f"resets: expected a bool tensor [B] = [{batch}] (one flag per row), got {shape}")
+            flags = resets.reshape(batch)  # as forward's resets: [1, B], [B, 1] with batch_first, [1] unbatched
+            resets = flags if input.dim() == 1 else flags.view(batch, 1) if self.batch_first else flags.view(1, batch)
+        output, new_state = self.forward(sequence, hx, resets=resets)
         assert isinstance(output, torch.Tensor)
         if input.dim() == 1:
             return output.squeeze(0), new_state
@@ -484,6 +536,19 @@ def _reverse(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
     lens = lengths.to(device=x.device, dtype=steps.dtype).view(B, 1)
     index = torch.where(steps < lens, lens - 1 - steps, steps)
     return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+def _reverse_resets(resets: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """The reverse direction's resets [B, T]: each episode's last step (the step before a reset, within the row's
+    length) flagged, then each row's valid steps reversed as its input is (``_reverse``). Reading a row backwards,
+    the state is then reset after it processed an episode's first step, before the previous episode's last."""
+    B, T = resets.shape
+    ends = torch.zeros_like(resets)
+    ends[:, :-1] = resets[:, 1:]
+    if lengths is not None:  # a row's last valid step ends its last episode: nothing is reset after it
+        steps = torch.arange(T, device=resets.device)
+        ends &= steps + 1 < lengths.to(resets.device).view(B, 1)
+    return _reverse(ends.unsqueeze(-1), lengths).squeeze(-1)
 
 
 def _repack(x: torch.Tensor, lengths: torch.Tensor, like: PackedSequence) -> PackedSequence:

@@ -32,6 +32,10 @@ has no float32-output GEMM for 16-bit inputs, see ``launch``; per-call tensors i
     db_acc [GB, B, NH, D] f32 Σ_t dp per element (summed over B on the host: db, no atomics)
     lens   [B]           i32  per-row step counts (HAS_LENGTHS): steps t >= lens[b] keep row b's states,
                               write y = 0 and, backward, pass the state gradients through with dp = 0
+    starts [B, T]        bool episode starts (HAS_RESETS): the forward of step t leaves the cell's initial values
+                              (INIT0..INIT3) in the carry and h_t where step t + 1 starts an episode (step 0's
+                              are set by the host); the backward of step t passes nothing to the states before it
+                              where it starts one (dcarry and dpg zero, dx, dr and db as computed)
 """
 
 import triton
@@ -144,17 +148,36 @@ def _step_inputs(
 
 
 @triton.jit
+def _starts(starts, lens, t, bi, mask, T, HAS_LENGTHS: tl.constexpr):
+    """Whether step t starts an episode for the elements of rows bi: starts[b, t], for steps that run."""
+    m = mask & (bi * 0 + t < T)
+    if HAS_LENGTHS:
+        m = m & (t < tl.load(lens + bi, mask=mask, other=0))
+    return tl.load(starts + bi.to(tl.int64) * T + t, mask=m, other=0) != 0
+
+
+@triton.jit
+def _unless(start, v, HAS_RESETS: tl.constexpr):
+    """v, zero where ``start`` (with HAS_RESETS; else v)."""
+    if HAS_RESETS:
+        v = tl.where(start, 0.0, v).to(v.dtype)
+    return v
+
+
+@triton.jit
 def _step_outputs(
-    y, states, pre, carry, h_next, lens, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3,
+    y, states, pre, carry, h_next, lens, starts, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3,
     t, bi, n, d, mask, N, B, T, NH, D,
     CELL: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
-    SAVE: tl.constexpr, FAST: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    SAVE: tl.constexpr, FAST: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr,
+    INIT0: tl.constexpr, INIT1: tl.constexpr, INIT2: tl.constexpr, INIT3: tl.constexpr,
 ):
     """The rest of step t for the elements (bi, n, d): slots (b + x_t, from ``_step_inputs``) + R·h (r0..r3, one
     per R gate, float32), the cell on the carried states s0..s3, then every write: the carry, h_t into
     ``h_next`` ([NH, B, D], the next step's R·h operand, input dtype), y_t and, when SAVE, pre_t and states.
-    HAS_LENGTHS: rows past their length keep their states and write y = 0."""
+    HAS_LENGTHS: rows past their length keep their states and write y = 0. HAS_RESETS: where step t + 1 starts an
+    episode, the carry, h_t and the saved states before step t + 1 are the cell's initial values."""
     dt = h_next.dtype.element_ty
     HD = NH * D
     hd = n * D + d
@@ -173,6 +196,10 @@ def _step_outputs(
     else:
         s0, s1, s2, s3 = cell_forward(CELL, FAST, p0, p1, p2, p3, s0, s1, s2, s3)
         h_out = s0.to(dt)
+    if HAS_RESETS:
+        start = _starts(starts, lens, t + 1, bi, mask, T, HAS_LENGTHS)
+        s0, s1 = tl.where(start, INIT0, s0), tl.where(start, INIT1, s1)
+        s2, s3 = tl.where(start, INIT2, s2), tl.where(start, INIT3, s3)
 
     _store_sets(carry + e, N, mask, s0, s1, s2, s3, S)
     tl.store(h_next + (n64 * B + bi) * D + d, s0.to(dt), mask=mask)
@@ -187,13 +214,14 @@ def _step_outputs(
 
 @triton.jit(do_not_specialize=["t"])
 def forward_step_kernel(
-    table, gates, bias, carry, hbuf, lens,
+    table, gates, bias, carry, hbuf, lens, starts,
     t, N, B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, HAS_RESETS: tl.constexpr,
+    INIT0: tl.constexpr, INIT1: tl.constexpr, INIT2: tl.constexpr, INIT3: tl.constexpr,
 ):
     """Step t after the GEMM: slots = b + x_t + gates; new states = cell(slots, carry): carry, hbuf, y_t (and
     pre_t, states). Every program handles BLOCK consecutive elements of e = (b * NH + n) * D + d < N."""
@@ -211,8 +239,9 @@ def forward_step_kernel(
     p0, p1, p2, p3, s0, s1, s2, s3 = _step_inputs(
         x, bias, carry, t, bi, n, d, mask, N, B, T, NH, D, GX, GB, S, XS0, XS1, XS2, XS3, PREFETCH)
     _step_outputs(
-        y, states, pre, carry, hbuf, lens, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3, t, bi, n, d, mask,
-        N, B, T, NH, D, CELL, GR, GB, S, RS0, RS1, RS2, RS3, SAVE, FAST, HAS_LENGTHS)
+        y, states, pre, carry, hbuf, lens, starts, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3, t, bi, n, d,
+        mask, N, B, T, NH, D, CELL, GR, GB, S, RS0, RS1, RS2, RS3, SAVE, FAST, HAS_LENGTHS, HAS_RESETS,
+        INIT0, INIT1, INIT2, INIT3)
 
 
 @triton.jit
@@ -242,12 +271,13 @@ def _split_gates(acc, GP: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_B: tl.const
 
 @triton.jit(do_not_specialize=["t"])
 def forward_fused_step_kernel(
-    table, W, bias, carry, hbuf, lens,
+    table, W, bias, carry, hbuf, lens, starts,
     t, N, B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     SAVE: tl.constexpr, FAST: tl.constexpr, PREFETCH: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    HAS_RESETS: tl.constexpr, INIT0: tl.constexpr, INIT1: tl.constexpr, INIT2: tl.constexpr, INIT3: tl.constexpr,
     DOT_PRECISION: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
     K_CHAINS: tl.constexpr,
 ):
@@ -310,18 +340,20 @@ def forward_fused_step_kernel(
     r0, r1, r2, r3 = _split_gates(acc, GP, BLOCK_J, BLOCK_B)
 
     _step_outputs(
-        y, states, pre, carry, hbuf + ((t + 1) % 2) * NBD, lens, p0, p1, p2, p3, r0, r1, r2, r3, s0, s1, s2, s3,
-        t, bi, i_n, d, mask, N, B, T, NH, D, CELL, GR, GB, S, RS0, RS1, RS2, RS3, SAVE, FAST, HAS_LENGTHS)
+        y, states, pre, carry, hbuf + ((t + 1) % 2) * NBD, lens, starts, p0, p1, p2, p3, r0, r1, r2, r3,
+        s0, s1, s2, s3, t, bi, i_n, d, mask, N, B, T, NH, D, CELL, GR, GB, S, RS0, RS1, RS2, RS3, SAVE, FAST,
+        HAS_LENGTHS, HAS_RESETS, INIT0, INIT1, INIT2, INIT3)
 
 
 @triton.jit(do_not_specialize=["t"])
 def backward_step_kernel(
-    table, dh_part, dcarry, dpg, db_acc, lens,
+    table, dh_part, dcarry, dpg, db_acc, lens, starts,
     t, N, B, T, NH, D,
     CELL: tl.constexpr, GX: tl.constexpr, GR: tl.constexpr, GB: tl.constexpr, S: tl.constexpr,
     XS0: tl.constexpr, XS1: tl.constexpr, XS2: tl.constexpr, XS3: tl.constexpr,
     RS0: tl.constexpr, RS1: tl.constexpr, RS2: tl.constexpr, RS3: tl.constexpr,
     FAST: tl.constexpr, PREFETCH: tl.constexpr, BLOCK: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    HAS_RESETS: tl.constexpr,
 ):
     """Step t (T-1 .. 0): dh = dcarry_h + Σ_g dh_part_g + dy_t; cell backward: dx_t, dr_t, dpg, db_acc, dcarry.
     PREFETCH: also asks L2 for step t - 1's pre, states and dy."""
@@ -386,6 +418,11 @@ def backward_step_kernel(
         d2, d3 = tl.where(live, d2, e2), tl.where(live, d3, e3)
         p0, p1 = tl.where(live, p0, 0.0), tl.where(live, p1, 0.0)
         p2, p3 = tl.where(live, p2, 0.0), tl.where(live, p3, 0.0)
+    start = bi < 0  # no starts (read only where HAS_RESETS)
+    if HAS_RESETS:  # step t's states were constants: nothing reaches the states before it
+        start = _starts(starts, lens, t, bi, mask, T, HAS_LENGTHS)
+        d0, d1 = tl.where(start, 0.0, d0), tl.where(start, 0.0, d1)
+        d2, d3 = tl.where(start, 0.0, d2), tl.where(start, 0.0, d3)
 
     _store_sets(dcarry + e, N, mask, d0, d1, d2, d3, S)
     _store_sets(db_acc + e, N, mask, a0 + p0, a1 + p1, a2 + p2, a3 + p3, GB)
@@ -399,17 +436,17 @@ def backward_step_kernel(
     g_off = hg * D + d  # dpg[n, 0, b, d]
     g0 = pick_slot(p0, p1, p2, p3, RS0).to(dt)
     tl.store(dr + r_off, g0, mask=mask)
-    tl.store(dpg + g_off, g0, mask=mask)
+    tl.store(dpg + g_off, _unless(start, g0, HAS_RESETS), mask=mask)
     if GR > 1:
         g1 = pick_slot(p0, p1, p2, p3, RS1).to(dt)
         tl.store(dr + r_off + D, g1, mask=mask)
-        tl.store(dpg + g_off + B * D, g1, mask=mask)
+        tl.store(dpg + g_off + B * D, _unless(start, g1, HAS_RESETS), mask=mask)
     if GR > 2:
         g2 = pick_slot(p0, p1, p2, p3, RS2).to(dt)
         tl.store(dr + r_off + 2 * D, g2, mask=mask)
-        tl.store(dpg + g_off + 2 * B * D, g2, mask=mask)
+        tl.store(dpg + g_off + 2 * B * D, _unless(start, g2, HAS_RESETS), mask=mask)
     if GR > 3:
         g3 = pick_slot(p0, p1, p2, p3, RS3).to(dt)
         tl.store(dr + r_off + 3 * D, g3, mask=mask)
-        tl.store(dpg + g_off + 3 * B * D, g3, mask=mask)
+        tl.store(dpg + g_off + 3 * B * D, _unless(start, g3, HAS_RESETS), mask=mask)
 # fmt: on

@@ -75,8 +75,8 @@ import triton
 
 from ...cells import get_cell
 from ...derived import fingerprint
-from ..fused import empty, sm_count
-from ..triton.launch import cell_constants, dot_precision, fast_math
+from ..fused import empty, sm_count, start_states
+from ..triton.launch import cell_constants, dot_precision, fast_math, initial_constants
 from .kernels import backward_step_kernel, forward_fused_step_kernel, forward_step_kernel
 
 __all__ = [
@@ -355,21 +355,30 @@ def _weights(num_gates_r: int, NH: int, D: int, dtype: torch.dtype, device: torc
 class _Plan:
     """Static buffers of one call shape and direction, the step loop over them, and its CUDA graph."""
 
-    def __init__(self, device: torch.device, batch: int, has_lengths: bool):
+    def __init__(self, device: torch.device, batch: int, steps: int, has_lengths: bool, has_resets: bool):
         self.device = device
         self.graph = None
         self.replays = 0
-        # per-row step counts, copied in by every call (a static buffer: the graph reads it where it is)
+        # per-row step counts and episode starts, copied in by every call (static buffers: the graph reads them
+        # where they are)
         self.lens = torch.zeros(batch, dtype=torch.int32, device=device) if has_lengths else None
+        self.starts = torch.zeros(batch, steps, dtype=torch.bool, device=device) if has_resets else None
 
     @property
     def lens_arg(self) -> torch.Tensor:
         """The kernels' ``lens`` argument: the buffer, or any tensor where HAS_LENGTHS is off (never read)."""
         return self.table if self.lens is None else self.lens
 
-    def set_lengths(self, lengths: torch.Tensor | None) -> None:
+    @property
+    def starts_arg(self) -> torch.Tensor:
+        """The kernels' ``starts`` argument: the buffer, or any tensor where HAS_RESETS is off (never read)."""
+        return self.table if self.starts is None else self.starts
+
+    def set_lengths(self, lengths: torch.Tensor | None, resets: torch.Tensor | None = None) -> None:
         if lengths is not None:
             self.lens.copy_(lengths)
+        if resets is not None:
+            self.starts.copy_(resets)
 
     def steps(self) -> None:  # the T-step loop; only static buffers and the table as arguments
         raise NotImplementedError
@@ -405,9 +414,12 @@ class _ForwardPlan(_Plan):
     """``tile`` None: the GEMM path (gates buffer, one h buffer); a FusedTile: the fused kernel (no gates
     buffer, h ping-pongs between two buffers). The initial h goes into ``hbuf[0]`` either way."""
 
-    def __init__(self, cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile: FusedTile | None):
-        super().__init__(device, B, has_lengths)
+    def __init__(
+        self, cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, has_resets, tile: FusedTile | None
+    ):
+        super().__init__(device, B, T, has_lengths, has_resets)
         self.consts = cell_constants(cell_name, with_x=True)
+        self.initial = initial_constants(cell_name)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
         self.save, self.fast, self.mode, self.prefetch = save, _fast(dtype, device), mode, _prefetch(device)
@@ -439,6 +451,7 @@ class _ForwardPlan(_Plan):
             self.carry,
             self.hbuf,
             self.lens_arg,
+            self.starts_arg,
             t,
             N,
             B,
@@ -451,6 +464,8 @@ class _ForwardPlan(_Plan):
             PREFETCH=self.prefetch,
             BLOCK=BLOCK,
             HAS_LENGTHS=self.lens is not None,
+            HAS_RESETS=self.starts is not None,
+            **self.initial,
             num_warps=NUM_WARPS,
         )
 
@@ -464,6 +479,7 @@ class _ForwardPlan(_Plan):
             self.carry,
             self.hbuf,
             self.lens_arg,
+            self.starts_arg,
             t,
             N,
             B,
@@ -475,6 +491,8 @@ class _ForwardPlan(_Plan):
             FAST=self.fast,
             PREFETCH=self.prefetch,
             HAS_LENGTHS=self.lens is not None,
+            HAS_RESETS=self.starts is not None,
+            **self.initial,
             DOT_PRECISION=precision,
             BLOCK_B=tile.block_b,
             BLOCK_J=tile.block_j,
@@ -496,8 +514,8 @@ class _ForwardPlan(_Plan):
 
 
 class _BackwardPlan(_Plan):
-    def __init__(self, cell_name, B, T, NH, D, dtype, device, mode, has_lengths):
-        super().__init__(device, B, has_lengths)
+    def __init__(self, cell_name, B, T, NH, D, dtype, device, mode, has_lengths, has_resets):
+        super().__init__(device, B, T, has_lengths, has_resets)
         self.consts = cell_constants(cell_name, with_x=True)
         GR, GB, S = self.consts["GR"], self.consts["GB"], self.consts["S"]
         self.dims = (B * NH * D, B, T, NH, D)
@@ -525,6 +543,7 @@ class _BackwardPlan(_Plan):
             self.dpg,
             self.db_acc,
             self.lens_arg,
+            self.starts_arg,
             t,
             N,
             B,
@@ -536,6 +555,7 @@ class _BackwardPlan(_Plan):
             PREFETCH=self.prefetch,
             BLOCK=BLOCK,
             HAS_LENGTHS=self.lens is not None,
+            HAS_RESETS=self.starts is not None,
             num_warps=NUM_WARPS,
         )
 
@@ -557,9 +577,10 @@ def _plan(
     has_lengths: bool,
     save: bool = True,
     tile: FusedTile | None = None,
+    has_resets: bool = False,
 ):
     """The cached plan of a call. Key: (kind, cell, B, T, NH, D, dtype, device, save, GEMM mode, prefetch,
-    matmul flags, with lengths, path), path = "gemm" or the forward's FusedTile."""
+    matmul flags, with lengths, path, with resets), path = "gemm" or the forward's FusedTile."""
     mode = gemm_mode(dtype, device)
     key = (
         kind,
@@ -576,6 +597,7 @@ def _plan(
         _matmul_flags(dtype, device),
         has_lengths,
         "gemm" if tile is None else tile,
+        has_resets,
     )
     with _LOCK:
         plan = _PLANS.get(key)
@@ -584,9 +606,11 @@ def _plan(
             # which no later call outside it may fill
             with torch.inference_mode(False):
                 if kind == "fw":
-                    plan = _ForwardPlan(cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, tile)
+                    plan = _ForwardPlan(
+                        cell_name, B, T, NH, D, dtype, device, save, mode, has_lengths, has_resets, tile
+                    )
                 else:
-                    plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths)
+                    plan = _BackwardPlan(cell_name, B, T, NH, D, dtype, device, mode, has_lengths, has_resets)
             _PLANS[key] = plan
             while len(_PLANS) > MAX_PLANS:
                 _PLANS.popitem(last=False)
@@ -632,17 +656,20 @@ class _Guard:
         return False
 
 
-def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | None = None, **tile: int):
-    """x, R, b, state contiguous; lengths int32 [B] or None. y and final (input dtype); when saving, pre and
-    states (float32), else None. ``fused`` and ``tile``: the path and tile overrides of ``forward_tile``
-    (tests, benchmarks)."""
+def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | None = None, resets=None, **tile: int):
+    """x, R, b, state contiguous; lengths int32 [B] or None; resets bool [B, T] or None. y and final (input dtype);
+    when saving, pre and states (float32), else None. ``fused`` and ``tile``: the path and tile overrides of
+    ``forward_tile`` (tests, benchmarks)."""
     B, T, _, NH, D = x.shape
     dtype, device = x.dtype, x.device
     cell = get_cell(cell_name)
     path = forward_tile(cell.num_gates_r, B, NH, D, dtype, device, fused, **tile)
+    if resets is not None:  # step 0's starts on the host; the kernels apply step t + 1's at the end of step t
+        state = start_states(cell, state, resets, lengths)
     with _Guard(device), _LOCK:  # the lock: one call at a time fills and replays the shared buffers
-        plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save, path)
-        plan.set_lengths(lengths)
+        has_resets = resets is not None
+        plan = _plan("fw", cell_name, B, T, NH, D, dtype, device, lengths is not None, save, path, has_resets)
+        plan.set_lengths(lengths, resets)
         y = empty(B, T, NH, D, dtype=dtype, device=device)
         if save:
             pre = empty(T, B, cell.num_gates_b, NH, D, dtype=torch.float32, device=device)
@@ -660,7 +687,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, fused: bool | N
     return y, final, pre, states
 
 
-def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal):
+def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal, resets=None):
     """The step loop: dx [B, T, Gx, NH, D], db [Gb, NH, D], dr [NH, T, B, Gr, D] (input dtype) and
     d state0 [S, B, NH, D] (float32). pre, states as saved; dy, dfinal contiguous in the input dtype."""
     S, NH, T1, B, D = states.shape
@@ -668,8 +695,8 @@ def backward_steps(cell_name: str, R, pre, states, lengths, dy, dfinal):
     dtype, device = R.dtype, R.device
     cell = get_cell(cell_name)
     with _Guard(device), _LOCK:
-        plan = _plan("bw", cell_name, B, T, NH, D, dtype, device, lengths is not None)
-        plan.set_lengths(lengths)
+        plan = _plan("bw", cell_name, B, T, NH, D, dtype, device, lengths is not None, has_resets=resets is not None)
+        plan.set_lengths(lengths, resets)
         dx = empty(B, T, cell.num_gates_x, NH, D, dtype=dtype, device=device)
         dr = empty(NH, T, B, cell.num_gates_r, D, dtype=dtype, device=device)
         plan.weights.load(R)
@@ -711,9 +738,9 @@ def weight_gradient(dr, states):
     return dW.view(NH, GR, D, D).transpose(0, 1).contiguous().to(dtype)
 
 
-def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
+def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, resets=None):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    dx, db, dr, dstate0 = backward_steps(cell_name, R, pre, states, lengths, dy, dfinal)
+    dx, db, dr, dstate0 = backward_steps(cell_name, R, pre, states, lengths, dy, dfinal, resets)
     with _Guard(R.device):
         dR = weight_gradient(dr, states)
     return dx, dR, db, dstate0

@@ -24,6 +24,7 @@ template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL>
 __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     backward_cluster(const typename E::T* __restrict__ R, const float* __restrict__ pre,
                    const float* __restrict__ states, const int* __restrict__ lengths,
+                   const unsigned char* __restrict__ resets,
                    const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
                    typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
                    i64 T, i64 NH, i64 smem_bytes) {
@@ -141,6 +142,14 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     }
     return sum;
   };
+  // where step t starts an episode, nothing reaches the states before it: zero element e's gradients once dp_t · R
+  // is in
+  auto cut = [&](int e, i64 t) {
+    if (starts_at(resets, eok[e], b0 + er[e], t, T, elen[e])) {
+#pragma unroll
+      for (int s = 0; s < C::S; ++s) dv[s][e][0] = dv[s][e][1] = 0.0f;
+    }
+  };
   cp_async_wait<STAGES - 2>();
   cluster_sync();  // the mbarriers are initialised before any CTA sends
 
@@ -164,6 +173,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
       const f2 dh = gathered(it, e);
       dv[0][e][0] += dh.x;
       dv[0][e][1] += dh.y;
+      cut(e, t + 1);
       f2 slot2[4], state2[4];
 #pragma unroll
       for (int k = 0; k < 4; ++k)
@@ -210,6 +220,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     const f2 dh = gathered(T, e);
     dv[0][e][0] += dh.x;
     dv[0][e][1] += dh.y;
+    cut(e, 0);
     const i64 row = b0 + er[e];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {

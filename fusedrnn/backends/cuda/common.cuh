@@ -11,7 +11,13 @@
 //   x [B, T, GX, NH, D], R [GR, NH, D, D] (R[g, n, i, j]: h_j -> gate g, unit i), b [GB, NH, D],
 //   state0 / final [S, B, NH, D], y [B, T, NH, D], pre [T, B, GB, NH, D] f32, states [S, NH, T + 1, B, D] f32,
 //   dgate [B, T, GB, NH, D], db_part [tiles · 8, GB, NH, D] f32 (over a cluster or a grid: tiles · ROWS),
-//   dstate0 [S, B, NH, D] f32.
+//   dstate0 [S, B, NH, D] f32, resets [B, T] bool (null without resets).
+//
+// Resets (every family the same way, a run-time branch like lengths): where step t starts an episode of row b,
+// the forward computes step t from the cell's initial states (CellGates::initial) without R·h (the initial h is 0,
+// so its product is 0: the h operand in shared memory or the exchange buffers needs no change) and saves those
+// initial states as the states before step t; y and the carried states are not touched otherwise. The backward
+// zeroes the gradients of the states before step t (the direct ones and dp·R) once dp·R of step t is added.
 #pragma once
 
 // The dynamic shared memory the host's resource model (model.py) gives the variant being compiled, defined by
@@ -392,5 +398,12 @@ template <>
 struct Fast<F32> {
   static constexpr bool value = false;
 };
+
+// Whether step t starts an episode in batch row `row`: resets[row, t] (bool [B, T]; null without resets), read only
+// for rows in the batch (ok) and steps that run (t < len: the row's length, or T).
+__device__ __forceinline__ bool starts_at(const unsigned char* __restrict__ resets, bool ok, i64 row, i64 t, i64 T,
+                                          int len) {
+  return resets != nullptr && ok && t < len && resets[row * T + t] != 0;
+}
 
 }  // namespace frnn

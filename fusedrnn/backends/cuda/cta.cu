@@ -18,7 +18,8 @@ template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     forward_cta(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                 const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-                const int* __restrict__ lengths, typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
+                const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
+                typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
                 float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
                 i64 smem_bytes) {
   typedef typename CellOf<CELL>::type C;
@@ -66,6 +67,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   float st[C::S][NT][2][2];
   int len[2];
   bool row_ok[2];
+  bool sc[2];  // whether step t starts an episode (its states are the cell's initial ones, without R·h)
   ET* yp[2];  // row half hr's unit 0 of tile 0; tile nt is 8·nt elements further
   float* pp[2];
   float* sp[2];
@@ -75,6 +77,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     i64 row = b0 + gq + 8 * hr;
     row_ok[hr] = row < B;
     len[hr] = has_lengths && row_ok[hr] ? lengths[row] : (int)T;
+    sc[hr] = starts_at(resets, row_ok[hr], row, 0, T, len[hr]);
   }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -97,6 +100,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
       for (int s = 0; s < C::S; ++s) {
         f2 v = row_ok[hr] ? load2<E>(state0 + (s * B + row) * HD + n * D + col) : f2{0.0f, 0.0f};
+        if (sc[hr]) v = f2{C::initial(s), C::initial(s)};
         st[s][nt][hr][0] = v.x;
         st[s][nt][hr][1] = v.y;
         if (save && row_ok[hr]) store2f(sp[hr] + 8 * nt + s * sset - sstep, v.x, v.y);
@@ -132,6 +136,9 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     }
 
     const ET* xs = (const ET*)(xring + stage * L::FW_X);
+    bool sn[2];  // whether step t + 1 starts an episode (read after the MMAs: fewer registers live across them)
+#pragma unroll
+    for (int hr = 0; hr < HR; ++hr) sn[hr] = starts_at(resets, row_ok[hr], b0 + gq + 8 * hr, t + 1, T, len[hr]);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       int col = (warp * NT + nt) * 8 + 2 * tq;
@@ -153,14 +160,14 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
         for (int g = 0; g < C::GR; ++g)
 #pragma unroll
-          for (int c = 0; c < 2; ++c) p[C::rs(g)][c] += acc[g][nt][2 * hr + c];
+          for (int c = 0; c < 2; ++c) p[C::rs(g)][c] += sc[hr] ? 0.0f : acc[g][nt][2 * hr + c];
         float hout[2];
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           float pe[4] = {p[0][c], p[1][c], p[2][c], p[3][c]};
           float se[4];
 #pragma unroll
-          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? st[s][nt][hr][c] : 0.0f;
+          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? (sc[hr] ? C::initial(s) : st[s][nt][hr][c]) : 0.0f;
           C::template forward<FAST>(pe, se);
 #pragma unroll
           for (int k = 0; k < C::GB; ++k) p[k][c] = pe[k];  // as saved
@@ -177,13 +184,16 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 #pragma unroll
             for (int k = 0; k < C::GB; ++k) store2f(pp[hr] + 8 * nt + k * HD, p[k][0], p[k][1]);
 #pragma unroll
-            for (int s = 0; s < C::S; ++s) store2f(sp[hr] + 8 * nt + s * sset, st[s][nt][hr][0], st[s][nt][hr][1]);
+            for (int s = 0; s < C::S; ++s)  // the states step t + 1 uses
+              store2f(sp[hr] + 8 * nt + s * sset, sn[hr] ? C::initial(s) : st[s][nt][hr][0],
+                      sn[hr] ? C::initial(s) : st[s][nt][hr][1]);
           }
         }
       }
     }
 #pragma unroll
     for (int hr = 0; hr < HR; ++hr) {
+      sc[hr] = sn[hr];
       yp[hr] += HD;
       pp[hr] += pstep;
       sp[hr] += sstep;
@@ -212,6 +222,7 @@ template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     backward_cta(const typename E::T* __restrict__ R, const float* __restrict__ pre,
                  const float* __restrict__ states, const int* __restrict__ lengths,
+                 const unsigned char* __restrict__ resets,
                  const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
                  typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
                  i64 T, i64 NH, i64 smem_bytes) {
@@ -315,6 +326,17 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
         dv[0][nt][e >> 1][e & 1] += sum;
       }
   };
+  // where step t starts an episode, nothing reaches the states before it: zero their gradients once dp_t · R is in
+  auto cut = [&](i64 t) {
+#pragma unroll
+    for (int hr = 0; hr < HR; ++hr)
+      if (starts_at(resets, row_ok[hr], b0 + gq + 8 * hr, t, T, len[hr])) {
+#pragma unroll
+        for (int s = 0; s < C::S; ++s)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) dv[s][nt][hr][0] = dv[s][nt][hr][1] = 0.0f;
+      }
+  };
   cp_async_wait<STAGES - 2>();
   __syncthreads();
 
@@ -324,6 +346,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     fetch(in, ring_addr, fill, it + STAGES - 1 < T);
     fill = fill + 1 == STAGES ? 0 : fill + 1;
     mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDP);
+    cut(t + 1);
 
     const unsigned char* at = ring + stage * L::BW_STAGE;
     const float* sslot = (const float*)at;
@@ -380,6 +403,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     __syncthreads();
   }
   mma_step(pbuf + ((T - 1) & 1) * ROWS * L::LDP);
+  cut(0);
 
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {

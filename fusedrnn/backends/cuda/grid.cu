@@ -142,7 +142,8 @@ template <int CELL, class E, int D, int U, int W, int KR, int CK, int NB>
 __global__ void __launch_bounds__(32 * W, 1)
     forward_grid(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                   const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-                  const int* __restrict__ lengths, typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
+                  const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
+                  typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
                   float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
                   i64 smem_bytes, u16* __restrict__ xchg, u32* __restrict__ counters) {
   typedef typename CellOf<CELL>::type C;
@@ -183,6 +184,7 @@ __global__ void __launch_bounds__(32 * W, 1)
   float st[EPT][C::S], bv[EPT][C::GB], xv[EPT][C::GX];
   int len[EPT];
   bool ok[EPT], mine[EPT];
+  bool sc[EPT];  // whether step t starts an episode (its states are the cell's initial ones, without R·h)
   const i64 sset = NH * (T + 1) * B * D;
 #pragma unroll
   for (int j = 0; j < EPT; ++j) {
@@ -193,9 +195,11 @@ __global__ void __launch_bounds__(32 * W, 1)
     len[j] = has_lengths && ok[j] ? lengths[row] : (int)T;
 #pragma unroll
     for (int k = 0; k < C::GB; ++k) bv[j][k] = mine[j] ? to_float1<E>(bias[k * HD + n * D + unit]) : 0.0f;
+    sc[j] = starts_at(resets, ok[j], row, 0, T, len[j]);
 #pragma unroll
     for (int s = 0; s < C::S; ++s) {
       st[j][s] = ok[j] ? to_float1<E>(state0[(s * B + row) * HD + n * D + unit]) : 0.0f;
+      if (sc[j]) st[j][s] = C::initial(s);
       if (save && ok[j]) states[s * sset + row * D + n * (T + 1) * B * D + unit] = st[j][s];
     }
 #pragma unroll
@@ -218,6 +222,9 @@ __global__ void __launch_bounds__(32 * W, 1)
     __syncthreads();
 
     u16* xn = xbuf + ((t + 1) & 1) * (KS * 256);
+    bool sn[EPT];  // whether step t + 1 starts an episode (read after the MMAs: fewer registers live across them)
+#pragma unroll
+    for (int j = 0; j < EPT; ++j) sn[j] = starts_at(resets, ok[j], b0 + (threadIdx.x + j * NTH) / U, t + 1, T, len[j]);
     float ps[EPT][C::GB];  // the slots as saved
     bool lv[EPT];
 #pragma unroll
@@ -234,11 +241,11 @@ __global__ void __launch_bounds__(32 * W, 1)
         float sum = 0.0f;
 #pragma unroll
         for (int w = 0; w < W; ++w) sum += red[(w * 16 + r) * L::LDS + g * U + uc];
-        p[C::rs(g)] += sum;
+        p[C::rs(g)] += sc[j] ? 0.0f : sum;
       }
       float se[4];
 #pragma unroll
-      for (int s = 0; s < 4; ++s) se[s] = s < C::S ? st[j][s] : 0.0f;
+      for (int s = 0; s < 4; ++s) se[s] = s < C::S ? (sc[j] ? C::initial(s) : st[j][s]) : 0.0f;
       C::template forward<FAST>(p, se);
       lv[j] = !has_lengths || t < len[j];
       if (lv[j]) {
@@ -261,13 +268,16 @@ __global__ void __launch_bounds__(32 * W, 1)
 #pragma unroll
         for (int k = 0; k < C::GB; ++k) pre[((t * B + row) * C::GB + k) * HD + n * D + unit] = ps[j][k];
 #pragma unroll
-        for (int s = 0; s < C::S; ++s) states[s * sset + ((n * (T + 1) + t + 1) * B + row) * D + unit] = st[j][s];
+        for (int s = 0; s < C::S; ++s)  // the states step t + 1 uses
+          states[s * sset + ((n * (T + 1) + t + 1) * B + row) * D + unit] = sn[j] ? C::initial(s) : st[j][s];
       }
       if (t + 1 < T) {
 #pragma unroll
         for (int g = 0; g < C::GX; ++g) xv[j][g] = to_float1<E>(x[((row * T + t + 1) * C::GX + g) * HD + n * D + unit]);
       }
     }
+#pragma unroll
+    for (int j = 0; j < EPT; ++j) sc[j] = sn[j];
     if (t + 1 < T) group_wait(counter, (u32)(G * (t + 2)));
   }
 
@@ -289,6 +299,7 @@ template <int CELL, class E, int D, int U, int W, int KR, int CK, int NB>
 __global__ void __launch_bounds__(32 * W, 1)
     backward_grid(const typename E::T* __restrict__ R, const float* __restrict__ pre,
                    const float* __restrict__ states, const int* __restrict__ lengths,
+                   const unsigned char* __restrict__ resets,
                    const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
                    typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
                    i64 T, i64 NH, i64 smem_bytes, u16* __restrict__ xchg, u32* __restrict__ counters) {
@@ -382,9 +393,21 @@ __global__ void __launch_bounds__(32 * W, 1)
     }
   };
 
+  // where step t starts an episode, nothing reaches the states before it: zero their gradients once dp_t · R is in
+  auto cut = [&](i64 t) {
+#pragma unroll
+    for (int j = 0; j < EPT; ++j)
+      if (starts_at(resets, ok[j], b0 + (threadIdx.x + j * NTH) / U, t, T, len[j])) {
+#pragma unroll
+        for (int s = 0; s < C::S; ++s) dv[j][s] = 0.0f;
+      }
+  };
   for (i64 it = 0; it < T; ++it) {
     const i64 t = T - 1 - it;
-    if (it > 0) dp_times_r_g((it - 1) & 1);
+    if (it > 0) {
+      dp_times_r_g((it - 1) & 1);
+      cut(t + 1);
+    }
     u16* xn = xbuf + (it & 1) * (KS * 256);
     float ps[EPT][C::GB];  // the slot gradients
 #pragma unroll
@@ -429,7 +452,10 @@ __global__ void __launch_bounds__(32 * W, 1)
     }
     group_wait(counter, (u32)(G * (it + 1)));
   }
-  if (T > 0) dp_times_r_g((T - 1) & 1);
+  if (T > 0) {
+    dp_times_r_g((T - 1) & 1);
+    cut(0);
+  }
 
 #pragma unroll
   for (int j = 0; j < EPT; ++j) {

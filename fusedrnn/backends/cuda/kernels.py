@@ -3,8 +3,8 @@ and the source NVRTC compiles for each kernel family.
 
 A variant is one instance of a family's kernel (``forward_<family>`` / ``backward_<family>``, e.g. ``forward_cta``)
 for a cell, element type and head size D, with the shape the resource model gives it (``model.kernel_shape``).
-Sequence length, batch, head count, saving for backward and variable lengths are run-time arguments: they never
-cause a compilation.
+Sequence length, batch, head count, saving for backward, variable lengths and resets are run-time arguments: they
+never cause a compilation.
 """
 
 from __future__ import annotations
@@ -69,10 +69,23 @@ def cell_table() -> str:
             f"GB = {cell.num_gates_b}, S = {cell.num_states};",
             f"  static __device__ constexpr int xs({_routing(cell.x_slots)}",
             f"  static __device__ constexpr int rs({_routing(cell.r_slots)}",
+            f"  static __device__ constexpr float initial({_initial(cell.initial)}",
             "};",
             f"template <> struct CellOf<{index}> {{ typedef {struct} type; }};",
         ]
     return "\n".join([*lines, "}  // namespace frnn", ""])
+
+
+def _initial(values: tuple[float, ...]) -> str:
+    """The parameter and body of a function of s giving state s's initial value (what a reset restores). The kernels
+    drop R·h at a reset, which is exact only where h starts at 0."""
+    if values[0] != 0.0:
+        raise ValueError(f"the CUDA kernels' resets need an initial h of 0, got {values[0]}")
+    expr = f"{float(values[-1])!r}f"
+    for s in reversed(range(len(values) - 1)):
+        if values[s] != values[-1]:
+            expr = f"s == {s} ? {float(values[s])!r}f : {expr}"
+    return f"int s) {{ return {expr}; }}" if "s ==" in expr else f"int) {{ return {expr}; }}"
 
 
 def _routing(slots: tuple[int, ...]) -> str:

@@ -185,8 +185,9 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def forward(cell_name: str, x, R, b, state, lengths, save: bool):
-    """y, final (input dtype) and, when saving, pre and states (float32). lengths: int32 [B] or None."""
+def forward(cell_name: str, x, R, b, state, lengths, save: bool, resets=None):
+    """y, final (input dtype) and, when saving, pre and states (float32). lengths: int32 [B] or None; resets:
+    contiguous bool [B, T] or None."""
     B, T, _, NH, D = x.shape
     cell = get_cell(cell_name)
     GB, S = cell.num_gates_b, cell.num_states
@@ -206,6 +207,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
         _ptr(b),
         _ptr(state),
         _ptr(lengths),
+        _ptr(resets),
         _ptr(y),
         _ptr(final),
         _ptr(pre),
@@ -220,7 +222,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool):
     return y, final, pre, states
 
 
-def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
+def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, resets=None):
     """Slot gradients dgate [B, T, Gb, NH, D] (input dtype), db (input dtype), d state0 (float32)."""
     S, NH, T1, B, D = states.shape
     T = T1 - 1
@@ -244,6 +246,7 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal):
         _ptr(pre),
         _ptr(states),
         _ptr(lengths),
+        _ptr(resets),
         _ptr(dy),
         _ptr(dfinal),
         _ptr(dgate),
@@ -275,7 +278,7 @@ def weight_gradient(cell_name: str, dgate, states):
     return dR
 
 
-def backward(cell_name: str, R, pre, states, lengths, dy, dfinal):
+def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, resets=None):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal)
+    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, resets)
     return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0

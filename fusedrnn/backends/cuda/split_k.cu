@@ -29,7 +29,8 @@ template <int CELL, class E, int D, int CL, int MG, int KG, int KR, int ROWS>
 __global__ void __launch_bounds__(32 * MG * KG, 1)
     forward_split_k(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
                   const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-                  const int* __restrict__ lengths, typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
+                  const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
+                  typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
                   float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
                   i64 smem_bytes) {
   typedef typename CellOf<CELL>::type C;
@@ -98,6 +99,7 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
   u32 xv[PPT][C::GX];  // x of the step, both units' bits
   int len[PPT];
   bool ok[PPT], mine[PPT];
+  bool sc[PPT];  // whether step t starts an episode (its states are the cell's initial ones, without R·h)
 #pragma unroll
   for (int j = 0; j < PPT; ++j) {
     const int p = threadIdx.x + j * NTH, unit = u0 + 2 * (p % (U / 2));
@@ -111,9 +113,11 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
       bv[j][k][0] = v.x;
       bv[j][k][1] = v.y;
     }
+    sc[j] = starts_at(resets, ok[j], row, 0, T, len[j]);
 #pragma unroll
     for (int s = 0; s < C::S; ++s) {
-      const f2 v = ok[j] ? load2<E>(state0 + (s * B + row) * HD + n * D + unit) : f2{0.0f, 0.0f};
+      f2 v = ok[j] ? load2<E>(state0 + (s * B + row) * HD + n * D + unit) : f2{0.0f, 0.0f};
+      if (sc[j]) v = f2{C::initial(s), C::initial(s)};
       st[j][s][0] = v.x;
       st[j][s][1] = v.y;
       if (save && ok[j]) store2f(states + s * sset + row * D + n * (T + 1) * B * D + unit, v.x, v.y);
@@ -173,6 +177,10 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
     __syncthreads();
 
     ET* hn = hbuf + ((t + 1) & 1) * 8 * L::LDH;
+    bool sn[PPT];  // whether step t + 1 starts an episode (read after the MMAs: fewer registers live across them)
+#pragma unroll
+    for (int j = 0; j < PPT; ++j)
+      sn[j] = starts_at(resets, ok[j], b0 + (threadIdx.x + j * NTH) / (U / 2), t + 1, T, len[j]);
     float ps[PPT][C::GB][2];  // the slots as saved
     bool lv[PPT];
 #pragma unroll
@@ -198,14 +206,14 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
           sum.x += v.x;
           sum.y += v.y;
         }
-        pe[0][C::rs(g)] += sum.x;
-        pe[1][C::rs(g)] += sum.y;
+        pe[0][C::rs(g)] += sc[j] ? 0.0f : sum.x;
+        pe[1][C::rs(g)] += sc[j] ? 0.0f : sum.y;
       }
       lv[j] = !has_lengths || t < len[j];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
 #pragma unroll
-        for (int s = 0; s < 4; ++s) se[h][s] = s < C::S ? st[j][s][h] : 0.0f;
+        for (int s = 0; s < 4; ++s) se[h][s] = s < C::S ? (sc[j] ? C::initial(s) : st[j][s][h]) : 0.0f;
         C::template forward<FAST>(pe[h], se[h]);
         if (lv[j]) {
 #pragma unroll
@@ -241,14 +249,17 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
         for (int k = 0; k < C::GB; ++k)
           store2f(pre + ((t * B + row) * C::GB + k) * HD + n * D + unit, ps[j][k][0], ps[j][k][1]);
 #pragma unroll
-        for (int s = 0; s < C::S; ++s)
-          store2f(states + s * sset + ((n * (T + 1) + t + 1) * B + row) * D + unit, st[j][s][0], st[j][s][1]);
+        for (int s = 0; s < C::S; ++s)  // the states step t + 1 uses
+          store2f(states + s * sset + ((n * (T + 1) + t + 1) * B + row) * D + unit,
+                  sn[j] ? C::initial(s) : st[j][s][0], sn[j] ? C::initial(s) : st[j][s][1]);
       }
       if (t + 1 < T) {
 #pragma unroll
         for (int g = 0; g < C::GX; ++g) xv[j][g] = *(const u32*)(x + ((row * T + t + 1) * C::GX + g) * HD + n * D + unit);
       }
     }
+#pragma unroll
+    for (int j = 0; j < PPT; ++j) sc[j] = sn[j];
     if (t + 1 < T) mbar_wait(bars + 8 * (u32)((t + 1) & 1), (u32)(t >> 1) & 1u);  // this buffer's (t / 2)-th phase
   }
 

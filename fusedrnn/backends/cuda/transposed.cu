@@ -34,7 +34,8 @@ template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL, int KS
 __device__ __forceinline__ void forward_transposed_body(
     const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
     const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-    const int* __restrict__ lengths, typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
+    const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
+    typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
     float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save, i64 smem_bytes) {
   typedef typename CellOf<CELL>::type C;
   typedef typename E::T ET;
@@ -164,6 +165,14 @@ __device__ __forceinline__ void forward_transposed_body(
   int len[NB][2];
   bool row_ok[NB][2];
   column_rows<NB>(lengths, has_lengths, B, T, b0, tq, row_ok, len);
+  // bit 2·j + c: whether step t starts an episode in column (j, c) (its states are the cell's initial ones, without
+  // R·h); one register, not 2·NB predicates (which made the cluster's sLSTM forward spill)
+  u32 sc = 0;
+#pragma unroll
+  for (int j = 0; j < NB; ++j)
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+      sc |= (u32)starts_at(resets, row_ok[j][c], b0 + 8 * j + 2 * tq + c, 0, T, len[j][c]) << (2 * j + c);
   const int unit0 = warp * NT * 8 + gq;  // in this CTA's units (u0 + unit0: in the head)
   if constexpr (CL > 1) {  // h_0 of the other CTAs' units, from state0 (no exchange before step 0)
     for (int i = threadIdx.x; i < ROWS * D; i += NTH) {
@@ -186,6 +195,7 @@ __device__ __forceinline__ void forward_transposed_body(
 #pragma unroll
         for (int s = 0; s < C::S; ++s) {
           float v = row_ok[j][c] ? to_float1<E>(state0[(s * B + row) * HD + n * D + unit]) : 0.0f;
+          if ((sc >> (2 * j + c)) & 1u) v = C::initial(s);
           st[s][nt][j][c] = v;
           if (save && row_ok[j][c]) states[(n * (T + 1) * B + row) * D + unit + s * sset] = v;
         }
@@ -295,6 +305,12 @@ __device__ __forceinline__ void forward_transposed_body(
       }
     }
     if (t > 0) flush(hc, t - 1);  // while the MMAs run
+    u32 sn = 0;  // as sc, for step t + 1 (read after the MMAs: fewer registers live across them)
+#pragma unroll
+    for (int j = 0; j < NB; ++j)
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        sn |= (u32)starts_at(resets, row_ok[j][c], b0 + 8 * j + 2 * tq + c, t + 1, T, len[j][c]) << (2 * j + c);
 
     float* o = (float*)(outs + (t & 1) * L::FW_OUT);  // this step's output stage (this CTA's units)
 #pragma unroll
@@ -306,16 +322,17 @@ __device__ __forceinline__ void forward_transposed_body(
         for (int c = 0; c < 2; ++c) {
           const int r = 8 * j + 2 * tq + c;
           bool live = !has_lengths || t < len[j][c];
+          const bool fresh = (sc >> (2 * j + c)) & 1u, fresh_next = (sn >> (2 * j + c)) & 1u;
           float pe[4];  // slots = b + x + R·h, in that order
 #pragma unroll
           for (int k = 0; k < 4; ++k) pe[k] = k < C::GB ? bv[k][nt] : 0.0f;
 #pragma unroll
           for (int g = 0; g < C::GX; ++g) pe[C::xs(g)] += x_at<E>(xr[nt][j], g, c);
 #pragma unroll
-          for (int g = 0; g < C::GR; ++g) pe[C::rs(g)] += acc[g >> 1][nt][j][2 * (g & 1) + c];
+          for (int g = 0; g < C::GR; ++g) pe[C::rs(g)] += fresh ? 0.0f : acc[g >> 1][nt][j][2 * (g & 1) + c];
           float se[4];
 #pragma unroll
-          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? st[s][nt][j][c] : 0.0f;
+          for (int s = 0; s < 4; ++s) se[s] = s < C::S ? (fresh ? C::initial(s) : st[s][nt][j][c]) : 0.0f;
           C::template forward<FAST>(pe, se);
           if (live) {
 #pragma unroll
@@ -326,7 +343,8 @@ __device__ __forceinline__ void forward_transposed_body(
 #pragma unroll
             for (int k = 0; k < C::GB; ++k) o[(k * ROWS + r) * L::LDF + ounit] = pe[k];
 #pragma unroll
-            for (int s = 0; s < C::S; ++s) o[((C::GB + s) * ROWS + r) * L::LDF + ounit] = st[s][nt][j][c];
+            for (int s = 0; s < C::S; ++s)  // the states step t + 1 uses
+              o[((C::GB + s) * ROWS + r) * L::LDF + ounit] = fresh_next ? C::initial(s) : st[s][nt][j][c];
           }
         }
       }
@@ -346,6 +364,7 @@ __device__ __forceinline__ void forward_transposed_body(
         if (threadIdx.x < CL && threadIdx.x != rank) mbar_expect(bar + 8 * threadIdx.x, CW * 16);
       }
     }
+    sc = sn;
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     cp_async_wait<STAGES - 2>();
     __syncthreads();
@@ -388,9 +407,10 @@ __device__ __forceinline__ void forward_transposed_body(
 #define FRNN_FORWARD_PARAMS                                                                                           \
   const typename E::T *__restrict__ x, const typename E::T *__restrict__ R,                                          \
       const typename E::T *__restrict__ bias, const typename E::T *__restrict__ state0,                              \
-      const int *__restrict__ lengths, typename E::T *__restrict__ y, typename E::T *__restrict__ final_,            \
+      const int *__restrict__ lengths, const unsigned char *__restrict__ resets,                                      \
+      typename E::T *__restrict__ y, typename E::T *__restrict__ final_,                                              \
       float *__restrict__ pre, float *__restrict__ states, i64 B, i64 T, i64 NH, i64 save, i64 smem_bytes
-#define FRNN_FORWARD_ARGS x, R, bias, state0, lengths, y, final_, pre, states, B, T, NH, save, smem_bytes
+#define FRNN_FORWARD_ARGS x, R, bias, state0, lengths, resets, y, final_, pre, states, B, T, NH, save, smem_bytes
 
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1) forward_transposed(FRNN_FORWARD_PARAMS) {
@@ -409,6 +429,7 @@ template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     backward_transposed(const typename E::T* __restrict__ R, const float* __restrict__ pre,
                    const float* __restrict__ states, const int* __restrict__ lengths,
+                   const unsigned char* __restrict__ resets,
                    const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
                    typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
                    i64 T, i64 NH, i64 smem_bytes) {
@@ -489,6 +510,19 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
         for (int e = 0; e < 4; ++e)
           dv[0][nt][e >> 1][jb][e & 1] += sum[nt][jb][e];  // rows gq (h = 0) and gq + 8 (h = 1), columns 2·tq + c
   };
+  // where step t starts an episode, nothing reaches the states before it: zero their gradients once dp_t · R is in
+  auto cut = [&](i64 t) {
+#pragma unroll
+    for (int jb = 0; jb < NB; ++jb)
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        if (starts_at(resets, row_ok[jb][c], b0 + 8 * jb + 2 * tq + c, t, T, len[jb][c])) {
+#pragma unroll
+          for (int s = 0; s < C::S; ++s)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) dv[s][nt][0][jb][c] = dv[s][nt][1][jb][c] = 0.0f;
+        }
+  };
   cp_async_wait<STAGES - 2>();
   __syncthreads();
 
@@ -498,6 +532,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     fetch(in, ring_addr, fill, it + STAGES - 1 < T);
     fill = fill + 1 == STAGES ? 0 : fill + 1;
     mma_step(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
+    cut(t + 1);
     if (it > 0) flush(pbuf + ((it + 1) & 1) * ROWS * L::LDPT);
 
     const unsigned char* at = ring + stage * L::BW_STAGE;
@@ -555,6 +590,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     __syncthreads();
   }
   mma_step(pbuf + ((T - 1) & 1) * ROWS * L::LDPT);
+  cut(0);
   flush(pbuf + ((T - 1) & 1) * ROWS * L::LDPT);
 
 #pragma unroll

@@ -5,6 +5,7 @@ Layouts (all contiguous):
     R      [GR, NH, D, D]      R[g, n, i, j]: h_j -> gate g, output i
     b      [GB, NH, D]
     state0 [S, B, NH, D]       initial states (input dtype)
+    resets [B, T]              bool, episode starts (HAS_RESETS only)
     y      [B, T, NH, D]       h at every step (input dtype)
     final  [S, B, NH, D]       states after the last step (input dtype)
     pre    [T, B, GB, NH, D]   float32 pre-activation slots, saved for backward (time-major)
@@ -130,12 +131,31 @@ def _load_matrices(R, i_n, NH, D, o_d, GR: tl.constexpr, TRANSPOSE: tl.constexpr
 
 
 @triton.jit
+def _starts(resets, o_b, B, T, t, lens, HAS_LENGTHS: tl.constexpr):
+    """Whether step t starts an episode in each row of the tile ([BLOCK_B] bool): resets[b, t], for steps that run
+    (t < T, and t < lens[b] with HAS_LENGTHS)."""
+    m = (o_b < B) & (o_b * 0 + t < T)
+    if HAS_LENGTHS:
+        m = m & (t < lens)
+    return tl.load(resets + o_b.to(tl.int64) * T + t, mask=m, other=0) != 0
+
+
+@triton.jit
+def _reset(resets, o_b, B, T, t, lens, HAS_LENGTHS: tl.constexpr, s0, s1, s2, s3, INIT0, INIT1, INIT2, INIT3):
+    """The states before step t: the cell's initial values in rows where step t starts an episode."""
+    start = _starts(resets, o_b, B, T, t, lens, HAS_LENGTHS)[:, None]
+    s0, s1 = tl.where(start, INIT0, s0), tl.where(start, INIT1, s1)
+    return s0, s1, tl.where(start, INIT2, s2), tl.where(start, INIT3, s3)
+
+
+@triton.jit
 def rnn_forward_kernel(
     x,
     R,
     b,
     state0,
     lengths,
+    resets,
     y,
     final,
     pre,
@@ -163,8 +183,16 @@ def rnn_forward_kernel(
     DOT_PRECISION: tl.constexpr,
     FAST: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
+    HAS_RESETS: tl.constexpr,
+    INIT0: tl.constexpr,
+    INIT1: tl.constexpr,
+    INIT2: tl.constexpr,
+    INIT3: tl.constexpr,
 ):
-    """HAS_LENGTHS: row b runs lengths[b] steps; later steps keep its states and write y = 0."""
+    """HAS_LENGTHS: row b runs lengths[b] steps; later steps keep its states and write y = 0.
+    HAS_RESETS: where resets[b, t] (bool [B, T]) is set and step t runs, the states become INIT0..INIT3 (the cell's
+    initial values) before step t. Step t + 1's flag is applied at the end of step t, so the saved states are those
+    each step used."""
     i_n, i_b = tl.program_id(0), tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
     o_d = tl.arange(0, BLOCK_D)
@@ -179,8 +207,11 @@ def rnn_forward_kernel(
     b0, b1, b2, b3 = _load4(b + i_n * D, o_b64 * 0, 1, HD, o_d, m_bd, GB)
     # states [S, B, NH, D]: state s of row b is row s * B + b
     s0, s1, s2, s3 = _load4(state0 + i_n * D, o_b64, B, HD, o_d, m_bd, S)
+    lens = o_b * 0 + T  # every step runs (read only where HAS_LENGTHS or HAS_RESETS)
     if HAS_LENGTHS:
         lens = tl.load(lengths + o_b, mask=o_b < B, other=0)
+    if HAS_RESETS:
+        s0, s1, s2, s3 = _reset(resets, o_b, B, T, 0, lens, HAS_LENGTHS, s0, s1, s2, s3, INIT0, INIT1, INIT2, INIT3)
 
     # x [B, T, GX, NH, D]: gate g of (b, t) is row (b * T + t) * GX + g. Step t + 1's blocks are loaded
     # before step t runs.
@@ -222,6 +253,10 @@ def rnn_forward_kernel(
             h_out = s0
 
         tl.store(y + i_n * D + (o_b64 * T + t)[:, None] * HD + o_d[None, :], h_out.to(dt), mask=m_bd)
+        if HAS_RESETS:
+            s0, s1, s2, s3 = _reset(
+                resets, o_b, B, T, t + 1, lens, HAS_LENGTHS, s0, s1, s2, s3, INIT0, INIT1, INIT2, INIT3
+            )
         if SAVE:
             # pre [T, B, GB, NH, D]: slot k of (t, b) is row (t * B + b) * GB + k
             _store4(pre + i_n * D, (t * B + o_b64) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)
@@ -266,6 +301,7 @@ def rnn_backward_kernel(
     pre,
     states,
     lengths,
+    resets,
     dy,
     dfinal,
     dgate,
@@ -288,11 +324,14 @@ def rnn_backward_kernel(
     DOT_PRECISION: tl.constexpr,
     FAST: tl.constexpr,
     HAS_LENGTHS: tl.constexpr,
+    HAS_RESETS: tl.constexpr,
 ):
     """Walks t = T-1 .. 0: dp_t = cell backward(dh_t + dy_t, ...); dh_{t-1} = direct + Σ_g dp_{RS_g} @ R[g].
 
     HAS_LENGTHS: steps t >= lengths[b] only carried the states: dp = 0 there and the state gradients pass
-    through unchanged (y = 0 there, so dy is not read)."""
+    through unchanged (y = 0 there, so dy is not read).
+    HAS_RESETS: where step t starts an episode its states were constants: nothing flows to the states before it
+    (both the direct part and dp's product with R are zeroed; dgate and db keep dp)."""
     i_n, i_b = tl.program_id(0), tl.program_id(1)
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
     o_d = tl.arange(0, BLOCK_D)
@@ -304,6 +343,7 @@ def rnn_backward_kernel(
     r0, r1, r2, r3 = _load_matrices(R, i_n, NH, D, o_d, GR, False)
     d0, d1, d2, d3 = _load4(dfinal + i_n * D, o_b64, B, HD, o_d, m_bd, S)
     db0, db1, db2, db3 = d0 * 0.0, d0 * 0.0, d0 * 0.0, d0 * 0.0
+    lens = o_b * 0 + T  # every step runs (read only where HAS_LENGTHS or HAS_RESETS)
     if HAS_LENGTHS:
         lens = tl.load(lengths + o_b, mask=o_b < B, other=0)
 
@@ -354,6 +394,12 @@ def rnn_backward_kernel(
         # dgate [B, T, GB, NH, D], like x
         _store4(dgate + i_n * D, (o_b64 * T + t) * GB, 1, HD, o_d, m_bd, p0, p1, p2, p3, GB)
 
+        if HAS_RESETS:
+            start = _starts(resets, o_b, B, T, t, lens, HAS_LENGTHS)[:, None]
+            d0, d1 = tl.where(start, 0.0, d0), tl.where(start, 0.0, d1)
+            d2, d3 = tl.where(start, 0.0, d2), tl.where(start, 0.0, d3)
+            p0, p1 = tl.where(start, 0.0, p0), tl.where(start, 0.0, p1)
+            p2, p3 = tl.where(start, 0.0, p2), tl.where(start, 0.0, p3)
         dp0, dp1, dp2, dp3 = p0, p1, p2, p3
 
     d0 += _dp_dot_r(dp0, dp1, dp2, dp3, r0, r1, r2, r3, dt, GR, RS0, RS1, RS2, RS3, DOT_PRECISION)

@@ -77,8 +77,15 @@ def cell_constants(cell_name: str, with_x: bool) -> dict[str, int]:
     return consts
 
 
-def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int | None = None):
-    """y, final (input dtype) and, when saving, pre and states (float32). lengths: int32 [B] or None."""
+def initial_constants(cell_name: str) -> dict[str, float]:
+    """INIT0..INIT3: the cell's initial state values (``Cell.initial``; unused states 0), what a reset restores."""
+    initial = tuple(get_cell(cell_name).initial) + (0.0,) * (4 - get_cell(cell_name).num_states)
+    return {f"INIT{s}": float(value) for s, value in enumerate(initial)}
+
+
+def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int | None = None, resets=None):
+    """y, final (input dtype) and, when saving, pre and states (float32). lengths: int32 [B] or None; resets:
+    bool [B, T] or None."""
     B, T, _, NH, D = x.shape
     consts = cell_constants(cell_name, with_x=True)
     GB, S = consts["GB"], consts["S"]
@@ -99,6 +106,7 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int 
         b,
         state,
         x if lengths is None else lengths,
+        x if resets is None else resets,
         y,
         final,
         y if pre is None else pre,
@@ -114,12 +122,14 @@ def forward(cell_name: str, x, R, b, state, lengths, save: bool, num_warps: int 
         DOT_PRECISION=dot_precision(x.dtype),
         FAST=fast_math(x.dtype, x.device),
         HAS_LENGTHS=lengths is not None,
+        HAS_RESETS=resets is not None,
+        **initial_constants(cell_name),
         num_warps=num_warps or tile["num_warps"],
     )
     return y, final, pre, states
 
 
-def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None):
+def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None, resets=None):
     """The recurrent part: slot gradients dgate [B, T, Gb, NH, D] and db (input dtype), d state0 (float32)."""
     S, NH, T1, B, D = states.shape
     T = T1 - 1
@@ -134,6 +144,7 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_war
         pre,
         states,
         dy if lengths is None else lengths,
+        dy if resets is None else resets,
         dy,
         dfinal,
         dgate,
@@ -149,6 +160,7 @@ def backward_kernel(cell_name: str, R, pre, states, lengths, dy, dfinal, num_war
         DOT_PRECISION=dot_precision(R.dtype),
         FAST=fast_math(R.dtype, R.device),
         HAS_LENGTHS=lengths is not None,
+        HAS_RESETS=resets is not None,
         num_warps=num_warps or tile["num_warps"],
     )
     return dgate, db_part.sum(dim=0).to(R.dtype), dstate0
@@ -197,7 +209,7 @@ def weight_gradient(cell_name: str, dgate, states):
     return part.sum(dim=0).to(dtype)
 
 
-def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None):
+def backward(cell_name: str, R, pre, states, lengths, dy, dfinal, num_warps: int | None = None, resets=None):
     """dx [B, T, Gx, NH, D], dR [Gr, NH, D, D], db [Gb, NH, D] (input dtype) and d state0 (float32)."""
-    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, num_warps)
+    dgate, db, dstate0 = backward_kernel(cell_name, R, pre, states, lengths, dy, dfinal, num_warps, resets)
     return dx_of(cell_name, dgate), weight_gradient(cell_name, dgate, states), db, dstate0
