@@ -58,7 +58,7 @@ import fusedrnn
 from fusedrnn.cli.bench import measure
 
 # pararnn's configs/bench/newton_slstm_flashrnn*.yaml
-BATCH, D_IN, D_H, NEWTON_ITERS = 8, 256, 256, 3
+BATCH, D_H, NEWTON_ITERS = 8, 256, 3  # d_in = d_h
 STEPS = (1024, 4096, 16384, 65536)
 DTYPES = ("float32", "bfloat16")
 IMPLS = ("pararnn-diag", "fusedrnn-cuda:16x16", "fusedrnn-auto:16x16", "fusedrnn-cuda:4x64", "pararnn-head16")
@@ -155,7 +155,7 @@ def _callables(forward: Callable[[], torch.Tensor], leaves: tuple[torch.Tensor, 
 
 def _predicted_s(done: dict, impl: str, dtype: str, mode: str, steps: int) -> float:
     """Seconds the next row should take: the same implementation's last median scaled by T, times the calls
-    ``measure`` makes at that length (0 when there is no earlier row: its compile time cannot be predicted)."""
+    ``measure`` makes at that length (0 when there is no earlier row)."""
     last = done.get((impl, dtype, mode))
     if last is None:
         return 0.0
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                         done[(impl, dtype_name, mode)] = (steps, timing["ms"])
                     except Exception as error:  # noqa: BLE001
                         emit({**base, "mode": mode, "error": repr(error)[:500], "trace": traceback.format_exc()[-800:]})
-                del forward, fns, extra
+                del forward, info, fns, extra
                 if setup.device.type == "cuda":
                     torch.cuda.empty_cache()
     if out:
