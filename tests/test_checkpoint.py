@@ -21,13 +21,15 @@ SUM_ORDER_TOL = 1e-6
 CPU_BACKENDS = ["reference", "triton"]  # triton under TRITON_INTERPRET=1, float32 (see conftest)
 
 
-def _compare(cell, backend, B, T, NH, D, steps, dtype=torch.float32, device="cpu", lengths=None, with_state=True):
+def _compare(
+    cell, backend, B, T, NH, D, steps, dtype=torch.float32, device="cpu", lengths=None, with_state=True, resets=None
+):
     inputs, dy, dfinal = problem_with_grads(cell, B, T, NH, D, dtype, device, with_state)
     if lengths is not None:
         lengths = torch.tensor(lengths)
 
     def call(**options):
-        return lambda *a: rnn(*a, cell=cell, backend=backend, lengths=lengths, **options)
+        return lambda *a: rnn(*a, cell=cell, backend=backend, lengths=lengths, resets=resets, **options)
 
     saving = run_with_grads(call(), inputs, dy, dfinal)
     checkpointed = run_with_grads(call(checkpoint=steps), inputs, dy, dfinal)
@@ -54,6 +56,16 @@ def test_lstm_equals_saving_path(backend, steps):
 @pytest.mark.parametrize("cell", ["gru", "elman", "slstm"])
 def test_cells_equal_saving_path(backend, cell):
     _assert_same(*_compare(cell, backend, 3, 7, 2, 16, 3))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_resets_equal_saving_path(backend):
+    # episodes starting at a segment's first step (3, 6), inside one (2, 4), at step 0, with lengths
+    resets = torch.zeros(3, 7, dtype=torch.bool)
+    resets[0, [2, 3]] = True
+    resets[1, [0, 6]] = True
+    resets[2, 4] = True
+    _assert_same(*_compare("lstm", backend, 3, 7, 2, 16, 3, lengths=[7, 5, 6], resets=resets))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

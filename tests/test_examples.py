@@ -1,5 +1,6 @@
-"""The integration examples (examples/xlstm_slstm_stack.py, examples/tirex_forecast.py) run at small sizes on the
-CPU and their switched models agree with the libraries' own paths."""
+"""The examples run at small sizes on the CPU: the integration ones (examples/xlstm_slstm_stack.py,
+examples/tirex_forecast.py) agree with the libraries' own paths, the rollout one (examples/rl_rollout_resets.py) with
+each episode run alone."""
 
 import importlib.util
 import math
@@ -71,3 +72,13 @@ def test_a_missing_package_fails_where_the_test_extra_is_installed(monkeypatch):
     installed.clear()  # pytest missing too: the extra is not installed
     with pytest.raises(pytest.skip.Exception, match="xlstm is not installed"):
         helpers.import_test_package("a_module_that_does_not_exist", "xlstm")
+
+
+def test_rl_rollout_resets_example(capsys):
+    argv = "--device cpu --batch 4 --length 32 --hidden 32 --heads 4 --steps 40".split()
+    summary = _load("rl_rollout_resets").main(argv)
+    # float32 on the CPU: one call with resets against each episode run alone differ by summation order only
+    assert summary["max_difference_to_episodes_alone"] <= 1e-5
+    # the running count since the episode start is learnable only with the resets: the loss must fall
+    assert summary["last_loss"] < 0.5 * summary["first_loss"]
+    assert "each episode alone" in capsys.readouterr().out

@@ -360,7 +360,7 @@ def flashrnn(
         # inference on a fused backend: the states per step come from the kernel (what it saves for backward)
         if state is None:
             state = initial_state(spec, B, NH, D, dtype=x.dtype, device=x.device)
-        _, final, _, saved = kernel.op_forward(spec, x, R_ours, b_ours, state, None, True)
+        _, final, _, saved = kernel.op_forward(spec, x, R_ours, b_ours, state, None, None, True)
         all_states = saved[:, :, 1:].permute(0, 3, 2, 1, 4).to(x.dtype)  # [S, NH, T + 1, B, D] -> [S, B, T, NH, D]
         return _in_layout(options, all_states, final)
     y, final = rnn(x, R_ours, b_ours, state, cell=spec, backend=backend_name)
