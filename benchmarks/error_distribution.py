@@ -95,7 +95,7 @@ def summary(rows: list[dict]) -> str:
             tol = TOL[dtype].get(q, TOL[dtype]["fw" if q in ("y", "final") else "bw"])
             lines.append(
                 f"| {dname} | {q} | {len(values)} | {pct(0.5):.2e} | {pct(0.99):.2e} | {pct(0.999):.2e} | "
-                f"{values[-1]:.2e} | {tol:.0e} |"
+                f"{values[-1]:.2e} | {tol:.1e} |"
             )
     return "\n".join(lines)
 

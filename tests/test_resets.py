@@ -82,6 +82,7 @@ def check_resets(backend, cell, B, T, NH, D, dtype, device, pattern, lengths=Non
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     ref_inputs = [t.detach().cpu().to(compute) for t in inputs]
     ref = run_with_grads(lambda *a: split_rnn(cell, *a, resets, lens), ref_inputs, dy.cpu(), dfinal.cpu())
+    got = (got[0].cpu(), got[1].cpu(), [g.cpu() for g in got[2]])  # compared with the reference on the CPU
     if dtype == torch.float64:
         errors = [max_error(g, e) for g, e in zip((got[0], got[1], *got[2]), (ref[0], ref[1], *ref[2]))]
         assert max(errors) < 1e-12, errors
