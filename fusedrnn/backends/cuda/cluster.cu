@@ -22,27 +22,18 @@ __global__ void __launch_bounds__(32 * (D / CL / (8 * NT)), 1) forward_cluster(F
 // backward_transposed; db_part has ROWS rows per batch tile (one per row).
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL>
 __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
-    backward_cluster(const typename E::T* __restrict__ R, const float* __restrict__ pre,
-                   const float* __restrict__ states, const int* __restrict__ lengths,
-                   const unsigned char* __restrict__ resets,
-                   const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
-                   typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
-                   i64 T, i64 NH, i64 smem_bytes) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    backward_cluster(FRNN_BACKWARD_PARAMS) {
+  FRNN_CELL_TYPES;
   constexpr int U = D / CL;
   typedef Layout<CELL, E, D, STAGES, ROWS, U> L;
   constexpr int NB = ROWS / 8;
-  constexpr bool FAST = Fast<E>::value;
   constexpr int W = D / (16 * NT), NTH = 32 * W, KT = C::GR * U / E::KSTEP, SZ = (int)sizeof(ET);
   constexpr int ACCS = NT > 1 ? 1 : KT >= 4 ? 4 : KT;
   constexpr int EP = U * ROWS / (2 * NTH);  // unit pairs per thread in the cell's backward
   static_assert(CL > 1 && U % 16 == 0 && EP >= 1 && EP * 2 * NTH == U * ROWS && STAGES >= 2, "bad tiling");
   static_assert(ROWS == 8 || ROWS == 16, "bad tiling");
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::BW_C_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::BW_C_BYTES) __trap();
+  FRNN_SHARED_MEMORY(L::BW_C_BYTES);
   ET* pbuf = (ET*)smem;
   const unsigned char* ring = smem + 2 * L::BW_T_P;
   const u32 ring_addr = smem_addr(ring);
@@ -58,7 +49,7 @@ __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
     mbar_init_fence();
   }
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  FRNN_LANES;
   constexpr bool LDSM = SZ == 2 && U % 32 == 0;  // a K-step pair never straddles two slots
   const u32 pbuf_addr = smem_addr(pbuf), lane_b = (u32)(((lane & 7) * L::LDPT + (lane >> 3) * 8) * SZ);
   const i64 n = blockIdx.x / CL, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;

@@ -200,6 +200,14 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
   return r;
 }
 
+// Every element of a (nested) float array set to 0: accumulators before a step's MMAs.
+__device__ __forceinline__ void zero(float& v) { v = 0.0f; }
+template <class A, int N>
+__device__ __forceinline__ void zero(A (&a)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) zero(a[i]);
+}
+
 // 16 bytes to shared-memory address dst; a row outside the batch is zero-filled (src-size 0, nothing read).
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
@@ -407,3 +415,36 @@ __device__ __forceinline__ bool starts_at(const unsigned char* __restrict__ rese
 }
 
 }  // namespace frnn
+
+// The arguments every forward kernel takes (the grid's add its exchange buffers), and every backward kernel's.
+#define FRNN_FORWARD_PARAMS                                                                                           \
+  const typename E::T *__restrict__ x, const typename E::T *__restrict__ R,                                          \
+      const typename E::T *__restrict__ bias, const typename E::T *__restrict__ state0,                              \
+      const int *__restrict__ lengths, const unsigned char *__restrict__ resets,                                      \
+      typename E::T *__restrict__ y, typename E::T *__restrict__ final_,                                              \
+      float *__restrict__ pre, float *__restrict__ states, i64 B, i64 T, i64 NH, i64 save, i64 smem_bytes
+#define FRNN_FORWARD_ARGS x, R, bias, state0, lengths, resets, y, final_, pre, states, B, T, NH, save, smem_bytes
+#define FRNN_BACKWARD_PARAMS                                                                                          \
+  const typename E::T *__restrict__ R, const float *__restrict__ pre, const float *__restrict__ states,              \
+      const int *__restrict__ lengths, const unsigned char *__restrict__ resets,                                      \
+      const typename E::T *__restrict__ dy, const typename E::T *__restrict__ dfinal,                                 \
+      typename E::T *__restrict__ dgate, float *__restrict__ db_part, float *__restrict__ dstate0, i64 B, i64 T,      \
+      i64 NH, i64 smem_bytes
+// What every kernel names: its cell C, its element type ET, and FAST (the approximate σ / tanh of 16-bit inputs).
+#define FRNN_CELL_TYPES                   \
+  typedef typename CellOf<CELL>::type C;  \
+  typedef typename E::T ET;               \
+  constexpr bool FAST = Fast<E>::value
+// A thread's warp, lane and the lane's MMA fragment coordinates (row group gq, thread in group tq).
+#define FRNN_LANES const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3
+// One CTA per (head, tile of ROWS batch rows): its head n, first row b0 and the rows of the batch it holds.
+#define FRNN_CTA_TILE                                                  \
+  FRNN_LANES;                                                          \
+  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D; \
+  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);         \
+  const bool has_lengths = lengths != nullptr
+// Dynamic shared memory: the host's size (model.py) must be the kernel's, and a launch with less traps.
+#define FRNN_SHARED_MEMORY(BYTES)                                                                             \
+  extern __shared__ __align__(16) unsigned char smem[];                                                      \
+  static_assert((BYTES) == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's"); \
+  if (smem_bytes < (BYTES)) __trap()

@@ -16,31 +16,19 @@ using namespace frnn;
 
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
-    forward_cta(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
-                const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-                const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
-                typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
-                float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
-                i64 smem_bytes) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    forward_cta(FRNN_FORWARD_PARAMS) {
+  FRNN_CELL_TYPES;
   typedef Layout<CELL, E, D, STAGES, ROWS> L;
   constexpr int HR = ROWS / 8;  // row halves per thread: rows gq (and gq + 8 when ROWS = 16)
-  constexpr bool FAST = Fast<E>::value;
   constexpr int W = D / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
   static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::FW_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::FW_BYTES) __trap();
+  FRNN_SHARED_MEMORY(L::FW_BYTES);
   ET* hbuf = (ET*)smem;
   const unsigned char* xring = smem + 2 * L::FW_H;
   const u32 xring_addr = smem_addr(xring);
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
-  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
-  const bool has_lengths = lengths != nullptr;
+  FRNN_CTA_TILE;
 
   // R as B fragments: B[k = j][unit] = R[g, n, unit, j]
   u32 rf[C::GR][NT][KT][2];
@@ -119,12 +107,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
     const ET* hc = hbuf + (t & 1) * ROWS * L::LDH;
     ET* hn = hbuf + ((t + 1) & 1) * ROWS * L::LDH;
     float acc[C::GR][NT][4];
-#pragma unroll
-    for (int g = 0; g < C::GR; ++g)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[g][nt][e] = 0.0f;
+    zero(acc);
 #pragma unroll
     for (int kt = 0; kt < KT; ++kt) {
       u32 a[4];
@@ -220,34 +203,22 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
 
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
-    backward_cta(const typename E::T* __restrict__ R, const float* __restrict__ pre,
-                 const float* __restrict__ states, const int* __restrict__ lengths,
-                 const unsigned char* __restrict__ resets,
-                 const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
-                 typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
-                 i64 T, i64 NH, i64 smem_bytes) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    backward_cta(FRNN_BACKWARD_PARAMS) {
+  FRNN_CELL_TYPES;
   typedef Layout<CELL, E, D, STAGES, ROWS> L;
   constexpr int HR = ROWS / 8;  // row halves per thread: rows gq (and gq + 8 when ROWS = 16)
-  constexpr bool FAST = Fast<E>::value;
   constexpr int W = D / (8 * NT), NTH = 32 * W, KT = C::GR * D / E::KSTEP, SZ = (int)sizeof(ET);
   // independent accumulators (a shorter dependent MMA chain): 4 with one tile per warp; with NT >= 2 the tiles
   // interleave and registers are short, so one each
   constexpr int ACCS = NT > 1 ? 1 : KT >= 4 ? 4 : KT;
   static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::BW_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::BW_BYTES) __trap();
+  FRNN_SHARED_MEMORY(L::BW_BYTES);
   ET* pbuf = (ET*)smem;
   const unsigned char* ring = smem + 2 * L::BW_P;
   const u32 ring_addr = smem_addr(ring);
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
-  const i64 n = blockIdx.x, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
-  const int valid_rows = (int)(B - b0 < ROWS ? B - b0 : ROWS);
-  const bool has_lengths = lengths != nullptr;
+  FRNN_CTA_TILE;
 
   // R as B fragments of dp · R: B[k = (g, i)][j] = R[g, n, i, j]
   u32 rf[KT][NT][2];
@@ -303,12 +274,7 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1)
   // dv[0] += dp · R for the dp in shared buffer pr
   auto mma_step = [&](const ET* pr) {
     float acc[ACCS][NT][4];
-#pragma unroll
-    for (int q = 0; q < ACCS; ++q)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[q][nt][e] = 0.0f;
+    zero(acc);
 #pragma unroll
     for (int kt = 0; kt < KT; ++kt) {
       u32 a[4];

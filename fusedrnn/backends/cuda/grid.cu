@@ -55,10 +55,7 @@ template <class E, int NTL, int KW, int KR, int CK, int NB>
 __device__ __forceinline__ void grid_mma(const uint4* a, u32 ring, const u32 (&rr)[KR][NTL][2], u32 rsm,
                                          float (&acc)[NTL][4]) {
   constexpr int NC = KW / CK, AHEAD = NB < NC ? NB : NC;  // chunks, chunks in flight
-#pragma unroll
-  for (int nt = 0; nt < NTL; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+  zero(acc);
   auto issue = [&](int c) {
 #pragma unroll
     for (int j = 0; j < CK; ++j) cp_async16(ring + (u32)(((c % NB) * CK + j) * 512), a + (c * CK + j) * 32, true);
@@ -140,25 +137,16 @@ struct GridLayout {
 
 template <int CELL, class E, int D, int U, int W, int KR, int CK, int NB>
 __global__ void __launch_bounds__(32 * W, 1)
-    forward_grid(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
-                  const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-                  const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
-                  typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
-                  float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
-                  i64 smem_bytes, u16* __restrict__ xchg, u32* __restrict__ counters) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    forward_grid(FRNN_FORWARD_PARAMS, u16* __restrict__ xchg, u32* __restrict__ counters) {
+  FRNN_CELL_TYPES;
   constexpr int G = D / U, NTH = 32 * W, KS = D / 16, KW = KS / W, NTL = C::GR * U / 8, UT = U / 8;
   constexpr int EPT = (16 * U + NTH - 1) / NTH;  // cell elements per thread
   typedef GridLayout<NTL, KW, KR, CK, NB, W> L;
   static_assert(sizeof(ET) == 2 && D % U == 0 && U % 8 == 0 && KS % W == 0 && KW % CK == 0 && KR >= 1 && KR <= KW &&
                 NB >= 2 && NB <= 8, "bad grid tiling");
-  constexpr bool FAST = Fast<E>::value;
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::BYTES) __trap();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  FRNN_SHARED_MEMORY(L::BYTES);
+  FRNN_LANES;
   const int u0 = blockIdx.x * U;
   const i64 n = blockIdx.y, b0 = (i64)blockIdx.z * 16, HD = NH * D, group = n * gridDim.z + blockIdx.z;
   const bool has_lengths = lengths != nullptr;
@@ -297,25 +285,16 @@ __global__ void __launch_bounds__(32 * W, 1)
 // saved tensors and outputs as backward_cta, db_part with 16 rows per batch tile.
 template <int CELL, class E, int D, int U, int W, int KR, int CK, int NB>
 __global__ void __launch_bounds__(32 * W, 1)
-    backward_grid(const typename E::T* __restrict__ R, const float* __restrict__ pre,
-                   const float* __restrict__ states, const int* __restrict__ lengths,
-                   const unsigned char* __restrict__ resets,
-                   const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
-                   typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
-                   i64 T, i64 NH, i64 smem_bytes, u16* __restrict__ xchg, u32* __restrict__ counters) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    backward_grid(FRNN_BACKWARD_PARAMS, u16* __restrict__ xchg, u32* __restrict__ counters) {
+  FRNN_CELL_TYPES;
   constexpr int G = D / U, NTH = 32 * W, KS = C::GR * D / 16, KW = KS / W, NTL = U / 8;
   constexpr int EPT = (16 * U + NTH - 1) / NTH;
   typedef GridLayout<NTL, KW, KR, CK, NB, W> L;
   static_assert(sizeof(ET) == 2 && D % U == 0 && U % 8 == 0 && KS % W == 0 && KW % CK == 0 && KR >= 1 && KR <= KW &&
                 NB >= 2 && NB <= 8, "bad grid tiling");
-  constexpr bool FAST = Fast<E>::value;
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::BYTES) __trap();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  FRNN_SHARED_MEMORY(L::BYTES);
+  FRNN_LANES;
   const int u0 = blockIdx.x * U;
   const i64 n = blockIdx.y, b0 = (i64)blockIdx.z * 16, HD = NH * D, group = n * gridDim.z + blockIdx.z;
   const bool has_lengths = lengths != nullptr;

@@ -27,26 +27,17 @@ struct SplitLayout {  // shared memory (bytes); model.py: split_smem_bytes compu
 
 template <int CELL, class E, int D, int CL, int MG, int KG, int KR, int ROWS>
 __global__ void __launch_bounds__(32 * MG * KG, 1)
-    forward_split_k(const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
-                  const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-                  const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
-                  typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
-                  float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save,
-                  i64 smem_bytes) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    forward_split_k(FRNN_FORWARD_PARAMS) {
+  FRNN_CELL_TYPES;
   typedef SplitLayout<CELL, D, CL, MG, KG, KR> L;
   constexpr int U = D / CL, W = MG * KG, NTH = 32 * W, MPW = L::MPW, KPW = L::KPW, NF = KPW - KR;
   constexpr int PAIRS = ROWS * U / 2, PPT = (PAIRS + NTH - 1) / NTH;  // unit pairs of the rows; per thread
-  constexpr bool FAST = Fast<E>::value;
   static_assert(sizeof(ET) == 2 && CL > 1 && D % CL == 0 && U % 8 == 0 && (C::GR * U) % (16 * MG) == 0 &&
                 (D / 16) % (2 * KG) == 0 && KR >= 0 && KR <= KPW && ROWS >= 1 && ROWS <= 8,
                 "bad split tiling");
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::BYTES) __trap();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  FRNN_SHARED_MEMORY(L::BYTES);
+  FRNN_LANES;
   const int mg = warp % MG, kg = warp / MG;
   const i64 n = blockIdx.x / CL, b0 = (i64)blockIdx.y * ROWS, HD = NH * D;
   const bool has_lengths = lengths != nullptr;
@@ -138,10 +129,7 @@ __global__ void __launch_bounds__(32 * MG * KG, 1)
   const u32 rsm = smem_addr(smem + L::RS) + (u32)((warp * NF * MPW * 32 + lane) * 16);
   for (i64 t = 0; t < T; ++t) {
     float acc[MPW][4];
-#pragma unroll
-    for (int q = 0; q < MPW; ++q)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[q][e] = 0.0f;
+    zero(acc);
     {
       const u32 hb = hbuf_addr + (u32)((t & 1) * L::H) + lane_b;
       u32 bq[2][4], as[2][MPW][4];  // B of a K-step pair; A from shared memory, K step kt in as[kt & 1]

@@ -31,19 +31,12 @@ using namespace frnn;
 // are 16 contiguous bytes, a warp's fragment 512 — and read back each step one K step ahead of its MMAs.
 // The body is shared with forward_cluster (cluster.cu), which passes CL > 1.
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS, int CL, int KSM>
-__device__ __forceinline__ void forward_transposed_body(
-    const typename E::T* __restrict__ x, const typename E::T* __restrict__ R,
-    const typename E::T* __restrict__ bias, const typename E::T* __restrict__ state0,
-    const int* __restrict__ lengths, const unsigned char* __restrict__ resets,
-    typename E::T* __restrict__ y, typename E::T* __restrict__ final_,
-    float* __restrict__ pre, float* __restrict__ states, i64 B, i64 T, i64 NH, i64 save, i64 smem_bytes) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+__device__ __forceinline__ void forward_transposed_body(FRNN_FORWARD_PARAMS) {
+  FRNN_CELL_TYPES;
   constexpr int U = D / CL;  // this CTA's units
   typedef Layout<CELL, E, D, STAGES, ROWS, U> L;
   constexpr int NB = ROWS / 8;           // batch tiles of 8 (the MMA's N) per CTA
   constexpr int P = (C::GR + 1) / 2;     // MMA row tiles per unit tile: gates 2q (rows 0-7) and 2q + 1 (rows 8-15)
-  constexpr bool FAST = Fast<E>::value;
   constexpr int W = U / (8 * NT), NTH = 32 * W, KT = D / E::KSTEP, SZ = (int)sizeof(ET);
   constexpr int KR = KT - KSM;  // K steps of R in registers
   static_assert(D % 16 == 0 && U % 8 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
@@ -51,14 +44,12 @@ __device__ __forceinline__ void forward_transposed_body(
   // over a cluster: 16-bit elements (a warp sends 8 units of a row as one chunk), whole K steps per CTA's slice
   static_assert(CL == 1 || (SZ == 2 && U % 16 == 0), "bad cluster split");
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::FW_C_BYTES + L::fw_r_bytes(KSM) == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::FW_C_BYTES + L::fw_r_bytes(KSM)) __trap();
+  FRNN_SHARED_MEMORY(L::FW_C_BYTES + L::fw_r_bytes(KSM));
   ET* hbuf = (ET*)smem;
   const unsigned char* xring = smem + 2 * L::FW_H;
   const u32 xring_addr = smem_addr(xring);
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  FRNN_LANES;
   // 16-bit h with an even number of K steps: B fragments by ldmatrix (this lane's row / k offset, see ldsm_x4)
   constexpr bool LDSM = SZ == 2 && KT % 2 == 0;
   const u32 hbuf_addr = smem_addr(hbuf), lane_b = (u32)(((lane & 7) * L::LDH + (lane >> 3) * 8) * SZ);
@@ -224,14 +215,7 @@ __device__ __forceinline__ void forward_transposed_body(
         load_x<E, C::GX, L::LDX, U>(xs + at, xs_addr + at * SZ, lane, xr[nt][j]);
       }
     float acc[P][NT][NB][4];
-#pragma unroll
-    for (int q = 0; q < P; ++q)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int j = 0; j < NB; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[q][nt][j][e] = 0.0f;
+    zero(acc);
     // over a cluster: before K-step pair kp's B fragments, wait for the slices it starts reading (step t > 0; the
     // buffer t & 1 received h_{t-1} in the mbarriers' ((t - 1) / 2)-th phase)
     const u32 wbars = bars + 8 * (u32)((t & 1) * CL), wphase = (u32)((t - 1) >> 1) & 1u;
@@ -403,15 +387,6 @@ __device__ __forceinline__ void forward_transposed_body(
 }
 
 
-// The forward's arguments, as every forward kernel takes them (forward_cluster too).
-#define FRNN_FORWARD_PARAMS                                                                                           \
-  const typename E::T *__restrict__ x, const typename E::T *__restrict__ R,                                          \
-      const typename E::T *__restrict__ bias, const typename E::T *__restrict__ state0,                              \
-      const int *__restrict__ lengths, const unsigned char *__restrict__ resets,                                      \
-      typename E::T *__restrict__ y, typename E::T *__restrict__ final_,                                              \
-      float *__restrict__ pre, float *__restrict__ states, i64 B, i64 T, i64 NH, i64 save, i64 smem_bytes
-#define FRNN_FORWARD_ARGS x, R, bias, state0, lengths, resets, y, final_, pre, states, B, T, NH, save, smem_bytes
-
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1) forward_transposed(FRNN_FORWARD_PARAMS) {
   forward_transposed_body<CELL, E, D, NT, STAGES, ROWS, 1, 0>(FRNN_FORWARD_ARGS);
@@ -427,29 +402,20 @@ __global__ void __launch_bounds__(32 * (D / (8 * NT)), 1) forward_transposed(FRN
 // tensors and outputs as backward_cta.
 template <int CELL, class E, int D, int NT, int STAGES, int ROWS>
 __global__ void __launch_bounds__(32 * (D / (16 * NT)), 1)
-    backward_transposed(const typename E::T* __restrict__ R, const float* __restrict__ pre,
-                   const float* __restrict__ states, const int* __restrict__ lengths,
-                   const unsigned char* __restrict__ resets,
-                   const typename E::T* __restrict__ dy, const typename E::T* __restrict__ dfinal,
-                   typename E::T* __restrict__ dgate, float* __restrict__ db_part, float* __restrict__ dstate0, i64 B,
-                   i64 T, i64 NH, i64 smem_bytes) {
-  typedef typename CellOf<CELL>::type C;
-  typedef typename E::T ET;
+    backward_transposed(FRNN_BACKWARD_PARAMS) {
+  FRNN_CELL_TYPES;
   typedef Layout<CELL, E, D, STAGES, ROWS> L;
   constexpr int NB = ROWS / 8;  // batch tiles of 8 (the MMA's N)
-  constexpr bool FAST = Fast<E>::value;
   constexpr int W = D / (16 * NT), NTH = 32 * W, KT = C::GR * D / E::KSTEP, SZ = (int)sizeof(ET);
   constexpr int ACCS = NT > 1 ? 1 : KT >= 4 ? 4 : KT;  // independent accumulator chains per tile
   static_assert(D % 16 == 0 && W >= 1 && STAGES >= 2 && (ROWS == 8 || ROWS == 16), "bad tiling");
 
-  extern __shared__ __align__(16) unsigned char smem[];
-  static_assert(L::BW_T_BYTES == FRNN_SMEM_BYTES, "the host's shared memory (model.py) differs from the kernel's");
-  if (smem_bytes < L::BW_T_BYTES) __trap();
+  FRNN_SHARED_MEMORY(L::BW_T_BYTES);
   ET* pbuf = (ET*)smem;
   const unsigned char* ring = smem + 2 * L::BW_T_P;
   const u32 ring_addr = smem_addr(ring);
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, tq = lane & 3;
+  FRNN_LANES;
   // 16-bit dp with D >= 32 (a K-step pair never straddles two slots): B fragments by ldmatrix (see ldsm_x4)
   constexpr bool LDSM = SZ == 2 && D >= 32;
   const u32 pbuf_addr = smem_addr(pbuf), lane_b = (u32)(((lane & 7) * L::LDPT + (lane >> 3) * 8) * SZ);
