@@ -33,6 +33,42 @@ DEFAULT_CONFIGS = ",".join(
 )
 
 
+def _warm_up(device) -> None:
+    """2 s of GEMMs, so that the clocks are up before the first timing."""
+    import torch
+
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    start = time.time()
+    while time.time() - start < 2.0:
+        a @ a
+    torch.cuda.synchronize()
+
+
+def _case(bench, config: str, device):
+    """The fw / fwbw callables of ``config`` ([BACKEND/]CELL:NHxD) from a version's fusedrnn.cli.bench."""
+    import torch
+
+    backend, _, spec = config.rpartition("/")
+    cell, heads = spec.split(":")
+    num_heads, head_dim = map(int, heads.split("x"))
+    torch.manual_seed(0)
+    return bench.fusedrnn_case(
+        backend or "cuda", bench.Shape(cell, num_heads, head_dim, 16, 1024), torch.bfloat16, device
+    )
+
+
+def _record(out: str, row: dict, bench, case, device, target_ms: float) -> None:
+    """Time ``case[row["mode"]]`` into row (or the error of a version that does not compile or run) and append it."""
+    try:
+        if isinstance(case, Exception):
+            raise case
+        row["ms"] = bench.measure(case[row["mode"]], device, min_reps=20, max_reps=200, target_ms=target_ms)["ms"]
+    except Exception as error:  # recorded; the other versions go on
+        row["error"] = str(error)[:300]
+    with open(out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def _child(name: str, path: str, configs: list[str], out: str) -> None:
     path, _, stages = path.partition(":")
     if not os.path.isdir(os.path.join(path, "fusedrnn")):
@@ -41,30 +77,16 @@ def _child(name: str, path: str, configs: list[str], out: str) -> None:
     import torch
 
     from fusedrnn.backends.cuda import model
-    from fusedrnn.cli.bench import Shape, fusedrnn_case, measure
+    from fusedrnn.cli import bench
 
     if stages:
         model.MAX_STAGES = int(stages)
     device = torch.device("cuda")
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    start = time.time()
-    while time.time() - start < 2.0:
-        a @ a
-    torch.cuda.synchronize()
+    _warm_up(device)
     for config in configs:
-        backend, _, spec = config.rpartition("/")
-        cell, heads = spec.split(":")
-        num_heads, head_dim = map(int, heads.split("x"))
-        torch.manual_seed(0)
-        case = fusedrnn_case(backend or "cuda", Shape(cell, num_heads, head_dim, 16, 1024), torch.bfloat16, device)
+        case = _case(bench, config, device)
         for mode in ("fw", "fwbw"):
-            row = {"version": name, "config": config, "mode": mode}
-            try:
-                row["ms"] = measure(case[mode], device, min_reps=20, max_reps=200, target_ms=300)["ms"]
-            except Exception as error:  # a version that does not compile or run: recorded, the others go on
-                row["error"] = str(error)[:300]
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            _record(out, {"version": name, "config": config, "mode": mode}, bench, case, device, 300)
 
 
 def _import_as(alias: str, path: str):
@@ -85,37 +107,20 @@ def _one_process(versions: list[tuple[str, str]], configs: list[str], rounds: in
 
     benches = {name: _import_as(f"fusedrnn_{name}", path) for name, path in versions}
     device = torch.device("cuda")
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-    start = time.time()
-    while time.time() - start < 2.0:
-        a @ a
-    torch.cuda.synchronize()
+    _warm_up(device)
     for config in configs:
-        backend, _, spec = config.rpartition("/")
-        cell, heads = spec.split(":")
-        num_heads, head_dim = map(int, heads.split("x"))
         cases = {}
         for name, bench in benches.items():
-            torch.manual_seed(0)
             try:
-                shape = bench.Shape(cell, num_heads, head_dim, 16, 1024)
-                cases[name] = bench.fusedrnn_case(backend or "cuda", shape, torch.bfloat16, device)
-            except Exception as error:
+                cases[name] = _case(bench, config, device)
+            except Exception as error:  # a version that cannot build the case: its rows record why
                 cases[name] = error
         for mode in ("fw", "fwbw"):
             for round_ in range(rounds):
                 order = list(benches.items())
                 for name, bench in order if round_ % 2 == 0 else order[::-1]:  # neither always first
                     row = {"version": name, "config": config, "mode": mode, "round": round_}
-                    try:
-                        case = cases[name]
-                        if isinstance(case, Exception):
-                            raise case
-                        row["ms"] = bench.measure(case[mode], device, min_reps=20, max_reps=200, target_ms=150)["ms"]
-                    except Exception as error:  # recorded; the other versions go on
-                        row["error"] = str(error)[:300]
-                    with open(out, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    _record(out, row, bench, cases[name], device, 150)
 
 
 def main(argv: list[str] | None = None) -> int:
