@@ -76,6 +76,21 @@ _UNSUPPORTED_OPTIONS = (
 )
 
 
+def refuse_unsupported_options(config: Any, library: str) -> None:
+    """Raise where a flashrnn-style config (flashrnn's, xlstm's sLSTM) asks for an option only ``library``'s own
+    kernels implement: each changes the result, so computing without it would return other numbers."""
+    for option, default in _UNSUPPORTED_OPTIONS:
+        value = getattr(config, option, default)
+        if value != default:
+            raise ValueError(
+                f"config.{option}: only {default!r} is supported (it changes {library}'s result and is not "
+                f"implemented in fusedrnn), got {value!r}"
+            )
+    constants = getattr(config, "constants", None)
+    if constants:
+        raise ValueError(f"config.constants: only {{}} is supported (no cell has constants), got {constants!r}")
+
+
 def _check_layout(option: str, layout: object, letters: str) -> str:
     if not isinstance(layout, str) or sorted(layout) != sorted(letters):
         raise ValueError(f"config.{option}: expected a permutation of {letters!r}, got {layout!r}")
@@ -181,16 +196,7 @@ def _options(config: Any, function: str, backend: str, dtype: str | None) -> _Op
     if config is None:
         options = _Options(function, backend)
     else:
-        for option, default in _UNSUPPORTED_OPTIONS:
-            value = getattr(config, option, default)
-            if value != default:
-                raise ValueError(
-                    f"config.{option}: only {default!r} is supported (it changes flashrnn's result and is not "
-                    f"implemented in fusedrnn), got {value!r}"
-                )
-        constants = getattr(config, "constants", None)
-        if constants:
-            raise ValueError(f"config.constants: only {{}} is supported (no cell has constants), got {constants!r}")
+        refuse_unsupported_options(config, "flashrnn")
         options = _Options(
             function=getattr(config, "function", "lstm"),
             backend=getattr(config, "backend", "cuda_fused"),

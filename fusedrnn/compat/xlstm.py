@@ -46,20 +46,12 @@ import torch
 
 from ..api import rnn
 from ..cells import get_cell
-from ._flashrnn import _state_sequence
+from ._flashrnn import _state_sequence, refuse_unsupported_options
 
 __all__ = ["use_fusedrnn", "install", "uninstall", "is_installed", "fused_cell_class"]
 
 # xlstm's cell functions -> fusedrnn cells (the same equations and gate orders)
 CELLS = {"slstm": "slstm", "lstm": "lstm"}
-
-# xlstm config options that change the result in its cuda kernels and that fusedrnn does not implement:
-# (name, the value meaning "off")
-_UNSUPPORTED_OPTIONS = (
-    ("gradient_recurrent_cut", False),
-    ("gradient_recurrent_clipval", None),
-    ("forward_clipval", None),
-)
 
 
 def _xlstm_cells() -> Any:
@@ -75,15 +67,7 @@ def _xlstm_cells() -> Any:
 def _check_config(config: Any) -> None:
     if config.function not in CELLS:
         raise ValueError(f"config.function: expected one of {sorted(CELLS)}, got {config.function!r}")
-    for option, off in _UNSUPPORTED_OPTIONS:
-        value = getattr(config, option, off)
-        if value != off:
-            raise ValueError(
-                f"config.{option}: only {off!r} is supported (it changes xlstm's result and fusedrnn does not "
-                f"implement it), got {value!r}"
-            )
-    if getattr(config, "constants", None):
-        raise ValueError(f"config.constants: only {{}} is supported, got {config.constants!r}")
+    refuse_unsupported_options(config, "xlstm")
 
 
 class _FusedRecurrence:
