@@ -264,12 +264,13 @@ class RecurrentBase(TorchModuleRules):
 
         # torch's packed op for lengths; pack_padded_sequence refuses empty rows and an empty batch
         empty_rows = lengths is not None and (B == 0 or bool(lengths.min() == 0))
-        # torch's op knows no resets and saves every step (no checkpointing)
+        # torch's op knows no resets and saves every step (no checkpointing). runs_on_torch_ops comes first: it is
+        # False under torch.compile, where empty_rows is data-dependent and must not be evaluated
         if (
-            resets is None
-            and not self._checkpointing
+            runs_on_torch_ops(self.cell, self.backend, x3)
             and not empty_rows
-            and runs_on_torch_ops(self.cell, self.backend, x3)
+            and resets is None
+            and not self._checkpointing
         ):
             if lengths is None:
                 out, finals = self._run_torch(x3, None, parts)
